@@ -1,0 +1,852 @@
+//! Configuration: defaults, then the TOML file, then environment variables, the later winning.
+//!
+//! ```text
+//!  TOML text ──toml──▶ RawConfig ──env overrides──▶ RawConfig ──validate()──▶ Config
+//!                      (serde, all optional,          (STACKLAB_*)            (typed, checked,
+//!                       unknown keys collected)                                every error at once)
+//! ```
+//!
+//! Nothing binds a port before [`Config::validate`] has passed. Every problem is reported with
+//! the key's path (`limits.max_body_bytes`, `routes[2].pool`), all at once, so a person fixes
+//! the file in one go. Unknown keys are warnings, not errors: a newer file still loads.
+//!
+//! The sections owned by other parts of stacklab (`control`, `backend`, `docker`, `shared`)
+//! are carried through untouched as raw TOML for those parts to validate.
+
+use serde::Deserialize;
+use stacklab_types::routes::{HealthSpec, PoolSpec};
+use stacklab_types::Secret;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default edge address: TCP (h1, h2) and UDP (h3), dual-stack.
+pub const DEFAULT_EDGE_ADDR: &str = "[::]:8443";
+/// Default plain-HTTP address (redirects to HTTPS unless `plain_http = "serve"`).
+pub const DEFAULT_HTTP_ADDR: &str = "[::]:8080";
+/// Default admin address: loopback only, since it can change routing.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9000";
+/// Default data directory, relative to where stacklab starts.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Open client connections accepted at once, over all listeners.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Open connections per client address; one host cannot take the whole edge.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
+/// Request head (request line and headers) size; past it, `431`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Request body size; past it, `413`.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Time a client has to send a request head once it has started one; past it, `408`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Time a keep-alive connection may sit idle between requests before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Time to finish a TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Time to connect to an upstream member; past it, the next member, then `502`.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Time for an upstream member to start its response; past it, `504`.
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = 30_000;
+/// Idle upstream keep-alive connections kept per member.
+pub const DEFAULT_UPSTREAM_IDLE_PER_MEMBER: usize = 256;
+/// Request bodies up to this size are held so the request can be retried on another member.
+pub const DEFAULT_RETRY_BUFFER_BYTES: usize = 64 * 1024;
+/// Time in-flight requests get to finish at shutdown before connections are cut.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Captured requests kept per session for the inspector.
+pub const DEFAULT_CAPTURE_PER_SESSION: usize = 100;
+/// Sessions whose requests are captured at once (least recently used dropped past it).
+pub const DEFAULT_CAPTURE_SESSIONS: usize = 10_000;
+/// Captured body prefix.
+pub const DEFAULT_CAPTURE_BODY_BYTES: usize = 4 * 1024;
+/// Share of requests that may be retried, on top of [`DEFAULT_RETRY_MIN_PER_SECOND`].
+pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.2;
+/// Retries always allowed per second, so a quiet proxy can still fail over.
+pub const DEFAULT_RETRY_MIN_PER_SECOND: u32 = 10;
+/// Attempts per request, the first included.
+pub const DEFAULT_RETRY_MAX_ATTEMPTS: u32 = 3;
+/// Consecutive connect errors or 5xx answers that eject a member.
+pub const DEFAULT_EJECT_CONSECUTIVE_FAILURES: u32 = 5;
+/// First ejection length; doubled on each ejection in a row.
+pub const DEFAULT_EJECT_BASE_MS: u64 = 1_000;
+/// Longest ejection.
+pub const DEFAULT_EJECT_MAX_MS: u64 = 30_000;
+/// `Alt-Svc` max age advertised for HTTP/3.
+pub const DEFAULT_ALT_SVC_MAX_AGE: u64 = 86_400;
+
+/// Sections of the file that belong to other parts of stacklab.
+pub const OTHER_PARTS: &[&str] = &["control", "backend", "docker", "shared"];
+
+// ---------------------------------------------------------------------------------------------
+// Raw: what the file says.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub edge: RawEdge,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub retry: RawRetry,
+    #[serde(default)]
+    pub passive_health: RawPassiveHealth,
+    #[serde(default)]
+    pub feed: Option<RawFeed>,
+    #[serde(default)]
+    pub pools: Vec<toml::Value>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// Sections of other parts, passed on unvalidated.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLog {
+    pub filter: Option<String>,
+    pub access_log: Option<bool>,
+    pub json: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEdge {
+    pub addr: Option<String>,
+    pub http_addr: Option<String>,
+    pub plain_http: Option<String>,
+    pub http3: Option<bool>,
+    pub alt_svc_max_age: Option<u64>,
+    pub static_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCertificate {
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub addr: Option<String>,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub tls_handshake_timeout_ms: Option<u64>,
+    pub upstream_connect_timeout_ms: Option<u64>,
+    pub upstream_response_timeout_ms: Option<u64>,
+    pub upstream_idle_per_member: Option<usize>,
+    pub retry_buffer_bytes: Option<usize>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub capture_per_session: Option<usize>,
+    pub capture_sessions: Option<usize>,
+    pub capture_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRetry {
+    pub budget_ratio: Option<f64>,
+    pub min_per_second: Option<u32>,
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPassiveHealth {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_ms: Option<u64>,
+    pub max_ejection_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFeed {
+    pub url: Option<String>,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoute {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub session_pool: bool,
+    #[serde(default)]
+    pub static_files: bool,
+    #[serde(default)]
+    pub captures: bool,
+    pub require_session: Option<bool>,
+    pub touches_session: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated: what the proxy runs on.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub edge: EdgeConfig,
+    pub admin: AdminConfig,
+    pub limits: Limits,
+    pub retry: RetryConfig,
+    pub passive_health: PassiveHealth,
+    pub feed: Option<FeedConfig>,
+    pub pools: Vec<PoolSpec>,
+    pub routes: Vec<RouteConfig>,
+    /// Sections owned by other parts, for them to validate.
+    pub other: BTreeMap<String, toml::Value>,
+    /// Where the config was read from, for reload.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `stacklab_proxy=debug,info`); `STACKLAB_LOG` overrides.
+    pub filter: String,
+    /// One line per request at target `access`.
+    pub access_log: bool,
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Answer every plain-HTTP request with a redirect to HTTPS.
+    Redirect,
+    /// Serve plain HTTP like HTTPS (for a proxy behind a TLS terminator).
+    Serve,
+    /// No plain-HTTP listener.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub plain_http: PlainHttp,
+    pub http3: bool,
+    pub alt_svc_max_age: u64,
+    /// Serve the web UI from this folder instead of the copy embedded in the binary.
+    pub static_dir: Option<PathBuf>,
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    /// SNI names this certificate answers; the first certificate is also the default.
+    pub server_names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    /// Bearer token for `/admin/*`; when empty, one is generated at start and written to
+    /// `<data_dir>/admin.token` (mode 0600).
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_per_member: usize,
+    pub retry_buffer_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub capture_per_session: usize,
+    pub capture_sessions: usize,
+    pub capture_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub budget_ratio: f64,
+    pub min_per_second: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PassiveHealth {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// `http://host:port/admin/routes/feed` of control.
+    pub url: http::Uri,
+    pub token: Secret,
+}
+
+/// Where a matched request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// A named pool.
+    Pool(String),
+    /// The pool named by the session's route.
+    SessionPool,
+    /// The web UI's static files.
+    Static,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Exact host, `*.suffix`, or `None` for any.
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+    pub path: String,
+    /// Methods this route takes; empty means all.
+    pub methods: Vec<http::Method>,
+    pub target: RouteTarget,
+    /// Answer `401 session_missing` / `410 session_expired` unless the cookie names a live session.
+    pub require_session: bool,
+    /// A request here counts as use of the session (moves its expiry).
+    pub touches_session: bool,
+    /// Record requests here in the session's inspector ring.
+    pub captures: bool,
+}
+
+/// One problem in a config, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, and the unknown keys (warnings).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigReport {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} error(s):", self.errors.len())?;
+        for e in &self.errors {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigReport {}
+
+/// The process environment, or a map in tests.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// Reads `std::env`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+impl Config {
+    /// Reads, overrides and validates the file at `path` (or the embedded
+    /// `config/stacklab.toml` when `None`).
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigReport {
+                errors: vec![ConfigError { path: p.display().to_string(), message: format!("cannot read the file: {e}") }],
+                warnings: vec![],
+            })?,
+            None => crate::DEFAULT_CONFIG.to_owned(),
+        };
+        let (mut cfg, warnings) = Self::from_toml(&text, env)?;
+        cfg.source = path.map(Path::to_path_buf);
+        Ok((cfg, warnings))
+    }
+
+    /// Parses TOML text, applies the environment, validates.
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
+        let mut unknown = Vec::new();
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigReport {
+            errors: vec![ConfigError { path: "(file)".into(), message: format!("not valid TOML: {}", e.message()) }],
+            warnings: vec![],
+        })?;
+        let mut raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(
+            |e: toml::de::Error| ConfigReport {
+                errors: vec![ConfigError { path: "(file)".into(), message: e.message().to_owned() }],
+                warnings: vec![],
+            },
+        )?;
+        let mut warnings: Vec<ConfigError> = unknown
+            .into_iter()
+            .map(|path| ConfigError { path, message: "unknown key, ignored".into() })
+            .collect();
+        for key in raw.other.keys() {
+            if !OTHER_PARTS.contains(&key.as_str()) {
+                warnings.push(ConfigError { path: key.clone(), message: "unknown key, ignored".into() });
+            }
+        }
+        apply_env(&mut raw, env);
+        let cfg = raw.validate()?;
+        Ok((cfg, warnings))
+    }
+}
+
+/// Environment variables win over the file.
+fn apply_env(raw: &mut RawConfig, env: &dyn Env) {
+    if let Some(v) = env.var("STACKLAB_EDGE_ADDR") {
+        raw.edge.addr = Some(v);
+    }
+    if let Some(v) = env.var("STACKLAB_HTTP_ADDR") {
+        raw.edge.http_addr = Some(v);
+    }
+    if let Some(v) = env.var("STACKLAB_ADMIN_ADDR") {
+        raw.admin.addr = Some(v);
+    }
+    if let Some(v) = env.var("STACKLAB_ADMIN_TOKEN") {
+        raw.admin.token = Some(Secret::new(v));
+    }
+    if let Some(v) = env.var("STACKLAB_DATA_DIR") {
+        raw.data_dir = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env.var("STACKLAB_LOG") {
+        raw.log.filter = Some(v);
+    }
+}
+
+/// Collects errors while validating.
+struct Check {
+    errors: Vec<ConfigError>,
+}
+
+impl Check {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let value = value.unwrap_or(default);
+        match value.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.err(path, format!("`{value}` is not an address; write `host:port`, e.g. `127.0.0.1:9000` or `[::]:8443`"));
+                default.parse().expect("default addresses parse")
+            }
+        }
+    }
+
+    fn positive<T: PartialOrd + Default + Copy + fmt::Display>(&mut self, path: &str, value: Option<T>, default: T) -> T {
+        let v = value.unwrap_or(default);
+        if v <= T::default() {
+            self.err(path, format!("must be greater than 0 (got {v})"));
+            return default;
+        }
+        v
+    }
+
+    fn millis(&mut self, path: &str, value: Option<u64>, default: u64) -> Duration {
+        Duration::from_millis(self.positive(path, value, default))
+    }
+}
+
+impl RawConfig {
+    /// Turns the raw file into the runtime config, reporting every problem at once.
+    pub fn validate(self) -> Result<Config, ConfigReport> {
+        let mut c = Check { errors: Vec::new() };
+
+        let log = LogConfig {
+            filter: self.log.filter.unwrap_or_else(|| "info".to_owned()),
+            access_log: self.log.access_log.unwrap_or(true),
+            json: self.log.json.unwrap_or(false),
+        };
+
+        let plain_http = match self.edge.plain_http.as_deref() {
+            None | Some("redirect") => PlainHttp::Redirect,
+            Some("serve") => PlainHttp::Serve,
+            Some("off") => PlainHttp::Off,
+            Some(other) => {
+                c.err("edge.plain_http", format!("`{other}` is not one of `redirect`, `serve`, `off`"));
+                PlainHttp::Redirect
+            }
+        };
+        let mut certificates = Vec::new();
+        for (i, cert) in self.edge.certificates.into_iter().enumerate() {
+            let path = format!("edge.certificates[{i}]");
+            match (cert.cert, cert.key) {
+                (Some(cert_path), Some(key_path)) => {
+                    for (k, p) in [("cert", &cert_path), ("key", &key_path)] {
+                        if !p.is_file() {
+                            c.err(format!("{path}.{k}"), format!("`{}` is not a readable file", p.display()));
+                        }
+                    }
+                    if cert.server_names.is_empty() && i > 0 {
+                        c.err(format!("{path}.server_names"), "name the SNI host names this certificate serves (only the first certificate may omit them)");
+                    }
+                    certificates.push(CertificateConfig { server_names: cert.server_names, cert: cert_path, key: key_path });
+                }
+                _ => c.err(&path, "a certificate needs both `cert` and `key` (PEM files)"),
+            }
+        }
+        let edge = EdgeConfig {
+            addr: c.addr("edge.addr", self.edge.addr.as_deref(), DEFAULT_EDGE_ADDR),
+            http_addr: c.addr("edge.http_addr", self.edge.http_addr.as_deref(), DEFAULT_HTTP_ADDR),
+            plain_http,
+            http3: self.edge.http3.unwrap_or(true),
+            alt_svc_max_age: self.edge.alt_svc_max_age.unwrap_or(DEFAULT_ALT_SVC_MAX_AGE),
+            static_dir: self.edge.static_dir.filter(|p| !p.as_os_str().is_empty()),
+            certificates,
+        };
+        if let Some(dir) = &edge.static_dir {
+            if !dir.is_dir() {
+                c.err("edge.static_dir", format!("`{}` is not a folder", dir.display()));
+            }
+        }
+
+        let admin = AdminConfig {
+            addr: c.addr("admin.addr", self.admin.addr.as_deref(), DEFAULT_ADMIN_ADDR),
+            token: self.admin.token.unwrap_or_default(),
+        };
+        if !admin.token.is_empty() && admin.token.expose().len() < 16 {
+            c.err("admin.token", "use at least 16 characters (or leave it empty to have one generated)");
+        }
+
+        let l = self.limits;
+        let limits = Limits {
+            max_connections: c.positive("limits.max_connections", l.max_connections, DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_client: c.positive(
+                "limits.max_connections_per_client",
+                l.max_connections_per_client,
+                DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            ),
+            max_header_bytes: c.positive("limits.max_header_bytes", l.max_header_bytes, DEFAULT_MAX_HEADER_BYTES),
+            max_body_bytes: c.positive("limits.max_body_bytes", l.max_body_bytes, DEFAULT_MAX_BODY_BYTES),
+            header_read_timeout: c.millis("limits.header_read_timeout_ms", l.header_read_timeout_ms, DEFAULT_HEADER_READ_TIMEOUT_MS),
+            idle_timeout: c.millis("limits.idle_timeout_ms", l.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS),
+            tls_handshake_timeout: c.millis(
+                "limits.tls_handshake_timeout_ms",
+                l.tls_handshake_timeout_ms,
+                DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+            ),
+            upstream_connect_timeout: c.millis(
+                "limits.upstream_connect_timeout_ms",
+                l.upstream_connect_timeout_ms,
+                DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+            ),
+            upstream_response_timeout: c.millis(
+                "limits.upstream_response_timeout_ms",
+                l.upstream_response_timeout_ms,
+                DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS,
+            ),
+            upstream_idle_per_member: l.upstream_idle_per_member.unwrap_or(DEFAULT_UPSTREAM_IDLE_PER_MEMBER),
+            retry_buffer_bytes: l.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
+            shutdown_grace: c.millis("limits.shutdown_grace_ms", l.shutdown_grace_ms, DEFAULT_SHUTDOWN_GRACE_MS),
+            capture_per_session: l.capture_per_session.unwrap_or(DEFAULT_CAPTURE_PER_SESSION),
+            capture_sessions: l.capture_sessions.unwrap_or(DEFAULT_CAPTURE_SESSIONS),
+            capture_body_bytes: l.capture_body_bytes.unwrap_or(DEFAULT_CAPTURE_BODY_BYTES),
+        };
+        if limits.max_connections_per_client > limits.max_connections {
+            c.err("limits.max_connections_per_client", "cannot be more than limits.max_connections");
+        }
+        if limits.max_header_bytes < 1024 {
+            c.err("limits.max_header_bytes", "must be at least 1024: browsers send several hundred bytes of headers");
+        }
+
+        let retry = RetryConfig {
+            budget_ratio: self.retry.budget_ratio.unwrap_or(DEFAULT_RETRY_BUDGET_RATIO),
+            min_per_second: self.retry.min_per_second.unwrap_or(DEFAULT_RETRY_MIN_PER_SECOND),
+            max_attempts: c.positive("retry.max_attempts", self.retry.max_attempts, DEFAULT_RETRY_MAX_ATTEMPTS),
+        };
+        if !(0.0..=1.0).contains(&retry.budget_ratio) {
+            c.err("retry.budget_ratio", "must be between 0.0 and 1.0 (the share of requests that may be retried)");
+        }
+
+        let passive_health = PassiveHealth {
+            consecutive_failures: c.positive(
+                "passive_health.consecutive_failures",
+                self.passive_health.consecutive_failures,
+                DEFAULT_EJECT_CONSECUTIVE_FAILURES,
+            ),
+            base_ejection: c.millis("passive_health.base_ejection_ms", self.passive_health.base_ejection_ms, DEFAULT_EJECT_BASE_MS),
+            max_ejection: c.millis("passive_health.max_ejection_ms", self.passive_health.max_ejection_ms, DEFAULT_EJECT_MAX_MS),
+        };
+        if passive_health.max_ejection < passive_health.base_ejection {
+            c.err("passive_health.max_ejection_ms", "cannot be less than passive_health.base_ejection_ms");
+        }
+
+        let feed = match self.feed {
+            None => None,
+            Some(f) => match f.url.as_deref().map(str::parse::<http::Uri>) {
+                Some(Ok(url)) if url.scheme_str() == Some("http") && url.authority().is_some() => {
+                    Some(FeedConfig { url, token: f.token.unwrap_or_default() })
+                }
+                Some(_) => {
+                    c.err("feed.url", "must be an `http://host:port/admin/routes/feed` URL");
+                    None
+                }
+                None => {
+                    c.err("feed.url", "a [feed] section needs `url`");
+                    None
+                }
+            },
+        };
+
+        let mut pools = Vec::new();
+        let mut pool_names = HashSet::new();
+        for (i, value) in self.pools.into_iter().enumerate() {
+            let path = format!("pools[{i}]");
+            match value.try_into::<PoolSpec>() {
+                Ok(pool) => {
+                    for problem in check_pool(&pool) {
+                        c.err(format!("{path}.{}", problem.path), problem.message);
+                    }
+                    if !pool_names.insert(pool.name.clone()) {
+                        c.err(format!("{path}.name"), format!("pool `{}` is defined twice", pool.name));
+                    }
+                    pools.push(pool);
+                }
+                Err(e) => c.err(path, e.message().to_owned()),
+            }
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let targets = usize::from(r.pool.is_some()) + usize::from(r.session_pool) + usize::from(r.static_files);
+            let target = match (r.pool, r.session_pool, r.static_files) {
+                _ if targets != 1 => {
+                    c.err(&path, "give exactly one target: `pool = \"name\"`, `session_pool = true` or `static_files = true`");
+                    continue;
+                }
+                (Some(pool), _, _) => {
+                    if !pool_names.contains(&pool) {
+                        c.err(format!("{path}.pool"), format!("no pool named `{pool}` in [[pools]]"));
+                    }
+                    RouteTarget::Pool(pool)
+                }
+                (None, true, _) => RouteTarget::SessionPool,
+                _ => RouteTarget::Static,
+            };
+            let route_path = r.path.unwrap_or_else(|| "/".to_owned());
+            if !route_path.starts_with('/') {
+                c.err(format!("{path}.path"), "must start with `/`");
+            }
+            let mut methods = Vec::new();
+            for (j, m) in r.methods.iter().enumerate() {
+                match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => methods.push(m),
+                    Err(_) => c.err(format!("{path}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
+                }
+            }
+            let require_session = r.require_session.unwrap_or(target == RouteTarget::SessionPool);
+            if target == RouteTarget::SessionPool && !require_session {
+                c.err(format!("{path}.require_session"), "a session_pool route needs a session; remove `require_session = false`");
+            }
+            routes.push(RouteConfig {
+                host: r.host.filter(|h| h != "*").map(|h| h.to_ascii_lowercase()),
+                path: route_path,
+                methods,
+                touches_session: r.touches_session.unwrap_or(target == RouteTarget::SessionPool),
+                target,
+                require_session,
+                captures: r.captures,
+            });
+        }
+
+        if !c.errors.is_empty() {
+            return Err(ConfigReport { errors: c.errors, warnings: Vec::new() });
+        }
+        Ok(Config {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            log,
+            edge,
+            admin,
+            limits,
+            retry,
+            passive_health,
+            feed,
+            pools,
+            routes,
+            other: self.other,
+            source: None,
+        })
+    }
+}
+
+/// Makes sure the admin API has a token: the configured one, else the one kept in
+/// `<data_dir>/admin.token`, else a new random one written there (mode 0600).
+pub fn ensure_admin_token(cfg: &mut Config) -> std::io::Result<PathBuf> {
+    let path = cfg.data_dir.join("admin.token");
+    if !cfg.admin.token.is_empty() {
+        return Ok(path);
+    }
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if existing.len() >= 16 {
+            cfg.admin.token = Secret::new(existing);
+            return Ok(path);
+        }
+    }
+    use rand::Rng;
+    let token: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(40).map(char::from).collect();
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    use std::io::Write;
+    opts.open(&path)?.write_all(token.as_bytes())?;
+    cfg.admin.token = Secret::new(token);
+    Ok(path)
+}
+
+/// Problems in a pool spec, with paths relative to the pool. Used for config and admin input.
+pub fn check_pool(pool: &PoolSpec) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+    if !valid_name(&pool.name) {
+        err("name".into(), "use 1-64 letters, digits, `-` or `_`".into());
+    }
+    let mut ids = HashSet::new();
+    for (j, m) in pool.members.iter().enumerate() {
+        if let Err(e) = check_member(&m.id, &m.addr, m.weight) {
+            err(format!("members[{j}].{}", e.path), e.message);
+        }
+        if !ids.insert(&m.id) {
+            err(format!("members[{j}].id"), format!("member `{}` appears twice", m.id));
+        }
+    }
+    if let Some(h) = &pool.health {
+        if let Err(e) = check_health(h) {
+            err(format!("health.{}", e.path), e.message);
+        }
+    }
+    errors
+}
+
+/// A member's id, address and weight.
+pub fn check_member(id: &str, addr: &str, weight: u32) -> Result<(), ConfigError> {
+    if !valid_name(id) {
+        return Err(ConfigError { path: "id".into(), message: "use 1-64 letters, digits, `-` or `_`".into() });
+    }
+    if addr.parse::<SocketAddr>().is_err() && http::uri::Authority::try_from(addr).map(|a| a.port_u16().is_none()).unwrap_or(true) {
+        return Err(ConfigError { path: "addr".into(), message: format!("`{addr}` is not `host:port`") });
+    }
+    if weight == 0 || weight > 1000 {
+        return Err(ConfigError { path: "weight".into(), message: "must be between 1 and 1000".into() });
+    }
+    Ok(())
+}
+
+fn check_health(h: &HealthSpec) -> Result<(), ConfigError> {
+    let e = |path: &str, message: &str| Err(ConfigError { path: path.into(), message: message.into() });
+    if !h.path.starts_with('/') {
+        return e("path", "must start with `/`");
+    }
+    if h.interval_ms == 0 || h.timeout_ms == 0 {
+        return e("interval_ms", "interval_ms and timeout_ms must be greater than 0");
+    }
+    if h.rise == 0 || h.fall == 0 {
+        return e("rise", "rise and fall must be at least 1");
+    }
+    Ok(())
+}
+
+/// Pool, member and session names: short, printable, safe in URLs and metric labels.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let text = "[edge]\naddr = \"127.0.0.1:1111\"\n[admin]\naddr = \"127.0.0.1:2222\"\n";
+        let (cfg, warnings) = Config::from_toml(text, &env(&[("STACKLAB_ADMIN_ADDR", "127.0.0.1:3333")])).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(cfg.edge.addr, "127.0.0.1:1111".parse().unwrap());
+        assert_eq!(cfg.admin.addr, "127.0.0.1:3333".parse().unwrap());
+        assert_eq!(cfg.edge.http_addr, DEFAULT_HTTP_ADDR.parse().unwrap());
+        assert_eq!(cfg.limits.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = r#"
+            [edge]
+            addr = "nope"
+            plain_http = "sometimes"
+            [limits]
+            max_connections = 0
+            [[pools]]
+            name = "bad name"
+            members = [{ id = "a", addr = "x" }]
+            [[routes]]
+            path = "/api"
+            pool = "missing"
+        "#;
+        let report = Config::from_toml(text, &env(&[])).unwrap_err();
+        let paths: Vec<_> = report.errors.iter().map(|e| e.path.as_str()).collect();
+        for want in ["edge.addr", "edge.plain_http", "limits.max_connections", "pools[0].name", "pools[0].members[0].addr", "routes[0].pool"] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_warnings() {
+        let (_, warnings) = Config::from_toml("[edge]\nadr = \"x\"\n[control]\nanything = 1\n", &env(&[])).unwrap();
+        let paths: Vec<_> = warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(paths, ["edge.adr"]);
+    }
+
+    #[test]
+    fn admin_token_is_never_debug_printed() {
+        let (cfg, _) = Config::from_toml("", &env(&[("STACKLAB_ADMIN_TOKEN", "s3cret-s3cret-s3cret")])).unwrap();
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        assert!(cfg.admin.token.matches(b"s3cret-s3cret-s3cret"));
+    }
+}

@@ -1,0 +1,466 @@
+//! The request path: one handler for HTTP/1.1, HTTP/2 and HTTP/3.
+//!
+//! ```text
+//! request ─▶ header size ─▶ route (host, path, method) ─▶ session check ─▶ static files
+//!                                                          (401 / 410)   └▶ pool: rewrite headers,
+//!                                                                            hold or stream body,
+//!                                                                            forward with retries
+//! response ◀─ Server-Timing, x-request-id, Alt-Svc ◀─ metrics, access log, capture ◀─┘
+//! ```
+//!
+//! Everything the handler needs was prepared when the table was built: it loads the table
+//! once, without a lock, and reads from it.
+
+use crate::body::{BodyLimitExceeded, Limit, ReqBody, RespBody};
+use crate::capture::{self, Captured};
+use crate::config::{Config, RouteTarget};
+use crate::error::ProxyError;
+use crate::session::{self, CookieSession};
+use crate::table::{Route, SessionEntry};
+use crate::upstream::{self, OutBody, Outgoing};
+use crate::Proxy;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The protocol a request came over, as an index into [`crate::metrics::PROTOCOLS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    H1 = 0,
+    H2 = 1,
+    H3 = 2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        crate::metrics::PROTOCOLS[self as usize]
+    }
+}
+
+/// What the handler knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// TLS (or QUIC) terminated here.
+    pub secure: bool,
+    /// HTTP/3 (QUIC); otherwise the HTTP version tells h1 from h2.
+    pub quic: bool,
+}
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_STACKLAB_SESSION: HeaderName = HeaderName::from_static("x-stacklab-session");
+pub static X_STACKLAB_MEMBER: HeaderName = HeaderName::from_static("x-stacklab-member");
+pub static X_STACKLAB_CACHE: HeaderName = HeaderName::from_static("x-stacklab-cache");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding"];
+
+/// Serves one request. Never fails: every error becomes a JSON answer.
+pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<ReqBody>) -> Response<RespBody> {
+    let started = Instant::now();
+    let protocol = if conn.quic {
+        Protocol::H3
+    } else if req.version() == Version::HTTP_2 {
+        Protocol::H2
+    } else {
+        Protocol::H1
+    };
+    let cfg = proxy.config.load_full();
+    let table = proxy.routing.load();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let host = request_host(&req).unwrap_or_default();
+
+    let route = table.route(&host, &path, &method);
+    let mut ctx = Ctx { protocol, request_id: request_id(req.headers()), member: None, upstream: None, session: None };
+    let result = match route {
+        None => Err(ProxyError::NoRoute { path: path.clone() }),
+        Some(route) => serve(&proxy, &cfg, &table, route, conn, req, &mut ctx).await,
+    };
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let ProxyError::HeadersTooLarge { .. } | ProxyError::BodyTooLarge { .. } = e {
+                proxy.metrics.limit_hits.with_label_values(&[e.kind()]).inc();
+            }
+            if e.source() != crate::error::Source::Client {
+                tracing::warn!(target: "proxy", request_id = ?ctx.request_id, error = %e, "request failed");
+            }
+            e.into_response()
+        }
+    };
+
+    let elapsed = started.elapsed();
+    finish_headers(&proxy, &cfg, conn, &mut response, &ctx, elapsed);
+    let status = response.status().as_u16();
+    if let Some(route) = route {
+        route.metrics.record(protocol as usize, status, elapsed.as_secs_f64());
+    }
+    if cfg.log.access_log {
+        tracing::info!(
+            target: "access",
+            client = %conn.peer.ip(),
+            protocol = protocol.as_str(),
+            %method,
+            path = %path,
+            status,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            member = ctx.member.as_deref().unwrap_or("-"),
+            request_id = ?ctx.request_id,
+        );
+    }
+    response
+}
+
+/// Per-request facts gathered on the way, for headers, logs and capture.
+struct Ctx {
+    protocol: Protocol,
+    request_id: HeaderValue,
+    member: Option<String>,
+    upstream: Option<Duration>,
+    session: Option<String>,
+}
+
+async fn serve(
+    proxy: &Arc<Proxy>,
+    cfg: &Config,
+    table: &crate::table::Table,
+    route: &Route,
+    conn: ConnInfo,
+    req: Request<ReqBody>,
+    ctx: &mut Ctx,
+) -> Result<Response<RespBody>, ProxyError> {
+    let header_bytes = header_size(&req);
+    if header_bytes > cfg.limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge { size: header_bytes, limit: cfg.limits.max_header_bytes });
+    }
+
+    let session: Option<Arc<SessionEntry>> = match session::from_headers(req.headers()) {
+        CookieSession::Code(code) => match table.sessions.get(code) {
+            Some(entry) => Some(Arc::clone(entry)),
+            None if route.cfg.require_session => return Err(ProxyError::SessionExpired),
+            None => None,
+        },
+        CookieSession::Malformed if route.cfg.require_session => return Err(ProxyError::SessionExpired),
+        CookieSession::Missing if route.cfg.require_session => return Err(ProxyError::SessionMissing),
+        _ => None,
+    };
+    if let Some(entry) = &session {
+        if route.cfg.touches_session {
+            entry.last_used_ms.store(proxy.clock.now_ms(), Relaxed);
+        }
+        ctx.session = Some(entry.route.code.clone());
+    }
+
+    let (pool, pinned) = match &route.cfg.target {
+        RouteTarget::Static => {
+            let inm = req.headers().get(header::IF_NONE_MATCH).cloned();
+            return proxy.statics.serve(req.method(), req.uri().path(), inm.as_ref()).await;
+        }
+        RouteTarget::Pool(name) => (route.pool.clone().ok_or_else(|| ProxyError::NoPool { pool: name.clone() })?, None),
+        RouteTarget::SessionPool => {
+            let entry = session.as_ref().ok_or(ProxyError::SessionMissing)?;
+            let pool = table
+                .pools
+                .get(&entry.route.pool)
+                .cloned()
+                .ok_or_else(|| ProxyError::NoPool { pool: entry.route.pool.clone() })?;
+            (pool, entry.route.member.as_deref())
+        }
+    };
+
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let upgrade = is_upgrade(&parts.headers) && ctx.protocol == Protocol::H1;
+    let mut headers = parts.headers;
+    rewrite_request_headers(&mut headers, &parts.uri, conn, ctx, upgrade);
+
+    // Hold small bodies (so the request can be retried), stream the rest, enforce the limit.
+    let limit = cfg.limits.max_body_bytes;
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let held = body.is_end_stream() || declared.is_some_and(|n| n <= cfg.limits.retry_buffer_bytes as u64);
+    let out_body = if held {
+        match Limit::new(body, limit).collect().await {
+            Ok(c) => OutBody::Held(c.to_bytes()),
+            Err(e) if e.is::<BodyLimitExceeded>() => {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            Err(e) => return Err(ProxyError::BadBody(e.to_string())),
+        }
+    } else {
+        OutBody::Stream(Limit::new(body, limit).boxed_unsync())
+    };
+    let capture = route.cfg.captures && ctx.session.is_some();
+    let captured_body = match (&out_body, capture) {
+        (OutBody::Held(b), true) => Some(b.clone()),
+        _ => None,
+    };
+
+    let mut extensions = parts.extensions;
+    let mut on_upgrade = if upgrade { extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+
+    // Consistent hashing keys on the session, else on the client address.
+    let peer_key;
+    let hash_key: &[u8] = match &ctx.session {
+        Some(code) => code.as_bytes(),
+        None => {
+            peer_key = conn.peer.ip().to_canonical().to_string();
+            peer_key.as_bytes()
+        }
+    };
+    let out = Outgoing {
+        method: parts.method.clone(),
+        path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
+        headers: headers.clone(),
+        body: out_body,
+    };
+    let result = upstream::forward(proxy, &pool, pinned, hash_key, out).await;
+    let proxy_before = started.elapsed();
+    let mut forwarded = match result {
+        Ok(f) => f,
+        Err(e) => {
+            if capture {
+                record_capture(proxy, cfg, ctx, &parts.method, &parts.uri, &headers, captured_body, &e.status(), None, proxy_before);
+            }
+            return Err(e);
+        }
+    };
+    ctx.member = Some(forwarded.member.id.clone());
+    ctx.upstream = Some(forwarded.upstream);
+
+    if forwarded.response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = on_upgrade.take() {
+            let upstream_side = hyper::upgrade::on(&mut forwarded.response);
+            tokio::spawn(async move {
+                match (client_side.await, upstream_side.await) {
+                    (Ok(client), Ok(upstream)) => {
+                        let mut client = hyper_util::rt::TokioIo::new(client);
+                        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    (c, u) => tracing::debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed"),
+                }
+            });
+        }
+    } else {
+        strip_hop_by_hop(forwarded.response.headers_mut());
+    }
+    forwarded.response.headers_mut().insert(&X_STACKLAB_MEMBER, header_value(&forwarded.member.id));
+    if capture {
+        let status = forwarded.response.status();
+        let cache = forwarded.response.headers().get(&X_STACKLAB_CACHE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        record_capture(proxy, cfg, ctx, &parts.method, &parts.uri, &headers, captured_body, &status, cache, proxy_before);
+    }
+    Ok(forwarded.response)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_capture(
+    proxy: &Proxy,
+    cfg: &Config,
+    ctx: &Ctx,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: Option<Bytes>,
+    status: &StatusCode,
+    cache: Option<String>,
+    total: Duration,
+) {
+    let Some(session) = ctx.session.clone() else { return };
+    let upstream_ms = ctx.upstream.map(|d| d.as_secs_f64() * 1000.0);
+    let total_ms = total.as_secs_f64() * 1000.0;
+    let (body, body_truncated) = match body {
+        Some(b) => {
+            let (text, cut) = capture::mask_and_cut(&b, cfg.limits.capture_body_bytes);
+            (Some(text), cut)
+        }
+        None => (None, false),
+    };
+    proxy.capture.push(Captured {
+        request_id: ctx.request_id.to_str().unwrap_or_default().to_owned(),
+        at_unix_ms: capture::unix_ms(),
+        session,
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        protocol: ctx.protocol.as_str(),
+        headers: capture::redact_headers(headers),
+        body,
+        body_truncated,
+        status: status.as_u16(),
+        cache,
+        member: ctx.member.clone(),
+        total_ms,
+        upstream_ms,
+        proxy_ms: upstream_ms.map_or(total_ms, |u| (total_ms - u).max(0.0)),
+    });
+}
+
+fn finish_headers(proxy: &Proxy, cfg: &Config, conn: ConnInfo, res: &mut Response<RespBody>, ctx: &Ctx, elapsed: Duration) {
+    let h = res.headers_mut();
+    let proxy_ms = (elapsed.saturating_sub(ctx.upstream.unwrap_or_default())).as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("proxy;dur={proxy_ms:.3}")) {
+        h.append(&SERVER_TIMING, v);
+    }
+    h.insert(&X_REQUEST_ID, ctx.request_id.clone());
+    if conn.secure && !conn.quic && cfg.edge.http3 {
+        if let Some(alt) = proxy.alt_svc.load().as_ref() {
+            h.insert(header::ALT_SVC, alt.clone());
+        }
+    }
+}
+
+/// Strips what the client may not set, and adds what the member needs to know.
+fn rewrite_request_headers(h: &mut HeaderMap, uri: &http::Uri, conn: ConnInfo, ctx: &Ctx, upgrade: bool) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+    // Nothing the client says about stacklab is believed.
+    let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-stacklab-")).cloned().collect();
+    for n in forged {
+        h.remove(n);
+    }
+    if let Some(code) = &ctx.session {
+        h.insert(&X_STACKLAB_SESSION, header_value(code));
+    }
+    h.insert(&X_REQUEST_ID, ctx.request_id.clone());
+    let peer = conn.peer.ip().to_canonical().to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer}"),
+        None => peer,
+    };
+    h.insert(&X_FORWARDED_FOR, header_value(&xff));
+    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if conn.secure { "https" } else { "http" }));
+    if !h.contains_key(header::HOST) {
+        if let Some(authority) = uri.authority() {
+            h.insert(header::HOST, header_value(authority.as_str()));
+        }
+    }
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(&X_FORWARDED_HOST, host);
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove(header::UPGRADE);
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The host a request is for, lower-case and without port.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()))?;
+    let host = if raw.starts_with('[') {
+        raw.split(']').next().map(|h| &h[1..]).unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// Size of the request head as it came: request line plus `name: value\r\n` per header.
+fn header_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// The client's request id when it is a sane token, else a new one.
+fn request_id(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 64 && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_') {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    header_value(&format!("{id:032x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port() {
+        let req = Request::get("/x").header("host", "Example.COM:8443").body(()).unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("example.com"));
+        let req = Request::get("/x").header("host", "[::1]:8443").body(()).unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("::1"));
+        let req = Request::get("https://localhost/x").body(()).unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn forged_stacklab_headers_and_hop_by_hop_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-stacklab-session", "victim".parse().unwrap());
+        h.insert("x-stacklab-anything", "x".parse().unwrap());
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        let conn = ConnInfo { peer: "192.0.2.7:5000".parse().unwrap(), secure: true, quic: false };
+        let ctx = Ctx { protocol: Protocol::H1, request_id: "rid".parse().unwrap(), member: None, upstream: None, session: Some("CODE".into()) };
+        rewrite_request_headers(&mut h, &"/".parse().unwrap(), conn, &ctx, false);
+        assert_eq!(h["x-stacklab-session"], "CODE");
+        assert!(!h.contains_key("x-stacklab-anything"));
+        assert!(!h.contains_key("x-secret"));
+        assert!(!h.contains_key("connection"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-request-id"], "rid");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "abc-123".parse().unwrap());
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", "a b<script>".parse().unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,103 @@
+//! Follows control's route feed: a snapshot, then changes, for as long as the connection lasts.
+//!
+//! The feed is newline-delimited JSON ([`stacklab_types::routes::FeedMessage`]). When the
+//! connection drops, the proxy keeps serving from the table it has and reconnects with
+//! `?since=<last version>`, with a back-off from 100 ms to 5 s; control answers with the
+//! changes it missed, or a fresh snapshot when it no longer has them.
+
+use crate::body::empty;
+use crate::config::FeedConfig;
+use crate::Proxy;
+use bytes::BytesMut;
+use http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use stacklab_types::routes::FeedMessage;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Longest line accepted from the feed (a snapshot of many sessions is one line).
+pub const MAX_FEED_LINE: usize = 256 * 1024 * 1024;
+
+pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let client: Client<_, crate::body::ReqBody> =
+            Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let mut since: Option<u64> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut was_up = true;
+        loop {
+            match follow(&proxy, &client, &feed, &mut since).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    if was_up {
+                        tracing::warn!(error = %e, "route feed lost; serving from the last table and reconnecting");
+                    }
+                    was_up = false;
+                }
+            }
+            proxy.metrics.feed_connected.set(0);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = proxy.shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            if proxy.metrics.feed_connected.get() == 1 {
+                was_up = true;
+            }
+        }
+    })
+}
+
+async fn follow(
+    proxy: &Proxy,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, crate::body::ReqBody>,
+    feed: &FeedConfig,
+    since: &mut Option<u64>,
+) -> Result<(), String> {
+    let uri = match since {
+        Some(v) => format!("{}?since={v}", feed.url),
+        None => feed.url.to_string(),
+    };
+    let req = Request::get(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {}", feed.token.expose()))
+        .body(empty())
+        .map_err(|e| e.to_string())?;
+    let res = client.request(req).await.map_err(|e| crate::upstream::error_chain(&e))?;
+    if res.status() != StatusCode::OK {
+        return Err(format!("the feed answered {}", res.status()));
+    }
+    proxy.metrics.feed_connected.set(1);
+    tracing::info!(since = ?since, "following the route feed");
+    let mut body = res.into_body();
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            () = proxy.shutdown.cancelled() => return Ok(()),
+        };
+        let Some(frame) = frame else { return Err("the feed ended".into()) };
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Ok(data) = frame.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf.split_to(nl + 1);
+            let line = &line[..nl];
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue; // keep-alive
+            }
+            let msg: FeedMessage = serde_json::from_slice(line).map_err(|e| format!("a feed line is not a route update: {e}"))?;
+            let version = msg.version;
+            if let Err(e) = proxy.routing.apply_versioned(msg.update, version) {
+                // A change the table refuses is skipped; the next snapshot repairs any drift.
+                tracing::warn!(version, error = %e, "route feed update refused");
+            }
+            *since = Some(version);
+        }
+        if buf.len() > MAX_FEED_LINE {
+            return Err("a feed line is too long".into());
+        }
+    }
+}

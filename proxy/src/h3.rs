@@ -1,0 +1,135 @@
+//! HTTP/3: QUIC connections from quinn, HTTP/3 framing from h3, and the same request handler
+//! as HTTP/1.1 and HTTP/2.
+//!
+//! Each request's body is read from its QUIC stream by a small task into a bounded channel
+//! (back-pressure holds), and the response body is written frame by frame as it comes, so
+//! streaming answers (SSE) pass through unbuffered. Connections count against the same limits
+//! as TCP ones; over the limit, a new QUIC connection is refused at once.
+
+use crate::body::{BoxError, ChannelBody};
+use crate::edge::{self, ConnInfo};
+use crate::server::ConnLimiter;
+use crate::Proxy;
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+
+pub async fn serve(proxy: Arc<Proxy>, endpoint: quinn::Endpoint, limiter: Arc<ConnLimiter>, tracker: TaskTracker) {
+    let open = proxy.metrics.open_connections.with_label_values(&["h3"]);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => return },
+            () = proxy.shutdown.cancelled() => return,
+        };
+        let peer = incoming.remote_address();
+        let slot = match limiter.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(limit) => {
+                proxy.metrics.connections_rejected.with_label_values(&[limit]).inc();
+                incoming.refuse();
+                continue;
+            }
+        };
+        let (proxy, open) = (Arc::clone(&proxy), open.clone());
+        tracker.spawn(async move {
+            open.inc();
+            if let Err(e) = connection(Arc::clone(&proxy), incoming, peer).await {
+                tracing::debug!(client = %peer, error = %e, "HTTP/3 connection ended with an error");
+            }
+            open.dec();
+            drop(slot);
+        });
+    }
+}
+
+async fn connection(proxy: Arc<Proxy>, incoming: quinn::Incoming, peer: std::net::SocketAddr) -> Result<(), BoxError> {
+    let handshake = proxy.config.load().limits.tls_handshake_timeout;
+    let conn = tokio::time::timeout(handshake, incoming).await.map_err(|_| "QUIC handshake timed out")??;
+    let max_field = (proxy.config.load().limits.max_header_bytes * 4) as u64;
+    let mut h3 = h3::server::builder().max_field_section_size(max_field).build(h3_quinn::Connection::new(conn)).await?;
+    let info = ConnInfo { peer, secure: true, quic: true };
+    let requests = TaskTracker::new();
+    loop {
+        tokio::select! {
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let proxy = Arc::clone(&proxy);
+                    requests.spawn(async move {
+                        if let Err(e) = request(proxy, resolver, info).await {
+                            tracing::debug!(error = %e, "HTTP/3 request failed");
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if !e.is_h3_no_error() {
+                        tracing::debug!(error = %e, "HTTP/3 connection error");
+                    }
+                    break;
+                }
+            },
+            () = proxy.shutdown.cancelled() => {
+                // GOAWAY: no new requests, the ones in flight finish.
+                let _ = h3.shutdown(0).await;
+                requests.close();
+                requests.wait().await;
+                return Ok(());
+            }
+        }
+    }
+    requests.close();
+    requests.wait().await;
+    Ok(())
+}
+
+async fn request<C>(proxy: Arc<Proxy>, resolver: h3::server::RequestResolver<C, Bytes>, info: ConnInfo) -> Result<(), BoxError>
+where
+    C: h3::quic::Connection<Bytes>,
+    C::BidiStream: h3::quic::BidiStream<Bytes> + Send + 'static,
+    <C::BidiStream as h3::quic::BidiStream<Bytes>>::SendStream: Send + 'static,
+    <C::BidiStream as h3::quic::BidiStream<Bytes>>::RecvStream: Send + 'static,
+{
+    let (req, stream) = resolver.resolve_request().await?;
+    let (mut send, mut recv) = stream.split();
+    let size = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(8);
+    tokio::spawn(async move {
+        loop {
+            match recv.recv_data().await {
+                Ok(Some(mut chunk)) => {
+                    let bytes = chunk.copy_to_bytes(chunk.remaining());
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(Box::new(e))).await;
+                    break;
+                }
+            }
+        }
+    });
+    let req = req.map(|()| ChannelBody::new(rx, size).boxed_unsync());
+    let response = edge::handle(proxy, info, req).await;
+    let (parts, mut body) = response.into_parts();
+    send.send_response(http::Response::from_parts(parts, ())).await?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => send.send_data(data).await?,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    send.send_trailers(trailers).await?;
+                }
+            }
+        }
+    }
+    send.finish().await?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Member health: active checks, passive ejection, and the events they raise.
+//!
+//! - **Active**: a pool with a `health` spec has one task that probes every member with
+//!   `GET <path>` each `interval_ms`; `fall` failures in a row take a member out, `rise`
+//!   successes bring it back. The task reads the live table each round, so members added or
+//!   removed are picked up without restarting it, and it ends when its pool is gone.
+//! - **Passive**: every proxied attempt reports its outcome. `consecutive_failures` connect
+//!   errors, timeouts or 5xx answers in a row eject the member for `base_ejection_ms`, doubled
+//!   for each ejection in a row up to `max_ejection_ms`. When the time is up the member takes
+//!   requests again; one more failure ejects it again at once, one success clears its record.
+//!
+//! Each change of state is a [`MemberEvent`]: logged, counted, and broadcast (the admin API
+//! streams them at `/admin/events`).
+
+use crate::pool::{Member, MemberState};
+use crate::Proxy;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// A member changed state.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberEvent {
+    pub pool: String,
+    pub member: String,
+    pub state: MemberState,
+    pub reason: String,
+    /// Proxy clock, milliseconds since start.
+    pub at_ms: u64,
+}
+
+pub fn emit(proxy: &Proxy, pool: &str, member: &Member, state: MemberState, reason: String) {
+    proxy.metrics.health_events.with_label_values(&[pool, state_label(state)]).inc();
+    tracing::warn!(target: "health", pool, member = %member.id, addr = %member.addr, state = state_label(state), %reason, "member state changed");
+    let _ = proxy.events.send(MemberEvent {
+        pool: pool.to_owned(),
+        member: member.id.clone(),
+        state,
+        reason,
+        at_ms: proxy.clock.now_ms(),
+    });
+}
+
+pub fn state_label(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Healthy => "healthy",
+        MemberState::Unhealthy => "unhealthy",
+        MemberState::Ejected => "ejected",
+        MemberState::Draining => "draining",
+    }
+}
+
+/// Records one proxied attempt's outcome for passive health.
+pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
+    if ok {
+        if member.passive_failures.load(Relaxed) != 0 {
+            member.passive_failures.store(0, Relaxed);
+        }
+        if member.ejections_in_row.load(Relaxed) != 0 && member.ejections_in_row.swap(0, Relaxed) != 0 {
+            emit(proxy, pool, member, MemberState::Healthy, "answered after its ejection ended".into());
+        }
+        return;
+    }
+    let cfg = proxy.config.load();
+    let ph = &cfg.passive_health;
+    let now = proxy.clock.now_ms();
+    if member.ejected_until_ms.load(Relaxed) > now {
+        return; // already out; failures of requests sent before the ejection do not count twice
+    }
+    let recovering = member.ejections_in_row.load(Relaxed) > 0;
+    let failures = member.passive_failures.fetch_add(1, Relaxed) + 1;
+    if failures < ph.consecutive_failures && !recovering {
+        return;
+    }
+    member.passive_failures.store(0, Relaxed);
+    let n = member.ejections_in_row.fetch_add(1, Relaxed).min(16);
+    let length = ph.base_ejection.saturating_mul(1 << n).min(ph.max_ejection);
+    member.ejected_until_ms.store(now + length.as_millis() as u64, Relaxed);
+    proxy.metrics.ejections.with_label_values(&[pool]).inc();
+    emit(
+        proxy,
+        pool,
+        member,
+        MemberState::Ejected,
+        format!("{failures} failed attempt(s) in a row; out for {} ms", length.as_millis()),
+    );
+}
+
+/// Keeps one active checker running per pool that has a health spec.
+pub fn spawn_supervisor(proxy: &Arc<Proxy>) -> JoinHandle<()> {
+    let weak = Arc::downgrade(proxy);
+    let mut changes = proxy.routing.subscribe();
+    let shutdown = proxy.shutdown.clone();
+    tokio::spawn(async move {
+        let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+        loop {
+            {
+                let Some(proxy) = weak.upgrade() else { return };
+                running.retain(|_, h| !h.is_finished());
+                let table = proxy.routing.load_full();
+                for (name, pool) in &table.pools {
+                    if pool.health().is_some() && !running.contains_key(name) {
+                        running.insert(name.clone(), tokio::spawn(check_pool(Arc::downgrade(&proxy), name.clone())));
+                    }
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                () = shutdown.cancelled() => break,
+            }
+        }
+        for (_, h) in running {
+            h.abort();
+        }
+    })
+}
+
+async fn check_pool(proxy: Weak<Proxy>, name: String) {
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    loop {
+        let (members, spec) = {
+            let Some(proxy) = proxy.upgrade() else { return };
+            let table = proxy.routing.load_full();
+            let Some(pool) = table.pools.get(&name) else { return };
+            let Some(spec) = pool.health().cloned() else { return };
+            (pool.members.clone(), spec)
+        };
+        let timeout = Duration::from_millis(spec.timeout_ms);
+        let probes = members.iter().map(|m| {
+            let client = client.clone();
+            let uri = format!("{}{}", m.base_uri, spec.path);
+            async move {
+                let req = http::Request::get(uri).header(http::header::USER_AGENT, "stacklab-health").body(Empty::new());
+                let Ok(req) = req else { return Err("bad health path".to_owned()) };
+                match tokio::time::timeout(timeout, client.request(req)).await {
+                    Ok(Ok(res)) => {
+                        let status = res.status();
+                        let _ = res.into_body().collect().await;
+                        if status.is_success() || status.is_redirection() {
+                            Ok(())
+                        } else {
+                            Err(format!("health check answered {status}"))
+                        }
+                    }
+                    Ok(Err(e)) => Err(format!("health check failed: {}", crate::upstream::error_chain(&e))),
+                    Err(_) => Err(format!("health check timed out after {} ms", timeout.as_millis())),
+                }
+            }
+        });
+        let results = futures_util::future::join_all(probes).await;
+        {
+            let Some(proxy) = proxy.upgrade() else { return };
+            for (m, result) in members.iter().zip(results) {
+                record_active(&proxy, &name, m, result, spec.rise, spec.fall);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(spec.interval_ms)).await;
+    }
+}
+
+fn record_active(proxy: &Proxy, pool: &str, m: &Member, result: Result<(), String>, rise: u32, fall: u32) {
+    let up = m.active_up.load(Relaxed);
+    match (up, result) {
+        (true, Ok(())) | (false, Err(_)) => m.active_streak.store(0, Relaxed),
+        (true, Err(reason)) => {
+            if m.active_streak.fetch_add(1, Relaxed) + 1 >= fall {
+                m.active_streak.store(0, Relaxed);
+                m.active_up.store(false, Relaxed);
+                emit(proxy, pool, m, MemberState::Unhealthy, format!("{fall} failed check(s) in a row: {reason}"));
+            }
+        }
+        (false, Ok(())) => {
+            if m.active_streak.fetch_add(1, Relaxed) + 1 >= rise {
+                m.active_streak.store(0, Relaxed);
+                m.active_up.store(true, Relaxed);
+                emit(proxy, pool, m, MemberState::Healthy, format!("{rise} passed check(s) in a row"));
+            }
+        }
+    }
+}

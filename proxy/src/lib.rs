@@ -1,0 +1,125 @@
+//! stacklab's edge proxy: a reverse proxy and load balancer on hyper (HTTP/1.1 and HTTP/2 over
+//! rustls, chosen by ALPN) and quinn + h3 (HTTP/3 on the same port over UDP).
+//!
+//! It routes by host and path prefix, and by the `stacklab_session` cookie to the session's
+//! pool; it balances across pool members (round robin, weighted, least in flight, p2c on peak
+//! EWMA, consistent hashing), ejects and restores members by active and passive health, retries
+//! what is safe to retry, and follows control's route feed so pools and sessions change at run
+//! time without a reload.
+//!
+//! # Layout
+//! - [`config`]: defaults < TOML < environment, validated in one step.
+//! - [`server`]: binds the listeners (TLS over TCP, QUIC, plain HTTP, admin) and runs them with
+//!   connection limits, timeouts and graceful shutdown; [`h3`] serves the QUIC side.
+//! - [`edge`]: the one request handler all three protocols share.
+//! - [`table`]: the route table, swapped atomically on every change; [`pool`]: members and the
+//!   balancing algorithms; [`health`]: active checks, passive ejection, member events.
+//! - [`upstream`]: keep-alive client pools, retries, failover, the retry budget.
+//! - [`session`]: the session cookie; [`capture`]: per-session request capture for the inspector.
+//! - [`admin`]: the admin API and `/metrics`; [`feed`]: follows control's route feed.
+//! - [`tls`]: certificates by SNI, the self-signed default; [`statics`]: the embedded web UI.
+//! - [`metrics`], [`error`], [`body`], [`clock`]: shared pieces.
+
+pub mod admin;
+pub mod body;
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod feed;
+pub mod h3;
+pub mod health;
+pub mod metrics;
+pub mod pool;
+pub mod server;
+pub mod session;
+pub mod statics;
+pub mod table;
+pub mod tls;
+pub mod upstream;
+
+use arc_swap::ArcSwap;
+use config::{Config, ConfigError, ConfigReport, Env};
+use http::HeaderValue;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use server::Server;
+
+/// The configuration stacklab runs on when no file is given: `config/stacklab.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/stacklab.toml");
+
+/// Everything the request path and the admin API share.
+#[derive(Debug)]
+pub struct Proxy {
+    pub config: ArcSwap<Config>,
+    pub routing: table::Routing,
+    pub clock: clock::Clock,
+    pub metrics: metrics::Metrics,
+    pub upstream: ArcSwap<upstream::Upstream>,
+    pub retry_budget: upstream::RetryBudget,
+    pub capture: capture::CaptureStore,
+    pub events: broadcast::Sender<health::MemberEvent>,
+    pub statics: statics::Statics,
+    pub certs: Arc<tls::CertResolver>,
+    /// `Alt-Svc` for TCP responses, set once the UDP port is bound.
+    pub alt_svc: ArcSwap<Option<HeaderValue>>,
+    /// Cancelled to shut down.
+    pub shutdown: CancellationToken,
+}
+
+impl Proxy {
+    /// Builds the shared state from a validated config. Binds nothing.
+    pub fn new(cfg: Config) -> Result<Arc<Self>, tls::TlsError> {
+        let metrics = metrics::Metrics::new();
+        let routing = table::Routing::new(metrics.clone());
+        routing.set_config(&cfg.routes, &cfg.pools);
+        let certs = Arc::new(tls::CertResolver::default());
+        certs.load(&cfg)?;
+        Ok(Arc::new(Self {
+            routing,
+            clock: clock::Clock::new(),
+            upstream: ArcSwap::from_pointee(upstream::Upstream::new(&cfg.limits)),
+            retry_budget: upstream::RetryBudget::new(&cfg.retry),
+            capture: capture::CaptureStore::new(cfg.limits.capture_per_session, cfg.limits.capture_sessions),
+            events: broadcast::channel(1024).0,
+            statics: statics::Statics::new(cfg.edge.static_dir.clone()),
+            certs,
+            alt_svc: ArcSwap::from_pointee(None),
+            shutdown: CancellationToken::new(),
+            config: ArcSwap::from_pointee(cfg),
+            metrics,
+        }))
+    }
+
+    /// Re-reads the config from where it came from and applies what can change while running:
+    /// routes, config pools, limits, timeouts, certificates. Listener addresses need a restart
+    /// (a warning says so). On any error nothing changes.
+    pub fn reload(&self, env: &dyn Env) -> Result<Vec<ConfigError>, ConfigReport> {
+        let old = self.config.load_full();
+        let (cfg, mut warnings) = Config::load(old.source.as_deref(), env)?;
+        self.certs.load(&cfg).map_err(|e| ConfigReport {
+            errors: vec![ConfigError { path: "edge.certificates".into(), message: e.to_string() }],
+            warnings: vec![],
+        })?;
+        for (key, was, now) in [
+            ("edge.addr", old.edge.addr, cfg.edge.addr),
+            ("edge.http_addr", old.edge.http_addr, cfg.edge.http_addr),
+            ("admin.addr", old.admin.addr, cfg.admin.addr),
+        ] {
+            if was != now {
+                warnings.push(ConfigError { path: key.into(), message: format!("changed from {was} to {now}; restart to bind it") });
+            }
+        }
+        self.routing.set_config(&cfg.routes, &cfg.pools);
+        self.upstream.store(Arc::new(upstream::Upstream::new(&cfg.limits)));
+        self.config.store(Arc::new(cfg));
+        for w in &warnings {
+            tracing::warn!(key = %w.path, "{}", w.message);
+        }
+        tracing::info!("configuration reloaded");
+        Ok(warnings)
+    }
+}

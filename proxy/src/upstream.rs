@@ -1,0 +1,319 @@
+//! Talking to upstream members: keep-alive connection pools, retries and failover.
+//!
+//! One `hyper-util` client per upstream protocol (HTTP/1.1, h2c), shared by every task of the
+//! runtime; each keeps idle connections per member. A request goes to the member the pool
+//! picks; when that fails it may go to another, under three rules:
+//!
+//! - a connection that could not be made (nothing was sent) is retried for any method;
+//! - a connection that broke before the response began is retried only for idempotent methods
+//!   (GET, HEAD, OPTIONS, PUT, DELETE) — POST and PATCH may have been applied;
+//! - only bodies the proxy still holds (up to `limits.retry_buffer_bytes`) can be sent again,
+//!   and a [`RetryBudget`] keeps retries to a share of traffic so a sick pool is not hammered.
+//!
+//! A member that does not start its answer within `limits.upstream_response_timeout_ms` gives
+//! `504` and is not retried: the request may still be running there.
+
+use crate::body::{BoxError, Guarded, ReqBody, RespBody};
+use crate::config::{Limits, RetryConfig};
+use crate::error::ProxyError;
+use crate::health;
+use crate::pool::{Member, Pool};
+use crate::Proxy;
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use stacklab_types::routes::UpstreamProtocol;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The shared upstream clients.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    http1: Client<HttpConnector, ReqBody>,
+    h2c: Client<HttpConnector, ReqBody>,
+}
+
+impl Upstream {
+    pub fn new(limits: &Limits) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let build = |h2: bool| {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(limits.upstream_idle_per_member)
+                .retry_canceled_requests(true)
+                .set_host(false);
+            if h2 {
+                b.http2_only(true).http2_keep_alive_interval(Duration::from_secs(20)).http2_keep_alive_while_idle(true);
+            }
+            b.build(connector.clone())
+        };
+        Self { http1: build(false), h2c: build(true) }
+    }
+
+    pub fn client(&self, protocol: UpstreamProtocol) -> &Client<HttpConnector, ReqBody> {
+        match protocol {
+            UpstreamProtocol::Http1 => &self.http1,
+            UpstreamProtocol::H2c => &self.h2c,
+        }
+    }
+}
+
+/// Retries allowed as a share of requests (Finagle's retry budget): each request deposits
+/// `ratio` of a token, each retry spends one; `min_per_second` retries are always allowed.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// Thousandths of a token.
+    tokens: AtomicI64,
+    deposit: i64,
+    cap: i64,
+    min_per_second: u64,
+    /// (second, retries spent from the free allowance in that second), packed.
+    window: AtomicU64,
+}
+
+impl RetryBudget {
+    pub fn new(cfg: &RetryConfig) -> Self {
+        Self {
+            tokens: AtomicI64::new(0),
+            deposit: (cfg.budget_ratio * 1000.0) as i64,
+            // Do not bank more than ~10 s worth of a busy pool's allowance.
+            cap: 1000 * 1000,
+            min_per_second: u64::from(cfg.min_per_second),
+            window: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn deposit(&self) {
+        if self.deposit > 0 && self.tokens.load(Relaxed) < self.cap {
+            self.tokens.fetch_add(self.deposit, Relaxed);
+        }
+    }
+
+    pub fn withdraw(&self, now_ms: u64) -> bool {
+        let second = now_ms / 1000;
+        let w = self.window.load(Relaxed);
+        let (ws, used) = (w >> 20, w & 0xF_FFFF);
+        let used = if ws == second { used } else { 0 };
+        if used < self.min_per_second
+            && self.window.compare_exchange(w, (second << 20) | (used + 1), Relaxed, Relaxed).is_ok()
+        {
+            return true;
+        }
+        if self.tokens.fetch_sub(1000, Relaxed) >= 1000 {
+            return true;
+        }
+        self.tokens.fetch_add(1000, Relaxed);
+        false
+    }
+}
+
+/// A request body as the forwarder holds it.
+pub enum OutBody {
+    /// Held in full: can be sent again.
+    Held(Bytes),
+    /// Streamed through: can be sent once.
+    Stream(ReqBody),
+}
+
+/// The parts of a request the forwarder needs to (re)build it for a member.
+pub struct Outgoing {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: OutBody,
+}
+
+/// What came back, and from whom.
+pub struct Forwarded {
+    pub response: Response<RespBody>,
+    pub member: Arc<Member>,
+    /// Time from sending to the response head, on the attempt that answered.
+    pub upstream: Duration,
+    pub attempts: u32,
+}
+
+/// Keeps a member's in-flight count up while a request (and its response body) is going.
+pub struct InFlight(Arc<Member>);
+
+impl InFlight {
+    pub fn new(member: &Arc<Member>) -> Self {
+        member.in_flight.fetch_add(1, Relaxed);
+        Self(Arc::clone(member))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Sends `out` to a member of `pool` (the pinned one when it can take it), retrying per the
+/// rules in the module doc.
+pub async fn forward(
+    proxy: &Proxy,
+    pool: &Arc<Pool>,
+    pinned: Option<&str>,
+    hash_key: &[u8],
+    mut out: Outgoing,
+) -> Result<Forwarded, ProxyError> {
+    let cfg = proxy.config.load();
+    let limits = &cfg.limits;
+    let client = proxy.upstream.load().client(pool.protocol()).clone();
+    let version = match pool.protocol() {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+    let pool_name = pool.name();
+    proxy.retry_budget.deposit();
+    let mut tried = 0u64;
+    let mut attempts = 0u32;
+    let mut last_err: Option<ProxyError> = None;
+    loop {
+        attempts += 1;
+        let now = proxy.clock.now_ms();
+        let pinned_member = pinned.and_then(|id| {
+            pool.members.iter().enumerate().find(|(i, m)| m.id == id && (*i >= 64 || tried & (1 << i) == 0) && m.eligible(now))
+        });
+        let Some((idx, member)) = pinned_member.or_else(|| pool.pick(hash_key, tried, &proxy.clock)) else {
+            return Err(last_err.unwrap_or_else(|| ProxyError::NoMember { pool: pool_name.to_owned() }));
+        };
+        if idx < 64 {
+            tried |= 1 << idx;
+        }
+        let member = Arc::clone(member);
+        let uri: Uri = format!("{}{}", member.base_uri, out.path_and_query)
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("the request path is not a valid URI".into()))?;
+        let (body, replayable) = match &mut out.body {
+            OutBody::Held(bytes) => (Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync(), true),
+            OutBody::Stream(b) => (std::mem::replace(b, crate::body::empty()), false),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = out.headers.clone();
+
+        let in_flight = InFlight::new(&member);
+        member.requests.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let result = tokio::time::timeout(limits.upstream_response_timeout, client.request(req)).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(Ok(response)) => {
+                member.observe_latency(elapsed, proxy.clock.now_ns());
+                let failed = response.status().is_server_error();
+                health::passive_result(proxy, pool_name, &member, !failed);
+                proxy.metrics.upstream_duration.with_label_values(&[pool_name]).observe(elapsed.as_secs_f64());
+                proxy
+                    .metrics
+                    .upstream_requests
+                    .with_label_values(&[pool_name, if failed { "5xx" } else { "ok" }])
+                    .inc();
+                let response = response.map(|b| Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight).boxed_unsync());
+                return Ok(Forwarded { response, member, upstream: elapsed, attempts });
+            }
+            Ok(Err(e)) => {
+                drop(in_flight);
+                member.failures.fetch_add(1, Relaxed);
+                if body_limit_error(&e) {
+                    // The client sent too much; not the member's fault.
+                    return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
+                }
+                health::passive_result(proxy, pool_name, &member, false);
+                let connect = e.is_connect();
+                proxy
+                    .metrics
+                    .upstream_requests
+                    .with_label_values(&[pool_name, if connect { "connect_error" } else { "error" }])
+                    .inc();
+                let err = if connect {
+                    ProxyError::Connect { pool: pool_name.to_owned(), member: member.id.clone() }
+                } else {
+                    ProxyError::Upstream { pool: pool_name.to_owned(), member: member.id.clone(), reason: error_chain(&e) }
+                };
+                tracing::debug!(pool = pool_name, member = %member.id, error = %error_chain(&e), "upstream attempt failed");
+                let may_retry = replayable && (connect || idempotent(&out.method)) && attempts < cfg.retry.max_attempts;
+                if !may_retry {
+                    return Err(err);
+                }
+                if !proxy.retry_budget.withdraw(proxy.clock.now_ms()) {
+                    proxy.metrics.retries_denied.with_label_values(&[pool_name]).inc();
+                    return Err(err);
+                }
+                proxy.metrics.retries.with_label_values(&[pool_name, if connect { "connect" } else { "reset" }]).inc();
+                last_err = Some(err);
+            }
+            Err(_) => {
+                drop(in_flight);
+                member.failures.fetch_add(1, Relaxed);
+                health::passive_result(proxy, pool_name, &member, false);
+                proxy.metrics.upstream_requests.with_label_values(&[pool_name, "timeout"]).inc();
+                return Err(ProxyError::Timeout {
+                    pool: pool_name.to_owned(),
+                    member: member.id.clone(),
+                    ms: limits.upstream_response_timeout.as_millis(),
+                });
+            }
+        }
+    }
+}
+
+/// Whether the body-size limit is what failed the request.
+fn body_limit_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<crate::body::BodyLimitExceeded>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        cur = err.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_allows_the_floor_then_a_share() {
+        let b = RetryBudget::new(&RetryConfig { budget_ratio: 0.1, min_per_second: 2, max_attempts: 3 });
+        assert!(b.withdraw(0));
+        assert!(b.withdraw(10));
+        assert!(!b.withdraw(20), "floor spent, no deposits yet");
+        for _ in 0..20 {
+            b.deposit();
+        }
+        assert!(b.withdraw(30));
+        assert!(b.withdraw(40));
+        assert!(!b.withdraw(50), "20 requests at 10% buy two retries");
+        assert!(b.withdraw(1000), "a new second renews the floor");
+    }
+}

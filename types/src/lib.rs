@@ -1,0 +1,16 @@
+//! The types that cross stacklab's crate boundaries, and nothing else.
+//!
+//! The proxy, control and the backends are separate crates that talk over HTTP; what they say
+//! to each other is defined once, here, so the two ends cannot drift.
+//!
+//! # Layout
+//! - [`error`]: the JSON error body every public and admin endpoint answers with.
+//! - [`routes`]: pools, members and session routes, and the route feed's messages that control
+//!   sends and proxies follow.
+
+pub mod error;
+pub mod routes;
+pub mod secret;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use secret::Secret;
