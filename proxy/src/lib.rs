@@ -66,6 +66,8 @@ pub struct Proxy {
     pub certs: Arc<tls::CertResolver>,
     /// `Alt-Svc` for TCP responses, set once the UDP port is bound.
     pub alt_svc: ArcSwap<Option<HeaderValue>>,
+    /// The edge's bound TCP port (the config may say 0), for redirects.
+    pub edge_port: std::sync::atomic::AtomicU16,
     /// Cancelled to shut down.
     pub shutdown: CancellationToken,
 }
@@ -88,6 +90,7 @@ impl Proxy {
             statics: statics::Statics::new(cfg.edge.static_dir.clone()),
             certs,
             alt_svc: ArcSwap::from_pointee(None),
+            edge_port: std::sync::atomic::AtomicU16::new(cfg.edge.addr.port()),
             shutdown: CancellationToken::new(),
             config: ArcSwap::from_pointee(cfg),
             metrics,

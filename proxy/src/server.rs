@@ -78,6 +78,7 @@ impl Server {
         let cfg = proxy.config.load_full();
         let edge = bind_tcp(cfg.edge.addr, "the edge (TCP)")?;
         let edge_addr = edge.local_addr().map_err(|e| ServerError::Bind { what: "the edge", addr: cfg.edge.addr, source: e })?;
+        proxy.edge_port.store(edge_addr.port(), std::sync::atomic::Ordering::Relaxed);
         let quic = if cfg.edge.http3 {
             let endpoint = bind_quic(&proxy, edge_addr)?;
             let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(edge_addr.port());
@@ -394,7 +395,7 @@ fn redirect_to_https(proxy: &Proxy, req: &Request<Incoming>) -> Response<RespBod
         .and_then(|h| h.to_str().ok())
         .map(|h| if h.starts_with('[') { h.split_inclusive(']').next().unwrap_or(h) } else { h.split(':').next().unwrap_or(h) })
         .unwrap_or("localhost");
-    let port = proxy.config.load().edge.addr.port();
+    let port = proxy.edge_port.load(Relaxed);
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
     let mut res = crate::error::json_response(
@@ -414,6 +415,9 @@ fn redirect_to_https(proxy: &Proxy, req: &Request<Incoming>) -> Response<RespBod
 struct Phase {
     state: AtomicU8,
     active: AtomicU32,
+    /// The reader parked while a request was in service, woken when the last response ends
+    /// so the idle timer starts.
+    reader: futures_util::task::AtomicWaker,
 }
 
 const IDLE: u8 = 0;
@@ -434,6 +438,7 @@ impl Drop for PhaseGuard {
     fn drop(&mut self) {
         if self.0.active.fetch_sub(1, Relaxed) == 1 {
             self.0.state.store(IDLE, Relaxed);
+            self.0.reader.wake();
         }
     }
 }
@@ -468,7 +473,7 @@ impl<T> TimedIo<T> {
     }
 }
 
-static REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 131\r\n\r\n{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request head was not sent in time (limits.header_read_timeout_ms); send it again\"}}";
+static REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 133\r\n\r\n{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request head was not sent in time (limits.header_read_timeout_ms); send it again\"}}";
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -485,6 +490,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 let state = self.phase.state.load(Relaxed);
                 if state == BUSY {
                     self.armed_for = BUSY;
+                    self.phase.reader.register(cx.waker());
+                    // The response may have ended between the load and the register.
+                    if self.phase.state.load(Relaxed) == BUSY {
+                        return Poll::Pending;
+                    }
+                    cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
                 if state != self.armed_for {

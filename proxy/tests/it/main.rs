@@ -1,0 +1,11 @@
+//! The proxy's integration tests: real proxy, real upstreams, real sockets, port 0.
+
+mod balancing;
+mod failover;
+mod feed;
+mod health;
+mod helpers;
+mod lifecycle;
+mod limits;
+mod protocols;
+mod routing;

@@ -1,0 +1,206 @@
+use crate::helpers::*;
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+
+fn tls_client_config(p: &TestProxy, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(p.cert_path()).unwrap()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg
+}
+
+async fn tls_connect(p: &TestProxy, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(p, alpn)));
+    let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
+    // The self-signed certificate is verified for real: SAN localhost.
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+async fn session_proxy(name: &str) -> (TestProxy, Backend) {
+    let b = Backend::start("m0").await;
+    let toml = format!(
+        "{}{}{}",
+        pool_toml("rust", "round_robin", &[&b]),
+        route_toml("/api/", "session_pool = true\ncaptures = true"),
+        route_toml("/", "static_files = true")
+    );
+    let p = TestProxy::start(name, &toml).await;
+    admin(&p, "PUT", &format!("/admin/sessions/{SESSION_A}"), serde_json::json!({"pool": "rust"})).await;
+    (p, b)
+}
+
+#[tokio::test]
+async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
+    let (p, _b) = session_proxy("alpn").await;
+    for (alpn, want) in [(&b"http/1.1"[..], http::Version::HTTP_11), (&b"h2"[..], http::Version::HTTP_2)] {
+        let tls = tls_connect(&p, &[alpn]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        let req = http::Request::get(format!("https://localhost:{}/api/users", p.addrs.edge.port()))
+            .header("host", "localhost")
+            .header("cookie", cookie(SESSION_A))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = if want == http::Version::HTTP_2 {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        };
+        assert_eq!(res.version(), want);
+        assert_eq!(res.status(), 200);
+        let alt = res.headers()["alt-svc"].to_str().unwrap().to_owned();
+        assert_eq!(alt, format!("h3=\":{}\"; ma=86400", p.addrs.edge.port()));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(seen["headers"]["host"], "localhost");
+    }
+    let caps = admin(&p, "GET", &format!("/admin/sessions/{SESSION_A}/requests"), serde_json::Value::Null).await.json();
+    let protocols: Vec<_> = caps.as_array().unwrap().iter().map(|c| c["protocol"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(protocols, ["h2", "h1"], "newest first, as negotiated");
+}
+
+#[tokio::test]
+async fn http3_is_served_on_the_same_port_over_udp() {
+    let (p, _b) = session_proxy("h3").await;
+    assert_eq!(p.addrs.quic.unwrap().port(), p.addrs.edge.port());
+    let mut cfg = tls_client_config(&p, &[b"h3"]);
+    cfg.enable_early_data = true;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = endpoint.connect(p.addrs.edge, "localhost").unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn)).await.unwrap();
+    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+
+    let body = r#"{"username":"ann","password":"hunter2"}"#;
+    let req = http::Request::post(format!("https://localhost:{}/api/users", p.addrs.edge.port()))
+        .header("cookie", cookie(SESSION_A))
+        .header("content-length", body.len())
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.send_data(Bytes::from(body)).await.unwrap();
+    stream.finish().await.unwrap();
+    let res = stream.recv_response().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("alt-svc").is_none(), "no Alt-Svc on HTTP/3 itself");
+    let mut out = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    let seen: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body"], body, "the body crossed QUIC intact");
+    assert_eq!(seen["headers"]["x-stacklab-session"], SESSION_A);
+
+    let static_req = http::Request::get(format!("https://localhost:{}/", p.addrs.edge.port())).body(()).unwrap();
+    let mut stream = send.send_request(static_req).await.unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+
+    let caps = admin(&p, "GET", &format!("/admin/sessions/{SESSION_A}/requests"), serde_json::Value::Null).await.json();
+    assert_eq!(caps[0]["protocol"], "h3");
+    drop(send);
+    drive.abort();
+}
+
+#[tokio::test]
+async fn plain_http_redirects_to_https_by_default() {
+    let data_dir = temp_dir("redirect");
+    let text = base_toml(&data_dir).replace("plain_http = \"serve\"", "plain_http = \"redirect\"");
+    let p = TestProxy::start_with_text(data_dir, &text).await;
+    let r = get(&client(), &p.plain_url("/lab?x=1"), &[("host", "localhost:8080")]).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], format!("https://localhost:{}/lab?x=1", p.addrs.edge.port()));
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_for_the_name() {
+    let data_dir = temp_dir("sni");
+    let other = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).unwrap();
+    std::fs::write(data_dir.join("other.crt"), other.cert.pem()).unwrap();
+    std::fs::write(data_dir.join("other.key"), other.signing_key.serialize_pem()).unwrap();
+    let local = stacklab_proxy::tls::self_signed(&data_dir).unwrap();
+    let text = format!(
+        "{}\n[[edge.certificates]]\nserver_names = [\"localhost\"]\ncert = \"{}\"\nkey = \"{}\"\n[[edge.certificates]]\nserver_names = [\"other.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
+        base_toml(&data_dir),
+        local.cert.display(),
+        local.key.display(),
+        data_dir.join("other.crt").display(),
+        data_dir.join("other.key").display(),
+    );
+    let p = TestProxy::start_with_text(data_dir.clone(), &text).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(other.cert.der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(ServerName::try_from("other.test").unwrap(), tcp).await;
+    assert!(tls.is_ok(), "other.test got its own certificate: {:?}", tls.err());
+    // And localhost still gets the default one.
+    let _ = tls_connect(&p, &[b"h2"]).await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    use futures_util::{SinkExt, StreamExt};
+    // A WebSocket echo upstream.
+    let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ws_listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let toml = format!(
+        "[[pools]]\nname = \"ws\"\nmembers = [{{ id = \"w\", addr = \"{ws_addr}\" }}]\n{}",
+        route_toml("/", "pool = \"ws\"")
+    );
+    let p = TestProxy::start("ws", &toml).await;
+    let (mut ws, res) = tokio_tungstenite::connect_async(format!("ws://{}/echo", p.addrs.plain.unwrap())).await.unwrap();
+    assert_eq!(res.status(), 101);
+    for text in ["hello", "through the proxy"] {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text)).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+}
+
+#[tokio::test]
+async fn streamed_responses_pass_through_unbuffered() {
+    let (p, b) = session_proxy("sse").await;
+    let req = http::Request::get(p.plain_url("/api/events/sse"))
+        .header("cookie", cookie(SESSION_A))
+        .body(http_body_util::Full::new(Bytes::new()).boxed_unsync())
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"data: one\n\n", "the first event arrived while the upstream still holds the second");
+    b.sse_next.notify_one();
+    let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&second[..], b"data: two\n\n");
+}
