@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "stacklab", version, about = "Pick a backend stack, get a live copy of it behind stacklab's edge proxy.")]
+#[command(
+    name = "stacklab",
+    version,
+    about = "Pick a backend stack, get a live copy of it behind stacklab's edge proxy."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,13 @@ fn run_server(file: Option<&Path>, up: bool) -> ExitCode {
     let (mut cfg, warnings) = match Config::load(file, &ProcessEnv) {
         Ok(c) => c,
         Err(report) => {
-            eprint!("{}: {report}", file.map_or_else(|| "the embedded config".to_owned(), |f| f.display().to_string()));
+            eprint!(
+                "{}: {report}",
+                file.map_or_else(
+                    || "the embedded config".to_owned(),
+                    |f| f.display().to_string()
+                )
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -74,7 +84,10 @@ fn run_server(file: Option<&Path>, up: bool) -> ExitCode {
     for w in &warnings {
         tracing::warn!(key = %w.path, "{}", w.message);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -94,7 +107,9 @@ async fn serve(cfg: &mut Config, up: bool) -> anyhow::Result<()> {
     // One crypto provider for every TLS config, installed before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let token_file = config::ensure_admin_token(cfg).context("cannot prepare the admin token")?;
-    let server = Server::bind(cfg.clone()).await.context("cannot start the edge")?;
+    let server = Server::bind(cfg.clone())
+        .await
+        .context("cannot start the edge")?;
     let addrs = server.addrs();
     let proxy = std::sync::Arc::clone(&server.proxy);
     let port = addrs.edge.port();
@@ -109,7 +124,11 @@ async fn serve(cfg: &mut Config, up: bool) -> anyhow::Result<()> {
     if let Some(p) = addrs.plain {
         println!("  plain HTTP on {p}");
     }
-    println!("  admin API on http://{} (token in {})", addrs.admin, token_file.display());
+    println!(
+        "  admin API on http://{} (token in {})",
+        addrs.admin,
+        token_file.display()
+    );
 
     let signals = tokio::spawn(handle_signals(std::sync::Arc::clone(&proxy)));
     server.run().await?;
@@ -120,7 +139,10 @@ async fn serve(cfg: &mut Config, up: bool) -> anyhow::Result<()> {
 /// SIGHUP reloads the config; SIGINT and SIGTERM shut down gracefully.
 async fn handle_signals(proxy: std::sync::Arc<stacklab_proxy::Proxy>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate())) else {
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::warn!("cannot listen for signals; stop with the admin API or kill");
         return;
     };
@@ -140,10 +162,15 @@ async fn handle_signals(proxy: std::sync::Arc<stacklab_proxy::Proxy>) {
 
 fn init_tracing(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.filter).unwrap_or_else(|e| {
-        eprintln!("log.filter `{}` is not a valid filter ({e}); using `info`", cfg.log.filter);
+        eprintln!(
+            "log.filter `{}` is not a valid filter ({e}); using `info`",
+            cfg.log.filter
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     if cfg.log.json {
         builder.json().init();
     } else {

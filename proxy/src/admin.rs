@@ -44,7 +44,9 @@ use tokio_util::task::TaskTracker;
 pub const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tracker: TaskTracker) {
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()));
+    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+        TokioExecutor::new(),
+    ));
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
@@ -77,7 +79,11 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn ok_json<T: Serialize>(value: &T) -> Response<RespBody> {
     match serde_json::to_vec(value) {
         Ok(v) => json_response(StatusCode::OK, Bytes::from(v)),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("could not encode the answer: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("could not encode the answer: {e}"),
+        ),
     }
 }
 
@@ -103,13 +109,20 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Resp
         (&Method::GET, "/metrics") => {
             refresh_gauges(proxy);
             let mut res = Response::new(full(proxy.metrics.encode()));
-            res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             return res;
         }
         _ => {}
     }
     if !path.starts_with("/admin/") {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("nothing at {path}; the admin API is under /admin/"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing at {path}; the admin API is under /admin/"),
+        );
     }
     if !authorized(proxy, &req) {
         let mut res = error(
@@ -117,11 +130,18 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Resp
             "unauthorized",
             "send the admin token as `Authorization: Bearer <token>` (admin.token, STACKLAB_ADMIN_TOKEN, or <data_dir>/admin.token)",
         );
-        res.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
         return res;
     }
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let segments: Vec<String> = path.trim_start_matches("/admin/").split('/').map(str::to_owned).collect();
+    let segments: Vec<String> = path
+        .trim_start_matches("/admin/")
+        .split('/')
+        .map(str::to_owned)
+        .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let body = match read_body(req).await {
         Ok(b) => b,
@@ -237,15 +257,26 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Resp
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<RespBody>> {
-    match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+    match Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    {
         Ok(c) => Ok(c.to_bytes()),
-        Err(_) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("admin bodies are at most {MAX_ADMIN_BODY} bytes"))),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("admin bodies are at most {MAX_ADMIN_BODY} bytes"),
+        )),
     }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<RespBody>> {
     serde_json::from_slice(body).map_err(|e| {
-        error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not what this endpoint takes: {e}"))
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not what this endpoint takes: {e}"),
+        )
     })
 }
 
@@ -258,7 +289,9 @@ fn apply(proxy: &Proxy, update: RouteUpdate) -> Response<RespBody> {
 
 fn update_error(e: UpdateError) -> Response<RespBody> {
     let (status, code, field) = match &e {
-        UpdateError::Invalid { field, .. } => (StatusCode::BAD_REQUEST, "invalid", Some(field.clone())),
+        UpdateError::Invalid { field, .. } => {
+            (StatusCode::BAD_REQUEST, "invalid", Some(field.clone()))
+        }
         UpdateError::NoPool(_) => (StatusCode::NOT_FOUND, "no_pool", Some("pool".to_owned())),
         UpdateError::NoMember { .. } => (StatusCode::NOT_FOUND, "no_member", Some("id".to_owned())),
         UpdateError::NoSession(_) => (StatusCode::NOT_FOUND, "no_session", Some("code".to_owned())),
@@ -307,7 +340,10 @@ fn events_stream(proxy: &Proxy) -> Response<RespBody> {
         Ok::<_, crate::body::BoxError>(Frame::data(Bytes::from(line)))
     });
     let mut res = Response::new(StreamBody::new(stream).boxed_unsync());
-    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
     res
 }
 
@@ -339,7 +375,9 @@ fn refresh_gauges(proxy: &Proxy) {
             m.member_healthy
                 .with_label_values(&[pool.name(), &member.id, crate::health::state_label(state)])
                 .set(i64::from(member.eligible(now)));
-            m.member_in_flight.with_label_values(&[pool.name(), &member.id]).set(i64::from(member.in_flight.load(Relaxed)));
+            m.member_in_flight
+                .with_label_values(&[pool.name(), &member.id])
+                .set(i64::from(member.in_flight.load(Relaxed)));
         }
     }
     m.sessions.set(t.sessions.len() as i64);

@@ -15,7 +15,9 @@ pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> RespBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> RespBody {
@@ -32,7 +34,11 @@ pub struct ChannelBody {
 
 impl ChannelBody {
     pub fn new(rx: mpsc::Receiver<Result<Bytes, BoxError>>, size_hint: Option<u64>) -> Self {
-        Self { rx, size_hint, done: false }
+        Self {
+            rx,
+            size_hint,
+            done: false,
+        }
     }
 }
 
@@ -40,7 +46,10 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -82,7 +91,10 @@ pin_project_lite::pin_project! {
 
 impl<B, G> Guarded<B, G> {
     pub fn new(inner: B, guard: G) -> Self {
-        Self { inner, guard: Some(guard) }
+        Self {
+            inner,
+            guard: Some(guard),
+        }
     }
 }
 
@@ -90,7 +102,10 @@ impl<B: Body, G> Body for Guarded<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let res = this.inner.poll_frame(cx);
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = res {
@@ -128,7 +143,11 @@ pin_project_lite::pin_project! {
 
 impl Limit {
     pub fn new(inner: ReqBody, limit: u64) -> Self {
-        Self { inner, seen: 0, limit }
+        Self {
+            inner,
+            seen: 0,
+            limit,
+        }
     }
 }
 
@@ -136,7 +155,10 @@ impl Body for Limit {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

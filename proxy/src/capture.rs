@@ -66,7 +66,12 @@ struct Inner {
 
 impl CaptureStore {
     pub fn new(per_session: usize, max_sessions: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), per_session, max_sessions, live: broadcast::channel(1024).0 }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            per_session,
+            max_sessions,
+            live: broadcast::channel(1024).0,
+        }
     }
 
     pub fn push(&self, c: Captured) {
@@ -79,14 +84,22 @@ impl CaptureStore {
             inner.stamp += 1;
             let stamp = inner.stamp;
             if !inner.rings.contains_key(&c.session) && inner.rings.len() >= self.max_sessions {
-                if let Some(oldest) = inner.rings.iter().min_by_key(|(_, r)| r.stamp).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = inner
+                    .rings
+                    .iter()
+                    .min_by_key(|(_, r)| r.stamp)
+                    .map(|(k, _)| k.clone())
+                {
                     inner.rings.remove(&oldest);
                 }
             }
             let ring = inner
                 .rings
                 .entry(c.session.clone())
-                .or_insert_with(|| Ring { items: VecDeque::with_capacity(self.per_session.min(16)), stamp });
+                .or_insert_with(|| Ring {
+                    items: VecDeque::with_capacity(self.per_session.min(16)),
+                    stamp,
+                });
             ring.stamp = stamp;
             if ring.items.len() == self.per_session {
                 ring.items.pop_front();
@@ -99,15 +112,27 @@ impl CaptureStore {
     /// The session's most recent requests, newest first.
     pub fn recent(&self, session: &str, limit: usize) -> Vec<Arc<Captured>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.rings.get(session).map(|r| r.items.iter().rev().take(limit).cloned().collect()).unwrap_or_default()
+        inner
+            .rings
+            .get(session)
+            .map(|r| r.items.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn forget(&self, session: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).rings.remove(session);
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rings
+            .remove(session);
     }
 
     pub fn sessions(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).rings.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rings
+            .len()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Captured>> {
@@ -116,7 +141,9 @@ impl CaptureStore {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Headers as text pairs, with credentials redacted.
@@ -124,7 +151,9 @@ pub fn redact_headers(h: &http::HeaderMap) -> Vec<(String, String)> {
     h.iter()
         .map(|(k, v)| {
             let value = match k.as_str() {
-                "cookie" | "authorization" | "proxy-authorization" | "x-stacklab-session" => REDACTED.to_owned(),
+                "cookie" | "authorization" | "proxy-authorization" | "x-stacklab-session" => {
+                    REDACTED.to_owned()
+                }
                 _ => String::from_utf8_lossy(v.as_bytes()).into_owned(),
             };
             (k.as_str().to_owned(), value)
@@ -185,7 +214,9 @@ pub fn mask_passwords(text: &str) -> String {
             }
             (s, e.min(bytes.len()))
         } else {
-            let e = text[i..].find(|c: char| matches!(c, '&' | ',' | '}' | ')' | ' ' | '\n' | '\r')).map_or(bytes.len(), |e| i + e);
+            let e = text[i..]
+                .find(['&', ',', '}', ')', ' ', '\n', '\r'])
+                .map_or(bytes.len(), |e| i + e);
             (i, e)
         };
         if end > start {
@@ -209,8 +240,14 @@ mod tests {
             mask_passwords(r#"{"username":"ann","password":"hunter2","email":"a@b.c"}"#),
             r#"{"username":"ann","password":"********","email":"a@b.c"}"#
         );
-        assert_eq!(mask_passwords(r#"{"new_password" : "p\"w"}"#), r#"{"new_password" : "********"}"#);
-        assert_eq!(mask_passwords("user=ann&password=hunter2&x=1"), "user=ann&password=********&x=1");
+        assert_eq!(
+            mask_passwords(r#"{"new_password" : "p\"w"}"#),
+            r#"{"new_password" : "********"}"#
+        );
+        assert_eq!(
+            mask_passwords("user=ann&password=hunter2&x=1"),
+            "user=ann&password=********&x=1"
+        );
         let gql = r#"{"query":"mutation { createUser(username: \"ann\", password: \"hunter2\") { id } }"}"#;
         let masked = mask_passwords(gql);
         assert!(!masked.contains("hunter2"), "{masked}");
@@ -250,12 +287,19 @@ mod tests {
         for id in ["1", "2", "3"] {
             store.push(c("a", id));
         }
-        let ids: Vec<_> = store.recent("a", 10).iter().map(|c| c.request_id.clone()).collect();
+        let ids: Vec<_> = store
+            .recent("a", 10)
+            .iter()
+            .map(|c| c.request_id.clone())
+            .collect();
         assert_eq!(ids, ["3", "2"]);
         store.push(c("b", "x"));
         store.push(c("c", "y"));
         assert_eq!(store.sessions(), 2);
-        assert!(store.recent("a", 10).is_empty(), "least recently captured session dropped");
+        assert!(
+            store.recent("a", 10).is_empty(),
+            "least recently captured session dropped"
+        );
     }
 
     #[test]

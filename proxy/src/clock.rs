@@ -10,7 +10,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Self { base: Instant::now() }
+        Self {
+            base: Instant::now(),
+        }
     }
 
     #[inline]

@@ -390,10 +390,16 @@ impl Env for BTreeMap<String, String> {
 impl Config {
     /// Reads, overrides and validates the file at `path` (or the embedded
     /// `config/stacklab.toml` when `None`).
-    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Env,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigReport {
-                errors: vec![ConfigError { path: p.display().to_string(), message: format!("cannot read the file: {e}") }],
+                errors: vec![ConfigError {
+                    path: p.display().to_string(),
+                    message: format!("cannot read the file: {e}"),
+                }],
                 warnings: vec![],
             })?,
             None => crate::DEFAULT_CONFIG.to_owned(),
@@ -404,25 +410,41 @@ impl Config {
     }
 
     /// Parses TOML text, applies the environment, validates.
-    pub fn from_toml(text: &str, env: &dyn Env) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Env,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
         let mut unknown = Vec::new();
         let de = toml::Deserializer::parse(text).map_err(|e| ConfigReport {
-            errors: vec![ConfigError { path: "(file)".into(), message: format!("not valid TOML: {}", e.message()) }],
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                message: format!("not valid TOML: {}", e.message()),
+            }],
             warnings: vec![],
         })?;
-        let mut raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(
-            |e: toml::de::Error| ConfigReport {
-                errors: vec![ConfigError { path: "(file)".into(), message: e.message().to_owned() }],
-                warnings: vec![],
-            },
-        )?;
+        let mut raw: RawConfig =
+            serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(
+                |e: toml::de::Error| ConfigReport {
+                    errors: vec![ConfigError {
+                        path: "(file)".into(),
+                        message: e.message().to_owned(),
+                    }],
+                    warnings: vec![],
+                },
+            )?;
         let mut warnings: Vec<ConfigError> = unknown
             .into_iter()
-            .map(|path| ConfigError { path, message: "unknown key, ignored".into() })
+            .map(|path| ConfigError {
+                path,
+                message: "unknown key, ignored".into(),
+            })
             .collect();
         for key in raw.other.keys() {
             if !OTHER_PARTS.contains(&key.as_str()) {
-                warnings.push(ConfigError { path: key.clone(), message: "unknown key, ignored".into() });
+                warnings.push(ConfigError {
+                    path: key.clone(),
+                    message: "unknown key, ignored".into(),
+                });
             }
         }
         apply_env(&mut raw, env);
@@ -460,7 +482,10 @@ struct Check {
 
 impl Check {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError { path: path.into(), message: message.into() });
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
@@ -474,7 +499,12 @@ impl Check {
         }
     }
 
-    fn positive<T: PartialOrd + Default + Copy + fmt::Display>(&mut self, path: &str, value: Option<T>, default: T) -> T {
+    fn positive<T: PartialOrd + Default + Copy + fmt::Display>(
+        &mut self,
+        path: &str,
+        value: Option<T>,
+        default: T,
+    ) -> T {
         let v = value.unwrap_or(default);
         if v <= T::default() {
             self.err(path, format!("must be greater than 0 (got {v})"));
@@ -504,7 +534,10 @@ impl RawConfig {
             Some("serve") => PlainHttp::Serve,
             Some("off") => PlainHttp::Off,
             Some(other) => {
-                c.err("edge.plain_http", format!("`{other}` is not one of `redirect`, `serve`, `off`"));
+                c.err(
+                    "edge.plain_http",
+                    format!("`{other}` is not one of `redirect`, `serve`, `off`"),
+                );
                 PlainHttp::Redirect
             }
         };
@@ -515,20 +548,34 @@ impl RawConfig {
                 (Some(cert_path), Some(key_path)) => {
                     for (k, p) in [("cert", &cert_path), ("key", &key_path)] {
                         if !p.is_file() {
-                            c.err(format!("{path}.{k}"), format!("`{}` is not a readable file", p.display()));
+                            c.err(
+                                format!("{path}.{k}"),
+                                format!("`{}` is not a readable file", p.display()),
+                            );
                         }
                     }
                     if cert.server_names.is_empty() && i > 0 {
                         c.err(format!("{path}.server_names"), "name the SNI host names this certificate serves (only the first certificate may omit them)");
                     }
-                    certificates.push(CertificateConfig { server_names: cert.server_names, cert: cert_path, key: key_path });
+                    certificates.push(CertificateConfig {
+                        server_names: cert.server_names,
+                        cert: cert_path,
+                        key: key_path,
+                    });
                 }
-                _ => c.err(&path, "a certificate needs both `cert` and `key` (PEM files)"),
+                _ => c.err(
+                    &path,
+                    "a certificate needs both `cert` and `key` (PEM files)",
+                ),
             }
         }
         let edge = EdgeConfig {
             addr: c.addr("edge.addr", self.edge.addr.as_deref(), DEFAULT_EDGE_ADDR),
-            http_addr: c.addr("edge.http_addr", self.edge.http_addr.as_deref(), DEFAULT_HTTP_ADDR),
+            http_addr: c.addr(
+                "edge.http_addr",
+                self.edge.http_addr.as_deref(),
+                DEFAULT_HTTP_ADDR,
+            ),
             plain_http,
             http3: self.edge.http3.unwrap_or(true),
             alt_svc_max_age: self.edge.alt_svc_max_age.unwrap_or(DEFAULT_ALT_SVC_MAX_AGE),
@@ -537,7 +584,10 @@ impl RawConfig {
         };
         if let Some(dir) = &edge.static_dir {
             if !dir.is_dir() {
-                c.err("edge.static_dir", format!("`{}` is not a folder", dir.display()));
+                c.err(
+                    "edge.static_dir",
+                    format!("`{}` is not a folder", dir.display()),
+                );
             }
         }
 
@@ -546,21 +596,44 @@ impl RawConfig {
             token: self.admin.token.unwrap_or_default(),
         };
         if !admin.token.is_empty() && admin.token.expose().len() < 16 {
-            c.err("admin.token", "use at least 16 characters (or leave it empty to have one generated)");
+            c.err(
+                "admin.token",
+                "use at least 16 characters (or leave it empty to have one generated)",
+            );
         }
 
         let l = self.limits;
         let limits = Limits {
-            max_connections: c.positive("limits.max_connections", l.max_connections, DEFAULT_MAX_CONNECTIONS),
+            max_connections: c.positive(
+                "limits.max_connections",
+                l.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+            ),
             max_connections_per_client: c.positive(
                 "limits.max_connections_per_client",
                 l.max_connections_per_client,
                 DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             ),
-            max_header_bytes: c.positive("limits.max_header_bytes", l.max_header_bytes, DEFAULT_MAX_HEADER_BYTES),
-            max_body_bytes: c.positive("limits.max_body_bytes", l.max_body_bytes, DEFAULT_MAX_BODY_BYTES),
-            header_read_timeout: c.millis("limits.header_read_timeout_ms", l.header_read_timeout_ms, DEFAULT_HEADER_READ_TIMEOUT_MS),
-            idle_timeout: c.millis("limits.idle_timeout_ms", l.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS),
+            max_header_bytes: c.positive(
+                "limits.max_header_bytes",
+                l.max_header_bytes,
+                DEFAULT_MAX_HEADER_BYTES,
+            ),
+            max_body_bytes: c.positive(
+                "limits.max_body_bytes",
+                l.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+            ),
+            header_read_timeout: c.millis(
+                "limits.header_read_timeout_ms",
+                l.header_read_timeout_ms,
+                DEFAULT_HEADER_READ_TIMEOUT_MS,
+            ),
+            idle_timeout: c.millis(
+                "limits.idle_timeout_ms",
+                l.idle_timeout_ms,
+                DEFAULT_IDLE_TIMEOUT_MS,
+            ),
             tls_handshake_timeout: c.millis(
                 "limits.tls_handshake_timeout_ms",
                 l.tls_handshake_timeout_ms,
@@ -576,27 +649,52 @@ impl RawConfig {
                 l.upstream_response_timeout_ms,
                 DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS,
             ),
-            upstream_idle_per_member: l.upstream_idle_per_member.unwrap_or(DEFAULT_UPSTREAM_IDLE_PER_MEMBER),
+            upstream_idle_per_member: l
+                .upstream_idle_per_member
+                .unwrap_or(DEFAULT_UPSTREAM_IDLE_PER_MEMBER),
             retry_buffer_bytes: l.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
-            shutdown_grace: c.millis("limits.shutdown_grace_ms", l.shutdown_grace_ms, DEFAULT_SHUTDOWN_GRACE_MS),
+            shutdown_grace: c.millis(
+                "limits.shutdown_grace_ms",
+                l.shutdown_grace_ms,
+                DEFAULT_SHUTDOWN_GRACE_MS,
+            ),
             capture_per_session: l.capture_per_session.unwrap_or(DEFAULT_CAPTURE_PER_SESSION),
             capture_sessions: l.capture_sessions.unwrap_or(DEFAULT_CAPTURE_SESSIONS),
             capture_body_bytes: l.capture_body_bytes.unwrap_or(DEFAULT_CAPTURE_BODY_BYTES),
         };
         if limits.max_connections_per_client > limits.max_connections {
-            c.err("limits.max_connections_per_client", "cannot be more than limits.max_connections");
+            c.err(
+                "limits.max_connections_per_client",
+                "cannot be more than limits.max_connections",
+            );
         }
         if limits.max_header_bytes < 1024 {
-            c.err("limits.max_header_bytes", "must be at least 1024: browsers send several hundred bytes of headers");
+            c.err(
+                "limits.max_header_bytes",
+                "must be at least 1024: browsers send several hundred bytes of headers",
+            );
         }
 
         let retry = RetryConfig {
-            budget_ratio: self.retry.budget_ratio.unwrap_or(DEFAULT_RETRY_BUDGET_RATIO),
-            min_per_second: self.retry.min_per_second.unwrap_or(DEFAULT_RETRY_MIN_PER_SECOND),
-            max_attempts: c.positive("retry.max_attempts", self.retry.max_attempts, DEFAULT_RETRY_MAX_ATTEMPTS),
+            budget_ratio: self
+                .retry
+                .budget_ratio
+                .unwrap_or(DEFAULT_RETRY_BUDGET_RATIO),
+            min_per_second: self
+                .retry
+                .min_per_second
+                .unwrap_or(DEFAULT_RETRY_MIN_PER_SECOND),
+            max_attempts: c.positive(
+                "retry.max_attempts",
+                self.retry.max_attempts,
+                DEFAULT_RETRY_MAX_ATTEMPTS,
+            ),
         };
         if !(0.0..=1.0).contains(&retry.budget_ratio) {
-            c.err("retry.budget_ratio", "must be between 0.0 and 1.0 (the share of requests that may be retried)");
+            c.err(
+                "retry.budget_ratio",
+                "must be between 0.0 and 1.0 (the share of requests that may be retried)",
+            );
         }
 
         let passive_health = PassiveHealth {
@@ -605,21 +703,38 @@ impl RawConfig {
                 self.passive_health.consecutive_failures,
                 DEFAULT_EJECT_CONSECUTIVE_FAILURES,
             ),
-            base_ejection: c.millis("passive_health.base_ejection_ms", self.passive_health.base_ejection_ms, DEFAULT_EJECT_BASE_MS),
-            max_ejection: c.millis("passive_health.max_ejection_ms", self.passive_health.max_ejection_ms, DEFAULT_EJECT_MAX_MS),
+            base_ejection: c.millis(
+                "passive_health.base_ejection_ms",
+                self.passive_health.base_ejection_ms,
+                DEFAULT_EJECT_BASE_MS,
+            ),
+            max_ejection: c.millis(
+                "passive_health.max_ejection_ms",
+                self.passive_health.max_ejection_ms,
+                DEFAULT_EJECT_MAX_MS,
+            ),
         };
         if passive_health.max_ejection < passive_health.base_ejection {
-            c.err("passive_health.max_ejection_ms", "cannot be less than passive_health.base_ejection_ms");
+            c.err(
+                "passive_health.max_ejection_ms",
+                "cannot be less than passive_health.base_ejection_ms",
+            );
         }
 
         let feed = match self.feed {
             None => None,
             Some(f) => match f.url.as_deref().map(str::parse::<http::Uri>) {
                 Some(Ok(url)) if url.scheme_str() == Some("http") && url.authority().is_some() => {
-                    Some(FeedConfig { url, token: f.token.unwrap_or_default() })
+                    Some(FeedConfig {
+                        url,
+                        token: f.token.unwrap_or_default(),
+                    })
                 }
                 Some(_) => {
-                    c.err("feed.url", "must be an `http://host:port/admin/routes/feed` URL");
+                    c.err(
+                        "feed.url",
+                        "must be an `http://host:port/admin/routes/feed` URL",
+                    );
                     None
                 }
                 None => {
@@ -639,7 +754,10 @@ impl RawConfig {
                         c.err(format!("{path}.{}", problem.path), problem.message);
                     }
                     if !pool_names.insert(pool.name.clone()) {
-                        c.err(format!("{path}.name"), format!("pool `{}` is defined twice", pool.name));
+                        c.err(
+                            format!("{path}.name"),
+                            format!("pool `{}` is defined twice", pool.name),
+                        );
                     }
                     pools.push(pool);
                 }
@@ -650,7 +768,9 @@ impl RawConfig {
         let mut routes = Vec::new();
         for (i, r) in self.routes.into_iter().enumerate() {
             let path = format!("routes[{i}]");
-            let targets = usize::from(r.pool.is_some()) + usize::from(r.session_pool) + usize::from(r.static_files);
+            let targets = usize::from(r.pool.is_some())
+                + usize::from(r.session_pool)
+                + usize::from(r.static_files);
             let target = match (r.pool, r.session_pool, r.static_files) {
                 _ if targets != 1 => {
                     c.err(&path, "give exactly one target: `pool = \"name\"`, `session_pool = true` or `static_files = true`");
@@ -658,7 +778,10 @@ impl RawConfig {
                 }
                 (Some(pool), _, _) => {
                     if !pool_names.contains(&pool) {
-                        c.err(format!("{path}.pool"), format!("no pool named `{pool}` in [[pools]]"));
+                        c.err(
+                            format!("{path}.pool"),
+                            format!("no pool named `{pool}` in [[pools]]"),
+                        );
                     }
                     RouteTarget::Pool(pool)
                 }
@@ -673,18 +796,28 @@ impl RawConfig {
             for (j, m) in r.methods.iter().enumerate() {
                 match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                     Ok(m) => methods.push(m),
-                    Err(_) => c.err(format!("{path}.methods[{j}]"), format!("`{m}` is not an HTTP method")),
+                    Err(_) => c.err(
+                        format!("{path}.methods[{j}]"),
+                        format!("`{m}` is not an HTTP method"),
+                    ),
                 }
             }
-            let require_session = r.require_session.unwrap_or(target == RouteTarget::SessionPool);
+            let require_session = r
+                .require_session
+                .unwrap_or(target == RouteTarget::SessionPool);
             if target == RouteTarget::SessionPool && !require_session {
-                c.err(format!("{path}.require_session"), "a session_pool route needs a session; remove `require_session = false`");
+                c.err(
+                    format!("{path}.require_session"),
+                    "a session_pool route needs a session; remove `require_session = false`",
+                );
             }
             routes.push(RouteConfig {
                 host: r.host.filter(|h| h != "*").map(|h| h.to_ascii_lowercase()),
                 path: route_path,
                 methods,
-                touches_session: r.touches_session.unwrap_or(target == RouteTarget::SessionPool),
+                touches_session: r
+                    .touches_session
+                    .unwrap_or(target == RouteTarget::SessionPool),
                 target,
                 require_session,
                 captures: r.captures,
@@ -692,10 +825,15 @@ impl RawConfig {
         }
 
         if !c.errors.is_empty() {
-            return Err(ConfigReport { errors: c.errors, warnings: Vec::new() });
+            return Err(ConfigReport {
+                errors: c.errors,
+                warnings: Vec::new(),
+            });
         }
         Ok(Config {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             log,
             edge,
             admin,
@@ -726,7 +864,11 @@ pub fn ensure_admin_token(cfg: &mut Config) -> std::io::Result<PathBuf> {
         }
     }
     use rand::Rng;
-    let token: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(40).map(char::from).collect();
+    let token: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
     std::fs::create_dir_all(&cfg.data_dir)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -751,7 +893,10 @@ pub fn check_pool(pool: &PoolSpec) -> Vec<ConfigError> {
             err(format!("members[{j}].{}", e.path), e.message);
         }
         if !ids.insert(&m.id) {
-            err(format!("members[{j}].id"), format!("member `{}` appears twice", m.id));
+            err(
+                format!("members[{j}].id"),
+                format!("member `{}` appears twice", m.id),
+            );
         }
     }
     if let Some(h) = &pool.health {
@@ -765,24 +910,45 @@ pub fn check_pool(pool: &PoolSpec) -> Vec<ConfigError> {
 /// A member's id, address and weight.
 pub fn check_member(id: &str, addr: &str, weight: u32) -> Result<(), ConfigError> {
     if !valid_name(id) {
-        return Err(ConfigError { path: "id".into(), message: "use 1-64 letters, digits, `-` or `_`".into() });
+        return Err(ConfigError {
+            path: "id".into(),
+            message: "use 1-64 letters, digits, `-` or `_`".into(),
+        });
     }
-    if addr.parse::<SocketAddr>().is_err() && http::uri::Authority::try_from(addr).map(|a| a.port_u16().is_none()).unwrap_or(true) {
-        return Err(ConfigError { path: "addr".into(), message: format!("`{addr}` is not `host:port`") });
+    if addr.parse::<SocketAddr>().is_err()
+        && http::uri::Authority::try_from(addr)
+            .map(|a| a.port_u16().is_none())
+            .unwrap_or(true)
+    {
+        return Err(ConfigError {
+            path: "addr".into(),
+            message: format!("`{addr}` is not `host:port`"),
+        });
     }
     if weight == 0 || weight > 1000 {
-        return Err(ConfigError { path: "weight".into(), message: "must be between 1 and 1000".into() });
+        return Err(ConfigError {
+            path: "weight".into(),
+            message: "must be between 1 and 1000".into(),
+        });
     }
     Ok(())
 }
 
 fn check_health(h: &HealthSpec) -> Result<(), ConfigError> {
-    let e = |path: &str, message: &str| Err(ConfigError { path: path.into(), message: message.into() });
+    let e = |path: &str, message: &str| {
+        Err(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        })
+    };
     if !h.path.starts_with('/') {
         return e("path", "must start with `/`");
     }
     if h.interval_ms == 0 || h.timeout_ms == 0 {
-        return e("interval_ms", "interval_ms and timeout_ms must be greater than 0");
+        return e(
+            "interval_ms",
+            "interval_ms and timeout_ms must be greater than 0",
+        );
     }
     if h.rise == 0 || h.fall == 0 {
         return e("rise", "rise and fall must be at least 1");
@@ -792,7 +958,11 @@ fn check_health(h: &HealthSpec) -> Result<(), ConfigError> {
 
 /// Pool, member and session names: short, printable, safe in URLs and metric labels.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -800,13 +970,17 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn defaults_then_file_then_env() {
         let text = "[edge]\naddr = \"127.0.0.1:1111\"\n[admin]\naddr = \"127.0.0.1:2222\"\n";
-        let (cfg, warnings) = Config::from_toml(text, &env(&[("STACKLAB_ADMIN_ADDR", "127.0.0.1:3333")])).unwrap();
+        let (cfg, warnings) =
+            Config::from_toml(text, &env(&[("STACKLAB_ADMIN_ADDR", "127.0.0.1:3333")])).unwrap();
         assert!(warnings.is_empty());
         assert_eq!(cfg.edge.addr, "127.0.0.1:1111".parse().unwrap());
         assert_eq!(cfg.admin.addr, "127.0.0.1:3333".parse().unwrap());
@@ -831,21 +1005,33 @@ mod tests {
         "#;
         let report = Config::from_toml(text, &env(&[])).unwrap_err();
         let paths: Vec<_> = report.errors.iter().map(|e| e.path.as_str()).collect();
-        for want in ["edge.addr", "edge.plain_http", "limits.max_connections", "pools[0].name", "pools[0].members[0].addr", "routes[0].pool"] {
+        for want in [
+            "edge.addr",
+            "edge.plain_http",
+            "limits.max_connections",
+            "pools[0].name",
+            "pools[0].members[0].addr",
+            "routes[0].pool",
+        ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
         }
     }
 
     #[test]
     fn unknown_keys_are_warnings() {
-        let (_, warnings) = Config::from_toml("[edge]\nadr = \"x\"\n[control]\nanything = 1\n", &env(&[])).unwrap();
+        let (_, warnings) =
+            Config::from_toml("[edge]\nadr = \"x\"\n[control]\nanything = 1\n", &env(&[])).unwrap();
         let paths: Vec<_> = warnings.iter().map(|w| w.path.as_str()).collect();
         assert_eq!(paths, ["edge.adr"]);
     }
 
     #[test]
     fn admin_token_is_never_debug_printed() {
-        let (cfg, _) = Config::from_toml("", &env(&[("STACKLAB_ADMIN_TOKEN", "s3cret-s3cret-s3cret")])).unwrap();
+        let (cfg, _) = Config::from_toml(
+            "",
+            &env(&[("STACKLAB_ADMIN_TOKEN", "s3cret-s3cret-s3cret")]),
+        )
+        .unwrap();
         assert!(!format!("{cfg:?}").contains("s3cret"));
         assert!(cfg.admin.token.matches(b"s3cret-s3cret-s3cret"));
     }

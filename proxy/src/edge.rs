@@ -63,11 +63,23 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
 
 /// Serves one request. Never fails: every error becomes a JSON answer.
-pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<ReqBody>) -> Response<RespBody> {
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: ConnInfo,
+    req: Request<ReqBody>,
+) -> Response<RespBody> {
     let started = Instant::now();
     let protocol = if conn.quic {
         Protocol::H3
@@ -83,7 +95,13 @@ pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<ReqBody>) ->
     let host = request_host(&req).unwrap_or_default();
 
     let route = table.route(&host, &path, &method);
-    let mut ctx = Ctx { protocol, request_id: request_id(req.headers()), member: None, upstream: None, session: None };
+    let mut ctx = Ctx {
+        protocol,
+        request_id: request_id(req.headers()),
+        member: None,
+        upstream: None,
+        session: None,
+    };
     let result = match route {
         None => Err(ProxyError::NoRoute { path: path.clone() }),
         Some(route) => serve(&proxy, &cfg, &table, route, conn, req, &mut ctx).await,
@@ -92,7 +110,11 @@ pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<ReqBody>) ->
         Ok(r) => r,
         Err(e) => {
             if let ProxyError::HeadersTooLarge { .. } | ProxyError::BodyTooLarge { .. } = e {
-                proxy.metrics.limit_hits.with_label_values(&[e.kind()]).inc();
+                proxy
+                    .metrics
+                    .limit_hits
+                    .with_label_values(&[e.kind()])
+                    .inc();
             }
             if e.source() != crate::error::Source::Client {
                 tracing::warn!(target: "proxy", request_id = ?ctx.request_id, error = %e, "request failed");
@@ -105,7 +127,9 @@ pub async fn handle(proxy: Arc<Proxy>, conn: ConnInfo, req: Request<ReqBody>) ->
     finish_headers(&proxy, &cfg, conn, &mut response, &ctx, elapsed);
     let status = response.status().as_u16();
     if let Some(route) = route {
-        route.metrics.record(protocol as usize, status, elapsed.as_secs_f64());
+        route
+            .metrics
+            .record(protocol as usize, status, elapsed.as_secs_f64());
     }
     if cfg.log.access_log {
         tracing::info!(
@@ -143,7 +167,10 @@ async fn serve(
 ) -> Result<Response<RespBody>, ProxyError> {
     let header_bytes = header_size(&req);
     if header_bytes > cfg.limits.max_header_bytes {
-        return Err(ProxyError::HeadersTooLarge { size: header_bytes, limit: cfg.limits.max_header_bytes });
+        return Err(ProxyError::HeadersTooLarge {
+            size: header_bytes,
+            limit: cfg.limits.max_header_bytes,
+        });
     }
 
     let session: Option<Arc<SessionEntry>> = match session::from_headers(req.headers()) {
@@ -152,8 +179,12 @@ async fn serve(
             None if route.cfg.require_session => return Err(ProxyError::SessionExpired),
             None => None,
         },
-        CookieSession::Malformed if route.cfg.require_session => return Err(ProxyError::SessionExpired),
-        CookieSession::Missing if route.cfg.require_session => return Err(ProxyError::SessionMissing),
+        CookieSession::Malformed if route.cfg.require_session => {
+            return Err(ProxyError::SessionExpired)
+        }
+        CookieSession::Missing if route.cfg.require_session => {
+            return Err(ProxyError::SessionMissing)
+        }
         _ => None,
     };
     if let Some(entry) = &session {
@@ -163,22 +194,32 @@ async fn serve(
         ctx.session = Some(entry.route.code.clone());
     }
 
-    let (pool, pinned) = match &route.cfg.target {
-        RouteTarget::Static => {
-            let inm = req.headers().get(header::IF_NONE_MATCH).cloned();
-            return proxy.statics.serve(req.method(), req.uri().path(), inm.as_ref()).await;
-        }
-        RouteTarget::Pool(name) => (route.pool.clone().ok_or_else(|| ProxyError::NoPool { pool: name.clone() })?, None),
-        RouteTarget::SessionPool => {
-            let entry = session.as_ref().ok_or(ProxyError::SessionMissing)?;
-            let pool = table
-                .pools
-                .get(&entry.route.pool)
-                .cloned()
-                .ok_or_else(|| ProxyError::NoPool { pool: entry.route.pool.clone() })?;
-            (pool, entry.route.member.as_deref())
-        }
-    };
+    let (pool, pinned) =
+        match &route.cfg.target {
+            RouteTarget::Static => {
+                let inm = req.headers().get(header::IF_NONE_MATCH).cloned();
+                return proxy
+                    .statics
+                    .serve(req.method(), req.uri().path(), inm.as_ref())
+                    .await;
+            }
+            RouteTarget::Pool(name) => (
+                route
+                    .pool
+                    .clone()
+                    .ok_or_else(|| ProxyError::NoPool { pool: name.clone() })?,
+                None,
+            ),
+            RouteTarget::SessionPool => {
+                let entry = session.as_ref().ok_or(ProxyError::SessionMissing)?;
+                let pool = table.pools.get(&entry.route.pool).cloned().ok_or_else(|| {
+                    ProxyError::NoPool {
+                        pool: entry.route.pool.clone(),
+                    }
+                })?;
+                (pool, entry.route.member.as_deref())
+            }
+        };
 
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -192,7 +233,8 @@ async fn serve(
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let held = body.is_end_stream() || declared.is_some_and(|n| n <= cfg.limits.retry_buffer_bytes as u64);
+    let held =
+        body.is_end_stream() || declared.is_some_and(|n| n <= cfg.limits.retry_buffer_bytes as u64);
     let out_body = if held {
         match Limit::new(body, limit).collect().await {
             Ok(c) => OutBody::Held(c.to_bytes()),
@@ -211,7 +253,11 @@ async fn serve(
     };
 
     let mut extensions = parts.extensions;
-    let mut on_upgrade = if upgrade { extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let mut on_upgrade = if upgrade {
+        extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
 
     // Consistent hashing keys on the session, else on the client address.
     let peer_key;
@@ -224,7 +270,11 @@ async fn serve(
     };
     let out = Outgoing {
         method: parts.method.clone(),
-        path_and_query: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned(),
         headers: headers.clone(),
         body: out_body,
     };
@@ -234,7 +284,18 @@ async fn serve(
         Ok(f) => f,
         Err(e) => {
             if capture {
-                record_capture(proxy, cfg, ctx, &parts.method, &parts.uri, &headers, captured_body, &e.status(), None, proxy_before);
+                record_capture(
+                    proxy,
+                    cfg,
+                    ctx,
+                    &parts.method,
+                    &parts.uri,
+                    &headers,
+                    captured_body,
+                    &e.status(),
+                    None,
+                    proxy_before,
+                );
             }
             return Err(e);
         }
@@ -252,18 +313,41 @@ async fn serve(
                         let mut upstream = hyper_util::rt::TokioIo::new(upstream);
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
-                    (c, u) => tracing::debug!(client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed"),
+                    (c, u) => tracing::debug!(
+                        client_ok = c.is_ok(),
+                        upstream_ok = u.is_ok(),
+                        "upgrade failed"
+                    ),
                 }
             });
         }
     } else {
         strip_hop_by_hop(forwarded.response.headers_mut());
     }
-    forwarded.response.headers_mut().insert(&X_STACKLAB_MEMBER, header_value(&forwarded.member.id));
+    forwarded
+        .response
+        .headers_mut()
+        .insert(&X_STACKLAB_MEMBER, header_value(&forwarded.member.id));
     if capture {
         let status = forwarded.response.status();
-        let cache = forwarded.response.headers().get(&X_STACKLAB_CACHE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        record_capture(proxy, cfg, ctx, &parts.method, &parts.uri, &headers, captured_body, &status, cache, proxy_before);
+        let cache = forwarded
+            .response
+            .headers()
+            .get(&X_STACKLAB_CACHE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        record_capture(
+            proxy,
+            cfg,
+            ctx,
+            &parts.method,
+            &parts.uri,
+            &headers,
+            captured_body,
+            &status,
+            cache,
+            proxy_before,
+        );
     }
     Ok(forwarded.response)
 }
@@ -281,7 +365,9 @@ fn record_capture(
     cache: Option<String>,
     total: Duration,
 ) {
-    let Some(session) = ctx.session.clone() else { return };
+    let Some(session) = ctx.session.clone() else {
+        return;
+    };
     let upstream_ms = ctx.upstream.map(|d| d.as_secs_f64() * 1000.0);
     let total_ms = total.as_secs_f64() * 1000.0;
     let (body, body_truncated) = match body {
@@ -311,9 +397,17 @@ fn record_capture(
     });
 }
 
-fn finish_headers(proxy: &Proxy, cfg: &Config, conn: ConnInfo, res: &mut Response<RespBody>, ctx: &Ctx, elapsed: Duration) {
+fn finish_headers(
+    proxy: &Proxy,
+    cfg: &Config,
+    conn: ConnInfo,
+    res: &mut Response<RespBody>,
+    ctx: &Ctx,
+    elapsed: Duration,
+) {
     let h = res.headers_mut();
-    let proxy_ms = (elapsed.saturating_sub(ctx.upstream.unwrap_or_default())).as_secs_f64() * 1000.0;
+    let proxy_ms =
+        (elapsed.saturating_sub(ctx.upstream.unwrap_or_default())).as_secs_f64() * 1000.0;
     if let Ok(v) = HeaderValue::from_str(&format!("proxy;dur={proxy_ms:.3}")) {
         h.append(&SERVER_TIMING, v);
     }
@@ -326,7 +420,13 @@ fn finish_headers(proxy: &Proxy, cfg: &Config, conn: ConnInfo, res: &mut Respons
 }
 
 /// Strips what the client may not set, and adds what the member needs to know.
-fn rewrite_request_headers(h: &mut HeaderMap, uri: &http::Uri, conn: ConnInfo, ctx: &Ctx, upgrade: bool) {
+fn rewrite_request_headers(
+    h: &mut HeaderMap,
+    uri: &http::Uri,
+    conn: ConnInfo,
+    ctx: &Ctx,
+    upgrade: bool,
+) {
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -348,7 +448,11 @@ fn rewrite_request_headers(h: &mut HeaderMap, uri: &http::Uri, conn: ConnInfo, c
         h.remove(header::UPGRADE);
     }
     // Nothing the client says about stacklab is believed.
-    let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-stacklab-")).cloned().collect();
+    let forged: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-stacklab-"))
+        .cloned()
+        .collect();
     for n in forged {
         h.remove(n);
     }
@@ -362,7 +466,10 @@ fn rewrite_request_headers(h: &mut HeaderMap, uri: &http::Uri, conn: ConnInfo, c
         None => peer,
     };
     h.insert(&X_FORWARDED_FOR, header_value(&xff));
-    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if conn.secure { "https" } else { "http" }));
+    h.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if conn.secure { "https" } else { "http" }),
+    );
     if !h.contains_key(header::HOST) {
         if let Some(authority) = uri.authority() {
             h.insert(header::HOST, header_value(authority.as_str()));
@@ -385,7 +492,10 @@ fn is_upgrade(h: &HeaderMap) -> bool {
         && h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -394,7 +504,11 @@ fn header_value(s: &str) -> HeaderValue {
 
 /// The host a request is for, lower-case and without port.
 fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()))?;
+    let raw = req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })?;
     let host = if raw.starts_with('[') {
         raw.split(']').next().map(|h| &h[1..]).unwrap_or(raw)
     } else {
@@ -405,15 +519,23 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 
 /// Size of the request head as it came: request line plus `name: value\r\n` per header.
 fn header_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
-    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// The client's request id when it is a sane token, else a new one.
 fn request_id(h: &HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 64 && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_') {
+        if !b.is_empty()
+            && b.len() <= 64
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        {
             return v.clone();
         }
     }
@@ -427,9 +549,15 @@ mod tests {
 
     #[test]
     fn host_without_port() {
-        let req = Request::get("/x").header("host", "Example.COM:8443").body(()).unwrap();
+        let req = Request::get("/x")
+            .header("host", "Example.COM:8443")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&req).as_deref(), Some("example.com"));
-        let req = Request::get("/x").header("host", "[::1]:8443").body(()).unwrap();
+        let req = Request::get("/x")
+            .header("host", "[::1]:8443")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&req).as_deref(), Some("::1"));
         let req = Request::get("https://localhost/x").body(()).unwrap();
         assert_eq!(request_host(&req).as_deref(), Some("localhost"));
@@ -443,8 +571,18 @@ mod tests {
         h.insert("connection", "keep-alive, x-secret".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        let conn = ConnInfo { peer: "192.0.2.7:5000".parse().unwrap(), secure: true, quic: false };
-        let ctx = Ctx { protocol: Protocol::H1, request_id: "rid".parse().unwrap(), member: None, upstream: None, session: Some("CODE".into()) };
+        let conn = ConnInfo {
+            peer: "192.0.2.7:5000".parse().unwrap(),
+            secure: true,
+            quic: false,
+        };
+        let ctx = Ctx {
+            protocol: Protocol::H1,
+            request_id: "rid".parse().unwrap(),
+            member: None,
+            upstream: None,
+            session: Some("CODE".into()),
+        };
         rewrite_request_headers(&mut h, &"/".parse().unwrap(), conn, &ctx, false);
         assert_eq!(h["x-stacklab-session"], "CODE");
         assert!(!h.contains_key("x-stacklab-anything"));

@@ -40,9 +40,17 @@ pub enum ProxyError {
     #[error("could not connect to {member} in pool {pool}")]
     Connect { pool: String, member: String },
     #[error("{member} in pool {pool} failed: {reason}")]
-    Upstream { pool: String, member: String, reason: String },
+    Upstream {
+        pool: String,
+        member: String,
+        reason: String,
+    },
     #[error("{member} in pool {pool} did not answer within {ms} ms")]
-    Timeout { pool: String, member: String, ms: u128 },
+    Timeout {
+        pool: String,
+        member: String,
+        ms: u128,
+    },
     #[error("not found: {0}")]
     NotFound(String),
     #[error("internal error: {0}")]
@@ -53,9 +61,17 @@ impl ProxyError {
     pub fn source(&self) -> Source {
         use ProxyError::*;
         match self {
-            NoRoute { .. } | SessionMissing | SessionExpired | HeadersTooLarge { .. } | BodyTooLarge { .. } | BadBody(_)
-            | BadRequest(_) | NotFound(_) => Source::Client,
-            NoMember { .. } | NoPool { .. } | Connect { .. } | Upstream { .. } | Timeout { .. } => Source::Upstream,
+            NoRoute { .. }
+            | SessionMissing
+            | SessionExpired
+            | HeadersTooLarge { .. }
+            | BodyTooLarge { .. }
+            | BadBody(_)
+            | BadRequest(_)
+            | NotFound(_) => Source::Client,
+            NoMember { .. } | NoPool { .. } | Connect { .. } | Upstream { .. } | Timeout { .. } => {
+                Source::Upstream
+            }
             Internal(_) => Source::Proxy,
         }
     }
@@ -159,7 +175,13 @@ pub fn json_error(status: StatusCode, body: &ErrorBody) -> Response<RespBody> {
 pub fn json_response(status: StatusCode, body: Bytes) -> Response<RespBody> {
     let mut res = Response::new(full(body));
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     res
 }

@@ -23,8 +23,8 @@ pub const MAX_FEED_LINE: usize = 256 * 1024 * 1024;
 
 pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let client: Client<_, crate::body::ReqBody> =
-            Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let client: Client<_, crate::body::ReqBody> = Client::builder(TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
         let mut since: Option<u64> = None;
         let mut backoff = Duration::from_millis(100);
         let mut was_up = true;
@@ -62,10 +62,16 @@ async fn follow(
         None => feed.url.to_string(),
     };
     let req = Request::get(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {}", feed.token.expose()))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", feed.token.expose()),
+        )
         .body(empty())
         .map_err(|e| e.to_string())?;
-    let res = client.request(req).await.map_err(|e| crate::upstream::error_chain(&e))?;
+    let res = client
+        .request(req)
+        .await
+        .map_err(|e| crate::upstream::error_chain(&e))?;
     if res.status() != StatusCode::OK {
         return Err(format!("the feed answered {}", res.status()));
     }
@@ -78,9 +84,13 @@ async fn follow(
             f = body.frame() => f,
             () = proxy.shutdown.cancelled() => return Ok(()),
         };
-        let Some(frame) = frame else { return Err("the feed ended".into()) };
+        let Some(frame) = frame else {
+            return Err("the feed ended".into());
+        };
         let frame = frame.map_err(|e| e.to_string())?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         buf.extend_from_slice(&data);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line = buf.split_to(nl + 1);
@@ -88,7 +98,8 @@ async fn follow(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue; // keep-alive
             }
-            let msg: FeedMessage = serde_json::from_slice(line).map_err(|e| format!("a feed line is not a route update: {e}"))?;
+            let msg: FeedMessage = serde_json::from_slice(line)
+                .map_err(|e| format!("a feed line is not a route update: {e}"))?;
             let version = msg.version;
             if let Err(e) = proxy.routing.apply_versioned(msg.update, version) {
                 // A change the table refuses is skipped; the next snapshot repairs any drift.

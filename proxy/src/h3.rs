@@ -15,7 +15,12 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
-pub async fn serve(proxy: Arc<Proxy>, endpoint: quinn::Endpoint, limiter: Arc<ConnLimiter>, tracker: TaskTracker) {
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    endpoint: quinn::Endpoint,
+    limiter: Arc<ConnLimiter>,
+    tracker: TaskTracker,
+) {
     let open = proxy.metrics.open_connections.with_label_values(&["h3"]);
     loop {
         let incoming = tokio::select! {
@@ -26,7 +31,11 @@ pub async fn serve(proxy: Arc<Proxy>, endpoint: quinn::Endpoint, limiter: Arc<Co
         let slot = match limiter.admit(peer.ip()) {
             Ok(s) => s,
             Err(limit) => {
-                proxy.metrics.connections_rejected.with_label_values(&[limit]).inc();
+                proxy
+                    .metrics
+                    .connections_rejected
+                    .with_label_values(&[limit])
+                    .inc();
                 incoming.refuse();
                 continue;
             }
@@ -43,12 +52,25 @@ pub async fn serve(proxy: Arc<Proxy>, endpoint: quinn::Endpoint, limiter: Arc<Co
     }
 }
 
-async fn connection(proxy: Arc<Proxy>, incoming: quinn::Incoming, peer: std::net::SocketAddr) -> Result<(), BoxError> {
+async fn connection(
+    proxy: Arc<Proxy>,
+    incoming: quinn::Incoming,
+    peer: std::net::SocketAddr,
+) -> Result<(), BoxError> {
     let handshake = proxy.config.load().limits.tls_handshake_timeout;
-    let conn = tokio::time::timeout(handshake, incoming).await.map_err(|_| "QUIC handshake timed out")??;
+    let conn = tokio::time::timeout(handshake, incoming)
+        .await
+        .map_err(|_| "QUIC handshake timed out")??;
     let max_field = (proxy.config.load().limits.max_header_bytes * 4) as u64;
-    let mut h3 = h3::server::builder().max_field_section_size(max_field).build(h3_quinn::Connection::new(conn)).await?;
-    let info = ConnInfo { peer, secure: true, quic: true };
+    let mut h3 = h3::server::builder()
+        .max_field_section_size(max_field)
+        .build(h3_quinn::Connection::new(conn))
+        .await?;
+    let info = ConnInfo {
+        peer,
+        secure: true,
+        quic: true,
+    };
     let requests = TaskTracker::new();
     loop {
         tokio::select! {
@@ -83,7 +105,11 @@ async fn connection(proxy: Arc<Proxy>, incoming: quinn::Incoming, peer: std::net
     Ok(())
 }
 
-async fn request<C>(proxy: Arc<Proxy>, resolver: h3::server::RequestResolver<C, Bytes>, info: ConnInfo) -> Result<(), BoxError>
+async fn request<C>(
+    proxy: Arc<Proxy>,
+    resolver: h3::server::RequestResolver<C, Bytes>,
+    info: ConnInfo,
+) -> Result<(), BoxError>
 where
     C: h3::quic::Connection<Bytes>,
     C::BidiStream: h3::quic::BidiStream<Bytes> + Send + 'static,
@@ -118,7 +144,8 @@ where
     let req = req.map(|()| ChannelBody::new(rx, size).boxed_unsync());
     let response = edge::handle(proxy, info, req).await;
     let (parts, mut body) = response.into_parts();
-    send.send_response(http::Response::from_parts(parts, ())).await?;
+    send.send_response(http::Response::from_parts(parts, ()))
+        .await?;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         match frame.into_data() {

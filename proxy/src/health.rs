@@ -36,7 +36,11 @@ pub struct MemberEvent {
 }
 
 pub fn emit(proxy: &Proxy, pool: &str, member: &Member, state: MemberState, reason: String) {
-    proxy.metrics.health_events.with_label_values(&[pool, state_label(state)]).inc();
+    proxy
+        .metrics
+        .health_events
+        .with_label_values(&[pool, state_label(state)])
+        .inc();
     tracing::warn!(target: "health", pool, member = %member.id, addr = %member.addr, state = state_label(state), %reason, "member state changed");
     let _ = proxy.events.send(MemberEvent {
         pool: pool.to_owned(),
@@ -62,8 +66,16 @@ pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
         if member.passive_failures.load(Relaxed) != 0 {
             member.passive_failures.store(0, Relaxed);
         }
-        if member.ejections_in_row.load(Relaxed) != 0 && member.ejections_in_row.swap(0, Relaxed) != 0 {
-            emit(proxy, pool, member, MemberState::Healthy, "answered after its ejection ended".into());
+        if member.ejections_in_row.load(Relaxed) != 0
+            && member.ejections_in_row.swap(0, Relaxed) != 0
+        {
+            emit(
+                proxy,
+                pool,
+                member,
+                MemberState::Healthy,
+                "answered after its ejection ended".into(),
+            );
         }
         return;
     }
@@ -81,14 +93,19 @@ pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
     member.passive_failures.store(0, Relaxed);
     let n = member.ejections_in_row.fetch_add(1, Relaxed).min(16);
     let length = ph.base_ejection.saturating_mul(1 << n).min(ph.max_ejection);
-    member.ejected_until_ms.store(now + length.as_millis() as u64, Relaxed);
+    member
+        .ejected_until_ms
+        .store(now + length.as_millis() as u64, Relaxed);
     proxy.metrics.ejections.with_label_values(&[pool]).inc();
     emit(
         proxy,
         pool,
         member,
         MemberState::Ejected,
-        format!("{failures} failed attempt(s) in a row; out for {} ms", length.as_millis()),
+        format!(
+            "{failures} failed attempt(s) in a row; out for {} ms",
+            length.as_millis()
+        ),
     );
 }
 
@@ -106,7 +123,10 @@ pub fn spawn_supervisor(proxy: &Arc<Proxy>) -> JoinHandle<()> {
                 let table = proxy.routing.load_full();
                 for (name, pool) in &table.pools {
                     if pool.health().is_some() && !running.contains_key(name) {
-                        running.insert(name.clone(), tokio::spawn(check_pool(Arc::downgrade(&proxy), name.clone())));
+                        running.insert(
+                            name.clone(),
+                            tokio::spawn(check_pool(Arc::downgrade(&proxy), name.clone())),
+                        );
                     }
                 }
             }
@@ -129,8 +149,12 @@ async fn check_pool(proxy: Weak<Proxy>, name: String) {
         let (members, spec) = {
             let Some(proxy) = proxy.upgrade() else { return };
             let table = proxy.routing.load_full();
-            let Some(pool) = table.pools.get(&name) else { return };
-            let Some(spec) = pool.health().cloned() else { return };
+            let Some(pool) = table.pools.get(&name) else {
+                return;
+            };
+            let Some(spec) = pool.health().cloned() else {
+                return;
+            };
             (pool.members.clone(), spec)
         };
         let timeout = Duration::from_millis(spec.timeout_ms);
@@ -138,8 +162,12 @@ async fn check_pool(proxy: Weak<Proxy>, name: String) {
             let client = client.clone();
             let uri = format!("{}{}", m.base_uri, spec.path);
             async move {
-                let req = http::Request::get(uri).header(http::header::USER_AGENT, "stacklab-health").body(Empty::new());
-                let Ok(req) = req else { return Err("bad health path".to_owned()) };
+                let req = http::Request::get(uri)
+                    .header(http::header::USER_AGENT, "stacklab-health")
+                    .body(Empty::new());
+                let Ok(req) = req else {
+                    return Err("bad health path".to_owned());
+                };
                 match tokio::time::timeout(timeout, client.request(req)).await {
                     Ok(Ok(res)) => {
                         let status = res.status();
@@ -150,8 +178,14 @@ async fn check_pool(proxy: Weak<Proxy>, name: String) {
                             Err(format!("health check answered {status}"))
                         }
                     }
-                    Ok(Err(e)) => Err(format!("health check failed: {}", crate::upstream::error_chain(&e))),
-                    Err(_) => Err(format!("health check timed out after {} ms", timeout.as_millis())),
+                    Ok(Err(e)) => Err(format!(
+                        "health check failed: {}",
+                        crate::upstream::error_chain(&e)
+                    )),
+                    Err(_) => Err(format!(
+                        "health check timed out after {} ms",
+                        timeout.as_millis()
+                    )),
                 }
             }
         });
@@ -166,7 +200,14 @@ async fn check_pool(proxy: Weak<Proxy>, name: String) {
     }
 }
 
-fn record_active(proxy: &Proxy, pool: &str, m: &Member, result: Result<(), String>, rise: u32, fall: u32) {
+fn record_active(
+    proxy: &Proxy,
+    pool: &str,
+    m: &Member,
+    result: Result<(), String>,
+    rise: u32,
+    fall: u32,
+) {
     let up = m.active_up.load(Relaxed);
     match (up, result) {
         (true, Ok(())) | (false, Err(_)) => m.active_streak.store(0, Relaxed),
@@ -174,14 +215,26 @@ fn record_active(proxy: &Proxy, pool: &str, m: &Member, result: Result<(), Strin
             if m.active_streak.fetch_add(1, Relaxed) + 1 >= fall {
                 m.active_streak.store(0, Relaxed);
                 m.active_up.store(false, Relaxed);
-                emit(proxy, pool, m, MemberState::Unhealthy, format!("{fall} failed check(s) in a row: {reason}"));
+                emit(
+                    proxy,
+                    pool,
+                    m,
+                    MemberState::Unhealthy,
+                    format!("{fall} failed check(s) in a row: {reason}"),
+                );
             }
         }
         (false, Ok(())) => {
             if m.active_streak.fetch_add(1, Relaxed) + 1 >= rise {
                 m.active_streak.store(0, Relaxed);
                 m.active_up.store(true, Relaxed);
-                emit(proxy, pool, m, MemberState::Healthy, format!("{rise} passed check(s) in a row"));
+                emit(
+                    proxy,
+                    pool,
+                    m,
+                    MemberState::Healthy,
+                    format!("{rise} passed check(s) in a row"),
+                );
             }
         }
     }

@@ -85,7 +85,10 @@ impl Proxy {
             clock: clock::Clock::new(),
             upstream: ArcSwap::from_pointee(upstream::Upstream::new(&cfg.limits)),
             retry_budget: upstream::RetryBudget::new(&cfg.retry),
-            capture: capture::CaptureStore::new(cfg.limits.capture_per_session, cfg.limits.capture_sessions),
+            capture: capture::CaptureStore::new(
+                cfg.limits.capture_per_session,
+                cfg.limits.capture_sessions,
+            ),
             events: broadcast::channel(1024).0,
             statics: statics::Statics::new(cfg.edge.static_dir.clone()),
             certs,
@@ -104,7 +107,10 @@ impl Proxy {
         let old = self.config.load_full();
         let (cfg, mut warnings) = Config::load(old.source.as_deref(), env)?;
         self.certs.load(&cfg).map_err(|e| ConfigReport {
-            errors: vec![ConfigError { path: "edge.certificates".into(), message: e.to_string() }],
+            errors: vec![ConfigError {
+                path: "edge.certificates".into(),
+                message: e.to_string(),
+            }],
             warnings: vec![],
         })?;
         for (key, was, now) in [
@@ -113,11 +119,15 @@ impl Proxy {
             ("admin.addr", old.admin.addr, cfg.admin.addr),
         ] {
             if was != now {
-                warnings.push(ConfigError { path: key.into(), message: format!("changed from {was} to {now}; restart to bind it") });
+                warnings.push(ConfigError {
+                    path: key.into(),
+                    message: format!("changed from {was} to {now}; restart to bind it"),
+                });
             }
         }
         self.routing.set_config(&cfg.routes, &cfg.pools);
-        self.upstream.store(Arc::new(upstream::Upstream::new(&cfg.limits)));
+        self.upstream
+            .store(Arc::new(upstream::Upstream::new(&cfg.limits)));
         self.config.store(Arc::new(cfg));
         for w in &warnings {
             tracing::warn!(key = %w.path, "{}", w.message);

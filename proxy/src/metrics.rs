@@ -6,15 +6,18 @@
 //! nothing per request.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::Arc;
 
 /// Protocols, in label order.
 pub const PROTOCOLS: [&str; 3] = ["h1", "h2", "h3"];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const LATENCY_BUCKETS: &[f64] =
-    &[0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -63,38 +66,109 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("stacklab_proxy".into()), None).expect("valid prefix");
+        let registry =
+            Registry::new_custom(Some("stacklab_proxy".into()), None).expect("valid prefix");
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("valid metric");
-                registry.register(Box::new(m.clone())).expect("metric registered once");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registered once");
                 m
             }};
         }
-        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
-        let gauge = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
-            HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
         };
         Self {
-            requests: reg!(counter("requests_total", "Requests answered, by route, protocol and status class.", &["route", "protocol", "class"])),
-            request_duration: reg!(histogram("request_duration_seconds", "Time from request head to response head, by route and protocol.", &["route", "protocol"])),
-            upstream_duration: reg!(histogram("upstream_duration_seconds", "Time an upstream member took to answer, by pool.", &["pool"])),
-            upstream_requests: reg!(counter("upstream_requests_total", "Attempts sent to upstream members, by pool and outcome.", &["pool", "outcome"])),
-            retries: reg!(counter("retries_total", "Requests retried on another member, by pool and reason.", &["pool", "reason"])),
-            retries_denied: reg!(counter("retries_denied_total", "Retries not made because the retry budget was spent, by pool.", &["pool"])),
-            ejections: reg!(counter("ejections_total", "Members ejected by passive health checks, by pool.", &["pool"])),
-            member_healthy: reg!(gauge("member_healthy", "1 when a member can take requests, else 0.", &["pool", "member", "state"])),
-            member_in_flight: reg!(gauge("member_in_flight", "Requests in flight to a member.", &["pool", "member"])),
-            open_connections: reg!(gauge("open_connections", "Client connections open, by listener.", &["listener"])),
-            connections_rejected: reg!(counter("connections_rejected_total", "Client connections refused, by reason.", &["reason"])),
-            limit_hits: reg!(counter("limit_hits_total", "Requests answered by a limit, by limit.", &["limit"])),
+            requests: reg!(counter(
+                "requests_total",
+                "Requests answered, by route, protocol and status class.",
+                &["route", "protocol", "class"]
+            )),
+            request_duration: reg!(histogram(
+                "request_duration_seconds",
+                "Time from request head to response head, by route and protocol.",
+                &["route", "protocol"]
+            )),
+            upstream_duration: reg!(histogram(
+                "upstream_duration_seconds",
+                "Time an upstream member took to answer, by pool.",
+                &["pool"]
+            )),
+            upstream_requests: reg!(counter(
+                "upstream_requests_total",
+                "Attempts sent to upstream members, by pool and outcome.",
+                &["pool", "outcome"]
+            )),
+            retries: reg!(counter(
+                "retries_total",
+                "Requests retried on another member, by pool and reason.",
+                &["pool", "reason"]
+            )),
+            retries_denied: reg!(counter(
+                "retries_denied_total",
+                "Retries not made because the retry budget was spent, by pool.",
+                &["pool"]
+            )),
+            ejections: reg!(counter(
+                "ejections_total",
+                "Members ejected by passive health checks, by pool.",
+                &["pool"]
+            )),
+            member_healthy: reg!(gauge(
+                "member_healthy",
+                "1 when a member can take requests, else 0.",
+                &["pool", "member", "state"]
+            )),
+            member_in_flight: reg!(gauge(
+                "member_in_flight",
+                "Requests in flight to a member.",
+                &["pool", "member"]
+            )),
+            open_connections: reg!(gauge(
+                "open_connections",
+                "Client connections open, by listener.",
+                &["listener"]
+            )),
+            connections_rejected: reg!(counter(
+                "connections_rejected_total",
+                "Client connections refused, by reason.",
+                &["reason"]
+            )),
+            limit_hits: reg!(counter(
+                "limit_hits_total",
+                "Requests answered by a limit, by limit.",
+                &["limit"]
+            )),
             sessions: reg!(IntGauge::new("sessions", "Session routes in the table.")),
             pools: reg!(IntGauge::new("pools", "Pools in the table.")),
-            route_table_version: reg!(IntGauge::new("route_table_version", "Version of the route table.")),
-            feed_connected: reg!(IntGauge::new("route_feed_connected", "1 while the route feed is connected.")),
-            health_events: reg!(counter("member_state_changes_total", "Member state changes, by pool and new state.", &["pool", "state"])),
-            captured_sessions: reg!(IntGauge::new("captured_sessions", "Sessions with captured requests held for the inspector.")),
+            route_table_version: reg!(IntGauge::new(
+                "route_table_version",
+                "Version of the route table."
+            )),
+            feed_connected: reg!(IntGauge::new(
+                "route_feed_connected",
+                "1 while the route feed is connected."
+            )),
+            health_events: reg!(counter(
+                "member_state_changes_total",
+                "Member state changes, by pool and new state.",
+                &["pool", "state"]
+            )),
+            captured_sessions: reg!(IntGauge::new(
+                "captured_sessions",
+                "Sessions with captured requests held for the inspector."
+            )),
             registry,
         }
     }
@@ -105,7 +179,10 @@ impl Metrics {
                 .iter()
                 .map(|p| CLASSES.map(|c| self.requests.with_label_values(&[label, p, c])))
                 .collect(),
-            duration: PROTOCOLS.iter().map(|p| self.request_duration.with_label_values(&[label, p])).collect(),
+            duration: PROTOCOLS
+                .iter()
+                .map(|p| self.request_duration.with_label_values(&[label, p]))
+                .collect(),
         })
     }
 

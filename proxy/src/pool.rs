@@ -86,7 +86,9 @@ impl Member {
     /// Can take a new request now.
     #[inline]
     pub fn eligible(&self, now_ms: u64) -> bool {
-        !self.draining.load(Relaxed) && self.active_up.load(Relaxed) && self.ejected_until_ms.load(Relaxed) <= now_ms
+        !self.draining.load(Relaxed)
+            && self.active_up.load(Relaxed)
+            && self.ejected_until_ms.load(Relaxed) <= now_ms
     }
 
     pub fn state(&self, now_ms: u64) -> MemberState {
@@ -143,8 +145,9 @@ pub struct Pool {
 impl Pool {
     /// Builds a pool, keeping the live state of members that are still there unchanged.
     pub fn build(spec: PoolSpec, previous: Option<&Pool>) -> Pool {
-        let old: HashMap<&str, &Arc<Member>> =
-            previous.map(|p| p.members.iter().map(|m| (m.id.as_str(), m)).collect()).unwrap_or_default();
+        let old: HashMap<&str, &Arc<Member>> = previous
+            .map(|p| p.members.iter().map(|m| (m.id.as_str(), m)).collect())
+            .unwrap_or_default();
         let members: Vec<Arc<Member>> = spec
             .members
             .iter()
@@ -158,7 +161,13 @@ impl Pool {
             .collect();
         let wrr_order = smooth_weighted_order(&members);
         let ring = hash_ring(&members);
-        Pool { spec, members, wrr_order, ring, cursor: AtomicUsize::new(0) }
+        Pool {
+            spec,
+            members,
+            wrr_order,
+            ring,
+            cursor: AtomicUsize::new(0),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -195,7 +204,9 @@ impl Pool {
             Algorithm::WeightedRoundRobin => {
                 let len = self.wrr_order.len();
                 let start = self.cursor.fetch_add(1, Relaxed);
-                (0..len).map(|k| self.wrr_order[(start + k) % len] as usize).find(|&i| ok(i))
+                (0..len)
+                    .map(|k| self.wrr_order[(start + k) % len] as usize)
+                    .find(|&i| ok(i))
             }
             Algorithm::LeastInFlight => {
                 // Start the scan at a moving offset so ties spread instead of piling on member 0.
@@ -224,7 +235,9 @@ impl Pool {
                     let h = hash64(key);
                     let at = self.ring.partition_point(|&(p, _)| p < h);
                     let len = self.ring.len();
-                    (0..len).map(|k| self.ring[(at + k) % len].1 as usize).find(|&i| ok(i))
+                    (0..len)
+                        .map(|k| self.ring[(at + k) % len].1 as usize)
+                        .find(|&i| ok(i))
                 }
             }
         };
@@ -298,10 +311,21 @@ mod tests {
         let members = weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| MemberSpec { id: format!("m{i}"), addr: format!("127.0.0.1:{}", 1000 + i), weight: w, draining: false })
+            .map(|(i, &w)| MemberSpec {
+                id: format!("m{i}"),
+                addr: format!("127.0.0.1:{}", 1000 + i),
+                weight: w,
+                draining: false,
+            })
             .collect();
         Pool::build(
-            PoolSpec { name: "p".into(), algorithm, protocol: UpstreamProtocol::Http1, members, health: None },
+            PoolSpec {
+                name: "p".into(),
+                algorithm,
+                protocol: UpstreamProtocol::Http1,
+                members,
+                health: None,
+            },
             None,
         )
     }
@@ -317,7 +341,12 @@ mod tests {
 
     #[test]
     fn round_robin_is_even() {
-        assert_eq!(counts(&pool(Algorithm::RoundRobin, &[1, 1, 1]), 300, |_| String::new()), [100, 100, 100]);
+        assert_eq!(
+            counts(&pool(Algorithm::RoundRobin, &[1, 1, 1]), 300, |_| {
+                String::new()
+            }),
+            [100, 100, 100]
+        );
     }
 
     #[test]
@@ -348,12 +377,23 @@ mod tests {
 
     #[test]
     fn peak_ewma_takes_peaks_at_once_and_decays_slowly() {
-        let m = Member::new("p", &MemberSpec { id: "a".into(), addr: "127.0.0.1:1".into(), weight: 1, draining: false });
+        let m = Member::new(
+            "p",
+            &MemberSpec {
+                id: "a".into(),
+                addr: "127.0.0.1:1".into(),
+                weight: 1,
+                draining: false,
+            },
+        );
         m.observe_latency(Duration::from_millis(100), 0);
         assert_eq!(m.ewma(), Duration::from_millis(100));
         m.observe_latency(Duration::from_millis(1), EWMA_DECAY.as_nanos() as u64);
         let e = m.ewma().as_millis();
-        assert!((30..=45).contains(&e), "after one decay period the peak is about 1/e: {e}");
+        assert!(
+            (30..=45).contains(&e),
+            "after one decay period the peak is about 1/e: {e}"
+        );
     }
 
     #[test]
@@ -395,7 +435,12 @@ mod tests {
         let p = pool(Algorithm::P2cEwma, &[1, 1]);
         p.members[0].in_flight.store(3, Relaxed);
         let mut spec = p.spec.clone();
-        spec.members.push(MemberSpec { id: "m9".into(), addr: "127.0.0.1:9".into(), weight: 1, draining: false });
+        spec.members.push(MemberSpec {
+            id: "m9".into(),
+            addr: "127.0.0.1:9".into(),
+            weight: 1,
+            draining: false,
+        });
         let q = Pool::build(spec, Some(&p));
         assert!(Arc::ptr_eq(&p.members[0], &q.members[0]));
         assert_eq!(q.members[0].in_flight.load(Relaxed), 3);

@@ -43,7 +43,11 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -77,13 +81,24 @@ impl Server {
     pub async fn bind_with(proxy: Arc<Proxy>) -> Result<Server, ServerError> {
         let cfg = proxy.config.load_full();
         let edge = bind_tcp(cfg.edge.addr, "the edge (TCP)")?;
-        let edge_addr = edge.local_addr().map_err(|e| ServerError::Bind { what: "the edge", addr: cfg.edge.addr, source: e })?;
-        proxy.edge_port.store(edge_addr.port(), std::sync::atomic::Ordering::Relaxed);
+        let edge_addr = edge.local_addr().map_err(|e| ServerError::Bind {
+            what: "the edge",
+            addr: cfg.edge.addr,
+            source: e,
+        })?;
+        proxy
+            .edge_port
+            .store(edge_addr.port(), std::sync::atomic::Ordering::Relaxed);
         let quic = if cfg.edge.http3 {
             let endpoint = bind_quic(&proxy, edge_addr)?;
-            let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(edge_addr.port());
+            let port = endpoint
+                .local_addr()
+                .map(|a| a.port())
+                .unwrap_or(edge_addr.port());
             let alt = format!("h3=\":{port}\"; ma={}", cfg.edge.alt_svc_max_age);
-            proxy.alt_svc.store(Arc::new(HeaderValue::from_str(&alt).ok()));
+            proxy
+                .alt_svc
+                .store(Arc::new(HeaderValue::from_str(&alt).ok()));
             Some(endpoint)
         } else {
             None
@@ -93,7 +108,13 @@ impl Server {
             _ => Some(bind_tcp(cfg.edge.http_addr, "plain HTTP")?),
         };
         let admin = bind_tcp(cfg.admin.addr, "the admin API")?;
-        Ok(Server { proxy, edge, quic, plain, admin })
+        Ok(Server {
+            proxy,
+            edge,
+            quic,
+            plain,
+            admin,
+        })
     }
 
     pub fn addrs(&self) -> Addrs {
@@ -107,13 +128,23 @@ impl Server {
 
     /// Serves until `proxy.shutdown` is cancelled, then drains.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { proxy, edge, quic, plain, admin } = self;
+        let Server {
+            proxy,
+            edge,
+            quic,
+            plain,
+            admin,
+        } = self;
         let cfg = proxy.config.load_full();
         let tracker = TaskTracker::new();
         let limiter = Arc::new(ConnLimiter::new(&cfg));
-        let tls = tokio_rustls::TlsAcceptor::from(crate::tls::tcp_config(Arc::clone(&proxy.certs))?);
+        let tls =
+            tokio_rustls::TlsAcceptor::from(crate::tls::tcp_config(Arc::clone(&proxy.certs))?);
         let health = crate::health::spawn_supervisor(&proxy);
-        let feed = cfg.feed.clone().map(|f| crate::feed::spawn(Arc::clone(&proxy), f));
+        let feed = cfg
+            .feed
+            .clone()
+            .map(|f| crate::feed::spawn(Arc::clone(&proxy), f));
 
         let mut accept_loops = Vec::new();
         accept_loops.push(tokio::spawn(accept_loop(
@@ -124,13 +155,32 @@ impl Server {
             tracker.clone(),
         )));
         if let Some(plain) = plain {
-            let kind = if cfg.edge.plain_http == PlainHttp::Serve { Listener::Plain } else { Listener::Redirect };
-            accept_loops.push(tokio::spawn(accept_loop(Arc::clone(&proxy), plain, kind, Arc::clone(&limiter), tracker.clone())));
+            let kind = if cfg.edge.plain_http == PlainHttp::Serve {
+                Listener::Plain
+            } else {
+                Listener::Redirect
+            };
+            accept_loops.push(tokio::spawn(accept_loop(
+                Arc::clone(&proxy),
+                plain,
+                kind,
+                Arc::clone(&limiter),
+                tracker.clone(),
+            )));
         }
         let quic_task = quic.clone().map(|endpoint| {
-            tokio::spawn(crate::h3::serve(Arc::clone(&proxy), endpoint, Arc::clone(&limiter), tracker.clone()))
+            tokio::spawn(crate::h3::serve(
+                Arc::clone(&proxy),
+                endpoint,
+                Arc::clone(&limiter),
+                tracker.clone(),
+            ))
         });
-        let admin_task = tokio::spawn(crate::admin::serve(Arc::clone(&proxy), admin, tracker.clone()));
+        let admin_task = tokio::spawn(crate::admin::serve(
+            Arc::clone(&proxy),
+            admin,
+            tracker.clone(),
+        ));
 
         proxy.shutdown.cancelled().await;
         tracing::info!("shutting down: no new connections, draining the open ones");
@@ -148,7 +198,10 @@ impl Server {
         tracker.close();
         let grace = proxy.config.load().limits.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(left = tracker.len(), "grace period over; closing the connections still open");
+            tracing::warn!(
+                left = tracker.len(),
+                "grace period over; closing the connections still open"
+            );
         }
         if let Some(endpoint) = quic {
             endpoint.close(0u32.into(), b"shutdown");
@@ -160,8 +213,12 @@ impl Server {
 
 fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
     let err = |source| ServerError::Bind { what, addr, source };
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .map_err(err)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
     if addr.is_ipv6() {
         // Dual-stack `[::]` takes IPv4 too, where the host allows it.
         let _ = socket.set_only_v6(false);
@@ -178,22 +235,40 @@ fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerE
 fn bind_quic(proxy: &Proxy, addr: SocketAddr) -> Result<quinn::Endpoint, ServerError> {
     let server_config = crate::tls::quic_config(Arc::clone(&proxy.certs))?;
     let try_bind = |addr: SocketAddr| -> io::Result<quinn::Endpoint> {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
         if addr.is_ipv6() {
             let _ = socket.set_only_v6(false);
         }
         socket.bind(&addr.into())?;
-        let runtime = quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime for QUIC"))?;
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config.clone()), socket.into(), runtime)
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| io::Error::other("no async runtime for QUIC"))?;
+        quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config.clone()),
+            socket.into(),
+            runtime,
+        )
     };
     match try_bind(addr) {
         Ok(e) => Ok(e),
         Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
             let v4 = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), addr.port());
             tracing::warn!(error = %e, "no IPv6 for QUIC; HTTP/3 listens on {v4} only, so browsers that resolve localhost to ::1 will stay on HTTP/2");
-            try_bind(v4).map_err(|source| ServerError::Bind { what: "the edge (UDP, HTTP/3)", addr: v4, source })
+            try_bind(v4).map_err(|source| ServerError::Bind {
+                what: "the edge (UDP, HTTP/3)",
+                addr: v4,
+                source,
+            })
         }
-        Err(source) => Err(ServerError::Bind { what: "the edge (UDP, HTTP/3)", addr, source }),
+        Err(source) => Err(ServerError::Bind {
+            what: "the edge (UDP, HTTP/3)",
+            addr,
+            source,
+        }),
     }
 }
 
@@ -215,7 +290,11 @@ pub struct ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let mut map = self.limiter.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .limiter
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -236,7 +315,9 @@ impl ConnLimiter {
 
     /// A slot for a new connection from `ip`, or the name of the limit that refused it.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, &'static str> {
-        let permit = Arc::clone(&self.total).try_acquire_owned().map_err(|_| "max_connections")?;
+        let permit = Arc::clone(&self.total)
+            .try_acquire_owned()
+            .map_err(|_| "max_connections")?;
         let ip = ip.to_canonical();
         let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(ip).or_insert(0);
@@ -244,7 +325,11 @@ impl ConnLimiter {
             return Err("max_connections_per_client");
         }
         *n += 1;
-        Ok(ConnSlot { _permit: permit, limiter: Arc::clone(self), ip })
+        Ok(ConnSlot {
+            _permit: permit,
+            limiter: Arc::clone(self),
+            ip,
+        })
     }
 }
 
@@ -263,10 +348,19 @@ impl Listener {
     }
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, kind: Listener, limiter: Arc<ConnLimiter>, tracker: TaskTracker) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    kind: Listener,
+    limiter: Arc<ConnLimiter>,
+    tracker: TaskTracker,
+) {
     let builder = Arc::new(http_builder(&proxy.config.load()));
     let kind = Arc::new(kind);
-    let open = proxy.metrics.open_connections.with_label_values(&[kind.label()]);
+    let open = proxy
+        .metrics
+        .open_connections
+        .with_label_values(&[kind.label()]);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -283,14 +377,23 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, kind: Listener, l
         let slot = match limiter.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(limit) => {
-                proxy.metrics.connections_rejected.with_label_values(&[limit]).inc();
+                proxy
+                    .metrics
+                    .connections_rejected
+                    .with_label_values(&[limit])
+                    .inc();
                 tracing::debug!(client = %peer.ip(), limit, "connection refused");
                 drop(stream);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, builder, kind, open) = (Arc::clone(&proxy), Arc::clone(&builder), Arc::clone(&kind), open.clone());
+        let (proxy, builder, kind, open) = (
+            Arc::clone(&proxy),
+            Arc::clone(&builder),
+            Arc::clone(&kind),
+            open.clone(),
+        );
         tracker.spawn(async move {
             open.inc();
             serve_tcp(proxy, stream, peer, &kind, &builder).await;
@@ -305,7 +408,11 @@ fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     // Headers get a generous parse buffer; the configured limit is checked by the handler so
     // the answer is a JSON 431 rather than hyper's bare one.
     let buf = (cfg.limits.max_header_bytes * 4).max(16 * 1024);
-    b.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(buf).keep_alive(true);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(buf)
+        .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(buf as u32)
@@ -315,31 +422,56 @@ fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve_tcp(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, kind: &Listener, builder: &auto::Builder<TokioExecutor>) {
+async fn serve_tcp(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: &Listener,
+    builder: &auto::Builder<TokioExecutor>,
+) {
     let limits = proxy.config.load().limits.clone();
     match kind {
         Listener::Tls(acceptor) => {
-            let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    proxy.metrics.connections_rejected.with_label_values(&["tls_handshake_timeout"]).inc();
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        proxy
+                            .metrics
+                            .connections_rejected
+                            .with_label_values(&["tls_handshake_timeout"])
+                            .inc();
+                        return;
+                    }
+                };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let conn = ConnInfo { peer, secure: true, quic: false };
+            let conn = ConnInfo {
+                peer,
+                secure: true,
+                quic: false,
+            };
             serve_http(proxy, tls, conn, !h2, builder, &limits, false).await;
         }
         Listener::Plain => {
-            let conn = ConnInfo { peer, secure: false, quic: false };
+            let conn = ConnInfo {
+                peer,
+                secure: false,
+                quic: false,
+            };
             serve_http(proxy, stream, conn, true, builder, &limits, false).await;
         }
         Listener::Redirect => {
-            let conn = ConnInfo { peer, secure: false, quic: false };
+            let conn = ConnInfo {
+                peer,
+                secure: false,
+                quic: false,
+            };
             serve_http(proxy, stream, conn, true, builder, &limits, true).await;
         }
     }
@@ -357,7 +489,13 @@ async fn serve_http<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let phase = Arc::new(Phase::default());
-    let io = TokioIo::new(TimedIo::new(io, Arc::clone(&phase), h1, limits.header_read_timeout, limits.idle_timeout));
+    let io = TokioIo::new(TimedIo::new(
+        io,
+        Arc::clone(&phase),
+        h1,
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    ));
     let service_proxy = Arc::clone(&proxy);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let proxy = Arc::clone(&service_proxy);
@@ -370,7 +508,9 @@ async fn serve_http<IO>(
                 let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
                 edge::handle(proxy, conn, req).await
             };
-            Ok::<_, std::convert::Infallible>(res.map(|b| Guarded::new(b, PhaseGuard(phase)).boxed_unsync()))
+            Ok::<_, std::convert::Infallible>(
+                res.map(|b| Guarded::new(b, PhaseGuard(phase)).boxed_unsync()),
+            )
         }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
@@ -393,15 +533,29 @@ fn redirect_to_https(proxy: &Proxy, req: &Request<Incoming>) -> Response<RespBod
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| if h.starts_with('[') { h.split_inclusive(']').next().unwrap_or(h) } else { h.split(':').next().unwrap_or(h) })
+        .map(|h| {
+            if h.starts_with('[') {
+                h.split_inclusive(']').next().unwrap_or(h)
+            } else {
+                h.split(':').next().unwrap_or(h)
+            }
+        })
         .unwrap_or("localhost");
     let port = proxy.edge_port.load(Relaxed);
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
     let mut res = crate::error::json_response(
         StatusCode::PERMANENT_REDIRECT,
         bytes::Bytes::from(
-            stacklab_types::ErrorBody::new("use_https", format!("this address serves HTTPS only; go to {location}")).to_json(),
+            stacklab_types::ErrorBody::new(
+                "use_https",
+                format!("this address serves HTTPS only; go to {location}"),
+            )
+            .to_json(),
         ),
     );
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -457,7 +611,13 @@ struct TimedIo<T> {
 }
 
 impl<T> TimedIo<T> {
-    fn new(inner: T, phase: Arc<Phase>, h1: bool, header_timeout: Duration, idle_timeout: Duration) -> Self {
+    fn new(
+        inner: T,
+        phase: Arc<Phase>,
+        h1: bool,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         // A new connection is waiting for its first request head.
         phase.state.store(if h1 { HEAD } else { IDLE }, Relaxed);
         let first = if h1 { header_timeout } else { idle_timeout };
@@ -476,7 +636,11 @@ impl<T> TimedIo<T> {
 static REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 133\r\n\r\n{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request head was not sent in time (limits.header_read_timeout_ms); send it again\"}}";
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         match res {
@@ -499,7 +663,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                     return Poll::Pending;
                 }
                 if state != self.armed_for {
-                    let wait = if state == HEAD { self.header_timeout } else { self.idle_timeout };
+                    let wait = if state == HEAD {
+                        self.header_timeout
+                    } else {
+                        self.idle_timeout
+                    };
                     self.timer.as_mut().reset(Instant::now() + wait);
                     self.armed_for = state;
                 }
@@ -508,9 +676,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 }
                 if state == HEAD {
                     // Best effort: the answer fits in the socket buffer of any live client.
-                    let _ = Pin::new(&mut self.inner).poll_write(cx, &REQUEST_TIMEOUT[..]);
+                    let _ = Pin::new(&mut self.inner).poll_write(cx, REQUEST_TIMEOUT);
                     let _ = Pin::new(&mut self.inner).poll_flush(cx);
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")))
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head not received in time",
+                    )))
                 } else {
                     // Idle too long: end of stream, closed quietly.
                     Poll::Ready(Ok(()))
@@ -522,10 +693,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -545,7 +724,11 @@ mod tests {
     fn timeout_answer_has_the_right_length() {
         let text = std::str::from_utf8(super::REQUEST_TIMEOUT).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{}", body.len());
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{}",
+            body.len()
+        );
         serde_json::from_str::<stacklab_types::ErrorBody>(body).unwrap();
     }
 }

@@ -30,9 +30,16 @@ pub fn from_headers(headers: &HeaderMap) -> CookieSession<'_> {
         let Ok(value) = value.to_str() else { continue };
         for pair in value.split(';') {
             let pair = pair.trim_start();
-            if let Some(v) = pair.strip_prefix(COOKIE_NAME).and_then(|rest| rest.strip_prefix('=')) {
+            if let Some(v) = pair
+                .strip_prefix(COOKIE_NAME)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
                 let v = v.trim_end().trim_matches('"');
-                return if valid_code(v) { CookieSession::Code(v) } else { CookieSession::Malformed };
+                return if valid_code(v) {
+                    CookieSession::Code(v)
+                } else {
+                    CookieSession::Malformed
+                };
             }
         }
     }
@@ -55,10 +62,25 @@ mod tests {
     fn finds_the_cookie_anywhere() {
         let code = "7K3QZ9M2XW4R8T6V1N5P0H2J3D";
         assert_eq!(from_headers(&headers(&[])), CookieSession::Missing);
-        assert_eq!(from_headers(&headers(&["a=b; other_session=x"])), CookieSession::Missing);
-        assert_eq!(from_headers(&headers(&[&format!("a=b; stacklab_session={code}")])), CookieSession::Code(code));
-        assert_eq!(from_headers(&headers(&["a=b", &format!("stacklab_session={code}")])), CookieSession::Code(code));
-        assert_eq!(from_headers(&headers(&["stacklab_session=../../etc"])), CookieSession::Malformed);
-        assert_eq!(from_headers(&headers(&[&format!("stacklab_session={}", "A".repeat(65))])), CookieSession::Malformed);
+        assert_eq!(
+            from_headers(&headers(&["a=b; other_session=x"])),
+            CookieSession::Missing
+        );
+        assert_eq!(
+            from_headers(&headers(&[&format!("a=b; stacklab_session={code}")])),
+            CookieSession::Code(code)
+        );
+        assert_eq!(
+            from_headers(&headers(&["a=b", &format!("stacklab_session={code}")])),
+            CookieSession::Code(code)
+        );
+        assert_eq!(
+            from_headers(&headers(&["stacklab_session=../../etc"])),
+            CookieSession::Malformed
+        );
+        assert_eq!(
+            from_headers(&headers(&[&format!("stacklab_session={}", "A".repeat(65))])),
+            CookieSession::Malformed
+        );
     }
 }

@@ -35,43 +35,78 @@ impl Statics {
         Self { embedded, dir }
     }
 
-    pub async fn serve(&self, method: &Method, path: &str, if_none_match: Option<&HeaderValue>) -> Result<Response<RespBody>, ProxyError> {
+    pub async fn serve(
+        &self,
+        method: &Method,
+        path: &str,
+        if_none_match: Option<&HeaderValue>,
+    ) -> Result<Response<RespBody>, ProxyError> {
         if method != Method::GET && method != Method::HEAD {
             let mut res = crate::error::json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                &stacklab_types::ErrorBody::new("method_not_allowed", "static files answer GET and HEAD only"),
+                &stacklab_types::ErrorBody::new(
+                    "method_not_allowed",
+                    "static files answer GET and HEAD only",
+                ),
             );
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Ok(res);
         }
-        let rel = clean_path(path).ok_or_else(|| ProxyError::BadRequest("the path is not allowed; use a plain path such as /index.html".into()))?;
-        let rel = if rel.is_empty() || rel.ends_with('/') { format!("{rel}index.html") } else { rel };
+        let rel = clean_path(path).ok_or_else(|| {
+            ProxyError::BadRequest(
+                "the path is not allowed; use a plain path such as /index.html".into(),
+            )
+        })?;
+        let rel = if rel.is_empty() || rel.ends_with('/') {
+            format!("{rel}index.html")
+        } else {
+            rel
+        };
         let head = method == Method::HEAD;
         if let Some(dir) = &self.dir {
             let path = dir.join(&rel);
-            let bytes = tokio::fs::read(&path).await.map_err(|_| ProxyError::NotFound(format!("/{rel}")))?;
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|_| ProxyError::NotFound(format!("/{rel}")))?;
             let mime = mime_for(&rel);
             return Ok(respond(Bytes::from(bytes), mime, None, head));
         }
-        let file = self.embedded.get(&rel).ok_or_else(|| ProxyError::NotFound(format!("/{rel}")))?;
+        let file = self
+            .embedded
+            .get(&rel)
+            .ok_or_else(|| ProxyError::NotFound(format!("/{rel}")))?;
         if if_none_match == Some(&file.etag) {
             let mut res = Response::new(empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
             res.headers_mut().insert(header::ETAG, file.etag.clone());
             return Ok(res);
         }
-        Ok(respond(file.bytes.clone(), file.mime.clone(), Some(file.etag.clone()), head))
+        Ok(respond(
+            file.bytes.clone(),
+            file.mime.clone(),
+            Some(file.etag.clone()),
+            head,
+        ))
     }
 }
 
-fn respond(bytes: Bytes, mime: HeaderValue, etag: Option<HeaderValue>, head: bool) -> Response<RespBody> {
+fn respond(
+    bytes: Bytes,
+    mime: HeaderValue,
+    etag: Option<HeaderValue>,
+    head: bool,
+) -> Response<RespBody> {
     let len = bytes.len();
     let mut res = Response::new(if head { empty() } else { full(bytes) });
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, mime);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Some(etag) = etag {
         h.insert(header::ETAG, etag);
     }
@@ -99,8 +134,13 @@ fn collect(dir: &'static Dir<'static>, out: &mut HashMap<String, File>) {
 fn mime_for(path: &str) -> HeaderValue {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let text = mime.type_() == "text" || mime.subtype() == "javascript" || mime.subtype() == "json";
-    let value = if text { format!("{mime}; charset=utf-8") } else { mime.to_string() };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    let value = if text {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    };
+    HeaderValue::from_str(&value)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 /// The path relative to the web root, or `None` when it tries to leave it.
@@ -110,7 +150,10 @@ fn clean_path(path: &str) -> Option<String> {
         return None;
     }
     let rel = decoded.trim_start_matches('/');
-    if rel.split('/').any(|seg| seg == ".." || seg == "." || seg.starts_with('.') && !seg.is_empty()) {
+    if rel
+        .split('/')
+        .any(|seg| seg == ".." || seg == "." || seg.starts_with('.') && !seg.is_empty())
+    {
         return None;
     }
     Some(rel.to_owned())
@@ -142,7 +185,15 @@ mod tests {
         assert_eq!(clean_path("/").as_deref(), Some(""));
         assert_eq!(clean_path("/app.js").as_deref(), Some("app.js"));
         assert_eq!(clean_path("/css/site.css").as_deref(), Some("css/site.css"));
-        for bad in ["/../etc/passwd", "/%2e%2e/etc/passwd", "/a/..%2f..%2fetc", "/..\\x", "/.git/config", "/%00", "/%zz"] {
+        for bad in [
+            "/../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/a/..%2f..%2fetc",
+            "/..\\x",
+            "/.git/config",
+            "/%00",
+            "/%zz",
+        ] {
             assert_eq!(clean_path(bad), None, "{bad}");
         }
     }

@@ -59,7 +59,9 @@ impl Table {
                 Some(h) if h.starts_with("*.") && host.ends_with(&h[1..]) => 1,
                 Some(_) => continue,
             };
-            if !path_matches(&r.cfg.path, path) || !(r.cfg.methods.is_empty() || r.cfg.methods.contains(method)) {
+            if !path_matches(&r.cfg.path, path)
+                || !(r.cfg.methods.is_empty() || r.cfg.methods.contains(method))
+            {
                 continue;
             }
             let rank = (host_rank, r.cfg.path.len());
@@ -72,7 +74,11 @@ impl Table {
 
     pub fn pool_specs(&self) -> Vec<PoolSpec> {
         let mut all = self.config_pools.clone();
-        all.extend(self.dynamic_pools.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all.extend(
+            self.dynamic_pools
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         all.into_values().collect()
     }
 
@@ -160,7 +166,10 @@ impl Routing {
         })
     }
 
-    fn modify(&self, change: impl FnOnce(&mut Draft) -> Result<(), UpdateError>) -> Result<u64, UpdateError> {
+    fn modify(
+        &self,
+        change: impl FnOnce(&mut Draft) -> Result<(), UpdateError>,
+    ) -> Result<u64, UpdateError> {
         let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.current.load_full();
         let mut draft = Draft {
@@ -180,7 +189,12 @@ impl Routing {
 
     fn build(&self, cur: &Table, draft: Draft, version: u64) -> Table {
         let mut specs = draft.config_pools.clone();
-        specs.extend(draft.dynamic_pools.iter().map(|(k, v)| (k.clone(), v.clone())));
+        specs.extend(
+            draft
+                .dynamic_pools
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         let pools: HashMap<String, Arc<Pool>> = specs
             .into_iter()
             .map(|(name, spec)| {
@@ -201,7 +215,12 @@ impl Routing {
                     RouteTarget::Pool(name) => pools.get(name).cloned(),
                     _ => None,
                 };
-                Route { metrics: self.metrics.route(&label), cfg: cfg.clone(), label, pool }
+                Route {
+                    metrics: self.metrics.route(&label),
+                    cfg: cfg.clone(),
+                    label,
+                    pool,
+                }
             })
             .collect();
         Table {
@@ -228,7 +247,11 @@ struct Draft {
 impl Draft {
     fn pool_mut(&mut self, name: &str) -> Result<&mut PoolSpec, UpdateError> {
         if !self.dynamic_pools.contains_key(name) {
-            let spec = self.config_pools.get(name).cloned().ok_or_else(|| UpdateError::NoPool(name.to_owned()))?;
+            let spec = self
+                .config_pools
+                .get(name)
+                .cloned()
+                .ok_or_else(|| UpdateError::NoPool(name.to_owned()))?;
             self.dynamic_pools.insert(name.to_owned(), spec);
         }
         Ok(self.dynamic_pools.get_mut(name).expect("inserted above"))
@@ -240,12 +263,18 @@ impl Draft {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> UpdateError {
-    UpdateError::Invalid { field: field.into(), message: message.into() }
+    UpdateError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 fn check_session(s: &SessionRoute, draft: &Draft) -> Result<(), UpdateError> {
     if !crate::session::valid_code(&s.code) {
-        return Err(invalid("code", "a session code is 16-64 letters and digits"));
+        return Err(invalid(
+            "code",
+            "a session code is 16-64 letters and digits",
+        ));
     }
     if !draft.has_pool(&s.pool) {
         return Err(UpdateError::NoPool(s.pool.clone()));
@@ -259,7 +288,10 @@ fn apply_update(next: &mut Draft, update: RouteUpdate) -> Result<(), UpdateError
             let mut dynamic = BTreeMap::new();
             for pool in pools {
                 if let Some(e) = check_pool(&pool).into_iter().next() {
-                    return Err(invalid(format!("pools.{}.{}", pool.name, e.path), e.message));
+                    return Err(invalid(
+                        format!("pools.{}.{}", pool.name, e.path),
+                        e.message,
+                    ));
                 }
                 dynamic.insert(pool.name.clone(), pool);
             }
@@ -268,7 +300,13 @@ fn apply_update(next: &mut Draft, update: RouteUpdate) -> Result<(), UpdateError
             for s in sessions {
                 check_session(&s, next)?;
                 let last = old.get(&s.code).map_or(0, |e| e.last_used_ms.load(Relaxed));
-                next.sessions.insert(s.code.clone(), Arc::new(SessionEntry { route: s, last_used_ms: AtomicU64::new(last) }));
+                next.sessions.insert(
+                    s.code.clone(),
+                    Arc::new(SessionEntry {
+                        route: s,
+                        last_used_ms: AtomicU64::new(last),
+                    }),
+                );
             }
         }
         RouteUpdate::PutPool { pool } => {
@@ -283,7 +321,8 @@ fn apply_update(next: &mut Draft, update: RouteUpdate) -> Result<(), UpdateError
             }
         }
         RouteUpdate::PutMember { pool, member } => {
-            check_member(&member.id, &member.addr, member.weight).map_err(|e| invalid(format!("member.{}", e.path), e.message))?;
+            check_member(&member.id, &member.addr, member.weight)
+                .map_err(|e| invalid(format!("member.{}", e.path), e.message))?;
             let spec = next.pool_mut(&pool)?;
             match spec.members.iter_mut().find(|m| m.id == member.id) {
                 Some(m) => *m = member,
@@ -300,9 +339,17 @@ fn apply_update(next: &mut Draft, update: RouteUpdate) -> Result<(), UpdateError
         }
         RouteUpdate::PutSession { session } => {
             check_session(&session, next)?;
-            let last = next.sessions.get(&session.code).map_or(0, |e| e.last_used_ms.load(Relaxed));
-            next.sessions
-                .insert(session.code.clone(), Arc::new(SessionEntry { route: session, last_used_ms: AtomicU64::new(last) }));
+            let last = next
+                .sessions
+                .get(&session.code)
+                .map_or(0, |e| e.last_used_ms.load(Relaxed));
+            next.sessions.insert(
+                session.code.clone(),
+                Arc::new(SessionEntry {
+                    route: session,
+                    last_used_ms: AtomicU64::new(last),
+                }),
+            );
         }
         RouteUpdate::RemoveSession { code } => {
             if next.sessions.remove(&code).is_none() {
@@ -335,7 +382,12 @@ mod tests {
             name: name.into(),
             algorithm: Default::default(),
             protocol: Default::default(),
-            members: vec![MemberSpec { id: "a".into(), addr: "127.0.0.1:1".into(), weight: 1, draining: false }],
+            members: vec![MemberSpec {
+                id: "a".into(),
+                addr: "127.0.0.1:1".into(),
+                weight: 1,
+                draining: false,
+            }],
             health: None,
         }
     }
@@ -364,26 +416,54 @@ mod tests {
             &pools,
         );
         let t = routing.load();
-        let name = |host, path, m: http::Method| t.route(host, path, &m).unwrap().pool.as_ref().unwrap().name().to_owned();
+        let name = |host, path, m: http::Method| {
+            t.route(host, path, &m)
+                .unwrap()
+                .pool
+                .as_ref()
+                .unwrap()
+                .name()
+                .to_owned()
+        };
         assert_eq!(name("localhost", "/x", http::Method::GET), "a");
         assert_eq!(name("localhost", "/api/users", http::Method::GET), "b");
         assert_eq!(name("localhost", "/api/sessions", http::Method::POST), "c");
         assert_eq!(name("localhost", "/api/sessions", http::Method::GET), "b");
-        assert_eq!(name("www.example.com", "/api/users", http::Method::GET), "d");
+        assert_eq!(
+            name("www.example.com", "/api/users", http::Method::GET),
+            "d"
+        );
     }
 
     #[test]
     fn invalid_updates_change_nothing() {
         let routing = Routing::new(Metrics::new());
-        routing.apply(RouteUpdate::PutPool { pool: pool("p") }).unwrap();
+        routing
+            .apply(RouteUpdate::PutPool { pool: pool("p") })
+            .unwrap();
         let v = routing.load().version;
         let bad = RouteUpdate::PutMember {
             pool: "p".into(),
-            member: MemberSpec { id: "b".into(), addr: "not an address".into(), weight: 1, draining: false },
+            member: MemberSpec {
+                id: "b".into(),
+                addr: "not an address".into(),
+                weight: 1,
+                draining: false,
+            },
         };
-        assert!(matches!(routing.apply(bad), Err(UpdateError::Invalid { .. })));
-        let session = SessionRoute { code: "ABCDEFGHJKMNPQRSTVWXYZ0123".into(), pool: "nope".into(), member: None };
-        assert!(matches!(routing.apply(RouteUpdate::PutSession { session }), Err(UpdateError::NoPool(_))));
+        assert!(matches!(
+            routing.apply(bad),
+            Err(UpdateError::Invalid { .. })
+        ));
+        let session = SessionRoute {
+            code: "ABCDEFGHJKMNPQRSTVWXYZ0123".into(),
+            pool: "nope".into(),
+            member: None,
+        };
+        assert!(matches!(
+            routing.apply(RouteUpdate::PutSession { session }),
+            Err(UpdateError::NoPool(_))
+        ));
         assert_eq!(routing.load().version, v);
         assert_eq!(routing.load().pools["p"].members.len(), 1);
     }
@@ -392,11 +472,17 @@ mod tests {
     fn snapshot_replaces_dynamic_state_and_keeps_config_pools() {
         let routing = Routing::new(Metrics::new());
         routing.set_config(&[], &[pool("config")]);
-        routing.apply(RouteUpdate::PutPool { pool: pool("old") }).unwrap();
+        routing
+            .apply(RouteUpdate::PutPool { pool: pool("old") })
+            .unwrap();
         routing
             .apply(RouteUpdate::Snapshot {
                 pools: vec![pool("new")],
-                sessions: vec![SessionRoute { code: "ABCDEFGHJKMNPQRSTVWXYZ0123".into(), pool: "new".into(), member: None }],
+                sessions: vec![SessionRoute {
+                    code: "ABCDEFGHJKMNPQRSTVWXYZ0123".into(),
+                    pool: "new".into(),
+                    member: None,
+                }],
             })
             .unwrap();
         let t = routing.load();

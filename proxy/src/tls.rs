@@ -62,22 +62,36 @@ impl CertResolver {
         for c in &configured {
             let chain = CertificateDer::pem_file_iter(&c.cert)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| TlsError::File { path: c.cert.clone(), message: format!("not a PEM certificate chain: {e}") })?;
+                .map_err(|e| TlsError::File {
+                    path: c.cert.clone(),
+                    message: format!("not a PEM certificate chain: {e}"),
+                })?;
             if chain.is_empty() {
-                return Err(TlsError::File { path: c.cert.clone(), message: "holds no certificate".into() });
+                return Err(TlsError::File {
+                    path: c.cert.clone(),
+                    message: "holds no certificate".into(),
+                });
             }
-            let key = PrivateKeyDer::from_pem_file(&c.key)
-                .map_err(|e| TlsError::File { path: c.key.clone(), message: format!("not a PEM private key: {e}") })?;
-            let signing = provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| TlsError::File { path: c.key.clone(), message: format!("unsupported key: {e}") })?;
+            let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| TlsError::File {
+                path: c.key.clone(),
+                message: format!("not a PEM private key: {e}"),
+            })?;
+            let signing =
+                provider
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(|e| TlsError::File {
+                        path: c.key.clone(),
+                        message: format!("unsupported key: {e}"),
+                    })?;
             let ck = Arc::new(CertifiedKey::new(chain, signing));
             if certs.default.is_none() {
                 certs.default = Some(Arc::clone(&ck));
             }
             for name in &c.server_names {
-                certs.by_name.insert(name.to_ascii_lowercase(), Arc::clone(&ck));
+                certs
+                    .by_name
+                    .insert(name.to_ascii_lowercase(), Arc::clone(&ck));
             }
         }
         self.certs.store(Arc::new(certs));
@@ -107,7 +121,11 @@ pub fn quic_config(resolver: Arc<CertResolver>) -> Result<quinn::ServerConfig, T
         .map_err(|e| TlsError::Generate(format!("QUIC TLS config: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let transport = Arc::get_mut(&mut server.transport).expect("fresh transport config");
-    transport.max_idle_timeout(Some(std::time::Duration::from_secs(30).try_into().expect("30 s fits")));
+    transport.max_idle_timeout(Some(
+        std::time::Duration::from_secs(30)
+            .try_into()
+            .expect("30 s fits"),
+    ));
     Ok(server)
 }
 
@@ -118,14 +136,29 @@ pub fn self_signed(data_dir: &Path) -> Result<CertificateConfig, TlsError> {
     let cert = dir.join("self-signed.crt");
     let key = dir.join("self-signed.key");
     if !(cert.is_file() && key.is_file()) {
-        std::fs::create_dir_all(&dir).map_err(|e| TlsError::File { path: dir.clone(), message: e.to_string() })?;
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        let made = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| TlsError::File {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let made = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
         write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert, made.cert.pem()).map_err(|e| TlsError::File { path: cert.clone(), message: e.to_string() })?;
+        std::fs::write(&cert, made.cert.pem()).map_err(|e| TlsError::File {
+            path: cert.clone(),
+            message: e.to_string(),
+        })?;
         tracing::info!(cert = %cert.display(), "made a self-signed certificate for localhost");
     }
-    Ok(CertificateConfig { server_names: vec!["localhost".into()], cert, key })
+    Ok(CertificateConfig {
+        server_names: vec!["localhost".into()],
+        cert,
+        key,
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
@@ -136,5 +169,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     opts.open(path)
         .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| TlsError::File { path: path.to_owned(), message: e.to_string() })
+        .map_err(|e| TlsError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }

@@ -52,11 +52,16 @@ impl Upstream {
                 .retry_canceled_requests(true)
                 .set_host(false);
             if h2 {
-                b.http2_only(true).http2_keep_alive_interval(Duration::from_secs(20)).http2_keep_alive_while_idle(true);
+                b.http2_only(true)
+                    .http2_keep_alive_interval(Duration::from_secs(20))
+                    .http2_keep_alive_while_idle(true);
             }
             b.build(connector.clone())
         };
-        Self { http1: build(false), h2c: build(true) }
+        Self {
+            http1: build(false),
+            h2c: build(true),
+        }
     }
 
     pub fn client(&self, protocol: UpstreamProtocol) -> &Client<HttpConnector, ReqBody> {
@@ -105,7 +110,10 @@ impl RetryBudget {
         let (ws, used) = (w >> 20, w & 0xF_FFFF);
         let used = if ws == second { used } else { 0 };
         if used < self.min_per_second
-            && self.window.compare_exchange(w, (second << 20) | (used + 1), Relaxed, Relaxed).is_ok()
+            && self
+                .window
+                .compare_exchange(w, (second << 20) | (used + 1), Relaxed, Relaxed)
+                .is_ok()
         {
             return true;
         }
@@ -159,7 +167,10 @@ impl Drop for InFlight {
 }
 
 fn idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Sends `out` to a member of `pool` (the pinned one when it can take it), retrying per the
@@ -187,10 +198,17 @@ pub async fn forward(
         attempts += 1;
         let now = proxy.clock.now_ms();
         let pinned_member = pinned.and_then(|id| {
-            pool.members.iter().enumerate().find(|(i, m)| m.id == id && (*i >= 64 || tried & (1 << i) == 0) && m.eligible(now))
+            pool.members
+                .iter()
+                .enumerate()
+                .find(|(i, m)| m.id == id && (*i >= 64 || tried & (1 << i) == 0) && m.eligible(now))
         });
-        let Some((idx, member)) = pinned_member.or_else(|| pool.pick(hash_key, tried, &proxy.clock)) else {
-            return Err(last_err.unwrap_or_else(|| ProxyError::NoMember { pool: pool_name.to_owned() }));
+        let Some((idx, member)) =
+            pinned_member.or_else(|| pool.pick(hash_key, tried, &proxy.clock))
+        else {
+            return Err(last_err.unwrap_or_else(|| ProxyError::NoMember {
+                pool: pool_name.to_owned(),
+            }));
         };
         if idx < 64 {
             tried |= 1 << idx;
@@ -200,7 +218,12 @@ pub async fn forward(
             .parse()
             .map_err(|_| ProxyError::BadRequest("the request path is not a valid URI".into()))?;
         let (body, replayable) = match &mut out.body {
-            OutBody::Held(bytes) => (Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync(), true),
+            OutBody::Held(bytes) => (
+                Full::new(bytes.clone())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+                true,
+            ),
             OutBody::Stream(b) => (std::mem::replace(b, crate::body::empty()), false),
         };
         let mut req = Request::new(body);
@@ -212,58 +235,97 @@ pub async fn forward(
         let in_flight = InFlight::new(&member);
         member.requests.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let result = tokio::time::timeout(limits.upstream_response_timeout, client.request(req)).await;
+        let result =
+            tokio::time::timeout(limits.upstream_response_timeout, client.request(req)).await;
         let elapsed = started.elapsed();
         match result {
             Ok(Ok(response)) => {
                 member.observe_latency(elapsed, proxy.clock.now_ns());
                 let failed = response.status().is_server_error();
                 health::passive_result(proxy, pool_name, &member, !failed);
-                proxy.metrics.upstream_duration.with_label_values(&[pool_name]).observe(elapsed.as_secs_f64());
+                proxy
+                    .metrics
+                    .upstream_duration
+                    .with_label_values(&[pool_name])
+                    .observe(elapsed.as_secs_f64());
                 proxy
                     .metrics
                     .upstream_requests
                     .with_label_values(&[pool_name, if failed { "5xx" } else { "ok" }])
                     .inc();
-                let response = response.map(|b| Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight).boxed_unsync());
-                return Ok(Forwarded { response, member, upstream: elapsed, attempts });
+                let response = response.map(|b| {
+                    Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight)
+                        .boxed_unsync()
+                });
+                return Ok(Forwarded {
+                    response,
+                    member,
+                    upstream: elapsed,
+                    attempts,
+                });
             }
             Ok(Err(e)) => {
                 drop(in_flight);
                 member.failures.fetch_add(1, Relaxed);
                 if body_limit_error(&e) {
                     // The client sent too much; not the member's fault.
-                    return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: limits.max_body_bytes,
+                    });
                 }
                 health::passive_result(proxy, pool_name, &member, false);
                 let connect = e.is_connect();
                 proxy
                     .metrics
                     .upstream_requests
-                    .with_label_values(&[pool_name, if connect { "connect_error" } else { "error" }])
+                    .with_label_values(&[
+                        pool_name,
+                        if connect { "connect_error" } else { "error" },
+                    ])
                     .inc();
                 let err = if connect {
-                    ProxyError::Connect { pool: pool_name.to_owned(), member: member.id.clone() }
+                    ProxyError::Connect {
+                        pool: pool_name.to_owned(),
+                        member: member.id.clone(),
+                    }
                 } else {
-                    ProxyError::Upstream { pool: pool_name.to_owned(), member: member.id.clone(), reason: error_chain(&e) }
+                    ProxyError::Upstream {
+                        pool: pool_name.to_owned(),
+                        member: member.id.clone(),
+                        reason: error_chain(&e),
+                    }
                 };
                 tracing::debug!(pool = pool_name, member = %member.id, error = %error_chain(&e), "upstream attempt failed");
-                let may_retry = replayable && (connect || idempotent(&out.method)) && attempts < cfg.retry.max_attempts;
+                let may_retry = replayable
+                    && (connect || idempotent(&out.method))
+                    && attempts < cfg.retry.max_attempts;
                 if !may_retry {
                     return Err(err);
                 }
                 if !proxy.retry_budget.withdraw(proxy.clock.now_ms()) {
-                    proxy.metrics.retries_denied.with_label_values(&[pool_name]).inc();
+                    proxy
+                        .metrics
+                        .retries_denied
+                        .with_label_values(&[pool_name])
+                        .inc();
                     return Err(err);
                 }
-                proxy.metrics.retries.with_label_values(&[pool_name, if connect { "connect" } else { "reset" }]).inc();
+                proxy
+                    .metrics
+                    .retries
+                    .with_label_values(&[pool_name, if connect { "connect" } else { "reset" }])
+                    .inc();
                 last_err = Some(err);
             }
             Err(_) => {
                 drop(in_flight);
                 member.failures.fetch_add(1, Relaxed);
                 health::passive_result(proxy, pool_name, &member, false);
-                proxy.metrics.upstream_requests.with_label_values(&[pool_name, "timeout"]).inc();
+                proxy
+                    .metrics
+                    .upstream_requests
+                    .with_label_values(&[pool_name, "timeout"])
+                    .inc();
                 return Err(ProxyError::Timeout {
                     pool: pool_name.to_owned(),
                     member: member.id.clone(),
@@ -304,7 +366,11 @@ mod tests {
 
     #[test]
     fn budget_allows_the_floor_then_a_share() {
-        let b = RetryBudget::new(&RetryConfig { budget_ratio: 0.1, min_per_second: 2, max_attempts: 3 });
+        let b = RetryBudget::new(&RetryConfig {
+            budget_ratio: 0.1,
+            min_per_second: 2,
+            max_attempts: 3,
+        });
         assert!(b.withdraw(0));
         assert!(b.withdraw(10));
         assert!(!b.withdraw(20), "floor spent, no deposits yet");

@@ -22,7 +22,13 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code: code.into(), message: message.into(), field: None } }
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+            },
+        }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -48,6 +54,8 @@ mod tests {
             r#"{"error":{"code":"session_missing","message":"start a session first"}}"#
         );
         let body = body.with_field("cache");
-        assert!(String::from_utf8(body.to_json()).unwrap().contains(r#""field":"cache""#));
+        assert!(String::from_utf8(body.to_json())
+            .unwrap()
+            .contains(r#""field":"cache""#));
     }
 }

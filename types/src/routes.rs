@@ -154,15 +154,32 @@ pub struct SessionRoute {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum RouteUpdate {
     /// The whole table: everything not named here is gone.
-    Snapshot { pools: Vec<PoolSpec>, sessions: Vec<SessionRoute> },
+    Snapshot {
+        pools: Vec<PoolSpec>,
+        sessions: Vec<SessionRoute>,
+    },
     /// A pool created or replaced (members not named are removed).
-    PutPool { pool: PoolSpec },
-    RemovePool { name: String },
+    PutPool {
+        pool: PoolSpec,
+    },
+    RemovePool {
+        name: String,
+    },
     /// A member added to a pool, or changed (address, weight, draining).
-    PutMember { pool: String, member: MemberSpec },
-    RemoveMember { pool: String, id: String },
-    PutSession { session: SessionRoute },
-    RemoveSession { code: String },
+    PutMember {
+        pool: String,
+        member: MemberSpec,
+    },
+    RemoveMember {
+        pool: String,
+        id: String,
+    },
+    PutSession {
+        session: SessionRoute,
+    },
+    RemoveSession {
+        code: String,
+    },
 }
 
 /// A line of the route feed.
@@ -184,7 +201,12 @@ mod tests {
             version: 7,
             update: RouteUpdate::PutMember {
                 pool: "rust".into(),
-                member: MemberSpec { id: "b1".into(), addr: "127.0.0.1:4000".into(), weight: 1, draining: false },
+                member: MemberSpec {
+                    id: "b1".into(),
+                    addr: "127.0.0.1:4000".into(),
+                    weight: 1,
+                    draining: false,
+                },
             },
         };
         let line = serde_json::to_string(&msg).unwrap();

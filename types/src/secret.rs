@@ -30,7 +30,10 @@ impl Secret {
         if ours.len() != candidate.len() {
             return false;
         }
-        ours.iter().zip(candidate).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        ours.iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 

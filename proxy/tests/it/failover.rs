@@ -4,8 +4,16 @@ use crate::helpers::*;
 /// only if it had already been sent to the member that died, and then with a clear 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_under_load_fails_no_get_request() {
-    let (b0, b1, b2) = (Backend::start("m0").await, Backend::start("m1").await, Backend::start("m2").await);
-    let toml = format!("{}{}", pool_toml("p", "p2c_ewma", &[&b0, &b1, &b2]), route_toml("/", "pool = \"p\""));
+    let (b0, b1, b2) = (
+        Backend::start("m0").await,
+        Backend::start("m1").await,
+        Backend::start("m2").await,
+    );
+    let toml = format!(
+        "{}{}",
+        pool_toml("p", "p2c_ewma", &[&b0, &b1, &b2]),
+        route_toml("/", "pool = \"p\"")
+    );
     let p = TestProxy::start("failover", &toml).await;
 
     let gets = Load::start(p.plain_url("/items"), "GET", vec![], 8);
@@ -25,23 +33,50 @@ async fn a_member_killed_under_load_fails_no_get_request() {
     // sent on a pooled connection the member had already dropped.
     assert!(post_failed <= 4, "{post_failures:?}");
     for f in &post_failures {
-        assert!(f.starts_with("502") && f.contains("upstream_failed"), "a POST failed without a clear 502: {f}");
+        assert!(
+            f.starts_with("502") && f.contains("upstream_failed"),
+            "a POST failed without a clear 502: {f}"
+        );
     }
-    let metrics = String::from_utf8(get(&client(), &p.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap();
-    assert!(metrics.contains("stacklab_proxy_retries_total{pool=\"p\""), "retries are counted");
+    let metrics = String::from_utf8(
+        get(&client(), &p.admin_url("/metrics"), &[])
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("stacklab_proxy_retries_total{pool=\"p\""),
+        "retries are counted"
+    );
 }
 
 #[tokio::test]
 async fn no_member_left_gives_503_naming_the_pool() {
     let b0 = Backend::start("m0").await;
-    let toml = format!("{}{}", pool_toml("lonely", "round_robin", &[&b0]), route_toml("/", "pool = \"lonely\""));
+    let toml = format!(
+        "{}{}",
+        pool_toml("lonely", "round_robin", &[&b0]),
+        route_toml("/", "pool = \"lonely\"")
+    );
     let p = TestProxy::start("nomember", &toml).await;
     let c = client();
     b0.kill();
     let r = get(&c, &p.plain_url("/x"), &[]).await;
-    assert_eq!(r.status, 502, "the one member refuses connections: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        502,
+        "the one member refuses connections: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.json()["error"]["code"], "upstream_unreachable");
-    admin(&p, "POST", "/admin/pools/lonely/members/m0/drain", serde_json::Value::Null).await;
+    admin(
+        &p,
+        "POST",
+        "/admin/pools/lonely/members/m0/drain",
+        serde_json::Value::Null,
+    )
+    .await;
     let r = get(&c, &p.plain_url("/x"), &[]).await;
     assert_eq!(r.status, 503);
     let e = r.json();

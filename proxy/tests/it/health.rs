@@ -13,7 +13,10 @@ async fn active_checks_take_a_member_out_and_bring_it_back() {
     let mut events = p.proxy.events.subscribe();
     b1.set_health(503);
     let ev = events.recv().await.unwrap();
-    assert_eq!((ev.member.as_str(), ev.state), ("m1", stacklab_proxy::pool::MemberState::Unhealthy));
+    assert_eq!(
+        (ev.member.as_str(), ev.state),
+        ("m1", stacklab_proxy::pool::MemberState::Unhealthy)
+    );
     assert!(ev.reason.contains("503"), "{}", ev.reason);
 
     let c = client();
@@ -25,7 +28,10 @@ async fn active_checks_take_a_member_out_and_bring_it_back() {
 
     b1.set_health(200);
     let ev = events.recv().await.unwrap();
-    assert_eq!((ev.member.as_str(), ev.state), ("m1", stacklab_proxy::pool::MemberState::Healthy));
+    assert_eq!(
+        (ev.member.as_str(), ev.state),
+        ("m1", stacklab_proxy::pool::MemberState::Healthy)
+    );
     let d: std::collections::BTreeSet<_> = {
         let mut s = std::collections::BTreeSet::new();
         for _ in 0..4 {
@@ -35,7 +41,9 @@ async fn active_checks_take_a_member_out_and_bring_it_back() {
     };
     assert_eq!(d.len(), 2);
 
-    let pools = admin(&p, "GET", "/admin/pools", serde_json::Value::Null).await.json();
+    let pools = admin(&p, "GET", "/admin/pools", serde_json::Value::Null)
+        .await
+        .json();
     assert_eq!(pools["pools"][0]["members"][1]["state"], "healthy");
 }
 
@@ -55,7 +63,10 @@ async fn passive_checks_eject_a_failing_member_with_backoff_and_restore_it() {
     let mut m1_failures = 0;
     while m1_failures < 3 {
         let r = get(&c, &p.plain_url("/status/500"), &[]).await;
-        assert_eq!(r.status, 500, "5xx answers are passed to the client, not retried");
+        assert_eq!(
+            r.status, 500,
+            "5xx answers are passed to the client, not retried"
+        );
         if r.member() == "m1" {
             m1_failures += 1;
         }
@@ -69,14 +80,22 @@ async fn passive_checks_eject_a_failing_member_with_backoff_and_restore_it() {
     };
     assert_eq!(ev.state, stacklab_proxy::pool::MemberState::Ejected);
     assert!(ev.reason.contains("out for 200 ms"), "{}", ev.reason);
-    let metrics = String::from_utf8(get(&c, &p.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap();
-    assert!(metrics.contains("stacklab_proxy_ejections_total{pool=\"p\"}"), "{metrics}");
+    let metrics =
+        String::from_utf8(get(&c, &p.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("stacklab_proxy_ejections_total{pool=\"p\"}"),
+        "{metrics}"
+    );
 
     // After the ejection a success restores it.
     let ev = loop {
         let _ = get(&c, &p.plain_url("/ok"), &[]).await;
         match events.try_recv() {
-            Ok(ev) if ev.member == "m1" && ev.state == stacklab_proxy::pool::MemberState::Healthy => break ev,
+            Ok(ev)
+                if ev.member == "m1" && ev.state == stacklab_proxy::pool::MemberState::Healthy =>
+            {
+                break ev
+            }
             _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
         }
     };

@@ -58,8 +58,14 @@ impl Backend {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let sse_next = Arc::new(Notify::new());
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (id2, h2, hits2, gate2, sse2, delay2) =
-            (id.to_owned(), health.clone(), hits.clone(), gate.clone(), sse_next.clone(), delay_ms.clone());
+        let (id2, h2, hits2, gate2, sse2, delay2) = (
+            id.to_owned(),
+            health.clone(),
+            hits.clone(),
+            gate.clone(),
+            sse_next.clone(),
+            delay_ms.clone(),
+        );
         let task = tokio::spawn(async move {
             // Connection tasks live in this set: aborting the accept task drops them all, so
             // `kill` cuts open connections like a crashed process would.
@@ -69,11 +75,25 @@ impl Backend {
                     Ok(s) => s,
                     Err(_) => continue,
                 };
-                let (id, health, hits, gate, sse, delay) =
-                    (id2.clone(), h2.clone(), hits2.clone(), gate2.clone(), sse2.clone(), delay2.clone());
+                let (id, health, hits, gate, sse, delay) = (
+                    id2.clone(),
+                    h2.clone(),
+                    hits2.clone(),
+                    gate2.clone(),
+                    sse2.clone(),
+                    delay2.clone(),
+                );
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        handle(id.clone(), health.clone(), hits.clone(), gate.clone(), sse.clone(), delay.clone(), req)
+                        handle(
+                            id.clone(),
+                            health.clone(),
+                            hits.clone(),
+                            gate.clone(),
+                            sse.clone(),
+                            delay.clone(),
+                            req,
+                        )
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -82,7 +102,16 @@ impl Backend {
                 while conns.try_join_next().is_some() {}
             }
         });
-        Backend { id: id.to_owned(), addr, health, hits, gate, sse_next, delay_ms, task }
+        Backend {
+            id: id.to_owned(),
+            addr,
+            health,
+            hits,
+            gate,
+            sse_next,
+            delay_ms,
+            task,
+        }
     }
 
     /// Stops listening and drops every open connection at once.
@@ -113,7 +142,10 @@ async fn handle(
     let path = req.uri().path().to_owned();
     if path == "/healthz" {
         let status = StatusCode::from_u16(health.load(Relaxed)).unwrap();
-        return Ok(Response::builder().status(status).body(full("health")).unwrap());
+        return Ok(Response::builder()
+            .status(status)
+            .body(full("health"))
+            .unwrap());
     }
     hits.fetch_add(1, Relaxed);
     let delay = delay_ms.load(Relaxed);
@@ -129,16 +161,28 @@ async fn handle(
     }
     if let Some(code) = path.strip_prefix("/status/") {
         let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
-        return Ok(Response::builder().status(status).header("x-backend", &id).body(full(format!("{code} from {id}"))).unwrap());
+        return Ok(Response::builder()
+            .status(status)
+            .header("x-backend", &id)
+            .body(full(format!("{code} from {id}")))
+            .unwrap());
     }
     if path.ends_with("/sse") {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
         tokio::spawn(async move {
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: one\n\n")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"data: one\n\n"))))
+                .await;
             sse_next.notified().await;
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: two\n\n")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"data: two\n\n"))))
+                .await;
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
         return Ok(Response::builder()
             .header("content-type", "text/event-stream")
             .body(StreamBody::new(stream).boxed_unsync())
@@ -149,9 +193,17 @@ async fn handle(
     let version = format!("{:?}", req.version());
     let mut headers = BTreeMap::new();
     for (k, v) in req.headers() {
-        headers.insert(k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned());
+        headers.insert(
+            k.as_str().to_owned(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
     }
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let answer = serde_json::json!({
         "id": id, "method": method, "path": path, "query": query, "version": version,
         "headers": headers, "body": String::from_utf8_lossy(&body),
@@ -174,7 +226,11 @@ pub struct TestProxy {
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stacklab-it-{name}-{}-{}", std::process::id(), rand_u64()));
+    let dir = std::env::temp_dir().join(format!(
+        "stacklab-it-{name}-{}-{}",
+        std::process::id(),
+        rand_u64()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -222,7 +278,13 @@ impl TestProxy {
         let addrs = server.addrs();
         let proxy = Arc::clone(&server.proxy);
         let task = tokio::spawn(server.run());
-        TestProxy { proxy, addrs, data_dir, config_path, task }
+        TestProxy {
+            proxy,
+            addrs,
+            data_dir,
+            config_path,
+            task,
+        }
     }
 
     pub fn plain_url(&self, path: &str) -> String {
@@ -247,7 +309,9 @@ impl Drop for TestProxy {
 
 /// A pooled plain-HTTP client, as a browser behind a TLS terminator would be.
 pub fn client() -> Client<HttpConnector, Body> {
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(HttpConnector::new())
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build(HttpConnector::new())
 }
 
 pub struct Answer {
@@ -258,11 +322,15 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn member(&self) -> String {
-        self.headers.get("x-stacklab-member").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+        self.headers
+            .get("x-stacklab-member")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -281,22 +349,50 @@ pub async fn send(
     let res = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let status = res.status();
     let headers = res.headers().clone();
-    let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer { status, headers, body })
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
-pub async fn get(client: &Client<HttpConnector, Body>, url: &str, headers: &[(&str, &str)]) -> Answer {
-    send(client, "GET", url, headers, Bytes::new()).await.unwrap()
+pub async fn get(
+    client: &Client<HttpConnector, Body>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    send(client, "GET", url, headers, Bytes::new())
+        .await
+        .unwrap()
 }
 
 /// Calls the admin API with the token.
 pub async fn admin(p: &TestProxy, method: &str, path: &str, body: serde_json::Value) -> Answer {
     let c = client();
     let auth = format!("Bearer {TOKEN}");
-    let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
-    send(&c, method, &p.admin_url(path), &[("authorization", &auth), ("content-type", "application/json")], body)
-        .await
-        .unwrap()
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    send(
+        &c,
+        method,
+        &p.admin_url(path),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+    .unwrap()
 }
 
 pub fn cookie(code: &str) -> String {
@@ -313,7 +409,12 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(url: String, method: &'static str, headers: Vec<(String, String)>, workers: usize) -> Load {
+    pub fn start(
+        url: String,
+        method: &'static str,
+        headers: Vec<(String, String)>,
+        workers: usize,
+    ) -> Load {
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -321,19 +422,37 @@ impl Load {
         let c = client();
         let tasks = (0..workers)
             .map(|_| {
-                let (url, headers, c, ok, failed, failures, stop) =
-                    (url.clone(), headers.clone(), c.clone(), ok.clone(), failed.clone(), failures.clone(), stop.clone());
+                let (url, headers, c, ok, failed, failures, stop) = (
+                    url.clone(),
+                    headers.clone(),
+                    c.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    failures.clone(),
+                    stop.clone(),
+                );
                 tokio::spawn(async move {
                     while !stop.load(Relaxed) {
-                        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                        let body = if method == "POST" { Bytes::from_static(b"{\"x\":1}") } else { Bytes::new() };
+                        let h: Vec<(&str, &str)> = headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        let body = if method == "POST" {
+                            Bytes::from_static(b"{\"x\":1}")
+                        } else {
+                            Bytes::new()
+                        };
                         match send(&c, method, &url, &h, body).await {
                             Ok(a) if a.status.is_success() => {
                                 ok.fetch_add(1, Relaxed);
                             }
                             Ok(a) => {
                                 failed.fetch_add(1, Relaxed);
-                                failures.lock().unwrap().push(format!("{} {}", a.status, String::from_utf8_lossy(&a.body)));
+                                failures.lock().unwrap().push(format!(
+                                    "{} {}",
+                                    a.status,
+                                    String::from_utf8_lossy(&a.body)
+                                ));
                             }
                             Err(e) => {
                                 failed.fetch_add(1, Relaxed);
@@ -344,7 +463,13 @@ impl Load {
                 })
             })
             .collect();
-        Load { ok, failed, failures, stop, tasks }
+        Load {
+            ok,
+            failed,
+            failures,
+            stop,
+            tasks,
+        }
     }
 
     /// Waits (yielding, not sleeping a fixed time) until `n` more requests have succeeded.
@@ -352,7 +477,13 @@ impl Load {
         let target = self.ok.load(Relaxed) + n;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.ok.load(Relaxed) < target {
-            assert!(tokio::time::Instant::now() < deadline, "load stalled: {} ok, {} failed: {:?}", self.ok.load(Relaxed), self.failed.load(Relaxed), self.failures.lock().unwrap().first());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "load stalled: {} ok, {} failed: {:?}",
+                self.ok.load(Relaxed),
+                self.failed.load(Relaxed),
+                self.failures.lock().unwrap().first()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -371,15 +502,23 @@ impl Load {
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 pub fn pool_toml(name: &str, algorithm: &str, members: &[&Backend]) -> String {
-    let members: Vec<String> =
-        members.iter().map(|b| format!("{{ id = \"{}\", addr = \"{}\" }}", b.id, b.addr)).collect();
-    format!("[[pools]]\nname = \"{name}\"\nalgorithm = \"{algorithm}\"\nmembers = [{}]\n", members.join(", "))
+    let members: Vec<String> = members
+        .iter()
+        .map(|b| format!("{{ id = \"{}\", addr = \"{}\" }}", b.id, b.addr))
+        .collect();
+    format!(
+        "[[pools]]\nname = \"{name}\"\nalgorithm = \"{algorithm}\"\nmembers = [{}]\n",
+        members.join(", ")
+    )
 }
 
 pub fn route_toml(path: &str, target: &str) -> String {

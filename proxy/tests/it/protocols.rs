@@ -8,21 +8,31 @@ use std::sync::Arc;
 
 fn tls_client_config(p: &TestProxy, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(p.cert_path()).unwrap()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    roots
+        .add(CertificateDer::from_pem_file(p.cert_path()).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     cfg
 }
 
-async fn tls_connect(p: &TestProxy, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+async fn tls_connect(
+    p: &TestProxy,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(p, alpn)));
     let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
     // The self-signed certificate is verified for real: SAN localhost.
-    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 async fn session_proxy(name: &str) -> (TestProxy, Backend) {
@@ -34,27 +44,46 @@ async fn session_proxy(name: &str) -> (TestProxy, Backend) {
         route_toml("/", "static_files = true")
     );
     let p = TestProxy::start(name, &toml).await;
-    admin(&p, "PUT", &format!("/admin/sessions/{SESSION_A}"), serde_json::json!({"pool": "rust"})).await;
+    admin(
+        &p,
+        "PUT",
+        &format!("/admin/sessions/{SESSION_A}"),
+        serde_json::json!({"pool": "rust"}),
+    )
+    .await;
     (p, b)
 }
 
 #[tokio::test]
 async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
     let (p, _b) = session_proxy("alpn").await;
-    for (alpn, want) in [(&b"http/1.1"[..], http::Version::HTTP_11), (&b"h2"[..], http::Version::HTTP_2)] {
+    for (alpn, want) in [
+        (&b"http/1.1"[..], http::Version::HTTP_11),
+        (&b"h2"[..], http::Version::HTTP_2),
+    ] {
         let tls = tls_connect(&p, &[alpn]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
-        let req = http::Request::get(format!("https://localhost:{}/api/users", p.addrs.edge.port()))
-            .header("host", "localhost")
-            .header("cookie", cookie(SESSION_A))
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+        let req = http::Request::get(format!(
+            "https://localhost:{}/api/users",
+            p.addrs.edge.port()
+        ))
+        .header("host", "localhost")
+        .header("cookie", cookie(SESSION_A))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
         let res = if want == http::Version::HTTP_2 {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(tls),
+            )
+            .await
+            .unwrap();
             tokio::spawn(conn);
             send.send_request(req).await.unwrap()
         } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
             tokio::spawn(conn);
             send.send_request(req).await.unwrap()
         };
@@ -67,8 +96,20 @@ async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
         assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
         assert_eq!(seen["headers"]["host"], "localhost");
     }
-    let caps = admin(&p, "GET", &format!("/admin/sessions/{SESSION_A}/requests"), serde_json::Value::Null).await.json();
-    let protocols: Vec<_> = caps.as_array().unwrap().iter().map(|c| c["protocol"].as_str().unwrap().to_owned()).collect();
+    let caps = admin(
+        &p,
+        "GET",
+        &format!("/admin/sessions/{SESSION_A}/requests"),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    let protocols: Vec<_> = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["protocol"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(protocols, ["h2", "h1"], "newest first, as negotiated");
 }
 
@@ -81,22 +122,34 @@ async fn http3_is_served_on_the_same_port_over_udp() {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    let conn = endpoint.connect(p.addrs.edge, "localhost").unwrap().await.unwrap();
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn)).await.unwrap();
+    let conn = endpoint
+        .connect(p.addrs.edge, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
     let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
 
     let body = r#"{"username":"ann","password":"hunter2"}"#;
-    let req = http::Request::post(format!("https://localhost:{}/api/users", p.addrs.edge.port()))
-        .header("cookie", cookie(SESSION_A))
-        .header("content-length", body.len())
-        .body(())
-        .unwrap();
+    let req = http::Request::post(format!(
+        "https://localhost:{}/api/users",
+        p.addrs.edge.port()
+    ))
+    .header("cookie", cookie(SESSION_A))
+    .header("content-length", body.len())
+    .body(())
+    .unwrap();
     let mut stream = send.send_request(req).await.unwrap();
     stream.send_data(Bytes::from(body)).await.unwrap();
     stream.finish().await.unwrap();
     let res = stream.recv_response().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers().get("alt-svc").is_none(), "no Alt-Svc on HTTP/3 itself");
+    assert!(
+        res.headers().get("alt-svc").is_none(),
+        "no Alt-Svc on HTTP/3 itself"
+    );
     let mut out = Vec::new();
     while let Some(mut chunk) = stream.recv_data().await.unwrap() {
         out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
@@ -106,12 +159,21 @@ async fn http3_is_served_on_the_same_port_over_udp() {
     assert_eq!(seen["body"], body, "the body crossed QUIC intact");
     assert_eq!(seen["headers"]["x-stacklab-session"], SESSION_A);
 
-    let static_req = http::Request::get(format!("https://localhost:{}/", p.addrs.edge.port())).body(()).unwrap();
+    let static_req = http::Request::get(format!("https://localhost:{}/", p.addrs.edge.port()))
+        .body(())
+        .unwrap();
     let mut stream = send.send_request(static_req).await.unwrap();
     stream.finish().await.unwrap();
     assert_eq!(stream.recv_response().await.unwrap().status(), 200);
 
-    let caps = admin(&p, "GET", &format!("/admin/sessions/{SESSION_A}/requests"), serde_json::Value::Null).await.json();
+    let caps = admin(
+        &p,
+        "GET",
+        &format!("/admin/sessions/{SESSION_A}/requests"),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
     assert_eq!(caps[0]["protocol"], "h3");
     drop(send);
     drive.abort();
@@ -122,9 +184,17 @@ async fn plain_http_redirects_to_https_by_default() {
     let data_dir = temp_dir("redirect");
     let text = base_toml(&data_dir).replace("plain_http = \"serve\"", "plain_http = \"redirect\"");
     let p = TestProxy::start_with_text(data_dir, &text).await;
-    let r = get(&client(), &p.plain_url("/lab?x=1"), &[("host", "localhost:8080")]).await;
+    let r = get(
+        &client(),
+        &p.plain_url("/lab?x=1"),
+        &[("host", "localhost:8080")],
+    )
+    .await;
     assert_eq!(r.status, 308);
-    assert_eq!(r.headers["location"], format!("https://localhost:{}/lab?x=1", p.addrs.edge.port()));
+    assert_eq!(
+        r.headers["location"],
+        format!("https://localhost:{}/lab?x=1", p.addrs.edge.port())
+    );
 }
 
 #[tokio::test]
@@ -132,7 +202,11 @@ async fn sni_picks_the_certificate_for_the_name() {
     let data_dir = temp_dir("sni");
     let other = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).unwrap();
     std::fs::write(data_dir.join("other.crt"), other.cert.pem()).unwrap();
-    std::fs::write(data_dir.join("other.key"), other.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        data_dir.join("other.key"),
+        other.signing_key.serialize_pem(),
+    )
+    .unwrap();
     let local = stacklab_proxy::tls::self_signed(&data_dir).unwrap();
     let text = format!(
         "{}\n[[edge.certificates]]\nserver_names = [\"localhost\"]\ncert = \"{}\"\nkey = \"{}\"\n[[edge.certificates]]\nserver_names = [\"other.test\"]\ncert = \"{}\"\nkey = \"{}\"\n",
@@ -145,14 +219,22 @@ async fn sni_picks_the_certificate_for_the_name() {
     let p = TestProxy::start_with_text(data_dir.clone(), &text).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(other.cert.der().clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(ServerName::try_from("other.test").unwrap(), tcp).await;
-    assert!(tls.is_ok(), "other.test got its own certificate: {:?}", tls.err());
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("other.test").unwrap(), tcp)
+        .await;
+    assert!(
+        tls.is_ok(),
+        "other.test got its own certificate: {:?}",
+        tls.err()
+    );
     // And localhost still gets the default one.
     let _ = tls_connect(&p, &[b"h2"]).await;
 }
@@ -180,10 +262,15 @@ async fn websocket_upgrades_pass_through() {
         route_toml("/", "pool = \"ws\"")
     );
     let p = TestProxy::start("ws", &toml).await;
-    let (mut ws, res) = tokio_tungstenite::connect_async(format!("ws://{}/echo", p.addrs.plain.unwrap())).await.unwrap();
+    let (mut ws, res) =
+        tokio_tungstenite::connect_async(format!("ws://{}/echo", p.addrs.plain.unwrap()))
+            .await
+            .unwrap();
     assert_eq!(res.status(), 101);
     for text in ["hello", "through the proxy"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(text)).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .unwrap();
         let back = ws.next().await.unwrap().unwrap();
         assert_eq!(back.into_text().unwrap().as_str(), text);
     }
@@ -199,7 +286,11 @@ async fn streamed_responses_pass_through_unbuffered() {
     let res = client().request(req).await.unwrap();
     let mut body = res.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(&first[..], b"data: one\n\n", "the first event arrived while the upstream still holds the second");
+    assert_eq!(
+        &first[..],
+        b"data: one\n\n",
+        "the first event arrived while the upstream still holds the second"
+    );
     b.sse_next.notify_one();
     let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&second[..], b"data: two\n\n");

@@ -13,7 +13,11 @@ fn session_config(a: &Backend, b1: &Backend, b2: &Backend) -> String {
 
 #[tokio::test]
 async fn session_paths_answer_401_and_410_themselves() {
-    let (a, b1, b2) = (Backend::start("a").await, Backend::start("b1").await, Backend::start("b2").await);
+    let (a, b1, b2) = (
+        Backend::start("a").await,
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+    );
     let p = TestProxy::start("s401", &session_config(&a, &b1, &b2)).await;
     let c = client();
 
@@ -23,31 +27,68 @@ async fn session_paths_answer_401_and_410_themselves() {
     let r = get(&c, &p.plain_url("/graphql"), &[]).await;
     assert_eq!(r.status, 401);
 
-    let r = get(&c, &p.plain_url("/api/users"), &[("cookie", &cookie(SESSION_A))]).await;
+    let r = get(
+        &c,
+        &p.plain_url("/api/users"),
+        &[("cookie", &cookie(SESSION_A))],
+    )
+    .await;
     assert_eq!(r.status, 410);
     assert_eq!(r.json()["error"]["code"], "session_expired");
-    let r = get(&c, &p.plain_url("/api/users"), &[("cookie", "stacklab_session=../../etc/passwd")]).await;
+    let r = get(
+        &c,
+        &p.plain_url("/api/users"),
+        &[("cookie", "stacklab_session=../../etc/passwd")],
+    )
+    .await;
     assert_eq!(r.status, 410, "a malformed code is no live session");
 
     // Creating a session needs no cookie.
-    let r = send(&c, "POST", &p.plain_url("/api/sessions"), &[], "{}").await.unwrap();
+    let r = send(&c, "POST", &p.plain_url("/api/sessions"), &[], "{}")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["id"], "a");
-    assert_eq!(b1.hits.load(std::sync::atomic::Ordering::Relaxed) + b2.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        b1.hits.load(std::sync::atomic::Ordering::Relaxed)
+            + b2.hits.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]
 async fn the_cookie_selects_the_pool_and_the_pinned_member() {
-    let (a, b1, b2) = (Backend::start("a").await, Backend::start("b1").await, Backend::start("b2").await);
+    let (a, b1, b2) = (
+        Backend::start("a").await,
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+    );
     let p = TestProxy::start("cookie", &session_config(&a, &b1, &b2)).await;
     let c = client();
-    let r = admin(&p, "PUT", &format!("/admin/sessions/{SESSION_A}"), serde_json::json!({"pool": "rust", "member": "b2"})).await;
+    let r = admin(
+        &p,
+        "PUT",
+        &format!("/admin/sessions/{SESSION_A}"),
+        serde_json::json!({"pool": "rust", "member": "b2"}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = admin(&p, "PUT", &format!("/admin/sessions/{SESSION_B}"), serde_json::json!({"pool": "rust"})).await;
+    let r = admin(
+        &p,
+        "PUT",
+        &format!("/admin/sessions/{SESSION_B}"),
+        serde_json::json!({"pool": "rust"}),
+    )
+    .await;
     assert_eq!(r.status, 200);
 
     for _ in 0..10 {
-        let r = get(&c, &p.plain_url("/api/users?q=x"), &[("cookie", &cookie(SESSION_A))]).await;
+        let r = get(
+            &c,
+            &p.plain_url("/api/users?q=x"),
+            &[("cookie", &cookie(SESSION_A))],
+        )
+        .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.member(), "b2", "pinned");
         let seen = r.json();
@@ -56,32 +97,67 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
     }
     let mut members = std::collections::BTreeSet::new();
     for _ in 0..10 {
-        let r = get(&c, &p.plain_url("/api/users"), &[("cookie", &format!("theme=dark; {}", cookie(SESSION_B)))]).await;
+        let r = get(
+            &c,
+            &p.plain_url("/api/users"),
+            &[("cookie", &format!("theme=dark; {}", cookie(SESSION_B)))],
+        )
+        .await;
         assert_eq!(r.json()["headers"]["x-stacklab-session"], SESSION_B);
         members.insert(r.member());
     }
-    assert_eq!(members.len(), 2, "an unpinned session is balanced over the pool");
+    assert_eq!(
+        members.len(),
+        2,
+        "an unpinned session is balanced over the pool"
+    );
 
     // The pinned member gone: the session fails over to the rest of its pool.
     b2.kill();
     for _ in 0..5 {
-        let r = get(&c, &p.plain_url("/api/users"), &[("cookie", &cookie(SESSION_A))]).await;
+        let r = get(
+            &c,
+            &p.plain_url("/api/users"),
+            &[("cookie", &cookie(SESSION_A))],
+        )
+        .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.member(), "b1");
     }
 
     // A session removed from the table is expired for the proxy.
-    let r = admin(&p, "DELETE", &format!("/admin/sessions/{SESSION_A}"), serde_json::Value::Null).await;
+    let r = admin(
+        &p,
+        "DELETE",
+        &format!("/admin/sessions/{SESSION_A}"),
+        serde_json::Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200);
-    let r = get(&c, &p.plain_url("/api/users"), &[("cookie", &cookie(SESSION_A))]).await;
+    let r = get(
+        &c,
+        &p.plain_url("/api/users"),
+        &[("cookie", &cookie(SESSION_A))],
+    )
+    .await;
     assert_eq!(r.status, 410);
 }
 
 #[tokio::test]
 async fn forged_stacklab_headers_are_stripped_and_forwarding_headers_added() {
-    let (a, b1, b2) = (Backend::start("a").await, Backend::start("b1").await, Backend::start("b2").await);
+    let (a, b1, b2) = (
+        Backend::start("a").await,
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+    );
     let p = TestProxy::start("forged", &session_config(&a, &b1, &b2)).await;
-    admin(&p, "PUT", &format!("/admin/sessions/{SESSION_A}"), serde_json::json!({"pool": "rust"})).await;
+    admin(
+        &p,
+        "PUT",
+        &format!("/admin/sessions/{SESSION_A}"),
+        serde_json::json!({"pool": "rust"}),
+    )
+    .await;
     let c = client();
     let r = get(
         &c,
@@ -97,32 +173,83 @@ async fn forged_stacklab_headers_are_stripped_and_forwarding_headers_added() {
     .await;
     let seen = r.json();
     let h = &seen["headers"];
-    assert_eq!(h["x-stacklab-session"], SESSION_A, "the forged session header was replaced");
+    assert_eq!(
+        h["x-stacklab-session"], SESSION_A,
+        "the forged session header was replaced"
+    );
     assert!(h.get("x-stacklab-admin").is_none());
     assert_eq!(h["x-request-id"], "client-id-1");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(r.headers["x-request-id"], "client-id-1");
-    let timing: Vec<_> = r.headers.get_all("server-timing").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-    assert!(timing.iter().any(|t| t.starts_with("backend;dur=")), "{timing:?}");
-    assert!(timing.iter().any(|t| t.starts_with("proxy;dur=")), "{timing:?}");
+    let timing: Vec<_> = r
+        .headers
+        .get_all("server-timing")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        timing.iter().any(|t| t.starts_with("backend;dur=")),
+        "{timing:?}"
+    );
+    assert!(
+        timing.iter().any(|t| t.starts_with("proxy;dur=")),
+        "{timing:?}"
+    );
 }
 
 #[tokio::test]
 async fn requests_are_captured_per_session_with_secrets_masked() {
-    let (a, b1, b2) = (Backend::start("a").await, Backend::start("b1").await, Backend::start("b2").await);
+    let (a, b1, b2) = (
+        Backend::start("a").await,
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+    );
     let p = TestProxy::start("capture", &session_config(&a, &b1, &b2)).await;
-    admin(&p, "PUT", &format!("/admin/sessions/{SESSION_A}"), serde_json::json!({"pool": "rust"})).await;
-    admin(&p, "PUT", &format!("/admin/sessions/{SESSION_B}"), serde_json::json!({"pool": "rust"})).await;
+    admin(
+        &p,
+        "PUT",
+        &format!("/admin/sessions/{SESSION_A}"),
+        serde_json::json!({"pool": "rust"}),
+    )
+    .await;
+    admin(
+        &p,
+        "PUT",
+        &format!("/admin/sessions/{SESSION_B}"),
+        serde_json::json!({"pool": "rust"}),
+    )
+    .await;
     let c = client();
     let body = r#"{"username":"ann","password":"hunter2"}"#;
-    let r = send(&c, "POST", &p.plain_url("/api/users?x=1"), &[("cookie", &cookie(SESSION_A)), ("authorization", "Bearer abc")], body)
-        .await
-        .unwrap();
+    let r = send(
+        &c,
+        "POST",
+        &p.plain_url("/api/users?x=1"),
+        &[
+            ("cookie", &cookie(SESSION_A)),
+            ("authorization", "Bearer abc"),
+        ],
+        body,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
-    get(&c, &p.plain_url("/api/other"), &[("cookie", &cookie(SESSION_B))]).await;
+    get(
+        &c,
+        &p.plain_url("/api/other"),
+        &[("cookie", &cookie(SESSION_B))],
+    )
+    .await;
 
-    let list = admin(&p, "GET", &format!("/admin/sessions/{SESSION_A}/requests"), serde_json::Value::Null).await.json();
+    let list = admin(
+        &p,
+        "GET",
+        &format!("/admin/sessions/{SESSION_A}/requests"),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1, "only this session's requests: {list:?}");
     let cap = &list[0];
@@ -136,8 +263,14 @@ async fn requests_are_captured_per_session_with_secrets_masked() {
     let text = cap.to_string();
     assert!(!text.contains("hunter2"), "password masked: {text}");
     assert!(!text.contains("Bearer abc"), "authorization redacted");
-    assert!(!text.contains(&format!("stacklab_session={SESSION_A}")), "cookie redacted");
-    assert!(cap["body"].as_str().unwrap().contains("\"username\":\"ann\""));
+    assert!(
+        !text.contains(&format!("stacklab_session={SESSION_A}")),
+        "cookie redacted"
+    );
+    assert!(cap["body"]
+        .as_str()
+        .unwrap()
+        .contains("\"username\":\"ann\""));
 }
 
 #[tokio::test]
@@ -146,7 +279,10 @@ async fn static_files_are_served_and_traversal_refused() {
     let c = client();
     let r = get(&c, &p.plain_url("/"), &[]).await;
     assert_eq!(r.status, 200);
-    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let etag = r.headers["etag"].to_str().unwrap().to_owned();
     let r = get(&c, &p.plain_url("/"), &[("if-none-match", &etag)]).await;
     assert_eq!(r.status, 304);
@@ -162,24 +298,57 @@ async fn static_files_are_served_and_traversal_refused() {
 #[tokio::test]
 async fn pools_and_members_change_at_run_time_under_load() {
     let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
-    let p = TestProxy::start("dynamic", &format!("{}{}", pool_toml("web", "round_robin", &[&b1]), route_toml("/", "pool = \"web\""))).await;
+    let p = TestProxy::start(
+        "dynamic",
+        &format!(
+            "{}{}",
+            pool_toml("web", "round_robin", &[&b1]),
+            route_toml("/", "pool = \"web\"")
+        ),
+    )
+    .await;
     let load = Load::start(p.plain_url("/x"), "GET", vec![], 8);
     load.wait_for(100).await;
 
-    let r = admin(&p, "PUT", "/admin/pools/web/members/b2", serde_json::json!({"addr": b2.addr.to_string()})).await;
+    let r = admin(
+        &p,
+        "PUT",
+        "/admin/pools/web/members/b2",
+        serde_json::json!({"addr": b2.addr.to_string()}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let before = b2.hits.load(std::sync::atomic::Ordering::Relaxed);
     load.wait_for(200).await;
-    assert!(b2.hits.load(std::sync::atomic::Ordering::Relaxed) > before + 50, "the new member takes traffic");
+    assert!(
+        b2.hits.load(std::sync::atomic::Ordering::Relaxed) > before + 50,
+        "the new member takes traffic"
+    );
 
-    let r = admin(&p, "POST", "/admin/pools/web/members/b1/drain", serde_json::Value::Null).await;
+    let r = admin(
+        &p,
+        "POST",
+        "/admin/pools/web/members/b1/drain",
+        serde_json::Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200);
     load.wait_for(50).await;
     let b1_hits = b1.hits.load(std::sync::atomic::Ordering::Relaxed);
     load.wait_for(200).await;
-    assert_eq!(b1.hits.load(std::sync::atomic::Ordering::Relaxed), b1_hits, "a draining member takes nothing new");
+    assert_eq!(
+        b1.hits.load(std::sync::atomic::Ordering::Relaxed),
+        b1_hits,
+        "a draining member takes nothing new"
+    );
 
-    let r = admin(&p, "DELETE", "/admin/pools/web/members/b1", serde_json::Value::Null).await;
+    let r = admin(
+        &p,
+        "DELETE",
+        "/admin/pools/web/members/b1",
+        serde_json::Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200);
     load.wait_for(100).await;
     let (ok, failed, failures) = load.stop().await;
@@ -187,11 +356,30 @@ async fn pools_and_members_change_at_run_time_under_load() {
     assert!(ok > 500);
 
     // Bad input is refused, names the field, and changes nothing.
-    let before = admin(&p, "GET", "/admin/routes", serde_json::Value::Null).await.json();
-    let r = admin(&p, "PUT", "/admin/pools/web/members/bad", serde_json::json!({"addr": "not-an-address"})).await;
+    let before = admin(&p, "GET", "/admin/routes", serde_json::Value::Null)
+        .await
+        .json();
+    let r = admin(
+        &p,
+        "PUT",
+        "/admin/pools/web/members/bad",
+        serde_json::json!({"addr": "not-an-address"}),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["field"], "member.addr");
-    let r = admin(&p, "PUT", "/admin/pools/web/members/x", serde_json::json!({"addr": "127.0.0.1:1", "extra": true})).await;
+    let r = admin(
+        &p,
+        "PUT",
+        "/admin/pools/web/members/x",
+        serde_json::json!({"addr": "127.0.0.1:1", "extra": true}),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    assert_eq!(admin(&p, "GET", "/admin/routes", serde_json::Value::Null).await.json(), before);
+    assert_eq!(
+        admin(&p, "GET", "/admin/routes", serde_json::Value::Null)
+            .await
+            .json(),
+        before
+    );
 }
