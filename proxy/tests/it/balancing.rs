@@ -113,8 +113,10 @@ async fn p2c_ewma_shifts_load_away_from_a_slow_member() {
         slow <= 15,
         "the slow member's peak EWMA keeps it out of most picks: {d:?}"
     );
+    // Each fast member wins every draw it shares with the slow one (about a third of draws);
+    // draws between the two fast ones go to whichever is faster at that moment.
     assert!(
-        d.get("m1").copied().unwrap_or(0) > 100 && d.get("m2").copied().unwrap_or(0) > 100,
+        d.get("m1").copied().unwrap_or(0) > 50 && d.get("m2").copied().unwrap_or(0) > 50,
         "{d:?}"
     );
 }
