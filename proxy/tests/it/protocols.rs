@@ -295,3 +295,64 @@ async fn streamed_responses_pass_through_unbuffered() {
     let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&second[..], b"data: two\n\n");
 }
+
+#[tokio::test]
+async fn tls_1_2_clients_are_served_too() {
+    let (p, _b) = session_proxy("tls12").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(p.cert_path()).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let res = send
+        .send_request(
+            http::Request::get("/")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn upstreams_can_be_spoken_to_in_h2c() {
+    let b = Backend::start("m0").await;
+    let toml = format!(
+        "[[pools]]\nname = \"h2\"\nprotocol = \"h2c\"\nmembers = [{{ id = \"m0\", addr = \"{}\" }}]\n{}",
+        b.addr,
+        route_toml("/", "pool = \"h2\"")
+    );
+    let p = TestProxy::start("h2c", &toml).await;
+    let c = client();
+    for _ in 0..3 {
+        let r = get(&c, &p.plain_url("/x"), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json()["version"],
+            "HTTP/2.0",
+            "the member was spoken to over HTTP/2"
+        );
+    }
+}
