@@ -80,7 +80,7 @@ impl Server {
 
     pub async fn bind_with(proxy: Arc<Proxy>) -> Result<Server, ServerError> {
         let cfg = proxy.config.load_full();
-        let edge = bind_tcp(cfg.edge.addr, "the edge (TCP)")?;
+        let (edge, quic) = bind_edge(&proxy, &cfg)?;
         let edge_addr = edge.local_addr().map_err(|e| ServerError::Bind {
             what: "the edge",
             addr: cfg.edge.addr,
@@ -89,20 +89,13 @@ impl Server {
         proxy
             .edge_port
             .store(edge_addr.port(), std::sync::atomic::Ordering::Relaxed);
-        let quic = if cfg.edge.http3 {
-            let endpoint = bind_quic(&proxy, edge_addr)?;
-            let port = endpoint
-                .local_addr()
-                .map(|a| a.port())
-                .unwrap_or(edge_addr.port());
+        if let Some(endpoint) = &quic {
+            let port = endpoint.local_addr().map_or(edge_addr.port(), |a| a.port());
             let alt = format!("h3=\":{port}\"; ma={}", cfg.edge.alt_svc_max_age);
             proxy
                 .alt_svc
                 .store(Arc::new(HeaderValue::from_str(&alt).ok()));
-            Some(endpoint)
-        } else {
-            None
-        };
+        }
         let plain = match cfg.edge.plain_http {
             PlainHttp::Off => None,
             _ => Some(bind_tcp(cfg.edge.http_addr, "plain HTTP")?),
@@ -208,6 +201,38 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
         Ok(())
+    }
+}
+
+/// Binds the edge's TCP listener and, with HTTP/3 on, its QUIC endpoint on the same port.
+/// When the config asks for port 0, the kernel picks the TCP port and its UDP twin may be
+/// taken by someone else: then try another pair.
+fn bind_edge(
+    proxy: &Proxy,
+    cfg: &Config,
+) -> Result<(TcpListener, Option<quinn::Endpoint>), ServerError> {
+    let mut attempts = 0;
+    loop {
+        let edge = bind_tcp(cfg.edge.addr, "the edge (TCP)")?;
+        if !cfg.edge.http3 {
+            return Ok((edge, None));
+        }
+        let addr = edge.local_addr().map_err(|e| ServerError::Bind {
+            what: "the edge",
+            addr: cfg.edge.addr,
+            source: e,
+        })?;
+        match bind_quic(proxy, addr) {
+            Ok(endpoint) => return Ok((edge, Some(endpoint))),
+            Err(ServerError::Bind { source, .. })
+                if cfg.edge.addr.port() == 0
+                    && source.kind() == io::ErrorKind::AddrInUse
+                    && attempts < 8 =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -508,6 +533,11 @@ async fn serve_http<IO>(
                 let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
                 edge::handle(proxy, conn, req).await
             };
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // The connection becomes a tunnel (WebSocket): it never waits for a request
+                // head again, so it stays "in a request" and the HTTP timers stay off.
+                return Ok(res);
+            }
             Ok::<_, std::convert::Infallible>(
                 res.map(|b| Guarded::new(b, PhaseGuard(phase)).boxed_unsync()),
             )
