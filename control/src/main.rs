@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use stacklab_backend::config::ServeConfig;
 use stacklab_proxy::config::{self, Config, ConfigError, ProcessEnv};
 use stacklab_proxy::Server;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run one backend instance (the Rust runtime); stack descriptors come from control.
+    Backend {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file; lists every problem with its key.
     CheckConfig { file: PathBuf },
 }
@@ -43,12 +49,24 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Up { config } => run_server(config.as_deref(), true),
         Command::Proxy { config } => run_server(Some(&config), false),
+        Command::Backend { config } => run_backend(config.as_deref()),
     }
 }
 
 fn check_config(file: &Path) -> ExitCode {
     match Config::load(Some(file), &ProcessEnv) {
-        Ok((_, warnings)) => {
+        Ok((cfg, warnings)) => {
+            if let Err(errors) = ServeConfig::from_section(cfg.other.get("backend")) {
+                eprintln!(
+                    "{}: the configuration has {} error(s):",
+                    file.display(),
+                    errors.len()
+                );
+                for (key, message) in errors {
+                    eprintln!("  - {key}: {message}");
+                }
+                return ExitCode::FAILURE;
+            }
             print_warnings(&warnings);
             println!("{}: valid", file.display());
             ExitCode::SUCCESS
@@ -175,5 +193,70 @@ fn init_tracing(cfg: &Config) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+fn run_backend(file: Option<&Path>) -> ExitCode {
+    let (cfg, _) = match Config::load(file, &ProcessEnv) {
+        Ok(c) => c,
+        Err(report) => {
+            eprint!("{report}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&cfg);
+    let serve = match ServeConfig::from_section(cfg.other.get("backend")) {
+        Ok(s) => s,
+        Err(errors) => {
+            for (key, message) in errors {
+                eprintln!("{key}: {message}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = std::env::var("STACKLAB_ADMIN_TOKEN")
+        .ok()
+        .map(stacklab_types::Secret::new)
+        .unwrap_or_else(|| cfg.admin.token.clone());
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(serve.addr)
+            .await
+            .context("cannot bind the backend")?;
+        println!("stacklab backend on http://{}", listener.local_addr()?);
+        let source = std::sync::Arc::new(stacklab_backend::sessions::ControlStacks::new(
+            serve.control_url.clone(),
+            token.clone(),
+        ));
+        let app = stacklab_backend::App::new(serve.backend, source, token);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+            } else {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            stop.cancel();
+        });
+        stacklab_backend::run(listener, app, shutdown).await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stacklab backend: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub mod error;
 pub mod routes;
 pub mod secret;
+pub mod stack;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use secret::Secret;

@@ -1,0 +1,265 @@
+//! The backend's settings and the input rules they set.
+//!
+//! Every length limit is here, named, so the API's answer to a too-long value can say which
+//! limit it hit.
+
+use crate::error::ApiError;
+use std::time::Duration;
+
+/// The limits an input is checked against, and the costs the backend pays.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub min_username: usize,
+    pub max_username: usize,
+    pub max_email: usize,
+    pub min_password: usize,
+    /// bcrypt reads 72 bytes at most; longer passwords are refused rather than cut silently.
+    pub max_password: usize,
+    pub max_full_name: usize,
+    /// Largest page of a search.
+    pub max_page: i64,
+    /// Request bodies.
+    pub max_body_bytes: usize,
+    pub bcrypt_cost: u32,
+    /// Operations one `POST /api/analysis/benchmark` may run, reads and writes each.
+    pub max_benchmark_ops: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_username: 3,
+            max_username: 32,
+            max_email: 254,
+            min_password: 8,
+            max_password: 72,
+            max_full_name: 100,
+            max_page: 100,
+            max_body_bytes: 64 * 1024,
+            bcrypt_cost: crate::password::DEFAULT_BCRYPT_COST,
+            max_benchmark_ops: 2000,
+        }
+    }
+}
+
+/// How the backend runs.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub limits: Limits,
+    /// Sessions whose connections are kept open at once; the least recently used is closed past it.
+    pub max_sessions: usize,
+    /// A session idle this long has its connections closed (they reopen on its next request).
+    pub session_idle: Duration,
+    /// Database connections per session.
+    pub db_connections_per_session: u32,
+    /// How long a fetched stack descriptor is trusted before it is fetched again.
+    pub descriptor_ttl: Duration,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_sessions: 256,
+            session_idle: Duration::from_secs(300),
+            db_connections_per_session: 4,
+            descriptor_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    pub fn username(&self, v: &str) -> Result<String, ApiError> {
+        let v = v.trim();
+        let n = v.chars().count();
+        if n < self.min_username || n > self.max_username {
+            return Err(ApiError::invalid(
+                "username",
+                format!(
+                    "a username is {} to {} characters",
+                    self.min_username, self.max_username
+                ),
+            ));
+        }
+        if !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err(ApiError::invalid(
+                "username",
+                "use letters, digits, `_`, `.` or `-` in a username",
+            ));
+        }
+        Ok(v.to_owned())
+    }
+
+    pub fn email(&self, v: &str) -> Result<String, ApiError> {
+        let v = v.trim();
+        let bad = || ApiError::invalid("email", "give an email address like name@example.com");
+        if v.is_empty() || v.chars().count() > self.max_email {
+            return Err(ApiError::invalid(
+                "email",
+                format!("an email address is 3 to {} characters", self.max_email),
+            ));
+        }
+        let (local, domain) = v.rsplit_once('@').ok_or_else(bad)?;
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+        if local.is_empty()
+            || local.contains('@')
+            || !domain_ok
+            || v.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad());
+        }
+        Ok(v.to_owned())
+    }
+
+    pub fn password(&self, v: &str) -> Result<(), ApiError> {
+        let n = v.chars().count();
+        if n < self.min_password || v.len() > self.max_password {
+            return Err(ApiError::invalid(
+                "password",
+                format!(
+                    "a password is {} characters to {} bytes",
+                    self.min_password, self.max_password
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn full_name(&self, v: &str) -> Result<String, ApiError> {
+        let v = v.trim();
+        if v.chars().count() > self.max_full_name || v.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "full_name",
+                format!(
+                    "a full name is at most {} characters, without control characters",
+                    self.max_full_name
+                ),
+            ));
+        }
+        Ok(v.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_checked_and_named() {
+        let l = Limits::default();
+        assert_eq!(l.username(" Ann_1 ").unwrap(), "Ann_1");
+        assert!(
+            matches!(l.username("a"), Err(ApiError::Invalid { ref field, .. }) if field == "username")
+        );
+        assert!(l.username("ann'; DROP TABLE users; --").is_err());
+        assert!(l.email("ann@example.com").is_ok());
+        for bad in [
+            "ann",
+            "ann@",
+            "@x.io",
+            "a b@x.io",
+            "ann@x",
+            "ann@@x.io",
+            "ann@x..",
+            "{\"$gt\":\"\"}",
+        ] {
+            assert!(l.email(bad).is_err(), "{bad}");
+        }
+        assert!(l.password("short").is_err());
+        assert!(l.password(&"x".repeat(73)).is_err());
+        assert!(l.password("long enough").is_ok());
+    }
+}
+
+/// The `[backend]` section of the config file, for `stacklab backend`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where the instance listens; port 0 picks a free one (it is registered with control).
+    pub addr: std::net::SocketAddr,
+    /// Control's admin address, where stack descriptors come from.
+    pub control_url: String,
+    pub backend: BackendConfig,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSection {
+    addr: Option<String>,
+    control_url: Option<String>,
+    max_sessions: Option<usize>,
+    session_idle_ms: Option<u64>,
+    db_connections_per_session: Option<u32>,
+    descriptor_ttl_ms: Option<u64>,
+    bcrypt_cost: Option<u32>,
+    max_body_bytes: Option<usize>,
+}
+
+impl ServeConfig {
+    /// Validates the `[backend]` section; every problem is returned with its key.
+    pub fn from_section(section: Option<&toml::Value>) -> Result<Self, Vec<(String, String)>> {
+        let raw: RawSection = match section {
+            None => RawSection::default(),
+            Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+                vec![("backend".to_owned(), e.message().to_owned())]
+            })?,
+        };
+        let mut errors = Vec::new();
+        let addr_text = raw.addr.unwrap_or_else(|| "127.0.0.1:0".to_owned());
+        let addr = addr_text.parse().unwrap_or_else(|_| {
+            errors.push((
+                "backend.addr".to_owned(),
+                format!("`{addr_text}` is not `host:port`"),
+            ));
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let control_url = raw
+            .control_url
+            .unwrap_or_else(|| "http://127.0.0.1:9000".to_owned());
+        if !control_url.starts_with("http://") {
+            errors.push((
+                "backend.control_url".to_owned(),
+                "must be an http:// URL of control's admin address".to_owned(),
+            ));
+        }
+        let defaults = BackendConfig::default();
+        let bcrypt_cost = raw.bcrypt_cost.unwrap_or(defaults.limits.bcrypt_cost);
+        if !(4..=16).contains(&bcrypt_cost) {
+            errors.push((
+                "backend.bcrypt_cost".to_owned(),
+                "must be between 4 and 16".to_owned(),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ServeConfig {
+            addr,
+            control_url,
+            backend: BackendConfig {
+                limits: Limits {
+                    bcrypt_cost,
+                    max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.limits.max_body_bytes),
+                    ..defaults.limits
+                },
+                max_sessions: raw.max_sessions.unwrap_or(defaults.max_sessions).max(1),
+                session_idle: raw
+                    .session_idle_ms
+                    .map_or(defaults.session_idle, Duration::from_millis),
+                db_connections_per_session: raw
+                    .db_connections_per_session
+                    .unwrap_or(defaults.db_connections_per_session),
+                descriptor_ttl: raw
+                    .descriptor_ttl_ms
+                    .map_or(defaults.descriptor_ttl, Duration::from_millis),
+            },
+        })
+    }
+}

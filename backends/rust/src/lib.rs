@@ -1,0 +1,121 @@
+//! stacklab's Rust backend runtime: the users API over REST and GraphQL, on each session's own
+//! database and cache, with the password storage and encryption at rest the session chose.
+//!
+//! Many sessions share one instance: the proxy names the session in `x-stacklab-session`, the
+//! instance resolves its stack descriptor and keeps its connections open while it is used.
+//!
+//! # Layout
+//! - [`http`]: routes, JSON in and out, `Server-Timing` and `x-stacklab-cache`.
+//! - [`graphql`]: the GraphQL schema over the same service.
+//! - [`service`]: the users service (cache first, then database; write policies).
+//! - [`sessions`]: which sessions are open here, and where descriptors come from.
+//! - [`storage`]: database adapters; [`cache`]: cache adapters.
+//! - [`password`]: the five password storage modes; [`crypto`]: AES-256-GCM and blind indexes.
+//! - [`analysis`]: size, rows and the on-demand benchmark.
+//! - [`config`], [`error`]: limits and the API error type.
+
+pub mod analysis;
+pub mod cache;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod password;
+pub mod service;
+pub mod sessions;
+pub mod storage;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use stacklab_types::Secret;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What every request of this instance shares.
+pub struct App {
+    pub config: Arc<config::BackendConfig>,
+    pub sessions: sessions::Sessions,
+    pub schema: graphql::UsersSchema,
+    /// For the internal endpoints control calls.
+    pub admin_token: Secret,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(
+        config: config::BackendConfig,
+        source: Arc<dyn sessions::StackSource>,
+        admin_token: Secret,
+    ) -> Arc<Self> {
+        let config = Arc::new(config);
+        Arc::new(Self {
+            sessions: sessions::Sessions::new(source, Arc::clone(&config)),
+            config,
+            schema: graphql::schema(),
+            admin_token,
+        })
+    }
+}
+
+/// Serves HTTP/1.1 and h2c on `listener` until `shutdown`, then lets requests in flight finish.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
+    let tracker = tokio_util::task::TaskTracker::new();
+    let sweeper = {
+        let app = Arc::clone(&app);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => app.sessions.sweep().await,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        })
+    };
+    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+        TokioExecutor::new(),
+    ));
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, builder, shutdown) = (Arc::clone(&app), Arc::clone(&builder), shutdown.clone());
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req: ::http::Request<Incoming>| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, std::convert::Infallible>(http::handle(app, req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.as_mut()).await;
+                }
+            }
+        });
+    }
+    sweeper.abort();
+    tracker.close();
+    tracker.wait().await;
+}
