@@ -1,0 +1,261 @@
+//! The `stacklab-bench` binary: `load`, `compare` and `upstream` over the library.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use stacklab_bench::compare::{self, report, Scenario};
+use stacklab_bench::load::{self, Protocol};
+use stacklab_bench::peers::PeerKind;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "stacklab-bench",
+    version,
+    about = "Load generator and the proxy comparison."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive one URL and print a JSON report.
+    Load {
+        /// http://host:port/path or https://host:port/path
+        url: String,
+        #[arg(long, short, value_enum, default_value = "h1")]
+        protocol: Protocol,
+        /// Connections.
+        #[arg(long, short, default_value_t = 64)]
+        connections: usize,
+        /// Concurrent requests per connection (HTTP/2, HTTP/3).
+        #[arg(long, short = 'm', default_value_t = 1)]
+        streams: usize,
+        /// Measured seconds.
+        #[arg(long, short, default_value_t = 10.0)]
+        duration: f64,
+        /// Warm-up seconds, not measured.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Fixed rate in requests per second (open loop); without it, closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// A new connection for every request.
+        #[arg(long)]
+        new_connection: bool,
+        /// PEM certificate to trust (https and HTTP/3).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Extra header, `name: value`; repeatable.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
+    /// Run stacklab, nginx and HAProxy side by side and write bench/results/.
+    Compare {
+        /// Short runs, one round: under two minutes.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Measured seconds per run.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// The `stacklab` binary (default: beside this one).
+        #[arg(long)]
+        stacklab: Option<PathBuf>,
+        /// Where the JSON and Markdown go (default: bench/results/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only these peers (stacklab, nginx, haproxy), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Only these scenarios (h1-keep-alive, h1-fixed-rate, h2-tls, h3, new-tls, large, idle,
+        /// sessions), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Skip the wrk and h2load cross-checks.
+        #[arg(long)]
+        no_cross_check: bool,
+        /// Sessions in the route table for the routing scenario.
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Idle connections for the memory scenario.
+        #[arg(long)]
+        idle: Option<usize>,
+    },
+    /// The upstream the comparison uses (prints `listening on ADDR`).
+    Upstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Upstream { addr } => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                println!("listening on {}", listener.local_addr()?);
+                stacklab_bench::upstream::serve(listener).await;
+                Ok(())
+            }
+            Command::Load {
+                url,
+                protocol,
+                connections,
+                streams,
+                duration,
+                warmup,
+                rate,
+                new_connection,
+                ca,
+                headers,
+            } => {
+                load_cmd(
+                    url,
+                    protocol,
+                    connections,
+                    streams,
+                    duration,
+                    warmup,
+                    rate,
+                    new_connection,
+                    ca,
+                    headers,
+                )
+                .await
+            }
+            Command::Compare {
+                quick,
+                rounds,
+                duration,
+                stacklab,
+                out,
+                peers,
+                scenarios,
+                no_cross_check,
+                sessions,
+                idle,
+            } => {
+                let self_bin = std::env::current_exe().context("cannot find this binary")?;
+                let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+                let out = out.unwrap_or_else(|| report::default_out_dir().to_owned());
+                let mut o = compare::Options::new(quick, out, stacklab, self_bin);
+                if let Some(r) = rounds {
+                    o.rounds = r.max(1);
+                }
+                if let Some(d) = duration {
+                    o.duration = Duration::from_secs_f64(d);
+                }
+                if let Some(s) = sessions {
+                    o.sessions = s;
+                }
+                if let Some(i) = idle {
+                    o.idle_connections = i;
+                }
+                o.cross_check = !no_cross_check;
+                if !peers.is_empty() {
+                    o.peers = peers
+                        .iter()
+                        .map(|p| match p.as_str() {
+                            "stacklab" => Ok(PeerKind::Stacklab),
+                            "nginx" => Ok(PeerKind::Nginx),
+                            "haproxy" => Ok(PeerKind::Haproxy),
+                            other => bail!("unknown peer {other}: stacklab, nginx or haproxy"),
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                }
+                if !scenarios.is_empty() {
+                    o.scenarios = scenarios
+                        .iter()
+                        .map(|s| {
+                            Scenario::ALL
+                                .into_iter()
+                                .find(|x| {
+                                    serde_json::to_value(x)
+                                        .ok()
+                                        .and_then(|v| v.as_str().map(|v| v.replace('_', "-")))
+                                        == Some(s.clone())
+                                })
+                                .with_context(|| format!("unknown scenario {s}"))
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                }
+                let results = compare::run(o).await?;
+                println!("{}", report::markdown(&results));
+                println!("written to {}", results.options.out_dir.display());
+                Ok(())
+            }
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_cmd(
+    url: String,
+    protocol: Protocol,
+    connections: usize,
+    streams: usize,
+    duration: f64,
+    warmup: f64,
+    rate: Option<f64>,
+    new_connection: bool,
+    ca: Option<PathBuf>,
+    headers: Vec<String>,
+) -> anyhow::Result<()> {
+    stacklab_bench::procstat::raise_nofile();
+    let uri: http::Uri = url.parse().context("not a URL")?;
+    let https = uri.scheme_str() == Some("https") || protocol == Protocol::H3;
+    let host = uri.host().context("the URL has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .with_context(|| format!("{host} does not resolve"))?;
+    let tls = if https {
+        let ca = ca.context("https and HTTP/3 need --ca FILE (the certificate to trust)")?;
+        let alpn: &[&[u8]] = match protocol {
+            Protocol::H1 => &[b"http/1.1"],
+            Protocol::H2 => &[b"h2"],
+            Protocol::H3 => &[b"h3"],
+        };
+        Some(stacklab_bench::tls::client_config(&ca, alpn)?)
+    } else {
+        None
+    };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .with_context(|| format!("a header is `name: value`, not {h:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let sni = if host.parse::<std::net::IpAddr>().is_ok() {
+        "localhost"
+    } else {
+        host.as_str()
+    };
+    let dialer = load::dialer(addr, protocol, tls, sni, path, &headers)?;
+    let spec = load::LoadSpec {
+        dialer,
+        connections,
+        streams,
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
+        rate,
+        new_connection_per_request: new_connection,
+        sampler: None,
+    };
+    let report = load::run(&spec).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
