@@ -257,13 +257,15 @@ combos! {
     mysql_redis_aside: Mysql, Redis, CacheAside;
     mysql_memcached_aside: Mysql, Memcached, CacheAside;
     mysql_memcached_through: Mysql, Memcached, WriteThrough;
+    mongo_memory_aside: Mongo, Memory, CacheAside;
+    mongo_redis_through: Mongo, Redis, WriteThrough;
 }
 
 /// Every password mode, read back raw from each database with its own driver.
 #[tokio::test]
 async fn every_password_mode_is_stored_as_it_says() {
     let backend = Backend::start().await;
-    for db in [Db::Sqlite, Db::Postgres, Db::Mysql] {
+    for db in [Db::Sqlite, Db::Postgres, Db::Mysql, Db::Mongo] {
         for mode in [
             PasswordStorage::Plaintext,
             PasswordStorage::Sha256,
@@ -328,7 +330,7 @@ async fn every_password_mode_is_stored_as_it_says() {
 #[tokio::test]
 async fn encrypted_fields_are_ciphertext_in_the_row_and_still_searchable() {
     let backend = Backend::start().await;
-    for db in [Db::Sqlite, Db::Postgres, Db::Mysql] {
+    for db in [Db::Sqlite, Db::Postgres, Db::Mysql, Db::Mongo] {
         let Some(stack) = stack(
             db,
             Kv::Memory,

@@ -21,6 +21,7 @@ pub enum Db {
     Sqlite,
     Postgres,
     Mysql,
+    Mongo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +59,22 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The MongoDB server to test against. None can be installed on this project's machine, so
+/// MongoDB is tested only when one is given; its absence is not a failure even under CI.
+pub fn mongo_url() -> Option<String> {
+    let url = std::env::var("STACKLAB_TEST_MONGO_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if url.is_none() {
+        eprintln!("MongoDB is tested only when STACKLAB_TEST_MONGO_URL is set (no server can be installed here)");
+    }
+    url
+}
+
 /// Makes a fresh database of its own for one session and returns its URL.
 pub async fn fresh_database(db: Db) -> Option<String> {
     match db {
+        Db::Mongo => mongo_url(),
         Db::Sqlite => Some(format!(
             "sqlite://{}/session.db?mode=rwc",
             temp_dir("sqlite").display()
@@ -140,7 +154,9 @@ pub async fn stack(
         Db::Sqlite => DatabaseEngine::Sqlite,
         Db::Postgres => DatabaseEngine::Postgres,
         Db::Mysql => DatabaseEngine::Mysql,
+        Db::Mongo => DatabaseEngine::Mongodb,
     };
+    let database = (db == Db::Mongo).then(|| unique("t_"));
     let session = unique("SESSION").to_uppercase();
     Some(Stack {
         db,
@@ -151,7 +167,7 @@ pub async fn stack(
             database: DatabaseSpec {
                 engine,
                 url: Secret::new(url),
-                database: None,
+                database,
             },
             cache,
             write_policy,
@@ -298,6 +314,15 @@ pub async fn raw_column(stack: &Stack, id: i64, column: &str) -> String {
     let url = stack.descriptor.database.url.expose().to_owned();
     let sql = format!("SELECT {column} FROM users WHERE id = {id}");
     match stack.db {
+        Db::Mongo => {
+            let doc = mongo_users(stack)
+                .await
+                .find_one(mongodb::bson::doc! {"_id": id})
+                .await
+                .unwrap()
+                .unwrap();
+            doc.get_str(column).unwrap().to_owned()
+        }
         Db::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
             let v: String = sqlx::query(&sql).fetch_one(&pool).await.unwrap().get(0);
@@ -324,6 +349,11 @@ pub async fn raw_count(stack: &Stack) -> i64 {
     let url = stack.descriptor.database.url.expose().to_owned();
     let sql = "SELECT COUNT(*) FROM users";
     match stack.db {
+        Db::Mongo => mongo_users(stack)
+            .await
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap() as i64,
         Db::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
             sqlx::query(sql)
@@ -349,4 +379,14 @@ pub async fn raw_count(stack: &Stack) -> i64 {
                 .get::<i64, _>(0)
         }
     }
+}
+
+/// The session's users collection, read with MongoDB's own driver.
+async fn mongo_users(stack: &Stack) -> mongodb::Collection<mongodb::bson::Document> {
+    let client = mongodb::Client::with_uri_str(stack.descriptor.database.url.expose())
+        .await
+        .unwrap();
+    client
+        .database(stack.descriptor.database.database.as_deref().unwrap())
+        .collection("users")
 }
