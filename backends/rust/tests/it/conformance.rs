@@ -375,3 +375,75 @@ async fn encrypted_fields_are_ciphertext_in_the_row_and_still_searchable() {
         assert_eq!((r.status, r.field()), (409, "email"), "{db:?}");
     }
 }
+
+/// The on-demand benchmark runs bounded, leaves the data as it was, and reports figures.
+/// (The figures are printed for the record; speed is not asserted here.)
+#[tokio::test]
+async fn the_benchmark_measures_and_leaves_no_trace() {
+    let backend = Backend::start().await;
+    for (db, kv) in [
+        (Db::Sqlite, Kv::Memory),
+        (Db::Postgres, Kv::Redis),
+        (Db::Mysql, Kv::Memcached),
+        (Db::Postgres, Kv::Memory),
+    ] {
+        let Some(stack) = stack(
+            db,
+            kv,
+            WritePolicy::CacheAside,
+            PasswordStorage::Argon2id,
+            Encryption::None,
+        )
+        .await
+        else {
+            continue;
+        };
+        backend.stacks.insert(stack.descriptor.clone());
+        let api = Api::new(&backend, &stack.descriptor.session);
+        api.call(
+            "POST",
+            "/api/users",
+            Some(
+                json!({"username": "keep", "email": "keep@example.com", "password": "password123"}),
+            ),
+        )
+        .await;
+        let r = api
+            .call(
+                "POST",
+                "/api/analysis/benchmark",
+                Some(json!({"reads": 200, "writes": 200})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{db:?} x {kv:?}: {:?}", r.body);
+        let b = &r.body;
+        for part in ["writes", "db_reads", "cached_reads"] {
+            assert_eq!(b[part]["ops"], 200, "{part}");
+            assert!(b[part]["p50_ms"].as_f64().unwrap() > 0.0);
+            assert!(b[part]["p99_ms"].as_f64().unwrap() >= b[part]["p50_ms"].as_f64().unwrap());
+        }
+        assert_eq!(b["password_hashing"].as_array().unwrap().len(), 5);
+        println!(
+            "benchmark {db:?} x {kv:?}: db read p50 {:.3} ms p99 {:.3} ms; cache-hit read p50 {:.3} ms p99 {:.3} ms; write p50 {:.3} ms; hashing {}",
+            b["db_reads"]["p50_ms"].as_f64().unwrap(),
+            b["db_reads"]["p99_ms"].as_f64().unwrap(),
+            b["cached_reads"]["p50_ms"].as_f64().unwrap(),
+            b["cached_reads"]["p99_ms"].as_f64().unwrap(),
+            b["writes"]["p50_ms"].as_f64().unwrap(),
+            b["password_hashing"].as_array().unwrap().iter().map(|h| format!("{}={:.2}ms", h["mode"].as_str().unwrap(), h["ms"].as_f64().unwrap())).collect::<Vec<_>>().join(" "),
+        );
+        assert_eq!(
+            raw_count(&stack).await,
+            1,
+            "{db:?}: the benchmark's rows are gone"
+        );
+        let r = api
+            .call(
+                "POST",
+                "/api/analysis/benchmark",
+                Some(json!({"reads": 100000, "writes": 1})),
+            )
+            .await;
+        assert_eq!((r.status, r.field()), (400, "reads"), "bounded");
+    }
+}
