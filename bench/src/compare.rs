@@ -370,7 +370,12 @@ pub async fn run(options: Options) -> Result<Results, CompareError> {
                     };
                     let records = ctx.one(scenario, &variant, peer, round, &extra, rate).await;
                     for r in &records {
-                        bar.println(report::one_line(r));
+                        // A hidden bar (output not a terminal) prints nothing: say it plainly.
+                        if bar.is_hidden() {
+                            eprintln!("{}", report::one_line(r));
+                        } else {
+                            bar.println(report::one_line(r));
+                        }
                     }
                     runs.extend(records);
                     bar.inc(1);
@@ -416,8 +421,9 @@ impl Ctx<'_> {
         Arc::new(move || {
             vec![
                 procstat::sample(proxy_pid),
-                procstat::sample(std::process::id()),
+                procstat::sample_self(),
                 procstat::sample(up),
+                procstat::machine(),
             ]
         })
     }

@@ -312,20 +312,28 @@ async fn solo_worker(
 async fn stream_worker(dialer: Arc<Dialer>, s: Schedule, shared: Arc<Shared>) -> WorkerStats {
     let mut stats = WorkerStats::new();
     let mut k = 0;
+    // A handle of its own on the shared connection: the lock is taken only to replace it.
+    let mut local: Option<(u64, Conn)> = None;
     while let Some(due) = s.next(&mut k).await {
-        let (generation, mut c) = match shared.get(&dialer).await {
-            Ok(x) => x,
-            Err(e) => {
-                if due >= s.measure_from {
-                    stats.error(&e);
+        if local.as_ref().is_none_or(|(_, c)| c.is_closed()) {
+            match shared.get(&dialer).await {
+                Ok(x) => local = Some(x),
+                Err(e) => {
+                    if due >= s.measure_from {
+                        stats.error(&e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
             }
+        }
+        let Some((generation, c)) = local.as_mut() else {
+            continue;
         };
-        let r = one(&mut c, &dialer).await;
+        let r = one(c, &dialer).await;
         if matches!(r, Err(LoadError::Failed { .. })) {
-            shared.broken(generation).await;
+            shared.broken(*generation).await;
+            local = None;
         }
         record(&mut stats, &s, due, &r);
     }

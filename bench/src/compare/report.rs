@@ -90,6 +90,8 @@ pub struct Row {
     pub p99_us: f64,
     pub p999_us: f64,
     pub cpu_s_per_100k: Option<f64>,
+    /// Median share of the machine's cores busy during the measured window.
+    pub machine_busy: f64,
     pub peak_rss_bytes: u64,
     /// Idle scenario: RSS with the connections open, and bytes per connection.
     pub idle_rss_bytes: Option<u64>,
@@ -228,6 +230,12 @@ pub fn rows(runs: &[RunRecord]) -> Vec<Row> {
                 p99_us: median(loads.iter().map(|l| l.latency_us.p99 as f64).collect()),
                 p999_us: median(loads.iter().map(|l| l.latency_us.p999 as f64).collect()),
                 cpu_s_per_100k: (requests > 0).then(|| cpu / requests as f64 * 100_000.0),
+                machine_busy: median(
+                    rs.iter()
+                        .filter(|r| r.load.is_some())
+                        .map(|r| r.machine_busy)
+                        .collect(),
+                ),
                 peak_rss_bytes: rs.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
                 idle_rss_bytes: idles.iter().map(|i| i.rss_idle_bytes).max(),
                 idle_bytes_per_connection: (!idles.is_empty())
@@ -462,11 +470,11 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| scenario | proxy | req/s | × nginx | p50 ms | p99 ms | p99.9 ms | CPU s / 100k req | × nginx | peak RSS MiB | × nginx | errors |"
+        "| scenario | proxy | req/s | × nginx | p50 ms | p99 ms | p99.9 ms | CPU s / 100k req | × nginx | peak RSS MiB | × nginx | errors | machine busy |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in &r.rows {
         let scenario = if row.variant.is_empty() {
@@ -493,7 +501,7 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {}{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {}{} | {} |",
             scenario,
             row.peer.name(),
             rps,
@@ -506,7 +514,12 @@ pub fn markdown(r: &Results) -> String {
             mib(row.peak_rss_bytes),
             fmt_ratio(row.rss_vs_nginx),
             row.errors,
-            failed
+            failed,
+            if row.machine_busy > 0.0 {
+                format!("{:.0}%", row.machine_busy * 100.0)
+            } else {
+                "-".into()
+            }
         );
     }
     if !r.cross_checks.is_empty() {
