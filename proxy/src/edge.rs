@@ -268,6 +268,9 @@ async fn serve(
             peer_key.as_bytes()
         }
     };
+    // The inspector keeps the headers as the member saw them, redacted; only then do the
+    // headers move into the request.
+    let captured_headers = capture.then(|| capture::redact_headers(&headers));
     let out = Outgoing {
         method: parts.method.clone(),
         path_and_query: parts
@@ -275,7 +278,7 @@ async fn serve(
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned(),
-        headers: headers.clone(),
+        headers,
         body: out_body,
     };
     let result = upstream::forward(proxy, &pool, pinned, hash_key, out).await;
@@ -290,7 +293,7 @@ async fn serve(
                     ctx,
                     &parts.method,
                     &parts.uri,
-                    &headers,
+                    captured_headers.unwrap_or_default(),
                     captured_body,
                     &e.status(),
                     None,
@@ -342,7 +345,7 @@ async fn serve(
             ctx,
             &parts.method,
             &parts.uri,
-            &headers,
+            captured_headers.unwrap_or_default(),
             captured_body,
             &status,
             cache,
@@ -359,7 +362,7 @@ fn record_capture(
     ctx: &Ctx,
     method: &Method,
     uri: &http::Uri,
-    headers: &HeaderMap,
+    headers: Vec<(String, String)>,
     body: Option<Bytes>,
     status: &StatusCode,
     cache: Option<String>,
@@ -385,7 +388,7 @@ fn record_capture(
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
         protocol: ctx.protocol.as_str(),
-        headers: capture::redact_headers(headers),
+        headers,
         body,
         body_truncated,
         status: status.as_u16(),

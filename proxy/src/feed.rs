@@ -27,26 +27,29 @@ pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
         let mut since: Option<u64> = None;
         let mut backoff = Duration::from_millis(100);
+        // Warn once per outage, not once per reconnection attempt.
         let mut was_up = true;
         loop {
-            match follow(&proxy, &client, &feed, &mut since).await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    if was_up {
-                        tracing::warn!(error = %e, "route feed lost; serving from the last table and reconnecting");
-                    }
+            let mut connected = false;
+            let result = follow(&proxy, &client, &feed, &mut since, &mut connected).await;
+            proxy.metrics.feed_connected.set(0);
+            if connected {
+                was_up = true;
+                backoff = Duration::from_millis(100);
+            }
+            match result {
+                Ok(()) => return, // shutting down
+                Err(e) if was_up => {
+                    tracing::warn!(error = %e, "route feed lost; serving from the last table and reconnecting");
                     was_up = false;
                 }
+                Err(e) => tracing::debug!(error = %e, "route feed still unreachable"),
             }
-            proxy.metrics.feed_connected.set(0);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = proxy.shutdown.cancelled() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            if proxy.metrics.feed_connected.get() == 1 {
-                was_up = true;
-            }
         }
     })
 }
@@ -56,6 +59,7 @@ async fn follow(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, crate::body::ReqBody>,
     feed: &FeedConfig,
     since: &mut Option<u64>,
+    connected: &mut bool,
 ) -> Result<(), String> {
     let uri = match since {
         Some(v) => format!("{}?since={v}", feed.url),
@@ -76,6 +80,7 @@ async fn follow(
         return Err(format!("the feed answered {}", res.status()));
     }
     proxy.metrics.feed_connected.set(1);
+    *connected = true;
     tracing::info!(since = ?since, "following the route feed");
     let mut body = res.into_body();
     let mut buf = BytesMut::new();
