@@ -11,6 +11,11 @@ use stacklab_proxy::Server;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// mimalloc: the proxy allocates a few small buffers per request and per connection; glibc's
+/// malloc was 17% of the proxy's instructions in the bench profile (bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "stacklab",

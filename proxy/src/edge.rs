@@ -37,6 +37,18 @@ pub enum Protocol {
     H3 = 2,
 }
 
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, secure: bool, quic: bool) -> Self {
+        let peer_ip = header_value(&peer.ip().to_canonical().to_string());
+        Self {
+            peer,
+            peer_ip,
+            secure,
+            quic,
+        }
+    }
+}
+
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         crate::metrics::PROTOCOLS[self as usize]
@@ -44,9 +56,11 @@ impl Protocol {
 }
 
 /// What the handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The client's address as a header value, rendered once per connection.
+    pub peer_ip: HeaderValue,
     /// TLS (or QUIC) terminated here.
     pub secure: bool,
     /// HTTP/3 (QUIC); otherwise the HTTP version tells h1 from h2.
@@ -104,7 +118,7 @@ pub async fn handle(
     };
     let result = match route {
         None => Err(ProxyError::NoRoute { path: path.clone() }),
-        Some(route) => serve(&proxy, &cfg, &table, route, conn, req, &mut ctx).await,
+        Some(route) => serve(&proxy, &cfg, &table, route, &conn, req, &mut ctx).await,
     };
     let mut response = match result {
         Ok(r) => r,
@@ -124,7 +138,7 @@ pub async fn handle(
     };
 
     let elapsed = started.elapsed();
-    finish_headers(&proxy, &cfg, conn, &mut response, &ctx, elapsed);
+    finish_headers(&proxy, &cfg, &conn, &mut response, &ctx, elapsed);
     let status = response.status().as_u16();
     if let Some(route) = route {
         route
@@ -161,7 +175,7 @@ async fn serve(
     cfg: &Config,
     table: &crate::table::Table,
     route: &Route,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<ReqBody>,
     ctx: &mut Ctx,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -260,13 +274,9 @@ async fn serve(
     };
 
     // Consistent hashing keys on the session, else on the client address.
-    let peer_key;
     let hash_key: &[u8] = match &ctx.session {
         Some(code) => code.as_bytes(),
-        None => {
-            peer_key = conn.peer.ip().to_canonical().to_string();
-            peer_key.as_bytes()
-        }
+        None => conn.peer_ip.as_bytes(),
     };
     // The inspector keeps the headers as the member saw them, redacted; only then do the
     // headers move into the request.
@@ -403,17 +413,19 @@ fn record_capture(
 fn finish_headers(
     proxy: &Proxy,
     cfg: &Config,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     res: &mut Response<RespBody>,
     ctx: &Ctx,
     elapsed: Duration,
 ) {
     let h = res.headers_mut();
-    let proxy_ms =
-        (elapsed.saturating_sub(ctx.upstream.unwrap_or_default())).as_secs_f64() * 1000.0;
-    if let Ok(v) = HeaderValue::from_str(&format!("proxy;dur={proxy_ms:.3}")) {
-        h.append(&SERVER_TIMING, v);
-    }
+    h.append(
+        &SERVER_TIMING,
+        timing_value(
+            "proxy",
+            elapsed.saturating_sub(ctx.upstream.unwrap_or_default()),
+        ),
+    );
     h.insert(&X_REQUEST_ID, ctx.request_id.clone());
     if conn.secure && !conn.quic && cfg.edge.http3 {
         if let Some(alt) = proxy.alt_svc.load().as_ref() {
@@ -422,53 +434,97 @@ fn finish_headers(
     }
 }
 
+/// `name;dur=M.mmm` (milliseconds) without going through `core::fmt`: this runs per response.
+fn timing_value(name: &str, d: Duration) -> HeaderValue {
+    let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    let mut buf = [0u8; 48];
+    let mut len = 0;
+    for &b in name.as_bytes().iter().chain(b";dur=") {
+        buf[len] = b;
+        len += 1;
+    }
+    let mut digits = [0u8; 20];
+    let mut n = micros / 1000;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &digits[i..] {
+        buf[len] = b;
+        len += 1;
+    }
+    let frac = micros % 1000;
+    for b in [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ] {
+        buf[len] = b;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("proxy"))
+}
+
+/// True for the headers a proxy never forwards: hop-by-hop ones and client-sent `x-stacklab-*`.
+#[inline]
+fn not_forwarded(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(&n) || n.starts_with("x-stacklab-")
+}
+
 /// Strips what the client may not set, and adds what the member needs to know.
 fn rewrite_request_headers(
     h: &mut HeaderMap,
     uri: &http::Uri,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     ctx: &Ctx,
     upgrade: bool,
 ) {
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        h.remove(n);
+    // One pass over the names finds everything to drop; the common request has nothing to
+    // drop and costs no hashing and no allocation here.
+    let mut drop: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        if not_forwarded(name) || (!upgrade && name == header::UPGRADE) {
+            drop.push(name.clone());
+        }
     }
-    for n in HOP_BY_HOP {
+    // Headers named in `Connection` are hop-by-hop too.
+    if let Some(conn_header) = h.get(header::CONNECTION) {
+        if let Ok(v) = conn_header.to_str() {
+            for n in v
+                .split(',')
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            {
+                if !(upgrade && n == header::UPGRADE) {
+                    drop.push(n);
+                }
+            }
+        }
+    }
+    for n in drop {
         h.remove(n);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
-    }
-    // Nothing the client says about stacklab is believed.
-    let forged: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-stacklab-"))
-        .cloned()
-        .collect();
-    for n in forged {
-        h.remove(n);
     }
     if let Some(code) = &ctx.session {
         h.insert(&X_STACKLAB_SESSION, header_value(code));
     }
     h.insert(&X_REQUEST_ID, ctx.request_id.clone());
-    let peer = conn.peer.ip().to_canonical().to_string();
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer,
+        Some(prev) => header_value(&format!(
+            "{prev}, {}",
+            conn.peer_ip.to_str().unwrap_or_default()
+        )),
+        None => conn.peer_ip.clone(),
     };
-    h.insert(&X_FORWARDED_FOR, header_value(&xff));
+    h.insert(&X_FORWARDED_FOR, xff);
     h.insert(
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.secure { "https" } else { "http" }),
@@ -484,10 +540,14 @@ fn rewrite_request_headers(
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for n in HOP_BY_HOP {
+    let drop: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| HOP_BY_HOP.contains(&n.as_str()) || *n == header::UPGRADE)
+        .cloned()
+        .collect();
+    for n in drop {
         h.remove(n);
     }
-    h.remove(header::UPGRADE);
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -530,7 +590,7 @@ fn header_size<B>(req: &Request<B>) -> usize {
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
-/// The client's request id when it is a sane token, else a new one.
+/// The client's request id when it is a sane token, else a new one (32 hex digits).
 fn request_id(h: &HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
@@ -542,8 +602,13 @@ fn request_id(h: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: u128 = rand::random();
-    header_value(&format!("{id:032x}"))
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
@@ -574,11 +639,7 @@ mod tests {
         h.insert("connection", "keep-alive, x-secret".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        let conn = ConnInfo {
-            peer: "192.0.2.7:5000".parse().unwrap(),
-            secure: true,
-            quic: false,
-        };
+        let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true, false);
         let ctx = Ctx {
             protocol: Protocol::H1,
             request_id: "rid".parse().unwrap(),
@@ -586,7 +647,7 @@ mod tests {
             upstream: None,
             session: Some("CODE".into()),
         };
-        rewrite_request_headers(&mut h, &"/".parse().unwrap(), conn, &ctx, false);
+        rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
         assert_eq!(h["x-stacklab-session"], "CODE");
         assert!(!h.contains_key("x-stacklab-anything"));
         assert!(!h.contains_key("x-secret"));

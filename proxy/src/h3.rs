@@ -66,17 +66,13 @@ async fn connection(
         .max_field_section_size(max_field)
         .build(h3_quinn::Connection::new(conn))
         .await?;
-    let info = ConnInfo {
-        peer,
-        secure: true,
-        quic: true,
-    };
+    let info = ConnInfo::new(peer, true, true);
     let requests = TaskTracker::new();
     loop {
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let proxy = Arc::clone(&proxy);
+                    let (proxy, info) = (Arc::clone(&proxy), info.clone());
                     requests.spawn(async move {
                         if let Err(e) = request(proxy, resolver, info).await {
                             tracing::debug!(error = %e, "HTTP/3 request failed");

@@ -58,6 +58,14 @@ impl RouteMetrics {
     }
 }
 
+/// Handles for one pool, resolved when the pool is built.
+#[derive(Debug)]
+pub struct PoolMetrics {
+    pub upstream_duration: prometheus::Histogram,
+    pub ok: IntCounter,
+    pub server_error: IntCounter,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -184,6 +192,14 @@ impl Metrics {
                 .map(|p| self.request_duration.with_label_values(&[label, p]))
                 .collect(),
         })
+    }
+
+    pub fn pool(&self, name: &str) -> PoolMetrics {
+        PoolMetrics {
+            upstream_duration: self.upstream_duration.with_label_values(&[name]),
+            ok: self.upstream_requests.with_label_values(&[name, "ok"]),
+            server_error: self.upstream_requests.with_label_values(&[name, "5xx"]),
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -140,6 +140,8 @@ pub struct Pool {
     /// (hash, member index), sorted by hash.
     ring: Vec<(u64, u32)>,
     cursor: AtomicUsize,
+    /// Metric handles for the request path, set by the route table.
+    pub metrics: Option<crate::metrics::PoolMetrics>,
 }
 
 impl Pool {
@@ -167,6 +169,7 @@ impl Pool {
             wrr_order,
             ring,
             cursor: AtomicUsize::new(0),
+            metrics: None,
         }
     }
 

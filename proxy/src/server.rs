@@ -476,27 +476,15 @@ async fn serve_tcp(
                     }
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let conn = ConnInfo {
-                peer,
-                secure: true,
-                quic: false,
-            };
+            let conn = ConnInfo::new(peer, true, false);
             serve_http(proxy, tls, conn, !h2, builder, &limits, false).await;
         }
         Listener::Plain => {
-            let conn = ConnInfo {
-                peer,
-                secure: false,
-                quic: false,
-            };
+            let conn = ConnInfo::new(peer, false, false);
             serve_http(proxy, stream, conn, true, builder, &limits, false).await;
         }
         Listener::Redirect => {
-            let conn = ConnInfo {
-                peer,
-                secure: false,
-                quic: false,
-            };
+            let conn = ConnInfo::new(peer, false, false);
             serve_http(proxy, stream, conn, true, builder, &limits, true).await;
         }
     }
@@ -522,9 +510,11 @@ async fn serve_http<IO>(
         limits.idle_timeout,
     ));
     let service_proxy = Arc::clone(&proxy);
+    let peer = conn.peer;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let proxy = Arc::clone(&service_proxy);
         let phase = Arc::clone(&phase);
+        let conn = conn.clone();
         phase.enter();
         async move {
             let res = if redirect {
@@ -548,7 +538,7 @@ async fn serve_http<IO>(
     tokio::select! {
         res = connection.as_mut() => {
             if let Err(e) = res {
-                tracing::debug!(client = %conn.peer, error = %e, "connection ended with an error");
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
         }
         () = proxy.shutdown.cancelled() => {
