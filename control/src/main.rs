@@ -107,10 +107,11 @@ fn run_server(file: Option<&Path>, up: bool) -> ExitCode {
     for w in &warnings {
         tracing::warn!(key = %w.path, "{}", w.message);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.edge.workers {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

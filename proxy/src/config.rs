@@ -123,6 +123,7 @@ pub struct RawEdge {
     pub http3: Option<bool>,
     pub alt_svc_max_age: Option<u64>,
     pub static_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
 }
@@ -247,6 +248,8 @@ pub struct EdgeConfig {
     pub alt_svc_max_age: u64,
     /// Serve the web UI from this folder instead of the copy embedded in the binary.
     pub static_dir: Option<PathBuf>,
+    /// Runtime worker threads; `None` is one per core.
+    pub workers: Option<usize>,
     pub certificates: Vec<CertificateConfig>,
 }
 
@@ -580,6 +583,14 @@ impl RawConfig {
             http3: self.edge.http3.unwrap_or(true),
             alt_svc_max_age: self.edge.alt_svc_max_age.unwrap_or(DEFAULT_ALT_SVC_MAX_AGE),
             static_dir: self.edge.static_dir.filter(|p| !p.as_os_str().is_empty()),
+            workers: match self.edge.workers {
+                None | Some(0) => None,
+                Some(n) if n > 1024 => {
+                    c.err("edge.workers", "at most 1024 worker threads");
+                    None
+                }
+                Some(n) => Some(n),
+            },
             certificates,
         };
         if let Some(dir) = &edge.static_dir {
@@ -1015,6 +1026,16 @@ mod tests {
         ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
         }
+    }
+
+    #[test]
+    fn workers_zero_means_one_per_core() {
+        let (cfg, _) = Config::from_toml("[edge]\nworkers = 0\n", &env(&[])).unwrap();
+        assert_eq!(cfg.edge.workers, None);
+        let (cfg, _) = Config::from_toml("[edge]\nworkers = 3\n", &env(&[])).unwrap();
+        assert_eq!(cfg.edge.workers, Some(3));
+        let report = Config::from_toml("[edge]\nworkers = 5000\n", &env(&[])).unwrap_err();
+        assert_eq!(report.errors[0].path, "edge.workers");
     }
 
     #[test]
