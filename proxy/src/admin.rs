@@ -154,13 +154,18 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Resp
         }
         (&Method::GET, ["pools"]) => ok_json(&pools_view(proxy)),
         (&Method::PUT, ["pools", name]) => {
-            let mut pool: PoolSpec = match parse(&body) {
-                Ok(p) => p,
+            // The path names the pool; the body may leave `name` out.
+            let mut value: serde_json::Value = match parse(&body) {
+                Ok(v) => v,
                 Err(res) => return res,
             };
-            if pool.name.is_empty() {
-                pool.name = (*name).to_owned();
+            if let Some(obj) = value.as_object_mut() {
+                obj.entry("name").or_insert_with(|| serde_json::Value::String((*name).to_owned()));
             }
+            let pool: PoolSpec = match serde_json::from_value(value) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not a pool: {e}")),
+            };
             if pool.name != *name {
                 return error(StatusCode::BAD_REQUEST, "invalid", "the pool's `name` must match the path");
             }

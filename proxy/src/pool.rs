@@ -140,13 +140,17 @@ pub struct Pool {
     /// (hash, member index), sorted by hash.
     ring: Vec<(u64, u32)>,
     cursor: AtomicUsize,
-    /// Metric handles for the request path, set by the route table.
-    pub metrics: Option<crate::metrics::PoolMetrics>,
+    /// Metric handles for the request path, resolved once per build.
+    pub metrics: crate::metrics::PoolMetrics,
 }
 
 impl Pool {
     /// Builds a pool, keeping the live state of members that are still there unchanged.
-    pub fn build(spec: PoolSpec, previous: Option<&Pool>) -> Pool {
+    pub fn build(
+        spec: PoolSpec,
+        previous: Option<&Pool>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Pool {
         let old: HashMap<&str, &Arc<Member>> = previous
             .map(|p| p.members.iter().map(|m| (m.id.as_str(), m)).collect())
             .unwrap_or_default();
@@ -163,13 +167,14 @@ impl Pool {
             .collect();
         let wrr_order = smooth_weighted_order(&members);
         let ring = hash_ring(&members);
+        let metrics = metrics.pool(&spec.name);
         Pool {
             spec,
             members,
             wrr_order,
             ring,
             cursor: AtomicUsize::new(0),
-            metrics: None,
+            metrics,
         }
     }
 
@@ -330,6 +335,7 @@ mod tests {
                 health: None,
             },
             None,
+            &crate::metrics::Metrics::new(),
         )
     }
 
@@ -444,7 +450,7 @@ mod tests {
             weight: 1,
             draining: false,
         });
-        let q = Pool::build(spec, Some(&p));
+        let q = Pool::build(spec, Some(&p), &crate::metrics::Metrics::new());
         assert!(Arc::ptr_eq(&p.members[0], &q.members[0]));
         assert_eq!(q.members[0].in_flight.load(Relaxed), 3);
         assert_eq!(q.members.len(), 3);

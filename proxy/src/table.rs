@@ -201,11 +201,7 @@ impl Routing {
                 let prev = cur.pools.get(&name);
                 let pool = match prev {
                     Some(p) if p.spec == spec => Arc::clone(p),
-                    _ => {
-                        let mut pool = Pool::build(spec, prev.map(|p| &**p));
-                        pool.metrics = Some(self.metrics.pool(&name));
-                        Arc::new(pool)
-                    }
+                    _ => Arc::new(Pool::build(spec, prev.map(|p| &**p), &self.metrics)),
                 };
                 (name, pool)
             })

@@ -243,25 +243,15 @@ pub async fn forward(
                 member.observe_latency(elapsed, proxy.clock.now_ns());
                 let failed = response.status().is_server_error();
                 health::passive_result(proxy, pool_name, &member, !failed);
-                match &pool.metrics {
-                    Some(m) => {
-                        m.upstream_duration.observe(elapsed.as_secs_f64());
-                        if failed { &m.server_error } else { &m.ok }.inc();
-                    }
-                    None => {
-                        proxy
-                            .metrics
-                            .upstream_duration
-                            .with_label_values(&[pool_name])
-                            .observe(elapsed.as_secs_f64());
-                        let outcome = if failed { "5xx" } else { "ok" };
-                        proxy
-                            .metrics
-                            .upstream_requests
-                            .with_label_values(&[pool_name, outcome])
-                            .inc();
-                    }
+                pool.metrics
+                    .upstream_duration
+                    .observe(elapsed.as_secs_f64());
+                if failed {
+                    &pool.metrics.server_error
+                } else {
+                    &pool.metrics.ok
                 }
+                .inc();
                 let response = response.map(|b| {
                     Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight)
                         .boxed_unsync()

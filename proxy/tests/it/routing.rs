@@ -355,6 +355,18 @@ async fn pools_and_members_change_at_run_time_under_load() {
     assert_eq!(failed, 0, "{failures:?}");
     assert!(ok > 500);
 
+    // A pool made through the API, as the README shows it (the path names it).
+    let r = admin(&p, "PUT", "/admin/pools/extra", serde_json::json!({"algorithm": "round_robin", "members": [{"id": "x1", "addr": b2.addr.to_string()}]})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = admin(
+        &p,
+        "PUT",
+        "/admin/pools/extra",
+        serde_json::json!({"name": "other"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
     // Bad input is refused, names the field, and changes nothing.
     let before = admin(&p, "GET", "/admin/routes", serde_json::Value::Null)
         .await

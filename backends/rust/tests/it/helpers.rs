@@ -309,9 +309,20 @@ impl Api {
     }
 }
 
+/// One value of one row, read with the engine's own sqlx driver (not the `Any` driver the
+/// backend uses), on a pool opened and closed for the call.
+macro_rules! sql_one {
+    ($pool:ty, $url:expr, $sql:expr, $t:ty) => {{
+        let pool = <$pool>::connect($url).await.unwrap();
+        let v: $t = sqlx::query($sql).fetch_one(&pool).await.unwrap().get(0);
+        pool.close().await;
+        v
+    }};
+}
+
 /// Reads a column of a user's row with the engine's own driver, bypassing the backend.
 pub async fn raw_column(stack: &Stack, id: i64, column: &str) -> String {
-    let url = stack.descriptor.database.url.expose().to_owned();
+    let url = stack.descriptor.database.url.expose();
     let sql = format!("SELECT {column} FROM users WHERE id = {id}");
     match stack.db {
         Db::Mongo => {
@@ -323,30 +334,15 @@ pub async fn raw_column(stack: &Stack, id: i64, column: &str) -> String {
                 .unwrap();
             doc.get_str(column).unwrap().to_owned()
         }
-        Db::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            let v: String = sqlx::query(&sql).fetch_one(&pool).await.unwrap().get(0);
-            pool.close().await;
-            v
-        }
-        Db::Postgres => {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            let v: String = sqlx::query(&sql).fetch_one(&pool).await.unwrap().get(0);
-            pool.close().await;
-            v
-        }
-        Db::Mysql => {
-            let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
-            let v: String = sqlx::query(&sql).fetch_one(&pool).await.unwrap().get(0);
-            pool.close().await;
-            v
-        }
+        Db::Sqlite => sql_one!(sqlx::SqlitePool, url, &sql, String),
+        Db::Postgres => sql_one!(sqlx::PgPool, url, &sql, String),
+        Db::Mysql => sql_one!(sqlx::MySqlPool, url, &sql, String),
     }
 }
 
 /// Rows in the session's users table, read with the engine's own driver.
 pub async fn raw_count(stack: &Stack) -> i64 {
-    let url = stack.descriptor.database.url.expose().to_owned();
+    let url = stack.descriptor.database.url.expose();
     let sql = "SELECT COUNT(*) FROM users";
     match stack.db {
         Db::Mongo => mongo_users(stack)
@@ -354,30 +350,9 @@ pub async fn raw_count(stack: &Stack) -> i64 {
             .count_documents(mongodb::bson::doc! {})
             .await
             .unwrap() as i64,
-        Db::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            sqlx::query(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                .get::<i64, _>(0)
-        }
-        Db::Postgres => {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            sqlx::query(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                .get::<i64, _>(0)
-        }
-        Db::Mysql => {
-            let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
-            sqlx::query(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                .get::<i64, _>(0)
-        }
+        Db::Sqlite => sql_one!(sqlx::SqlitePool, url, sql, i64),
+        Db::Postgres => sql_one!(sqlx::PgPool, url, sql, i64),
+        Db::Mysql => sql_one!(sqlx::MySqlPool, url, sql, i64),
     }
 }
 
