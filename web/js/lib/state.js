@@ -1,0 +1,90 @@
+// The page's phases and how events move between them, and how a session object takes in
+// step and state events. Pure, unit-tested in web/tests/state.test.js.
+//
+//   loading ──no session──▶ choosing ──launch──▶ launching ──201 ready──▶ ready
+//      │                      ▲   ▲                  │  └──201 provisioning──▶ provisioning
+//      └──session──▶ (its state)  └──error (400/429/503)─┘                        │
+//   provisioning ──state ready──▶ ready;  ──state failed──▶ failed
+//   any lab phase ──expired──▶ expired ──relaunch──▶ launching;  ──dismiss──▶ choosing
+//   any lab phase ──end──▶ choosing
+
+export const PHASES = ["loading", "choosing", "launching", "provisioning", "ready", "failed", "expired"];
+
+const fromSessionState = (state) =>
+  state === "ready" ? "ready" : state === "failed" ? "failed" : state === "provisioning" ? "provisioning" : null;
+
+/**
+ * The next phase, or the same phase when the event does not apply there.
+ * @param {string} phase
+ * @param {{type: string, state?: string}} event
+ */
+export function nextPhase(phase, event) {
+  const t = event?.type;
+  switch (t) {
+    case "no-session":
+      return phase === "loading" ? "choosing" : phase;
+    case "session": // a session was found (page load) or polled
+      return fromSessionState(event.state) || phase;
+    case "launch":
+      return phase === "choosing" || phase === "expired" || phase === "failed" ? "launching" : phase;
+    case "launched":
+      return phase === "launching" ? fromSessionState(event.state) || "ready" : phase;
+    case "launch-error":
+      return phase === "launching" ? "choosing" : phase;
+    case "state":
+      if (phase === "provisioning" || phase === "ready" || phase === "failed") {
+        return fromSessionState(event.state) || phase;
+      }
+      return phase;
+    case "expired":
+      return phase === "ready" || phase === "provisioning" || phase === "failed" || phase === "launching"
+        ? "expired"
+        : phase;
+    case "relaunch":
+      return phase === "expired" ? "launching" : phase;
+    case "dismiss":
+    case "end":
+      return phase === "loading" ? phase : "choosing";
+    default:
+      return phase;
+  }
+}
+
+/** Whether the lab (console, cache, …) is shown in a phase. */
+export const labVisible = (phase) => phase === "ready";
+/** Whether live updates (events, polling) should run in a phase. */
+export const liveWanted = (phase) => phase === "ready" || phase === "provisioning";
+
+/** The steps with one step event taken in: a step of the same name is replaced, else added. */
+export function upsertStep(steps, step) {
+  if (!step || typeof step.name !== "string") return steps || [];
+  const list = Array.isArray(steps) ? steps : [];
+  const i = list.findIndex((s) => s.name === step.name);
+  if (i === -1) return [...list, step];
+  const copy = list.slice();
+  copy[i] = { ...list[i], ...step };
+  return copy;
+}
+
+/** The session with an event taken in (step or state); the input is not changed. */
+export function applySessionEvent(session, name, data) {
+  if (!session || !data || typeof data !== "object") return session;
+  if (name === "step") return { ...session, steps: upsertStep(session.steps, data) };
+  if (name === "state" && typeof data.state === "string") return { ...session, state: data.state };
+  return session;
+}
+
+/** Inserts captured requests, newest first, without duplicates, at most `max`. */
+export function mergeRequests(existing, incoming, max = 100) {
+  const seen = new Set();
+  const out = [];
+  for (const r of [...incoming, ...existing]) {
+    if (!r || typeof r !== "object") continue;
+    const key = r.request_id ?? `${r.at_unix_ms}|${r.method}|${r.path}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(r);
+  }
+  out.sort((a, b) => (b.at_unix_ms ?? 0) - (a.at_unix_ms ?? 0));
+  return out.slice(0, max);
+}

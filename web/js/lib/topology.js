@@ -1,0 +1,87 @@
+// The topology answer, read defensively, and the names and paths the diagram needs.
+// Pure, unit-tested in web/tests/topology.test.js.
+
+const STATES = ["healthy", "ejected", "draining", "down"];
+
+function member(m) {
+  const state = STATES.includes(m?.state) ? m.state : m?.healthy === false ? "down" : m?.healthy ? "healthy" : "unknown";
+  return {
+    id: String(m?.id ?? ""),
+    addr: m?.addr ?? "",
+    kind: m?.kind ?? "",
+    healthy: m?.healthy === true || state === "healthy",
+    state,
+    in_flight: Number.isFinite(m?.in_flight) ? m.in_flight : 0,
+    ewma_ms: Number.isFinite(m?.ewma_ms) ? m.ewma_ms : null,
+    requests: Number.isFinite(m?.requests) ? m.requests : null,
+  };
+}
+
+/** The answer of GET /api/topology in a shape the diagram can trust. */
+export function normalizeTopology(json) {
+  const t = json && typeof json === "object" ? json : {};
+  const pools = (Array.isArray(t.pools) ? t.pools : []).map((p) => {
+    const members = (Array.isArray(p?.members) ? p.members : []).map(member).filter((m) => m.id);
+    return {
+      name: String(p?.name ?? ""),
+      algorithm: p?.algorithm ?? "",
+      members,
+      healthy: members.filter((m) => m.state === "healthy").length,
+    };
+  }).filter((p) => p.name);
+  const s = t.session && typeof t.session === "object" ? t.session : null;
+  return {
+    drills: t.drills === true,
+    proxy: {
+      addr: t.proxy?.addr ?? "",
+      protocols: Array.isArray(t.proxy?.protocols) ? t.proxy.protocols : [],
+    },
+    pools,
+    session: s
+      ? {
+          code: s.code ?? "",
+          pool: s.pool ?? "",
+          database: { engine: s.database?.engine ?? "", where: s.database?.where ?? "" },
+          cache: { engine: s.cache?.engine ?? "", where: s.cache?.where ?? "" },
+        }
+      : null,
+  };
+}
+
+/** The pools in drawing order: the session's pool first. */
+export function orderPools(topology) {
+  const mine = topology.session?.pool;
+  return [...topology.pools].sort((a, b) => (b.name === mine) - (a.name === mine));
+}
+
+/** What a member's state means, for a person. */
+export function stateText(m) {
+  switch (m.state) {
+    case "healthy":
+      return "healthy";
+    case "ejected":
+      return "ejected: failing, taken out of rotation";
+    case "draining":
+      return "draining: finishing its requests";
+    case "down":
+      return "down";
+    default:
+      return "unknown";
+  }
+}
+
+export const addInstancePath = (pool) => `/api/topology/pools/${encodeURIComponent(pool)}/instances`;
+export const killInstancePath = (pool, id) =>
+  `/api/topology/pools/${encodeURIComponent(pool)}/instances/${encodeURIComponent(id)}`;
+
+/** Members that appeared or left between two answers (for a status line a person can follow). */
+export function memberChanges(before, after) {
+  const ids = (t) => new Map(t.pools.flatMap((p) => p.members.map((m) => [`${p.name}/${m.id}`, m])));
+  const a = ids(before);
+  const b = ids(after);
+  const added = [...b.keys()].filter((k) => !a.has(k));
+  const removed = [...a.keys()].filter((k) => !b.has(k));
+  const changed = [...b.keys()].filter((k) => a.has(k) && a.get(k).state !== b.get(k).state)
+    .map((k) => ({ key: k, from: a.get(k).state, to: b.get(k).state }));
+  return { added, removed, changed };
+}

@@ -1,0 +1,56 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges } from "../js/lib/topology.js";
+
+const SAMPLE = {
+  drills: true,
+  proxy: { addr: "[::]:8443", protocols: ["h1", "h2", "h3"] },
+  pools: [
+    { name: "control", algorithm: "round_robin", members: [{ id: "c1", addr: "127.0.0.1:1", kind: "process", healthy: true, state: "healthy", in_flight: 0, ewma_ms: 0.4, requests: 3 }] },
+    { name: "rust", algorithm: "p2c_ewma", members: [
+      { id: "r1", addr: "127.0.0.1:2", healthy: true, state: "healthy", in_flight: 2, ewma_ms: 1.2, requests: 10 },
+      { id: "r2", addr: "127.0.0.1:3", healthy: false, state: "ejected", in_flight: 0, ewma_ms: null, requests: 1 },
+    ] },
+  ],
+  session: { code: "abc", pool: "rust", database: { engine: "sqlite", where: "embedded file" }, cache: { engine: "memory", where: "in process" } },
+};
+
+test("normalizeTopology keeps what the diagram needs", () => {
+  const t = normalizeTopology(SAMPLE);
+  assert.equal(t.drills, true);
+  assert.deepEqual(t.proxy.protocols, ["h1", "h2", "h3"]);
+  assert.equal(t.pools[1].healthy, 1);
+  assert.equal(t.pools[1].members[1].state, "ejected");
+  assert.equal(t.pools[1].members[1].ewma_ms, null);
+  assert.equal(t.session.database.engine, "sqlite");
+});
+
+test("normalizeTopology survives missing parts", () => {
+  const t = normalizeTopology({ pools: [{ name: "p", members: [{ id: 1, healthy: false }, { addr: "x" }] }, { members: [] }] });
+  assert.equal(t.drills, false);
+  assert.equal(t.pools.length, 1);
+  assert.deepEqual(t.pools[0].members.map((m) => [m.id, m.state]), [["1", "down"]]);
+  assert.equal(t.session, null);
+  assert.deepEqual(normalizeTopology(null).pools, []);
+});
+
+test("the session's pool is drawn first", () => {
+  assert.deepEqual(orderPools(normalizeTopology(SAMPLE)).map((p) => p.name), ["rust", "control"]);
+});
+
+test("paths are encoded", () => {
+  assert.equal(addInstancePath("rust"), "/api/topology/pools/rust/instances");
+  assert.equal(killInstancePath("a b", "i/1"), "/api/topology/pools/a%20b/instances/i%2F1");
+});
+
+test("memberChanges names who came, who left, who changed state", () => {
+  const a = normalizeTopology(SAMPLE);
+  const b = normalizeTopology({ ...SAMPLE, pools: [
+    SAMPLE.pools[0],
+    { name: "rust", members: [{ id: "r1", state: "draining" }, { id: "r3", state: "healthy" }] },
+  ] });
+  assert.deepEqual(memberChanges(a, b), {
+    added: ["rust/r3"], removed: ["rust/r2"], changed: [{ key: "rust/r1", from: "healthy", to: "draining" }],
+  });
+  assert.equal(stateText({ state: "ejected" }), "ejected: failing, taken out of rotation");
+});
