@@ -72,3 +72,13 @@ test("mergeRequests keeps newest first without duplicates, bounded", () => {
   assert.deepEqual(mergeRequests([b, a], [c], 2).map((r) => r.request_id), ["c", "b"]);
   assert.deepEqual(mergeRequests([], [null, c]).length, 1);
 });
+
+test("isWatching tells the page's own polling from data requests", async () => {
+  const { isWatching } = await import("../js/lib/state.js");
+  assert.equal(isWatching({ method: "GET", path: "/api/cache" }), true);
+  assert.equal(isWatching({ method: "GET", path: "/api/topology" }), true);
+  assert.equal(isWatching({ method: "DELETE", path: "/api/cache" }), false, "a flush is an action");
+  assert.equal(isWatching({ method: "GET", path: "/api/users" }), false);
+  assert.equal(isWatching({ method: "POST", path: "/graphql" }), false);
+  assert.equal(isWatching(null), false);
+});

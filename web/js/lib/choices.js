@@ -148,7 +148,9 @@ export function reconcile(choices, selection, changed) {
         field,
         from: before,
         to: next,
-        reason: beforeState?.reason || "not offered with the other choices",
+        reason:
+          beforeState?.reason ||
+          (field === "cache_policy" ? "each cache has its own policies" : "not offered with the other choices"),
       });
     }
   }

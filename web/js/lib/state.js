@@ -88,3 +88,19 @@ export function mergeRequests(existing, incoming, max = 100) {
   out.sort((a, b) => (b.at_unix_ms ?? 0) - (a.at_unix_ms ?? 0));
   return out.slice(0, max);
 }
+
+/** Reads this page makes to watch the session (polling), as opposed to data requests. */
+const WATCH_PATHS = new Set([
+  "/api/cache",
+  "/api/requests",
+  "/api/topology",
+  "/api/analysis",
+  "/api/session",
+  "/api/session/events",
+  "/api/options",
+]);
+
+/** Whether a captured request is the page watching (GET of a view), which the inspector can hide. */
+export function isWatching(req) {
+  return req?.method === "GET" && WATCH_PATHS.has(req.path);
+}

@@ -1,0 +1,253 @@
+// Topology: proxy → pools → instances → this session's database and cache, refreshed every
+// second while shown. Where the install allows drills ("drills": true), "Add instance" per pool
+// and "Kill instance" per instance; and, always, "Start traffic": GET /api/users?limit=1 at a
+// steady 20 per second, counted (sent, ok, failed), so a person can watch a failover happen
+// with no failed request.
+
+import { h, byId, fill } from "./dom.js";
+import {
+  normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges,
+} from "./lib/topology.js";
+import { newCounters, started, finished, due, answerOk } from "./lib/traffic.js";
+import { formatCount, formatMs } from "./lib/format.js";
+import { poller } from "./poll.js";
+
+const RATE = 20; // requests per second
+
+/**
+ * @param {{request: Function, announce: Function}} ctx
+ */
+export function createTopology(ctx) {
+  let topo = null;
+  let lastKey = "";
+  const poll = poller(load, 1000);
+
+  async function load() {
+    const answer = await ctx.request("GET", "/api/topology");
+    if (answer.error) {
+      if (answer.status !== 401 && answer.status !== 410) {
+        byId("topology-error").textContent = `The topology could not be read: ${answer.error.message}`;
+      }
+      return;
+    }
+    byId("topology-error").textContent = "";
+    const next = normalizeTopology(answer.data);
+    if (topo) {
+      const ch = memberChanges(topo, next);
+      const said = [
+        ...ch.added.map((k) => `${k} joined`),
+        ...ch.removed.map((k) => `${k} left`),
+        ...ch.changed.map((c) => `${c.key} is now ${c.to}`),
+      ];
+      if (said.length) byId("topology-status").textContent = `${said.join("; ")}.`;
+    }
+    topo = next;
+    render();
+  }
+
+  function render() {
+    if (!topo) return;
+    // Redraw only what changed, so a focused button keeps its focus across refreshes.
+    const key = JSON.stringify(topo);
+    if (key === lastKey) return;
+    lastKey = key;
+    const focusedId = document.activeElement?.id;
+    const sess = topo.session;
+    const pools = orderPools(topo);
+    fill(byId("topology-diagram"),
+      h("div", { class: "tier", dataset: { tier: "proxy" } },
+        h("h3", { class: "tier-title" }, "Proxy"),
+        h("div", { class: "node proxy", dataset: { testid: "node-proxy" } },
+          h("b", null, "edge proxy"),
+          h("span", null, topo.proxy.addr || ""),
+          h("span", { class: "muted" }, topo.proxy.protocols.join(" · ")))),
+      h("div", { class: "arrow", "aria-hidden": "true" }),
+      h("div", { class: "tier", dataset: { tier: "pools" } },
+        h("h3", { class: "tier-title" }, "Pools and instances"),
+        pools.length === 0 ? h("p", { class: "muted" }, "No pools reported.") : null,
+        pools.map((p) => {
+          const titleId = `pool-${p.name}-title`;
+          return h("section", {
+            class: ["pool", sess?.pool === p.name ? "mine" : null],
+            "aria-labelledby": titleId,
+            dataset: { testid: "pool", pool: p.name },
+          },
+          h("h4", { id: titleId },
+            `${p.name}`,
+            h("span", { class: "muted" }, ` · ${p.algorithm} · ${p.healthy}/${p.members.length} healthy`),
+            sess?.pool === p.name ? h("span", { class: "badge good" }, "your session") : null),
+          h("ul", { class: "members" }, p.members.map((m) => {
+            const mid = `member-${p.name}-${m.id}`;
+            return h("li", { class: `member state-${m.state}`, id: mid, dataset: { testid: "member", member: m.id, state: m.state } },
+              h("span", { class: "member-id", id: `${mid}-name` }, m.id),
+              h("span", { class: "member-state" }, stateText(m)),
+              h("span", { class: "muted" }, m.addr),
+              h("span", { class: "member-load" },
+                `in flight ${formatCount(m.in_flight)} · EWMA ${formatMs(m.ewma_ms)}`,
+                m.requests !== null ? ` · ${formatCount(m.requests)} requests` : ""),
+              topo.drills
+                ? h("button", {
+                  type: "button",
+                  class: "danger small",
+                  id: `kill-${p.name}-${m.id}`,
+                  "aria-describedby": `${mid}-name`,
+                  onclick: (e) => kill(p.name, m.id, e.currentTarget),
+                }, "Kill instance")
+                : null);
+          })),
+          topo.drills
+            ? h("button", {
+              type: "button",
+              class: "small",
+              id: `add-${p.name}`,
+              "aria-describedby": titleId,
+              onclick: (e) => addInstance(p.name, e.currentTarget),
+            }, "Add instance")
+            : null);
+        })),
+      h("div", { class: "arrow", "aria-hidden": "true" }),
+      h("div", { class: "tier", dataset: { tier: "stores" } },
+        h("h3", { class: "tier-title" }, "Your data"),
+        sess
+          ? [
+            h("div", { class: "node db", dataset: { testid: "node-database" } },
+              h("b", null, `database: ${sess.database.engine || "?"}`), h("span", { class: "muted" }, sess.database.where)),
+            h("div", { class: "node cache", dataset: { testid: "node-cache" } },
+              h("b", null, `cache: ${sess.cache.engine || "?"}`), h("span", { class: "muted" }, sess.cache.where)),
+          ]
+          : h("p", { class: "muted" }, "No session in this answer.")));
+    byId("drills-note").hidden = topo.drills;
+    if (focusedId && byId(focusedId) && document.activeElement === document.body) byId(focusedId).focus();
+  }
+
+  async function addInstance(pool, btn) {
+    btn.disabled = true;
+    const answer = await ctx.request("POST", addInstancePath(pool));
+    btn.disabled = false;
+    if (answer.error) {
+      if (answer.status !== 401 && answer.status !== 410) {
+        byId("topology-status").textContent = `Could not add an instance to ${pool}: ${answer.error.message}`;
+      }
+      return;
+    }
+    const id = answer.data?.id;
+    byId("topology-status").textContent = `Started instance ${id ?? ""} in ${pool}; it joins the pool once its health check passes.`;
+    load();
+  }
+
+  async function kill(pool, id, btn) {
+    btn.disabled = true;
+    const answer = await ctx.request("DELETE", killInstancePath(pool, id));
+    if (answer.error) {
+      btn.disabled = false;
+      if (answer.status !== 401 && answer.status !== 410) {
+        byId("topology-status").textContent = `Could not kill ${id}: ${answer.error.message}`;
+      }
+      return;
+    }
+    byId("topology-status").textContent = `Killed ${id} in ${pool}. Watch the traffic counters: requests fail over to the other instances.`;
+    load();
+  }
+
+  // --- Traffic -------------------------------------------------------------------------------
+  let counters = newCounters();
+  let running = false;
+  let startedAt = 0;
+  let timer = null;
+  const inflight = new Set();
+
+  function drawCounters() {
+    byId("traffic-sent").textContent = formatCount(counters.sent);
+    byId("traffic-ok").textContent = formatCount(counters.ok);
+    byId("traffic-failed").textContent = formatCount(counters.failed);
+    byId("traffic-failed").closest(".counter")?.classList.toggle("bad", counters.failed > 0);
+    byId("traffic-last-error").textContent = counters.lastError ? `last failure: ${counters.lastError}` : "";
+  }
+
+  async function one() {
+    const ctrl = new AbortController();
+    inflight.add(ctrl);
+    counters = started(counters);
+    try {
+      const answer = await ctx.request("GET", "/api/users?limit=1", { signal: ctrl.signal });
+      if (answer.status === 401 || answer.status === 410) {
+        counters = finished(counters, { ok: false, error: answer.error?.message || `HTTP ${answer.status}` });
+        stopTraffic();
+        return;
+      }
+      counters = finished(counters, answerOk(answer.status)
+        ? { ok: true }
+        : { ok: false, error: answer.error?.message ? `HTTP ${answer.status}: ${answer.error.message}` : `HTTP ${answer.status}` });
+    } catch (e) {
+      counters = finished(counters, e && e.name === "AbortError" ? { aborted: true } : { ok: false, error: String(e?.message || e) });
+    } finally {
+      inflight.delete(ctrl);
+    }
+  }
+
+  function tick() {
+    if (!running) return;
+    const n = due({ startedAt, now: performance.now(), rate: RATE, sent: counters.sent, inFlight: counters.inFlight });
+    for (let i = 0; i < n; i++) one();
+    drawCounters();
+  }
+
+  function startTraffic() {
+    if (running) return;
+    running = true;
+    counters = newCounters();
+    startedAt = performance.now();
+    timer = setInterval(tick, 25);
+    tick();
+    const btn = byId("traffic-toggle");
+    btn.textContent = "Stop traffic";
+    btn.classList.add("running");
+    byId("traffic").dataset.running = "true";
+    byId("traffic-status").textContent = `Sending GET /api/users?limit=1, ${RATE} a second.`;
+  }
+
+  function stopTraffic() {
+    if (!running) return;
+    running = false;
+    clearInterval(timer);
+    timer = null;
+    for (const c of inflight) c.abort();
+    const btn = byId("traffic-toggle");
+    btn.textContent = "Start traffic";
+    btn.classList.remove("running");
+    byId("traffic").dataset.running = "false";
+    // The aborted ones settle on their own; draw once they have.
+    setTimeout(() => {
+      drawCounters();
+      byId("traffic-status").textContent =
+        `Traffic stopped: ${formatCount(counters.sent)} sent, ${formatCount(counters.ok)} ok, ${formatCount(counters.failed)} failed.`;
+    }, 50);
+  }
+
+  byId("traffic-toggle").addEventListener("click", () => (running ? stopTraffic() : startTraffic()));
+
+  return {
+    reset() {
+      stopTraffic();
+      topo = null;
+      lastKey = "";
+      counters = newCounters();
+      drawCounters();
+      fill(byId("topology-diagram"), h("p", { class: "muted" }, "Loading…"));
+      byId("topology-status").textContent = "";
+      byId("topology-error").textContent = "";
+      byId("traffic-status").textContent = "";
+    },
+    show() {
+      poll.start();
+    },
+    hide() {
+      poll.stop();
+    },
+    /** The session ended or expired: no more traffic, no more polling. */
+    stop() {
+      poll.stop();
+      stopTraffic();
+    },
+  };
+}
