@@ -237,6 +237,7 @@ function onEvent(name, data) {
       renderStackPanel(app.session, app.choices);
       if (app.session.state !== before) {
         go({ type: "state", state: app.session.state });
+        refreshSession(); // the whole session: every step, and the expiry as the server has it
         if (app.session.state === "ready") announce("Your stack is ready.");
         if (app.session.state === "failed") announce("Setting up the stack failed; see the steps.");
       }

@@ -30,8 +30,11 @@ export function createLauncher({ onLaunch, announce }) {
           const id = optId(c.field, o.value);
           return h("div", { class: "option", id: `${id}-box`, dataset: { value: o.value } },
             h("input", { type: "radio", name: c.field, id, value: o.value, "aria-describedby": `${id}-desc ${id}-why` }),
-            h("label", { for: id },
-              h("span", { class: "opt-label" }, o.label),
+            // The label is the option's name only; its sentence and any reason it is
+            // unavailable are descriptions. The label's ::after covers the whole box, so a
+            // click anywhere on it picks the option.
+            h("div", { class: "opt-text" },
+              h("label", { for: id, class: "opt-label" }, o.label),
               h("span", { class: "opt-desc", id: `${id}-desc` }, o.description),
               h("span", { class: "opt-why", id: `${id}-why` })));
         })),
