@@ -189,7 +189,8 @@ const provisioningPoll = poller(refreshSession, 1000, {
 function enterSession(session, how) {
   app.session = session;
   app.gone = false;
-  const span = session.expires_at - session.created_at;
+  // The idle window: how far a data request pushes the expiry (an hour by default).
+  const span = session.expires_at - (session.last_used_at ?? session.created_at);
   app.slidingMs = Number.isFinite(span) && span > 0 ? span : DEFAULT_WINDOW_MS;
   for (const v of Object.values(views)) v.reset(session);
   renderHeader(session);

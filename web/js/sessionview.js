@@ -46,9 +46,15 @@ export function renderStackPanel(session, choices) {
   byId("session-state").textContent = STATE_TEXT[session.state] || session.state || "";
   byId("stack-panel").dataset.state = session.state || "";
   const fields = describeStack(choices, session.stack || {});
+  const where = ["database", "cache"]
+    .map((k) => [k, session.resources?.[k]?.where])
+    .filter(([, w]) => typeof w === "string" && w);
   fill(byId("stack-fields"), fields.map((f) => [
     h("dt", null, f.label),
     h("dd", { dataset: { field: f.field, value: f.value } }, f.valueLabel),
+  ]), where.map(([k, w]) => [
+    h("dt", null, `${k} at`),
+    h("dd", { class: "where", dataset: { where: k } }, w),
   ]));
   renderSteps(session.steps || []);
   const notes = (Array.isArray(session.notes) ? session.notes : []).map(String);
