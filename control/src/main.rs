@@ -1,11 +1,13 @@
 //! The `stacklab` binary: load the config, install the TLS provider, bind, run.
 //!
 //! Subcommands: `up` (everything on one machine, on the embedded defaults), `proxy` (the edge
-//! alone) and `check-config` (validate a file and name every key at fault).
+//! alone), `control` (control alone), `backend` (one backend instance) and `check-config`
+//! (validate a file and name every key at fault).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stacklab_backend::config::ServeConfig;
+use stacklab_control::config::ControlConfig;
 use stacklab_proxy::config::{self, Config, ConfigError, ProcessEnv};
 use stacklab_proxy::Server;
 use std::path::{Path, PathBuf};
@@ -39,10 +41,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run control alone (sessions, provisioners, registry, route feed, backend pool).
+    Control {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Run one backend instance (the Rust runtime); stack descriptors come from control.
     Backend {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Listen here instead of `backend.addr`.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Control's admin URL instead of `backend.control_url`.
+        #[arg(long)]
+        control_url: Option<String>,
+        /// Read the admin token from the first line of stdin, and exit when stdin closes
+        /// (how control runs its instances: they die with it).
+        #[arg(long)]
+        token_stdin: bool,
     },
     /// Validate a config file; lists every problem with its key.
     CheckConfig { file: PathBuf },
@@ -52,16 +69,40 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Up { config } => run_server(config.as_deref(), true),
-        Command::Proxy { config } => run_server(Some(&config), false),
-        Command::Backend { config } => run_backend(config.as_deref()),
+        Command::Up { config } => run_server(config.as_deref(), Part::Up),
+        Command::Proxy { config } => run_server(Some(&config), Part::Proxy),
+        Command::Control { config } => run_server(config.as_deref(), Part::Control),
+        Command::Backend {
+            config,
+            addr,
+            control_url,
+            token_stdin,
+        } => run_backend(config.as_deref(), addr, control_url, token_stdin),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Up,
+    Proxy,
+    Control,
+}
+
+fn control_config(cfg: &Config) -> Result<ControlConfig, Vec<(String, String)>> {
+    ControlConfig::from_sections(cfg.other.get("control"), cfg.other.get("shared"), &|k| {
+        std::env::var(k).ok()
+    })
 }
 
 fn check_config(file: &Path) -> ExitCode {
     match Config::load(Some(file), &ProcessEnv) {
         Ok((cfg, warnings)) => {
-            if let Err(errors) = ServeConfig::from_section(cfg.other.get("backend")) {
+            let mut problems = ServeConfig::from_section(cfg.other.get("backend"))
+                .err()
+                .unwrap_or_default();
+            problems.extend(control_config(&cfg).err().unwrap_or_default());
+            if !problems.is_empty() {
+                let errors = problems;
                 eprintln!(
                     "{}: the configuration has {} error(s):",
                     file.display(),
@@ -89,7 +130,7 @@ fn print_warnings(warnings: &[ConfigError]) {
     }
 }
 
-fn run_server(file: Option<&Path>, up: bool) -> ExitCode {
+fn run_server(file: Option<&Path>, part: Part) -> ExitCode {
     let (mut cfg, warnings) = match Config::load(file, &ProcessEnv) {
         Ok(c) => c,
         Err(report) => {
@@ -118,7 +159,25 @@ fn run_server(file: Option<&Path>, up: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(&mut cfg, up)) {
+    let control = if part == Part::Proxy {
+        None
+    } else {
+        match control_config(&cfg) {
+            Ok(c) => Some(c),
+            Err(errors) => {
+                for (key, message) in errors {
+                    eprintln!("{key}: {message}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let result = match (part, control) {
+        (Part::Proxy, _) | (_, None) => runtime.block_on(serve(&mut cfg)),
+        (Part::Up, Some(c)) => runtime.block_on(serve_up(cfg, c)),
+        (Part::Control, Some(c)) => runtime.block_on(serve_control(cfg, c)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stacklab: {e:#}");
@@ -127,7 +186,7 @@ fn run_server(file: Option<&Path>, up: bool) -> ExitCode {
     }
 }
 
-async fn serve(cfg: &mut Config, up: bool) -> anyhow::Result<()> {
+async fn serve(cfg: &mut Config) -> anyhow::Result<()> {
     // One crypto provider for every TLS config, installed before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let token_file = config::ensure_admin_token(cfg).context("cannot prepare the admin token")?;
@@ -136,12 +195,15 @@ async fn serve(cfg: &mut Config, up: bool) -> anyhow::Result<()> {
         .context("cannot start the edge")?;
     let addrs = server.addrs();
     let proxy = std::sync::Arc::clone(&server.proxy);
-    let port = addrs.edge.port();
-    if up {
-        println!("stacklab is up: https://localhost:{port}/");
-    } else {
-        println!("stacklab proxy: https://{}", addrs.edge);
-    }
+    println!("stacklab proxy: https://{}", addrs.edge);
+    print_addrs(&addrs, &token_file);
+    let signals = tokio::spawn(handle_signals(std::sync::Arc::clone(&proxy)));
+    server.run().await?;
+    signals.abort();
+    Ok(())
+}
+
+fn print_addrs(addrs: &stacklab_proxy::server::Addrs, token_file: &Path) {
     if let Some(q) = addrs.quic {
         println!("  HTTP/3 on UDP {q}");
     }
@@ -153,11 +215,56 @@ async fn serve(cfg: &mut Config, up: bool) -> anyhow::Result<()> {
         addrs.admin,
         token_file.display()
     );
+}
 
-    let signals = tokio::spawn(handle_signals(std::sync::Arc::clone(&proxy)));
-    server.run().await?;
+/// `stacklab up`: the proxy and control in this process, backend instances as children.
+async fn serve_up(mut cfg: Config, control: ControlConfig) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let token_file =
+        config::ensure_admin_token(&mut cfg).context("cannot prepare the admin token")?;
+    let up = stacklab_control::serve::up(cfg, control).await?;
+    println!(
+        "stacklab is up: https://localhost:{}/",
+        up.addrs.edge.port()
+    );
+    print_addrs(&up.addrs, &token_file);
+    println!(
+        "  control on http://{}, {} backend instance(s)",
+        up.control_addr,
+        up.control.instances.list().len()
+    );
+    let signals = tokio::spawn(handle_signals(std::sync::Arc::clone(&up.proxy)));
+    let result = up.wait().await;
     signals.abort();
+    result
+}
+
+/// `stacklab control`: control alone.
+async fn serve_control(mut cfg: Config, control: ControlConfig) -> anyhow::Result<()> {
+    let token_file =
+        config::ensure_admin_token(&mut cfg).context("cannot prepare the admin token")?;
+    let c = stacklab_control::serve::control_only(cfg, control).await?;
+    println!(
+        "stacklab control: API on http://{}, admin on http://{} (token in {})",
+        c.control_addr,
+        c.admin_addr,
+        token_file.display()
+    );
+    wait_for_stop().await;
+    c.shutdown().await;
     Ok(())
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// SIGHUP reloads the config; SIGINT and SIGTERM shut down gracefully.
@@ -202,7 +309,12 @@ fn init_tracing(cfg: &Config) {
     }
 }
 
-fn run_backend(file: Option<&Path>) -> ExitCode {
+fn run_backend(
+    file: Option<&Path>,
+    addr: Option<std::net::SocketAddr>,
+    control_url: Option<String>,
+    token_stdin: bool,
+) -> ExitCode {
     let (cfg, _) = match Config::load(file, &ProcessEnv) {
         Ok(c) => c,
         Err(report) => {
@@ -211,7 +323,7 @@ fn run_backend(file: Option<&Path>) -> ExitCode {
         }
     };
     init_tracing(&cfg);
-    let serve = match ServeConfig::from_section(cfg.other.get("backend")) {
+    let mut serve = match ServeConfig::from_section(cfg.other.get("backend")) {
         Ok(s) => s,
         Err(errors) => {
             for (key, message) in errors {
@@ -219,6 +331,30 @@ fn run_backend(file: Option<&Path>) -> ExitCode {
             }
             return ExitCode::FAILURE;
         }
+    };
+    if let Some(a) = addr {
+        serve.addr = a;
+    }
+    if let Some(u) = control_url {
+        serve.control_url = u;
+    }
+    // The token: from stdin (control's children), else the environment, else the config.
+    let mut stdin_lines = None;
+    let token = if token_stdin {
+        use std::io::BufRead;
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).is_err() || line.trim().is_empty() {
+            eprintln!("--token-stdin: no token on the first line of stdin");
+            return ExitCode::FAILURE;
+        }
+        stdin_lines = Some(stdin);
+        stacklab_types::Secret::new(line.trim().to_owned())
+    } else {
+        std::env::var("STACKLAB_ADMIN_TOKEN")
+            .ok()
+            .map(stacklab_types::Secret::new)
+            .unwrap_or_else(|| cfg.admin.token.clone())
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -230,29 +366,33 @@ fn run_backend(file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let token = std::env::var("STACKLAB_ADMIN_TOKEN")
-        .ok()
-        .map(stacklab_types::Secret::new)
-        .unwrap_or_else(|| cfg.admin.token.clone());
     let result: anyhow::Result<()> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(serve.addr)
             .await
             .context("cannot bind the backend")?;
         println!("stacklab backend on http://{}", listener.local_addr()?);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
         let source = std::sync::Arc::new(stacklab_backend::sessions::ControlStacks::new(
             serve.control_url.clone(),
             token.clone(),
         ));
         let app = stacklab_backend::App::new(serve.backend, source, token);
         let shutdown = tokio_util::sync::CancellationToken::new();
+        if let Some(stdin) = stdin_lines {
+            // The parent holds our stdin open for as long as it lives.
+            let stop = shutdown.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut sink = [0u8; 64];
+                let mut stdin = stdin.lock();
+                while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+                stop.cancel();
+            });
+        }
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            if let Ok(mut term) = signal(SignalKind::terminate()) {
-                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-            } else {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            wait_for_stop().await;
             stop.cancel();
         });
         stacklab_backend::run(listener, app, shutdown).await;

@@ -100,15 +100,39 @@ pub fn authorized<B>(proxy: &Proxy, req: &Request<B>) -> bool {
         .is_some_and(|given| token.matches(given))
 }
 
+/// The answer of an [`AdminExtension`]: its response, or the request handed back untouched.
+pub type AdminFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<RespBody>, Request<Incoming>>> + Send>,
+>;
+
+/// Another part sharing the admin address (control, in `stacklab up`): it sees each request
+/// first, answers the ones it owns (checking the token itself) and hands back the rest.
+pub trait AdminExtension: Send + Sync + std::fmt::Debug {
+    fn handle(&self, req: Request<Incoming>) -> AdminFuture;
+    /// Prometheus text appended to `/metrics`.
+    fn metrics(&self) -> String;
+}
+
 /// Answers one admin request.
 pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<RespBody> {
+    let req = match proxy.admin_ext.get() {
+        Some(ext) if req.uri().path() != "/metrics" => match ext.handle(req).await {
+            Ok(res) => return res,
+            Err(req) => req,
+        },
+        _ => req,
+    };
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => return ok_json(&serde_json::json!({"status": "ok"})),
         (&Method::GET, "/metrics") => {
             refresh_gauges(proxy);
-            let mut res = Response::new(full(proxy.metrics.encode()));
+            let mut text = proxy.metrics.encode();
+            if let Some(ext) = proxy.admin_ext.get() {
+                text.extend_from_slice(ext.metrics().as_bytes());
+            }
+            let mut res = Response::new(full(text));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4"),

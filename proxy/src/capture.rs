@@ -37,6 +37,8 @@ pub struct Captured {
     pub status: u16,
     /// The backend's `x-stacklab-cache`: `hit`, `miss` or `bypass`.
     pub cache: Option<String>,
+    /// The backend's `Server-Timing` header (`backend;dur=…, cache;dur=…, db;dur=…`).
+    pub server_timing: Option<String>,
     pub member: Option<String>,
     pub total_ms: f64,
     pub upstream_ms: Option<f64>,
@@ -279,6 +281,7 @@ mod tests {
             body_truncated: false,
             status: 200,
             cache: None,
+            server_timing: None,
             member: None,
             total_ms: 0.0,
             upstream_ms: None,

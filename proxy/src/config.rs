@@ -100,6 +100,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub feed: Option<RawFeed>,
     #[serde(default)]
+    pub sessions: RawSessions,
+    #[serde(default)]
     pub pools: Vec<toml::Value>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -182,6 +184,15 @@ pub struct RawFeed {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub struct RawSessions {
+    pub idle_timeout_ms: Option<u64>,
+    pub hard_lifetime_ms: Option<u64>,
+    pub max_live: Option<usize>,
+    pub max_new_per_client_per_minute: Option<u32>,
+    pub report_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub struct RawRoute {
     pub host: Option<String>,
     pub path: Option<String>,
@@ -212,6 +223,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub passive_health: PassiveHealth,
     pub feed: Option<FeedConfig>,
+    pub sessions: SessionsConfig,
     pub pools: Vec<PoolSpec>,
     pub routes: Vec<RouteConfig>,
     /// Sections owned by other parts, for them to validate.
@@ -307,6 +319,21 @@ pub struct FeedConfig {
     /// `http://host:port/admin/routes/feed` of control.
     pub url: http::Uri,
     pub token: Secret,
+}
+
+/// Session lifetimes: the proxy refreshes the cookie and reports use; control expires and caps.
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// A session unused this long ends; a data request moves it (the cookie's `Max-Age`).
+    pub idle_timeout: Duration,
+    /// A session ends this long after it was created, used or not.
+    pub hard_lifetime: Duration,
+    /// Live sessions at once; past it `503 out_of_capacity`.
+    pub max_live: usize,
+    /// Sessions one client address may create per minute; past it `429`.
+    pub max_new_per_client_per_minute: u32,
+    /// How often a proxy reports which sessions were used to control.
+    pub report_interval: Duration,
 }
 
 /// Where a matched request goes.
@@ -755,6 +782,36 @@ impl RawConfig {
             },
         };
 
+        let sessions = SessionsConfig {
+            idle_timeout: c.millis(
+                "sessions.idle_timeout_ms",
+                self.sessions.idle_timeout_ms,
+                3_600_000,
+            ),
+            hard_lifetime: c.millis(
+                "sessions.hard_lifetime_ms",
+                self.sessions.hard_lifetime_ms,
+                8 * 3_600_000,
+            ),
+            max_live: c.positive("sessions.max_live", self.sessions.max_live, 1000),
+            max_new_per_client_per_minute: c.positive(
+                "sessions.max_new_per_client_per_minute",
+                self.sessions.max_new_per_client_per_minute,
+                20,
+            ),
+            report_interval: c.millis(
+                "sessions.report_interval_ms",
+                self.sessions.report_interval_ms,
+                5_000,
+            ),
+        };
+        if sessions.hard_lifetime < sessions.idle_timeout {
+            c.err(
+                "sessions.hard_lifetime_ms",
+                "cannot be less than sessions.idle_timeout_ms",
+            );
+        }
+
         let mut pools = Vec::new();
         let mut pool_names = HashSet::new();
         for (i, value) in self.pools.into_iter().enumerate() {
@@ -852,6 +909,7 @@ impl RawConfig {
             retry,
             passive_health,
             feed,
+            sessions,
             pools,
             routes,
             other: self.other,

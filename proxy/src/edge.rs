@@ -305,8 +305,11 @@ async fn serve(
                     &parts.uri,
                     captured_headers.unwrap_or_default(),
                     captured_body,
-                    &e.status(),
-                    None,
+                    Answer {
+                        status: e.status(),
+                        cache: None,
+                        server_timing: None,
+                    },
                     proxy_before,
                 );
             }
@@ -341,14 +344,36 @@ async fn serve(
         .response
         .headers_mut()
         .insert(&X_STACKLAB_MEMBER, header_value(&forwarded.member.id));
+    // A data request moved the session's expiry: the browser's cookie moves with it.
+    if let (true, Some(code)) = (route.cfg.touches_session, &ctx.session) {
+        if forwarded.response.status().is_success()
+            && !forwarded
+                .response
+                .headers()
+                .contains_key(header::SET_COOKIE)
+        {
+            let cookie = session::set_cookie(code, cfg.sessions.idle_timeout.as_secs());
+            forwarded
+                .response
+                .headers_mut()
+                .insert(header::SET_COOKIE, header_value(&cookie));
+        }
+    }
     if capture {
         let status = forwarded.response.status();
-        let cache = forwarded
-            .response
-            .headers()
-            .get(&X_STACKLAB_CACHE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let text = |name: &str| {
+            forwarded
+                .response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let answer = Answer {
+            status,
+            cache: text(X_STACKLAB_CACHE.as_str()),
+            server_timing: text("server-timing"),
+        };
         record_capture(
             proxy,
             cfg,
@@ -357,12 +382,20 @@ async fn serve(
             &parts.uri,
             captured_headers.unwrap_or_default(),
             captured_body,
-            &status,
-            cache,
+            answer,
             proxy_before,
         );
     }
     Ok(forwarded.response)
+}
+
+/// What the inspector keeps of the answer.
+struct Answer {
+    status: StatusCode,
+    /// The backend's `x-stacklab-cache`.
+    cache: Option<String>,
+    /// The backend's `Server-Timing` (backend, cache, db), for the inspector's timing bar.
+    server_timing: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -374,8 +407,7 @@ fn record_capture(
     uri: &http::Uri,
     headers: Vec<(String, String)>,
     body: Option<Bytes>,
-    status: &StatusCode,
-    cache: Option<String>,
+    answer: Answer,
     total: Duration,
 ) {
     let Some(session) = ctx.session.clone() else {
@@ -401,8 +433,9 @@ fn record_capture(
         headers,
         body,
         body_truncated,
-        status: status.as_u16(),
-        cache,
+        status: answer.status.as_u16(),
+        cache: answer.cache,
+        server_timing: answer.server_timing,
         member: ctx.member.clone(),
         total_ms,
         upstream_ms,

@@ -13,7 +13,8 @@ use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use stacklab_types::routes::FeedMessage;
+use stacklab_types::routes::{FeedMessage, SessionTouch, TouchReport};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -116,4 +117,81 @@ async fn follow(
             return Err("a feed line is too long".into());
         }
     }
+}
+
+/// The sessions used (by a request on a `touches_session` route) after `since_ms` on the
+/// proxy's clock, with how long ago.
+pub fn touched_since(proxy: &Proxy, since_ms: u64) -> Vec<SessionTouch> {
+    let now = proxy.clock.now_ms();
+    let table = proxy.routing.load();
+    table
+        .sessions
+        .values()
+        .filter_map(|e| {
+            let last = e.last_used_ms.load(Relaxed);
+            (last > since_ms).then(|| SessionTouch {
+                code: e.route.code.clone(),
+                idle_ms: now.saturating_sub(last),
+            })
+        })
+        .collect()
+}
+
+/// Reports session use to control in batches (`POST /admin/sessions/touches` next to the
+/// feed), every `sessions.report_interval`, so the request path never calls control.
+/// A failed report is retried with the next batch: nothing is lost while control is away.
+pub fn spawn_reporter(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let client: Client<_, crate::body::ReqBody> = Client::builder(TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let url = {
+            let mut parts = feed.url.clone().into_parts();
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static(
+                "/admin/sessions/touches",
+            ));
+            match http::Uri::from_parts(parts) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make the session report URL");
+                    return;
+                }
+            }
+        };
+        // Everything before the proxy started was reported by nobody: start from 0.
+        let mut since = 0u64;
+        loop {
+            let interval = proxy.config.load().sessions.report_interval;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = proxy.shutdown.cancelled() => return,
+            }
+            let now = proxy.clock.now_ms();
+            let touches = touched_since(&proxy, since);
+            if touches.is_empty() {
+                since = now;
+                continue;
+            }
+            let body = match serde_json::to_vec(&TouchReport { touches }) {
+                Ok(b) => b,
+                Err(_) => continue,
+            };
+            let req = Request::post(url.clone())
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", feed.token.expose()),
+                )
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(crate::body::full(body));
+            let Ok(req) = req else { continue };
+            match client.request(req).await {
+                Ok(res) if res.status().is_success() => since = now,
+                Ok(res) => {
+                    tracing::debug!(status = %res.status(), "session report refused; retrying with the next batch")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::upstream::error_chain(&e), "session report failed; retrying with the next batch")
+                }
+            }
+        }
+    })
 }

@@ -70,6 +70,8 @@ pub struct Proxy {
     pub edge_port: std::sync::atomic::AtomicU16,
     /// Cancelled to shut down.
     pub shutdown: CancellationToken,
+    /// Control's admin routes when it shares this process and admin address (`stacklab up`).
+    pub admin_ext: std::sync::OnceLock<Arc<dyn admin::AdminExtension>>,
 }
 
 impl Proxy {
@@ -95,6 +97,7 @@ impl Proxy {
             alt_svc: ArcSwap::from_pointee(None),
             edge_port: std::sync::atomic::AtomicU16::new(cfg.edge.addr.port()),
             shutdown: CancellationToken::new(),
+            admin_ext: std::sync::OnceLock::new(),
             config: ArcSwap::from_pointee(cfg),
             metrics,
         }))

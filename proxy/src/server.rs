@@ -134,10 +134,12 @@ impl Server {
         let tls =
             tokio_rustls::TlsAcceptor::from(crate::tls::tcp_config(Arc::clone(&proxy.certs))?);
         let health = crate::health::spawn_supervisor(&proxy);
-        let feed = cfg
-            .feed
-            .clone()
-            .map(|f| crate::feed::spawn(Arc::clone(&proxy), f));
+        let feed = cfg.feed.clone().map(|f| {
+            (
+                crate::feed::spawn(Arc::clone(&proxy), f.clone()),
+                crate::feed::spawn_reporter(Arc::clone(&proxy), f),
+            )
+        });
 
         let mut accept_loops = Vec::new();
         accept_loops.push(tokio::spawn(accept_loop(
@@ -185,8 +187,9 @@ impl Server {
         }
         let _ = admin_task.await;
         health.abort();
-        if let Some(f) = feed {
-            f.abort();
+        if let Some((feed, reporter)) = feed {
+            feed.abort();
+            reporter.abort();
         }
         tracker.close();
         let grace = proxy.config.load().limits.shutdown_grace;

@@ -19,6 +19,11 @@ pub enum CookieSession<'a> {
     Code(&'a str),
 }
 
+/// The `Set-Cookie` value for a session: exactly the attributes the public API promises.
+pub fn set_cookie(code: &str, max_age_secs: u64) -> String {
+    format!("{COOKIE_NAME}={code}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Lax")
+}
+
 /// Codes are 16-64 ASCII letters and digits.
 pub fn valid_code(code: &str) -> bool {
     (16..=MAX_CODE_LEN).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())

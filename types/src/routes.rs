@@ -191,6 +191,23 @@ pub struct FeedMessage {
     pub update: RouteUpdate,
 }
 
+/// Sessions a proxy saw used since its last report (`POST /admin/sessions/touches`).
+///
+/// Use is reported as time since last use, so the proxy's and control's clocks need not agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TouchReport {
+    pub touches: Vec<SessionTouch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTouch {
+    pub code: String,
+    /// Milliseconds since the proxy last saw a data request for the session.
+    pub idle_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,3 +123,59 @@ pub struct StackDescriptor {
     #[serde(default)]
     pub pepper: Secret,
 }
+
+impl StackDescriptor {
+    /// The descriptor as JSON *with* its secrets: only for control's answer to a backend
+    /// (`GET /admin/stacks/{code}`, behind the admin token) and for sealing in the registry.
+    /// Everywhere else a descriptor serializes with `[redacted]` in their place.
+    pub fn to_wire_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("a descriptor serializes");
+        v["database"]["url"] = self.database.url.expose().into();
+        v["cache"]["url"] = self.cache.url.expose().into();
+        v["encryption_key"] = self.encryption_key.expose().into();
+        v["pepper"] = self.pepper.expose().into();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_wire_form_carries_secrets() {
+        let d = StackDescriptor {
+            session: "s".into(),
+            runtime: "rust".into(),
+            protocol: ApiProtocol::Rest,
+            database: DatabaseSpec {
+                engine: DatabaseEngine::Postgres,
+                url: Secret::new("postgres://u:pw@h/db"),
+                database: None,
+            },
+            cache: CacheSpec {
+                engine: CacheEngine::Redis,
+                url: Secret::new("redis://u:pw2@h/"),
+                key_prefix: "p:".into(),
+                policy: "allkeys-lru".into(),
+                max_bytes: 1,
+                ttl_ms: 1,
+                shared: true,
+            },
+            write_policy: WritePolicy::CacheAside,
+            password_storage: PasswordStorage::BcryptPepper,
+            encryption: Encryption::Aes256Gcm,
+            encryption_key: Secret::new("key"),
+            pepper: Secret::new("pepper"),
+        };
+        let plain = serde_json::to_string(&d).unwrap();
+        assert!(
+            !plain.contains("pw")
+                && !plain.contains(r#""pepper":"pepper""#)
+                && plain.contains("[redacted]")
+        );
+        let wire = d.to_wire_json();
+        let back: StackDescriptor = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, d);
+    }
+}

@@ -1,0 +1,603 @@
+//! The public API, reached through the edge (the proxy routes these paths to pool `control`):
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /api/options` | every choice, its default, what this install can offer |
+//! | `POST /api/sessions` | create a session (201 and the cookie) |
+//! | `GET /api/session` | the session, its stack, its provisioning steps |
+//! | `DELETE /api/session` | end it now |
+//! | `GET /api/session/events` | Server-Sent Events: steps, state, requests, cache changes |
+//! | `GET /api/requests?limit=` | the session's captured requests, newest first |
+//! | `POST /api/bugs` | file a report carrying the session's stack and last requests |
+//! | `GET /api/topology` | proxy → pools → instances → this session's database and cache |
+//! | `POST /api/topology/pools/{pool}/instances` | start an instance (if `control.drills_from_ui`) |
+//! | `DELETE /api/topology/pools/{pool}/instances/{id}` | kill one (the failover drill) |
+//!
+//! The session comes from `x-stacklab-session`, which only the proxy sets (it strips the
+//! client's); bad input answers a JSON 4xx naming the field and changes nothing.
+
+use crate::sessions::{CreateError, EndReason, Session};
+use crate::Control;
+use bytes::Bytes;
+use futures_util::stream;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+use stacklab_proxy::body::RespBody;
+use stacklab_proxy::error::{json_error, json_response};
+use stacklab_types::ErrorBody;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest public request body (choices, bug reports).
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<RespBody> {
+    json_error(status, &ErrorBody::new(code, message))
+}
+
+pub fn field_error(
+    status: StatusCode,
+    code: &str,
+    field: &str,
+    message: impl Into<String>,
+) -> Response<RespBody> {
+    json_error(status, &ErrorBody::new(code, message).with_field(field))
+}
+
+pub fn ok_json(status: StatusCode, value: &Value) -> Response<RespBody> {
+    json_response(status, Bytes::from(value.to_string()))
+}
+
+/// Reads a JSON body: `Value::Null` when empty; 415 unless it says JSON; 413 past the limit.
+pub async fn json_body(req: Request<Incoming>, limit: usize) -> Result<Value, Response<RespBody>> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is larger than {limit} bytes"),
+            ))
+        }
+    };
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    if !is_json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// The client address the proxy saw: the last `x-forwarded-for` entry (the proxy appends it).
+fn client_addr<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "direct".to_owned())
+}
+
+fn session_of<B>(control: &Control, req: &Request<B>) -> Result<Arc<Session>, Response<RespBody>> {
+    let Some(code) = req
+        .headers()
+        .get("x-stacklab-session")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "session_missing",
+            "no session: create one with POST /api/sessions",
+        ));
+    };
+    control.sessions.get(code).ok_or_else(|| {
+        error(
+            StatusCode::GONE,
+            "session_expired",
+            "this session has ended; start a new one with POST /api/sessions",
+        )
+    })
+}
+
+/// Answers one public request.
+pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<RespBody> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["api", "options"]) => {
+            ok_json(StatusCode::OK, &crate::choices::options(control.as_ref()))
+        }
+        (&Method::POST, ["api", "sessions"]) => create(control, req).await,
+        (_, ["api", "sessions"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "create a session with POST /api/sessions",
+        ),
+        (&Method::GET, ["api", "session"]) => match session_of(control, &req) {
+            Ok(s) => ok_json(
+                StatusCode::OK,
+                &s.view(control.sessions_cfg.idle_timeout.as_millis() as u64),
+            ),
+            Err(res) => res,
+        },
+        (&Method::DELETE, ["api", "session"]) => match session_of(control, &req) {
+            Ok(s) => {
+                control.end_session(&s.code, EndReason::Deleted).await;
+                let mut res = ok_json(StatusCode::OK, &json!({"deleted": true}));
+                res.headers_mut().insert(
+                    header::SET_COOKIE,
+                    HeaderValue::from_static(
+                        "stacklab_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
+                    ),
+                );
+                res
+            }
+            Err(res) => res,
+        },
+        (&Method::GET, ["api", "session", "events"]) => match session_of(control, &req) {
+            Ok(s) => events(control, s),
+            Err(res) => res,
+        },
+        (&Method::GET, ["api", "requests"]) => match session_of(control, &req) {
+            Ok(s) => {
+                let limit = query_usize(&req, "limit").unwrap_or(50).clamp(1, 500);
+                ok_json(
+                    StatusCode::OK,
+                    &json!({"requests": control.captured(&s.code, limit).await}),
+                )
+            }
+            Err(res) => res,
+        },
+        (&Method::POST, ["api", "bugs"]) => match session_of(control, &req) {
+            Ok(s) => file_bug(control, s, req).await,
+            Err(res) => res,
+        },
+        (&Method::GET, ["api", "topology"]) => match session_of(control, &req) {
+            Ok(s) => ok_json(StatusCode::OK, &control.topology(Some(&s)).await),
+            Err(res) => res,
+        },
+        (&Method::POST, ["api", "topology", "pools", pool, "instances"]) => {
+            match session_of(control, &req) {
+                Ok(_) if !control.cfg.drills_from_ui => drills_off(),
+                Ok(_) => start_instance(control, pool).await,
+                Err(res) => res,
+            }
+        }
+        (&Method::DELETE, ["api", "topology", "pools", pool, "instances", id]) => {
+            match session_of(control, &req) {
+                Ok(_) if !control.cfg.drills_from_ui => drills_off(),
+                Ok(_) => kill_instance(control, pool, id).await,
+                Err(res) => res,
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing at {method} {path}"),
+        ),
+    }
+}
+
+fn drills_off() -> Response<RespBody> {
+    error(StatusCode::FORBIDDEN, "drills_disabled", "this install does not let the UI add or kill instances (control.drills_from_ui = false); use the admin API")
+}
+
+pub async fn start_instance(control: &Arc<Control>, pool: &str) -> Response<RespBody> {
+    match control.start_instance(pool).await {
+        Ok(info) => ok_json(
+            StatusCode::CREATED,
+            &serde_json::to_value(info).unwrap_or_default(),
+        ),
+        Err(e) => error(StatusCode::CONFLICT, "cannot_start_instance", e),
+    }
+}
+
+pub async fn kill_instance(control: &Arc<Control>, pool: &str, id: &str) -> Response<RespBody> {
+    match control.kill_instance(pool, id).await {
+        Ok(info) => ok_json(StatusCode::OK, &json!({"killed": info})),
+        Err(e) => error(StatusCode::NOT_FOUND, "no_instance", e),
+    }
+}
+
+fn query_usize<B>(req: &Request<B>, key: &str) -> Option<usize> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+async fn create(control: &Arc<Control>, req: Request<Incoming>) -> Response<RespBody> {
+    let client = client_addr(&req);
+    let body = match json_body(req, MAX_BODY).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    match control.create_session(&body, &client).await {
+        Ok(s) => {
+            let idle = control.sessions_cfg.idle_timeout;
+            let mut res = ok_json(StatusCode::CREATED, &s.view(idle.as_millis() as u64));
+            let cookie = stacklab_proxy::session::set_cookie(&s.code, idle.as_secs());
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            res
+        }
+        Err(CreateError::Invalid { field, message }) => {
+            field_error(StatusCode::BAD_REQUEST, "invalid_choice", &field, message)
+        }
+        Err(CreateError::Unavailable { field, message }) => field_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &field,
+            message,
+        ),
+        Err(CreateError::RateLimited { limit }) => {
+            let mut res = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("at most {limit} sessions per minute from one address; wait a minute and try again"));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            res
+        }
+        Err(CreateError::OutOfCapacity { limit }) => {
+            let mut res = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "out_of_capacity",
+                format!(
+                    "this server already runs {limit} sessions; try again when some have ended"
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            res
+        }
+        Err(CreateError::Failed {
+            field,
+            message,
+            steps,
+        }) => {
+            let mut body = ErrorBody::new(
+                "provisioning_failed",
+                format!("{message}; the session was not created"),
+            );
+            if let Some(f) = field {
+                body = body.with_field(f);
+            }
+            let mut v: Value = serde_json::from_slice(&body.to_json()).unwrap_or_default();
+            v["steps"] = serde_json::to_value(steps).unwrap_or_default();
+            ok_json(StatusCode::SERVICE_UNAVAILABLE, &v)
+        }
+        Err(CreateError::Registry(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "registry",
+            format!("the session could not be recorded: {e}"),
+        ),
+    }
+}
+
+async fn file_bug(
+    control: &Arc<Control>,
+    s: Arc<Session>,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
+    let body = match json_body(req, MAX_BODY.max(control.cfg.max_bug_bytes + 1024)).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let text = |field: &str, max: usize| -> Result<String, Response<RespBody>> {
+        match body.get(field) {
+            Some(Value::String(t)) if !t.trim().is_empty() && t.len() <= max => {
+                Ok(t.trim().to_owned())
+            }
+            Some(Value::String(t)) if t.len() > max => Err(field_error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                field,
+                format!("`{field}` is longer than {max} bytes"),
+            )),
+            _ => Err(field_error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                field,
+                format!("give `{field}` as non-empty text"),
+            )),
+        }
+    };
+    if let Some(extra) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "title" && *k != "description"))
+    {
+        return field_error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            extra,
+            format!("`{extra}` is not part of a bug report; send title and description"),
+        );
+    }
+    let title = match text("title", 200) {
+        Ok(t) => t,
+        Err(res) => return res,
+    };
+    let description = match text("description", control.cfg.max_bug_bytes) {
+        Ok(t) => t,
+        Err(res) => return res,
+    };
+    let requests = control.captured(&s.code, 20).await;
+    let row = crate::registry::BugRow {
+        id: crate::seal::session_code()[..12].to_owned(),
+        code: s.code.clone(),
+        created_ms: control.clock.now_ms() as i64,
+        title,
+        description,
+        stack: s.choices.to_json().to_string(),
+        requests: Value::Array(requests).to_string(),
+    };
+    match control.registry.insert_bug(&row).await {
+        Ok(()) => {
+            control.metrics.bugs.inc();
+            ok_json(StatusCode::CREATED, &json!({"id": row.id}))
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "registry",
+            format!(
+                "the report could not be stored: {}",
+                crate::redact_url(&e.to_string())
+            ),
+        ),
+    }
+}
+
+impl Control {
+    /// GET with the admin token, JSON answer; `None` on any failure (best effort).
+    pub async fn admin_get(&self, url: &str) -> Option<Value> {
+        let req = Request::get(url)
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.admin_token.expose()),
+            )
+            .body(http_body_util::Full::new(Bytes::new()))
+            .ok()?;
+        let res = tokio::time::timeout(Duration::from_secs(2), self.http.request(req))
+            .await
+            .ok()?
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = res.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice(&body).ok()
+    }
+
+    fn proxy_urls(&self) -> Vec<String> {
+        let mut v = self.cfg.proxies.clone();
+        if let Some(p) = self.proxies.get() {
+            v.extend(p.iter().cloned());
+        }
+        v
+    }
+
+    /// The session's captured requests from every proxy, newest first.
+    pub async fn captured(&self, code: &str, limit: usize) -> Vec<Value> {
+        let mut all = Vec::new();
+        for p in self.proxy_urls() {
+            if let Some(Value::Array(items)) = self
+                .admin_get(&format!("{p}/admin/sessions/{code}/requests?limit={limit}"))
+                .await
+            {
+                all.extend(items);
+            }
+        }
+        all.sort_by(|a, b| b["at_unix_ms"].as_u64().cmp(&a["at_unix_ms"].as_u64()));
+        all.truncate(limit);
+        all
+    }
+
+    /// The session's cache view, asked of a backend instance the way the proxy would.
+    async fn cache_view(&self, s: &Session) -> Option<Value> {
+        let pool = self.routes.pool(&s.pool)?;
+        let pinned = s.member();
+        let member = pool
+            .members
+            .iter()
+            .find(|m| Some(&m.id) == pinned.as_ref())
+            .or_else(|| pool.members.first())?;
+        let code = &s.code;
+        let req = Request::get(format!("http://{}/api/cache", member.addr))
+            .header("x-stacklab-session", code)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .ok()?;
+        let res = tokio::time::timeout(Duration::from_secs(2), self.http.request(req))
+            .await
+            .ok()?
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        serde_json::from_slice(&res.into_body().collect().await.ok()?.to_bytes()).ok()
+    }
+
+    /// Proxies, pools with each member's live state (from the first proxy that answers),
+    /// instances, and — for a session — where its database and cache are.
+    pub async fn topology(&self, session: Option<&Session>) -> Value {
+        let instances = self.instances.list();
+        let mut live = None;
+        for p in self.proxy_urls() {
+            if let Some(v) = self.admin_get(&format!("{p}/admin/pools")).await {
+                live = Some(v);
+                break;
+            }
+        }
+        let pools: Vec<Value> = self
+            .routes
+            .pools()
+            .into_iter()
+            .map(|p| {
+                let live_pool = live.as_ref().and_then(|l| l["pools"].as_array()?.iter().find(|lp| lp["name"] == p.name.as_str()).cloned());
+                let members: Vec<Value> = p
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let lm = live_pool.as_ref().and_then(|lp| lp["members"].as_array()?.iter().find(|x| x["id"] == m.id.as_str()).cloned()).unwrap_or_default();
+                        let inst = instances.iter().find(|i| i.id == m.id);
+                        let state = lm["state"].as_str().unwrap_or(if m.draining { "draining" } else { "unknown" }).to_owned();
+                        json!({
+                            "id": m.id, "addr": m.addr,
+                            "kind": inst.map_or("external", |i| i.kind),
+                            "pid": inst.map(|i| i.pid),
+                            "state": state,
+                            "healthy": state == "healthy",
+                            "in_flight": lm["in_flight"], "ewma_ms": lm["ewma_ms"], "requests": lm["requests"], "failures": lm["failures"],
+                        })
+                    })
+                    .collect();
+                json!({"name": p.name, "algorithm": p.algorithm.as_str(), "members": members})
+            })
+            .collect();
+        let mut v = json!({
+            "drills": self.cfg.drills_from_ui,
+            "proxies": self.proxy_urls().len(),
+            "proxy": {"protocols": ["h1", "h2", "h3"]},
+            "pools": pools,
+            "sessions": self.sessions.len(),
+        });
+        if let Some(s) = session {
+            let inner = s.snapshot();
+            v["session"] = json!({
+                "code": s.code, "pool": s.pool, "provisioner": s.choices.provisioner,
+                "database": inner.resources.get("database").cloned().unwrap_or_else(|| json!({"engine": s.choices.database})),
+                "cache": inner.resources.get("cache").cloned().unwrap_or_else(|| json!({"engine": s.choices.cache})),
+            });
+        }
+        v
+    }
+}
+
+/// `GET /api/session/events`: the session's events as SSE, plus captured requests and cache
+/// changes polled while somebody watches (every second; nothing is polled for nobody).
+fn events(control: &Arc<Control>, s: Arc<Session>) -> Response<RespBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+    let mut sub = s.events.subscribe();
+    let control = Arc::clone(control);
+    tokio::spawn(async move {
+        let mut seen: HashSet<String> = control
+            .captured(&s.code, 100)
+            .await
+            .iter()
+            .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
+            .collect();
+        let mut last_cache: Option<Value> = None;
+        let _ = tx
+            .send(format!(
+                ": stacklab events for this session\nretry: 2000\n\n{}",
+                crate::events::Event::State(s.snapshot().state).frame()
+            ))
+            .await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                ev = sub.recv() => match ev {
+                    Ok(ev) => {
+                        let end = matches!(ev, crate::events::Event::Expired);
+                        if tx.send(ev.frame()).await.is_err() || end { return; }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+                _ = tick.tick() => {
+                    if control.sessions.get(&s.code).is_none() {
+                        let _ = tx.send(crate::events::Event::Expired.frame()).await;
+                        return;
+                    }
+                    let mut fresh: Vec<Value> = control.captured(&s.code, 20).await.into_iter().filter(|r| r["request_id"].as_str().is_some_and(|id| !seen.contains(id))).collect();
+                    fresh.reverse();
+                    for r in fresh {
+                        if let Some(id) = r["request_id"].as_str() { seen.insert(id.to_owned()); }
+                        if tx.send(crate::events::Event::Request(r).frame()).await.is_err() { return; }
+                    }
+                    if s.snapshot().state == "ready" {
+                        if let Some(view) = control.cache_view(&s).await {
+                            // Remaining TTLs tick every second; a change is anything else.
+                            let mut key = view.clone();
+                            if let Some(items) = key["items"].as_array_mut() {
+                                for i in items { i["ttl_ms"] = Value::Null; }
+                            }
+                            if last_cache.as_ref() != Some(&key) {
+                                last_cache = Some(key);
+                                if tx.send(crate::events::Event::Cache(view).frame()).await.is_err() { return; }
+                            }
+                        }
+                    }
+                    // A comment line: keeps the stream alive and notices a gone client.
+                    if tx.send(":\n\n".to_owned()).await.is_err() { return; }
+                }
+                () = control.shutdown.cancelled() => return,
+            }
+        }
+    });
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|t| (Ok(Frame::data(Bytes::from(t))), rx))
+    });
+    let mut res = Response::new(StreamBody::new(body).boxed_unsync());
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+impl crate::choices::Offer for Control {
+    fn provisioner(&self, name: &str) -> Result<(), String> {
+        self.provisioners
+            .get(name)
+            .ok_or_else(|| "unknown".to_owned())?
+            .available()
+    }
+    fn database(
+        &self,
+        provisioner: &str,
+        engine: stacklab_types::stack::DatabaseEngine,
+    ) -> Result<(), String> {
+        self.provisioners
+            .get(provisioner)
+            .ok_or_else(|| "unknown".to_owned())?
+            .database(engine)
+    }
+    fn cache(
+        &self,
+        provisioner: &str,
+        engine: stacklab_types::stack::CacheEngine,
+    ) -> Result<(), String> {
+        self.provisioners
+            .get(provisioner)
+            .ok_or_else(|| "unknown".to_owned())?
+            .cache(engine)
+    }
+}

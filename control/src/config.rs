@@ -1,0 +1,249 @@
+//! The `[control]` and `[shared]` sections: what control runs on.
+//!
+//! Session lifetimes and caps live in `[sessions]`, which the proxy reads too (it refreshes the
+//! cookie and reports use); see `stacklab_proxy::config::SessionsConfig`.
+
+use serde::Deserialize;
+use stacklab_types::Secret;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A config problem: the key at fault and what to do.
+pub type KeyError = (String, String);
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Control's public API (`/api/sessions`, `/api/session*`, …), reached through the edge,
+    /// which finds it as a member of pool `control`. Port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; empty: `<data_dir>/registry.db`.
+    pub registry_url: Option<Secret>,
+    /// How often expired sessions are looked for.
+    pub reaper_interval: Duration,
+    /// Backend instances `up` and `control` start as child processes.
+    pub backends: BackendPoolConfig,
+    /// The UI's topology view may add and kill instances (a local install's failover drill).
+    pub drills_from_ui: bool,
+    /// Defaults for every session's cache.
+    pub cache_max_bytes: u64,
+    pub cache_ttl_ms: u64,
+    /// Largest bug report description.
+    pub max_bug_bytes: usize,
+    /// Proxies' admin addresses, where control reads captured requests (`up`: its own).
+    pub proxies: Vec<String>,
+    pub shared: SharedConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendPoolConfig {
+    /// The pool sessions are routed to.
+    pub pool: String,
+    /// Instances started at start (`STACKLAB_BACKEND_INSTANCES`).
+    pub instances: usize,
+    /// Most instances the pool may grow to through the admin API.
+    pub max_instances: usize,
+    /// The program run as `PROGRAM backend …`; empty: this binary.
+    pub command: Option<PathBuf>,
+    /// How long a new instance has to answer `/healthz`.
+    pub ready_timeout: Duration,
+}
+
+/// Servers the `shared` provisioner makes per-session databases and keyspaces on. Each URL
+/// carries an administrator's credentials; an absent one makes that engine unavailable.
+#[derive(Debug, Clone, Default)]
+pub struct SharedConfig {
+    /// `postgres://admin:pw@host:port/postgres`: may create roles and databases.
+    pub postgres_url: Option<Secret>,
+    /// `mysql://root:pw@host:port/`: may create users and databases and grant.
+    pub mysql_url: Option<Secret>,
+    /// `mongodb://admin:pw@host:port/?authSource=admin`: may create users.
+    pub mongodb_url: Option<Secret>,
+    /// `redis://default:pw@host:port/`: may run `ACL SETUSER`.
+    pub redis_url: Option<Secret>,
+    /// `host:port` of Memcached (no credentials: it has none).
+    pub memcached_addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    addr: Option<String>,
+    registry_url: Option<Secret>,
+    reaper_interval_ms: Option<u64>,
+    backend_pool: Option<String>,
+    backend_instances: Option<usize>,
+    max_backend_instances: Option<usize>,
+    backend_command: Option<PathBuf>,
+    backend_ready_timeout_ms: Option<u64>,
+    drills_from_ui: Option<bool>,
+    cache_max_bytes: Option<u64>,
+    cache_ttl_ms: Option<u64>,
+    max_bug_bytes: Option<usize>,
+    #[serde(default)]
+    proxies: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    postgres_url: Option<Secret>,
+    mysql_url: Option<Secret>,
+    mongodb_url: Option<Secret>,
+    redis_url: Option<Secret>,
+    memcached_addr: Option<String>,
+}
+
+fn section<T: Default + for<'de> Deserialize<'de>>(
+    name: &str,
+    value: Option<&toml::Value>,
+    errors: &mut Vec<KeyError>,
+) -> T {
+    match value {
+        None => T::default(),
+        Some(v) => v.clone().try_into().unwrap_or_else(|e: toml::de::Error| {
+            errors.push((name.to_owned(), e.message().to_owned()));
+            T::default()
+        }),
+    }
+}
+
+fn non_empty(s: Option<Secret>) -> Option<Secret> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl ControlConfig {
+    /// Validates `[control]` and `[shared]`; `env` gives `STACKLAB_BACKEND_INSTANCES`.
+    pub fn from_sections(
+        control: Option<&toml::Value>,
+        shared: Option<&toml::Value>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<KeyError>> {
+        let mut errors = Vec::new();
+        let raw: RawControl = section("control", control, &mut errors);
+        let shared: RawShared = section("shared", shared, &mut errors);
+        let addr_text = raw.addr.unwrap_or_else(|| "127.0.0.1:0".to_owned());
+        let addr = addr_text.parse().unwrap_or_else(|_| {
+            errors.push((
+                "control.addr".into(),
+                format!("`{addr_text}` is not `host:port`"),
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let registry_url = non_empty(raw.registry_url);
+        if let Some(url) = &registry_url {
+            let u = url.expose();
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+            {
+                errors.push((
+                    "control.registry_url".into(),
+                    "must be a `sqlite:` or `postgres://` URL (or empty for <data_dir>/registry.db)".into(),
+                ));
+            }
+        }
+        let mut instances = raw.backend_instances.unwrap_or(3);
+        if let Some(v) = env("STACKLAB_BACKEND_INSTANCES") {
+            match v.trim().parse() {
+                Ok(n) => instances = n,
+                Err(_) => errors.push((
+                    "STACKLAB_BACKEND_INSTANCES".into(),
+                    format!("`{v}` is not a number of instances"),
+                )),
+            }
+        }
+        let max_instances = raw.max_backend_instances.unwrap_or(16);
+        if instances > max_instances {
+            errors.push((
+                "control.backend_instances".into(),
+                format!("{instances} is more than control.max_backend_instances ({max_instances})"),
+            ));
+        }
+        let pool = raw.backend_pool.unwrap_or_else(|| "rust".to_owned());
+        if !stacklab_proxy::config::valid_name(&pool) {
+            errors.push((
+                "control.backend_pool".into(),
+                "a pool name is letters, digits, `-` and `_`".into(),
+            ));
+        }
+        for (i, p) in raw.proxies.iter().enumerate() {
+            if !p.starts_with("http://") {
+                errors.push((
+                    format!("control.proxies[{i}]"),
+                    "must be the http:// URL of a proxy's admin address".into(),
+                ));
+            }
+        }
+        if let Some(a) = shared.memcached_addr.as_ref().filter(|a| !a.is_empty()) {
+            if a.parse::<SocketAddr>().is_err() && !a.contains(':') {
+                errors.push((
+                    "shared.memcached_addr".into(),
+                    format!("`{a}` is not `host:port`"),
+                ));
+            }
+        }
+        for (key, url, schemes) in [
+            (
+                "shared.postgres_url",
+                &shared.postgres_url,
+                &["postgres://", "postgresql://"][..],
+            ),
+            (
+                "shared.mysql_url",
+                &shared.mysql_url,
+                &["mysql://", "mariadb://"][..],
+            ),
+            (
+                "shared.mongodb_url",
+                &shared.mongodb_url,
+                &["mongodb://", "mongodb+srv://"][..],
+            ),
+            (
+                "shared.redis_url",
+                &shared.redis_url,
+                &["redis://", "rediss://"][..],
+            ),
+        ] {
+            if let Some(u) = url.as_ref().filter(|u| !u.is_empty()) {
+                if !schemes.iter().any(|s| u.expose().starts_with(s)) {
+                    errors.push((
+                        key.into(),
+                        format!("must start with {}", schemes.join(" or ")),
+                    ));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ControlConfig {
+            addr,
+            registry_url,
+            reaper_interval: Duration::from_millis(
+                raw.reaper_interval_ms.unwrap_or(10_000).max(10),
+            ),
+            backends: BackendPoolConfig {
+                pool,
+                instances,
+                max_instances,
+                command: raw.backend_command.filter(|p| !p.as_os_str().is_empty()),
+                ready_timeout: Duration::from_millis(
+                    raw.backend_ready_timeout_ms.unwrap_or(10_000),
+                ),
+            },
+            drills_from_ui: raw.drills_from_ui.unwrap_or(true),
+            cache_max_bytes: raw.cache_max_bytes.unwrap_or(8 * 1024 * 1024),
+            cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
+            max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),
+            proxies: raw.proxies,
+            shared: SharedConfig {
+                postgres_url: non_empty(shared.postgres_url),
+                mysql_url: non_empty(shared.mysql_url),
+                mongodb_url: non_empty(shared.mongodb_url),
+                redis_url: non_empty(shared.redis_url),
+                memcached_addr: shared.memcached_addr.filter(|a| !a.is_empty()),
+            },
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! stacklab's control service: sessions, provisioners, the registry, the route feed and the
+//! backend pools.
+//!
+//! Control is the source of truth for sessions, pools and routes. Proxies follow its route
+//! feed and report session use in batches; backends fetch each session's stack descriptor
+//! from it. In `stacklab up` it shares the process and the admin address with the proxy.
+//!
+//! # Layout
+//! - [`config`]: the `[control]` and `[shared]` sections.
+//! - [`sessions`]: create, touch, end, reap, restore after a restart.
+//! - [`choices`]: what a session may choose and `GET /api/options`.
+//! - [`provision`]: the provisioners (`embedded`, `shared`) behind one trait.
+//! - [`registry`]: sessions, instances and bug reports in SQLite or PostgreSQL.
+//! - [`routes`]: control's route table and the feed proxies follow.
+//! - [`instances`]: backend instances as child processes, watched and replaced.
+//! - [`api`]: the public API (through the edge); [`admin`]: the admin API.
+//! - [`events`]: a session's SSE stream; [`seal`]: secrets at rest, codes, passwords;
+//!   [`clock`]: a wall clock tests can move; [`metrics`]; [`serve`]: wiring for the binary.
+
+pub mod admin;
+pub mod api;
+pub mod choices;
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod instances;
+pub mod metrics;
+pub mod provision;
+pub mod registry;
+pub mod routes;
+pub mod seal;
+pub mod serve;
+pub mod sessions;
+
+use config::ControlConfig;
+use provision::Provisioner;
+use stacklab_proxy::config::SessionsConfig;
+use stacklab_types::routes::PoolSpec;
+use stacklab_types::Secret;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use tokio_util::sync::CancellationToken;
+
+/// Everything control's handlers and tasks share.
+#[derive(Debug)]
+pub struct Control {
+    pub cfg: ControlConfig,
+    pub sessions_cfg: SessionsConfig,
+    pub data_dir: PathBuf,
+    pub admin_token: Secret,
+    pub clock: clock::Clock,
+    pub registry: registry::Registry,
+    pub sealer: seal::Sealer,
+    pub routes: routes::RouteState,
+    pub provisioners: BTreeMap<&'static str, Arc<dyn Provisioner>>,
+    pub sessions: sessions::Live,
+    pub instances: instances::Instances,
+    pub metrics: metrics::ControlMetrics,
+    pub http: HttpClient,
+    /// Control's admin URL (`http://addr`), set once its admin address is bound: backends
+    /// fetch descriptors there.
+    pub admin_url: OnceLock<String>,
+    /// Proxies' admin URLs, where captured requests are read.
+    pub proxies: OnceLock<Vec<String>>,
+    /// The config file, passed on to backend instances (for their `[backend]` section).
+    pub config_file: Option<PathBuf>,
+    pub shutdown: CancellationToken,
+}
+
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// What control is started with.
+#[derive(Debug)]
+pub struct Options {
+    pub cfg: ControlConfig,
+    pub sessions: SessionsConfig,
+    pub data_dir: PathBuf,
+    pub admin_token: Secret,
+    /// The pools of the proxy config; control owns their members from now on.
+    pub pools: Vec<PoolSpec>,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Control {
+    /// Opens the registry and the master key and makes the provisioners. Starts no task;
+    /// [`Control::restore`] and [`serve`] do.
+    pub async fn open(opts: Options) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        std::fs::create_dir_all(&opts.data_dir)
+            .with_context(|| format!("cannot make the data dir {}", opts.data_dir.display()))?;
+        let registry_url = match &opts.cfg.registry_url {
+            Some(u) => u.expose().to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                opts.data_dir.join("registry.db").display()
+            ),
+        };
+        let registry = registry::Registry::connect(&registry_url)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the registry: {}", redact_url(&e.to_string()))
+            })?;
+        let sealer = seal::Sealer::load_or_create(&opts.data_dir)?;
+        // Pools changed through the admin API win over the config's.
+        let mut pools = opts.pools;
+        for (name, spec) in registry.pools().await.unwrap_or_default() {
+            match serde_json::from_str::<PoolSpec>(&spec) {
+                Ok(p) => {
+                    pools.retain(|c| c.name != name);
+                    pools.push(p);
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %name, error = %e, "a stored pool does not parse; using the config's")
+                }
+            }
+        }
+        let files = opts.data_dir.join("sessions");
+        let mut provisioners: BTreeMap<&'static str, Arc<dyn Provisioner>> = BTreeMap::new();
+        let embedded = Arc::new(provision::embedded::Embedded::new(files.clone()));
+        provisioners.insert(embedded.name(), embedded);
+        let shared = Arc::new(provision::shared::Shared::new(
+            opts.cfg.shared.clone(),
+            files,
+        ));
+        provisioners.insert(shared.name(), shared);
+        provisioners.insert("docker", Arc::new(provision::Unavailable::docker()));
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let metrics = metrics::ControlMetrics::new();
+        Ok(Arc::new(Control {
+            routes: routes::RouteState::new(pools),
+            instances: instances::Instances::new(),
+            sessions: sessions::Live::default(),
+            cfg: opts.cfg,
+            sessions_cfg: opts.sessions,
+            data_dir: opts.data_dir,
+            admin_token: opts.admin_token,
+            clock: clock::Clock::default(),
+            registry,
+            sealer,
+            provisioners,
+            metrics,
+            http: client,
+            admin_url: OnceLock::new(),
+            proxies: OnceLock::new(),
+            config_file: opts.config_file,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Records a pool changed through the admin API (members that are control's own
+    /// instances left out: they are started afresh by each run), so a restart keeps it.
+    pub async fn persist_pool(&self, name: &str) {
+        let spec = self.routes.pool(name).map(|mut p| {
+            let own: Vec<String> = self.instances.list().into_iter().map(|i| i.id).collect();
+            p.members.retain(|m| {
+                !own.contains(&m.id)
+                    && !(name == serve::CONTROL_POOL && m.id.starts_with("control-"))
+            });
+            serde_json::to_string(&p).unwrap_or_default()
+        });
+        if let Err(e) = self.registry.put_pool(name, spec.as_deref()).await {
+            tracing::warn!(pool = %name, error = %redact_url(&e.to_string()), "cannot record a pool change; it lasts until restart");
+        }
+    }
+
+    /// Checks `Authorization: Bearer <token>` in constant time.
+    pub fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        !self.admin_token.is_empty()
+            && headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .is_some_and(|t| self.admin_token.matches(t))
+    }
+}
+
+/// Removes `user:password@` from URLs in an error text, so a connection error never shows
+/// credentials.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            out.push_str("[redacted]@");
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            super::redact_url("cannot reach postgres://admin:hunter2@db:5432/x (refused)"),
+            "cannot reach postgres://[redacted]@db:5432/x (refused)"
+        );
+        assert_eq!(super::redact_url("redis://h:1/"), "redis://h:1/");
+    }
+}

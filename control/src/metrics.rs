@@ -1,0 +1,133 @@
+//! Control's Prometheus metrics (appended to the admin `/metrics`).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct ControlMetrics {
+    registry: Registry,
+    pub live: IntGauge,
+    pub created: IntCounterVec,
+    pub ended: IntCounterVec,
+    /// Refused creations by reason: `invalid`, `unavailable`, `rate`, `capacity`.
+    pub rejected: IntCounterVec,
+    pub provision_seconds: HistogramVec,
+    pub teardown_failures: IntCounter,
+    pub instances: IntGaugeVec,
+    /// Instance exits by cause: `killed` (drill or stop) or `died` (on its own).
+    pub instance_exits: IntCounterVec,
+    pub feed_followers: IntGauge,
+    pub bugs: IntCounter,
+}
+
+impl ControlMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let live =
+            IntGauge::new("stacklab_control_sessions_live", "Live sessions.").expect("metric");
+        let created = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_sessions_created_total",
+                "Sessions created, by provisioner.",
+            ),
+            &["provisioner"],
+        )
+        .expect("metric");
+        let ended = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_sessions_ended_total",
+                "Sessions ended, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_sessions_rejected_total",
+                "Session creations refused, by reason (invalid, unavailable, rate, capacity).",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        let provision_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "stacklab_control_provision_seconds",
+                "Time to provision a session, by provisioner.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["provisioner"],
+        )
+        .expect("metric");
+        let teardown_failures = IntCounter::new(
+            "stacklab_control_teardown_failures_total",
+            "Teardowns that failed (retried by the reaper).",
+        )
+        .expect("metric");
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                "stacklab_control_instances",
+                "Backend instances running, by pool.",
+            ),
+            &["pool"],
+        )
+        .expect("metric");
+        let instance_exits = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_instance_exits_total",
+                "Backend instance exits, by cause (killed, died).",
+            ),
+            &["cause"],
+        )
+        .expect("metric");
+        let feed_followers = IntGauge::new(
+            "stacklab_control_feed_followers",
+            "Proxies following the route feed.",
+        )
+        .expect("metric");
+        let bugs = IntCounter::new("stacklab_control_bug_reports_total", "Bug reports filed.")
+            .expect("metric");
+        for c in [
+            Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(created.clone()),
+            Box::new(ended.clone()),
+            Box::new(rejected.clone()),
+            Box::new(provision_seconds.clone()),
+            Box::new(teardown_failures.clone()),
+            Box::new(instances.clone()),
+            Box::new(instance_exits.clone()),
+            Box::new(feed_followers.clone()),
+            Box::new(bugs.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Self {
+            registry,
+            live,
+            created,
+            ended,
+            rejected,
+            provision_seconds,
+            teardown_failures,
+            instances,
+            instance_exits,
+            feed_followers,
+            bugs,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for ControlMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

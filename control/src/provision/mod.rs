@@ -1,0 +1,209 @@
+//! Provisioners: what makes (and removes) a session's database and cache.
+//!
+//! Each one reports its steps, with timings, to the session's event stream through
+//! [`Steps`]; readiness means a real query succeeded with the session's own credentials, not
+//! that a port opened. Teardown is idempotent and works from the session code alone (every
+//! name a provisioner makes is derived from the code), so control can remove what a crash left
+//! behind: [`Provisioner::leftovers`] lists the codes it still finds resources for.
+
+pub mod embedded;
+pub mod shared;
+
+use crate::choices::Choices;
+use crate::events::{Event, Step};
+use async_trait::async_trait;
+use stacklab_types::stack::{CacheEngine, CacheSpec, DatabaseEngine, DatabaseSpec};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+/// A provisioner could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProvisionError {
+    /// The choice at fault (`database`, `cache`), when there is one.
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl ProvisionError {
+    pub fn new(field: Option<&'static str>, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a session asks a provisioner for.
+#[derive(Debug)]
+pub struct ProvisionRequest<'a> {
+    pub code: &'a str,
+    pub choices: &'a Choices,
+    /// `<data_dir>/sessions`: where embedded files go.
+    pub files_dir: PathBuf,
+    pub cache_max_bytes: u64,
+    pub cache_ttl_ms: u64,
+}
+
+/// What a provisioner made.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub database: DatabaseSpec,
+    pub cache: CacheSpec,
+    /// Names of what was made (no secrets), shown in the topology and kept for teardown.
+    pub resources: serde_json::Value,
+    /// What a person should know (e.g. Memcached has no per-session isolation).
+    pub notes: Vec<String>,
+}
+
+#[async_trait]
+pub trait Provisioner: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// Whether this provisioner can be used at all here; the reason when not.
+    fn available(&self) -> Result<(), String>;
+    fn database(&self, engine: DatabaseEngine) -> Result<(), String>;
+    fn cache(&self, engine: CacheEngine) -> Result<(), String>;
+    async fn provision(
+        &self,
+        req: &ProvisionRequest<'_>,
+        steps: &Steps,
+    ) -> Result<Provisioned, ProvisionError>;
+    /// Removes everything made for `code`; removing what is already gone is not an error.
+    async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError>;
+    /// Codes this provisioner still holds resources for.
+    async fn leftovers(&self) -> Result<Vec<String>, ProvisionError>;
+}
+
+/// A session's provisioning (or teardown) steps, timed and streamed as they happen.
+#[derive(Debug, Clone)]
+pub struct Steps {
+    done: Arc<Mutex<Vec<Step>>>,
+    events: Option<broadcast::Sender<Event>>,
+}
+
+impl Steps {
+    pub fn new(events: Option<broadcast::Sender<Event>>) -> Self {
+        Self {
+            done: Arc::default(),
+            events,
+        }
+    }
+
+    /// Steps for work nobody watches (reaping leftovers).
+    pub fn silent() -> Self {
+        Self::new(None)
+    }
+
+    fn record(&self, step: Step) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event::Step(step.clone()));
+        }
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(step);
+    }
+
+    /// Runs one step and records its outcome and time.
+    pub async fn run<T, F>(&self, name: &str, detail: &str, work: F) -> Result<T, ProvisionError>
+    where
+        F: Future<Output = Result<T, ProvisionError>>,
+    {
+        let started = Instant::now();
+        let result = work.await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.record(Step {
+            name: name.to_owned(),
+            status: if result.is_ok() { "done" } else { "failed" }.to_owned(),
+            ms,
+            detail: match &result {
+                Ok(_) => detail.to_owned(),
+                Err(e) => e.message.clone(),
+            },
+        });
+        result
+    }
+
+    /// A step that took no work (what was chosen needs nothing here).
+    pub fn skip(&self, name: &str, detail: &str) {
+        self.record(Step {
+            name: name.to_owned(),
+            status: "skipped".to_owned(),
+            ms: 0.0,
+            detail: detail.to_owned(),
+        });
+    }
+
+    pub fn list(&self) -> Vec<Step> {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Database and user names made from a session code: `s_<code>`, valid unquoted everywhere.
+pub fn engine_name(code: &str) -> String {
+    format!("s_{code}")
+}
+
+/// The cache spec every provisioner starts from.
+pub fn cache_spec(req: &ProvisionRequest<'_>) -> CacheSpec {
+    CacheSpec {
+        engine: req.choices.cache,
+        url: Default::default(),
+        key_prefix: String::new(),
+        policy: req.choices.cache_policy.clone(),
+        max_bytes: req.cache_max_bytes,
+        ttl_ms: req.cache_ttl_ms,
+        shared: false,
+    }
+}
+
+/// A provisioner this install cannot offer, with the reason (`GET /api/options` shows it).
+#[derive(Debug)]
+pub struct Unavailable {
+    name: &'static str,
+    reason: String,
+}
+
+impl Unavailable {
+    pub fn docker() -> Self {
+        Self {
+            name: "docker",
+            reason: "the docker provisioner is not part of this build yet".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Provisioner for Unavailable {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn available(&self) -> Result<(), String> {
+        Err(self.reason.clone())
+    }
+    fn database(&self, _: DatabaseEngine) -> Result<(), String> {
+        Err(self.reason.clone())
+    }
+    fn cache(&self, _: CacheEngine) -> Result<(), String> {
+        Err(self.reason.clone())
+    }
+    async fn provision(
+        &self,
+        _: &ProvisionRequest<'_>,
+        _: &Steps,
+    ) -> Result<Provisioned, ProvisionError> {
+        Err(ProvisionError::new(
+            Some("provisioner"),
+            self.reason.clone(),
+        ))
+    }
+    async fn teardown(&self, _: &str, _: &Steps) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+    async fn leftovers(&self) -> Result<Vec<String>, ProvisionError> {
+        Ok(vec![])
+    }
+}

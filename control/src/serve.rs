@@ -1,0 +1,285 @@
+//! Wiring: `stacklab up` (proxy and control in one process, backends as children) and
+//! `stacklab control` (control alone, for several machines).
+
+use crate::config::ControlConfig;
+use crate::{Control, Options};
+use anyhow::Context;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use stacklab_proxy::body::RespBody;
+use stacklab_proxy::config::{Config, FeedConfig};
+use stacklab_proxy::Server;
+use stacklab_types::routes::{MemberSpec, PoolSpec, RouteUpdate};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The pool control's public API is a member of.
+pub const CONTROL_POOL: &str = "control";
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler` until `shutdown`.
+pub fn serve_http<F, Fut>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    handler: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<RespBody>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+            TokioExecutor::new(),
+        ));
+        loop {
+            let stream = tokio::select! {
+                a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
+                () = shutdown.cancelled() => return,
+            };
+            let (builder, handler, shutdown) =
+                (Arc::clone(&builder), handler.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.as_mut()).await;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A loopback URL for a bound address (`[::]:9000` → `http://127.0.0.1:9000`).
+pub fn local_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Control's public API listener, registered as a member of pool `control`.
+async fn start_public(control: &Arc<Control>) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(control.cfg.addr)
+        .await
+        .with_context(|| format!("cannot bind control's API on {}", control.cfg.addr))?;
+    let addr = listener.local_addr()?;
+    if control.routes.pool(CONTROL_POOL).is_none() {
+        let _ = control.routes.publish(RouteUpdate::PutPool {
+            pool: PoolSpec {
+                name: CONTROL_POOL.into(),
+                algorithm: Default::default(),
+                protocol: Default::default(),
+                members: vec![],
+                health: None,
+            },
+        });
+    }
+    // One control node: it replaces whatever members an earlier run registered.
+    for m in control
+        .routes
+        .pool(CONTROL_POOL)
+        .map(|p| p.members)
+        .unwrap_or_default()
+    {
+        let _ = control.routes.publish(RouteUpdate::RemoveMember {
+            pool: CONTROL_POOL.into(),
+            id: m.id,
+        });
+    }
+    let _ = control.routes.publish(RouteUpdate::PutMember {
+        pool: CONTROL_POOL.into(),
+        member: MemberSpec {
+            id: format!("control-{}", addr.port()),
+            addr: addr.to_string(),
+            weight: 1,
+            draining: false,
+        },
+    });
+    let c = Arc::clone(control);
+    let task = serve_http(listener, control.shutdown.clone(), move |req| {
+        let c = Arc::clone(&c);
+        async move { crate::api::handle(&c, req).await }
+    });
+    Ok((addr, task))
+}
+
+/// Everything `stacklab up` runs, started.
+#[derive(Debug)]
+pub struct Up {
+    pub control: Arc<Control>,
+    pub proxy: Arc<stacklab_proxy::Proxy>,
+    pub addrs: stacklab_proxy::server::Addrs,
+    pub control_addr: SocketAddr,
+    server: JoinHandle<anyhow::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the proxy, control and the backend pool in this process.
+pub async fn up(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Result<Up> {
+    stacklab_proxy::config::ensure_admin_token(&mut cfg)
+        .context("cannot prepare the admin token")?;
+    let server = Server::bind(cfg.clone())
+        .await
+        .context("cannot start the edge")?;
+    let addrs = server.addrs();
+    let proxy = Arc::clone(&server.proxy);
+    let admin_url = local_url(addrs.admin);
+    // The proxy follows control's feed over the shared admin address, as a proxy on another
+    // machine would; one code path for both.
+    let mut with_feed = (*proxy.config.load_full()).clone();
+    with_feed.feed = Some(FeedConfig {
+        url: format!("{admin_url}/admin/routes/feed")
+            .parse()
+            .context("feed URL")?,
+        token: cfg.admin.token.clone(),
+    });
+    proxy.config.store(Arc::new(with_feed));
+
+    let control = Control::open(Options {
+        cfg: ccfg,
+        sessions: cfg.sessions.clone(),
+        data_dir: cfg.data_dir.clone(),
+        admin_token: cfg.admin.token.clone(),
+        pools: cfg.pools.clone(),
+        config_file: cfg.source.clone(),
+    })
+    .await?;
+    let _ = control.admin_url.set(admin_url.clone());
+    let _ = control.proxies.set(vec![admin_url]);
+    let _ = proxy
+        .admin_ext
+        .set(Arc::new(crate::admin::Extension(Arc::clone(&control))));
+    let (control_addr, public) = start_public(&control).await?;
+    let restored = control.restore().await?;
+    if restored > 0 {
+        tracing::info!(restored, "sessions restored from the registry");
+    }
+    let server = tokio::spawn(server.run());
+    let reaper = control.spawn_reaper();
+    if let Err(e) = control.start_backend_pool().await {
+        control.shutdown.cancel();
+        control.stop_instances().await;
+        proxy.shutdown.cancel();
+        let _ = server.await;
+        return Err(e);
+    }
+    Ok(Up {
+        control,
+        proxy,
+        addrs,
+        control_addr,
+        server,
+        tasks: vec![public, reaper],
+    })
+}
+
+impl Up {
+    /// Stops everything: instances, control's tasks, then the proxy (draining).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.control.shutdown.cancel();
+        self.control.stop_instances().await;
+        self.proxy.shutdown.cancel();
+        let result = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}")));
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.control.registry.close().await;
+        result
+    }
+
+    /// Waits until the proxy stops on its own (a signal handler cancelled it), then stops
+    /// the rest.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.proxy.shutdown.cancelled().await;
+        self.shutdown().await
+    }
+}
+
+/// Control alone (`stacklab control`): its public API, its admin API, the backend pool.
+#[derive(Debug)]
+pub struct ControlOnly {
+    pub control: Arc<Control>,
+    pub admin_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub async fn control_only(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Result<ControlOnly> {
+    stacklab_proxy::config::ensure_admin_token(&mut cfg)
+        .context("cannot prepare the admin token")?;
+    let listener = TcpListener::bind(cfg.admin.addr)
+        .await
+        .with_context(|| format!("cannot bind the admin API on {}", cfg.admin.addr))?;
+    let admin_addr = listener.local_addr()?;
+    let control = Control::open(Options {
+        cfg: ccfg,
+        sessions: cfg.sessions.clone(),
+        data_dir: cfg.data_dir.clone(),
+        admin_token: cfg.admin.token.clone(),
+        pools: cfg.pools.clone(),
+        config_file: cfg.source.clone(),
+    })
+    .await?;
+    let _ = control.admin_url.set(local_url(admin_addr));
+    let _ = control.proxies.set(vec![]);
+    let c = Arc::clone(&control);
+    let admin = serve_http(listener, control.shutdown.clone(), move |req| {
+        let c = Arc::clone(&c);
+        async move {
+            match (req.method().as_str(), req.uri().path()) {
+                ("GET", "/healthz") => {
+                    crate::api::ok_json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+                }
+                ("GET", "/metrics") => {
+                    Response::new(stacklab_proxy::body::full(c.metrics.encode()))
+                }
+                (_, p) if crate::admin::owns(req.method(), p) => {
+                    crate::admin::handle(&c, req).await
+                }
+                _ => crate::api::error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "nothing here: control's admin API is under /admin/",
+                ),
+            }
+        }
+    });
+    let (control_addr, public) = start_public(&control).await?;
+    control.restore().await?;
+    let reaper = control.spawn_reaper();
+    control.start_backend_pool().await?;
+    Ok(ControlOnly {
+        control,
+        admin_addr,
+        control_addr,
+        tasks: vec![admin, public, reaper],
+    })
+}
+
+impl ControlOnly {
+    pub async fn shutdown(self) {
+        self.control.shutdown.cancel();
+        self.control.stop_instances().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.control.registry.close().await;
+    }
+}

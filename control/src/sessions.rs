@@ -1,0 +1,746 @@
+//! Sessions: creation (with the caps), use reported by proxies, expiry, teardown, and the
+//! restore after a restart.
+//!
+//! A session lives in memory ([`Live`]) and in the registry; every change is written to the
+//! registry before control answers. Expiry is sliding: `last_used + sessions.idle_timeout`,
+//! moved only by data requests (the proxy reports them in batches), and capped by
+//! `created + sessions.hard_lifetime`. Ending a session is idempotent: the first caller takes
+//! it out of [`Live`], removes its route, tells the backends to close its connections, and has
+//! the provisioner remove what it made; a failed teardown is retried by the reaper.
+
+use crate::choices::Choices;
+use crate::events::{Event, Step};
+use crate::provision::{ProvisionError, ProvisionRequest, Steps};
+use crate::registry::SessionRow;
+use crate::Control;
+use serde_json::{json, Value};
+use stacklab_types::routes::{RouteUpdate, SessionRoute, TouchReport};
+use stacklab_types::stack::StackDescriptor;
+use stacklab_types::Secret;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// A session control knows.
+#[derive(Debug)]
+pub struct Session {
+    pub code: String,
+    pub choices: Choices,
+    /// The backend pool its API requests go to.
+    pub pool: String,
+    pub client: String,
+    pub created_ms: u64,
+    pub hard_expires_ms: u64,
+    pub last_used_ms: AtomicU64,
+    pub inner: Mutex<SessionInner>,
+    pub events: broadcast::Sender<Event>,
+    /// The instance the session is pinned to, when its cache lives in an instance's memory
+    /// (every request must reach the same cache); re-pinned when that instance goes.
+    pub member: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionInner {
+    /// `provisioning`, `ready` or `failed`.
+    pub state: &'static str,
+    pub steps: Vec<Step>,
+    pub descriptor: Option<Arc<StackDescriptor>>,
+    pub resources: Value,
+    pub notes: Vec<String>,
+}
+
+impl Session {
+    fn new(
+        code: String,
+        choices: Choices,
+        pool: String,
+        client: String,
+        created_ms: u64,
+        hard_expires_ms: u64,
+        last_used_ms: u64,
+    ) -> Self {
+        Self {
+            code,
+            choices,
+            pool,
+            client,
+            created_ms,
+            hard_expires_ms,
+            last_used_ms: AtomicU64::new(last_used_ms),
+            inner: Mutex::new(SessionInner {
+                state: "provisioning",
+                steps: vec![],
+                descriptor: None,
+                resources: json!({}),
+                notes: vec![],
+            }),
+            events: broadcast::channel(256).0,
+            member: Mutex::new(None),
+        }
+    }
+
+    pub fn member(&self) -> Option<String> {
+        self.member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn route(&self) -> SessionRoute {
+        SessionRoute {
+            code: self.code.clone(),
+            pool: self.pool.clone(),
+            member: self.member(),
+        }
+    }
+
+    pub fn snapshot(&self) -> SessionInner {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SessionInner)) {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// When it ends if nobody uses it: the earlier of idle expiry and the hard lifetime.
+    pub fn expires_ms(&self, idle_ms: u64) -> u64 {
+        (self.last_used_ms.load(Relaxed) + idle_ms).min(self.hard_expires_ms)
+    }
+
+    /// The public view (`POST /api/sessions`, `GET /api/session`).
+    pub fn view(&self, idle_ms: u64) -> Value {
+        let inner = self.snapshot();
+        json!({
+            "code": self.code,
+            "state": inner.state,
+            "created_at": self.created_ms,
+            "last_used_at": self.last_used_ms.load(Relaxed),
+            "expires_at": self.expires_ms(idle_ms),
+            "hard_expires_at": self.hard_expires_ms,
+            "provisioner": self.choices.provisioner,
+            "stack": self.choices.to_json(),
+            "steps": inner.steps,
+            "resources": inner.resources,
+            "notes": inner.notes,
+        })
+    }
+
+    fn row(&self, sealed: String) -> SessionRow {
+        let inner = self.snapshot();
+        SessionRow {
+            code: self.code.clone(),
+            state: inner.state.to_owned(),
+            provisioner: self.choices.provisioner.clone(),
+            choices: self.choices.to_json().to_string(),
+            steps: serde_json::to_string(&inner.steps).unwrap_or_else(|_| "[]".into()),
+            resources: json!({"resources": inner.resources, "notes": inner.notes}).to_string(),
+            sealed,
+            pool: self.pool.clone(),
+            client: self.client.clone(),
+            created_ms: self.created_ms as i64,
+            last_used_ms: self.last_used_ms.load(Relaxed) as i64,
+            hard_expires_ms: self.hard_expires_ms as i64,
+        }
+    }
+}
+
+/// Live sessions and the per-client creation counts.
+#[derive(Debug, Default)]
+pub struct Live {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    /// Client address → (minute, sessions created in it).
+    created: Mutex<HashMap<String, (u64, u32)>>,
+    /// Codes being ended right now.
+    ending: Mutex<HashSet<String>>,
+}
+
+impl Live {
+    pub fn get(&self, code: &str) -> Option<Arc<Session>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(code)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, s: Arc<Session>) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(s.code.clone(), s);
+    }
+
+    fn take(&self, code: &str) -> Option<Arc<Session>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(code)
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// 400: a choice is wrong.
+    Invalid { field: String, message: String },
+    /// 503: a choice this install cannot offer now.
+    Unavailable { field: String, message: String },
+    /// 429: too many sessions from this address this minute.
+    RateLimited { limit: u32 },
+    /// 503: the server holds as many sessions as it may.
+    OutOfCapacity { limit: usize },
+    /// 503: provisioning failed; the steps say where.
+    Failed {
+        field: Option<&'static str>,
+        message: String,
+        steps: Vec<Step>,
+    },
+    /// 500: the registry could not record it.
+    Registry(String),
+}
+
+/// Why a session ended (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Idle,
+    Lifetime,
+    Deleted,
+    Failed,
+    Leftover,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Idle => "idle",
+            EndReason::Lifetime => "lifetime",
+            EndReason::Deleted => "deleted",
+            EndReason::Failed => "failed",
+            EndReason::Leftover => "leftover",
+        }
+    }
+}
+
+/// A session stuck provisioning this long (a provisioner that hung) is ended.
+const PROVISIONING_LIMIT_MS: u64 = 10 * 60 * 1000;
+
+impl Control {
+    fn idle_ms(&self) -> u64 {
+        self.sessions_cfg.idle_timeout.as_millis() as u64
+    }
+
+    /// `POST /api/sessions`: checks the choices and the caps, then provisions.
+    pub async fn create_session(
+        self: &Arc<Self>,
+        body: &Value,
+        client: &str,
+    ) -> Result<Arc<Session>, CreateError> {
+        let choices = Choices::parse(body).map_err(|e| {
+            self.metrics.rejected.with_label_values(&["invalid"]).inc();
+            CreateError::Invalid {
+                field: e.field,
+                message: e.message,
+            }
+        })?;
+        let Some(provisioner) = self.provisioners.get(choices.provisioner.as_str()).cloned() else {
+            return Err(CreateError::Invalid {
+                field: "provisioner".into(),
+                message: "unknown provisioner".into(),
+            });
+        };
+        if let Err(why) = provisioner.available() {
+            self.metrics
+                .rejected
+                .with_label_values(&["unavailable"])
+                .inc();
+            return Err(CreateError::Unavailable {
+                field: "provisioner".into(),
+                message: format!("{} is not available here: {why}", choices.provisioner),
+            });
+        }
+        // What embedded cannot give is a wrong combination (400); what shared or docker
+        // cannot give now is a server this install lacks (503).
+        let refuse = |field: &str, why: String| {
+            self.metrics
+                .rejected
+                .with_label_values(&["unavailable"])
+                .inc();
+            if provisioner.name() == "embedded" {
+                CreateError::Invalid {
+                    field: field.into(),
+                    message: why,
+                }
+            } else {
+                CreateError::Unavailable {
+                    field: field.into(),
+                    message: why,
+                }
+            }
+        };
+        provisioner
+            .database(choices.database)
+            .map_err(|why| refuse("database", why))?;
+        provisioner
+            .cache(choices.cache)
+            .map_err(|why| refuse("cache", why))?;
+
+        let now = self.clock.now_ms();
+        {
+            let limit = self.sessions_cfg.max_new_per_client_per_minute;
+            let minute = now / 60_000;
+            let mut created = self
+                .sessions
+                .created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            created.retain(|_, (m, _)| *m == minute);
+            let entry = created.entry(client.to_owned()).or_insert((minute, 0));
+            if entry.1 >= limit {
+                self.metrics.rejected.with_label_values(&["rate"]).inc();
+                return Err(CreateError::RateLimited { limit });
+            }
+            let max = self.sessions_cfg.max_live;
+            if self.sessions.len() >= max {
+                self.metrics.rejected.with_label_values(&["capacity"]).inc();
+                return Err(CreateError::OutOfCapacity { limit: max });
+            }
+            entry.1 += 1;
+        }
+
+        let code = crate::seal::session_code();
+        let hard = now + self.sessions_cfg.hard_lifetime.as_millis() as u64;
+        let session = Arc::new(Session::new(
+            code.clone(),
+            choices.clone(),
+            self.cfg.backends.pool.clone(),
+            client.to_owned(),
+            now,
+            hard,
+            now,
+        ));
+        self.sessions.insert(Arc::clone(&session));
+        self.metrics.live.set(self.sessions.len() as i64);
+        if let Err(e) = self
+            .registry
+            .insert_session(&session.row(String::new()))
+            .await
+        {
+            self.sessions.take(&code);
+            self.metrics.live.set(self.sessions.len() as i64);
+            return Err(CreateError::Registry(crate::redact_url(&e.to_string())));
+        }
+        // The route exists while provisioning, so `GET /api/session` and the event stream
+        // work from the first moment; backends answer 503 until the stack is ready.
+        if choices.cache == stacklab_types::stack::CacheEngine::Memory {
+            *session.member.lock().unwrap_or_else(|e| e.into_inner()) =
+                self.least_pinned_member(&session.pool);
+        }
+        let _ = self.routes.publish(RouteUpdate::PutSession {
+            session: session.route(),
+        });
+
+        let started = std::time::Instant::now();
+        let steps = Steps::new(Some(session.events.clone()));
+        let req = ProvisionRequest {
+            code: &code,
+            choices: &choices,
+            files_dir: self.data_dir.join("sessions"),
+            cache_max_bytes: self.cfg.cache_max_bytes,
+            cache_ttl_ms: self.cfg.cache_ttl_ms,
+        };
+        let result = provisioner.provision(&req, &steps).await;
+        let provisioned = match result {
+            Ok(p) => p,
+            Err(ProvisionError { field, message }) => {
+                session.update(|i| {
+                    i.state = "failed";
+                    i.steps = steps.list();
+                });
+                let _ = session.events.send(Event::State("failed"));
+                self.end_session(&code, EndReason::Failed).await;
+                return Err(CreateError::Failed {
+                    field,
+                    message,
+                    steps: steps.list(),
+                });
+            }
+        };
+        let descriptor = StackDescriptor {
+            session: code.clone(),
+            runtime: choices.runtime.clone(),
+            protocol: choices.protocol,
+            database: provisioned.database,
+            cache: provisioned.cache,
+            write_policy: choices.write_policy,
+            password_storage: choices.password_storage,
+            encryption: choices.encryption,
+            encryption_key: Secret::new(crate::seal::random_b64(32)),
+            pepper: Secret::new(crate::seal::random_b64(32)),
+        };
+        let sealed = self
+            .sealer
+            .seal(descriptor.to_wire_json().to_string().as_bytes());
+        session.update(|i| {
+            i.state = "ready";
+            i.steps = steps.list();
+            i.descriptor = Some(Arc::new(descriptor));
+            i.resources = provisioned.resources;
+            i.notes = provisioned.notes;
+        });
+        if let Err(e) = self.registry.update_session(&session.row(sealed)).await {
+            self.end_session(&code, EndReason::Failed).await;
+            return Err(CreateError::Registry(crate::redact_url(&e.to_string())));
+        }
+        let _ = session.events.send(Event::State("ready"));
+        self.metrics
+            .provision_seconds
+            .with_label_values(&[choices.provisioner.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .created
+            .with_label_values(&[choices.provisioner.as_str()])
+            .inc();
+        tracing::info!(provisioner = %choices.provisioner, database = ?choices.database, cache = ?choices.cache, ms = started.elapsed().as_millis() as u64, "session created");
+        Ok(session)
+    }
+
+    /// Ends a session now; `false` when it was not live (already ended: nothing to do).
+    pub async fn end_session(&self, code: &str, reason: EndReason) -> bool {
+        {
+            let mut ending = self
+                .sessions
+                .ending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !ending.insert(code.to_owned()) {
+                return false;
+            }
+        }
+        let session = self.sessions.take(code);
+        self.metrics.live.set(self.sessions.len() as i64);
+        let _ = self.routes.publish(RouteUpdate::RemoveSession {
+            code: code.to_owned(),
+        });
+        let provisioner = session.as_ref().map(|s| s.choices.provisioner.clone());
+        if let Some(s) = &session {
+            let _ = s.events.send(Event::Expired);
+        }
+        self.forget_on_backends(code).await;
+        let ok = match provisioner
+            .as_deref()
+            .and_then(|p| self.provisioners.get(p))
+        {
+            Some(p) => self.teardown(p.as_ref(), code).await,
+            None => true,
+        };
+        if ok {
+            if let Err(e) = self.registry.delete_session(code).await {
+                tracing::warn!(error = %crate::redact_url(&e.to_string()), "cannot remove an ended session from the registry; the reaper retries");
+            }
+        } else if let Some(s) = &session {
+            // Kept as `ending`: the reaper retries the teardown after a restart too.
+            s.update(|i| i.state = "ending");
+            let mut row = s.row(String::new());
+            row.state = "ending".into();
+            let _ = self.registry.update_session(&row).await;
+        }
+        self.sessions
+            .ending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(code);
+        if session.is_some() {
+            self.metrics
+                .ended
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            tracing::info!(reason = reason.as_str(), teardown_ok = ok, "session ended");
+        }
+        session.is_some()
+    }
+
+    async fn teardown(&self, p: &dyn crate::provision::Provisioner, code: &str) -> bool {
+        match p.teardown(code, &Steps::silent()).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.teardown_failures.inc();
+                tracing::warn!(provisioner = p.name(), error = %crate::redact_url(&e.message), "teardown failed; the reaper retries");
+                false
+            }
+        }
+    }
+
+    /// Tells every backend instance to close the session's connections (before its database
+    /// is dropped), best effort: an instance that misses it re-fetches the descriptor within
+    /// `descriptor_ttl` and finds the session gone.
+    async fn forget_on_backends(&self, code: &str) {
+        let Some(pool) = self.routes.pool(&self.cfg.backends.pool) else {
+            return;
+        };
+        let calls = pool.members.iter().map(|m| {
+            let req = http::Request::delete(format!("http://{}/internal/sessions/{code}", m.addr))
+                .header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", self.admin_token.expose()),
+                )
+                .body(http_body_util::Full::new(bytes::Bytes::new()));
+            let client = self.http.clone();
+            async move {
+                if let Ok(req) = req {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        client.request(req),
+                    )
+                    .await;
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+
+    /// Applies a proxy's report of session use.
+    pub async fn touch(&self, report: TouchReport) {
+        let now = self.clock.now_ms();
+        let mut uses = Vec::new();
+        for t in report.touches {
+            if let Some(s) = self.sessions.get(&t.code) {
+                let at = now.saturating_sub(t.idle_ms);
+                let before = s.last_used_ms.fetch_max(at, Relaxed);
+                if at > before {
+                    uses.push((t.code, at as i64));
+                }
+            }
+        }
+        if let Err(e) = self.registry.touch(&uses).await {
+            tracing::warn!(error = %crate::redact_url(&e.to_string()), "cannot record session use; kept in memory");
+        }
+    }
+
+    /// One pass of the reaper: ends what expired, retries failed teardowns. Returns how many
+    /// sessions it ended.
+    pub async fn reap_once(&self) -> usize {
+        let now = self.clock.now_ms();
+        let idle = self.idle_ms();
+        let mut ended = 0;
+        for s in self.sessions.all() {
+            let state = s.snapshot().state;
+            let reason = if now >= s.hard_expires_ms {
+                Some(EndReason::Lifetime)
+            } else if now >= s.last_used_ms.load(Relaxed) + idle {
+                Some(EndReason::Idle)
+            } else if state == "provisioning" && now >= s.created_ms + PROVISIONING_LIMIT_MS {
+                Some(EndReason::Failed)
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                if self.end_session(&s.code, r).await {
+                    ended += 1;
+                }
+            }
+        }
+        // Teardowns that failed earlier (their rows say `ending`).
+        if let Ok(rows) = self.registry.sessions().await {
+            for row in rows
+                .into_iter()
+                .filter(|r| r.state == "ending" && self.sessions.get(&r.code).is_none())
+            {
+                if let Some(p) = self.provisioners.get(row.provisioner.as_str()) {
+                    if self.teardown(p.as_ref(), &row.code).await {
+                        let _ = self.registry.delete_session(&row.code).await;
+                    }
+                }
+            }
+        }
+        ended
+    }
+
+    /// After a (re)start: brings back the live sessions from the registry, ends the ones that
+    /// expired or were mid-provisioning when control stopped, and removes what provisioners
+    /// hold for sessions the registry does not know (a crash between making and recording).
+    pub async fn restore(&self) -> anyhow::Result<usize> {
+        let rows = self.registry.sessions().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the registry: {}",
+                crate::redact_url(&e.to_string())
+            )
+        })?;
+        let now = self.clock.now_ms();
+        let idle = self.idle_ms();
+        let mut restored = 0;
+        for row in rows {
+            let usable = row.state == "ready"
+                && (row.last_used_ms as u64 + idle) > now
+                && (row.hard_expires_ms as u64) > now;
+            let session = if usable { self.revive(&row) } else { None };
+            match session {
+                Some(s) => {
+                    // Instances are new after a restart: pinned sessions are pinned again
+                    // once the pool is up (see `repin`).
+                    let _ = self
+                        .routes
+                        .publish(RouteUpdate::PutSession { session: s.route() });
+                    self.sessions.insert(s);
+                    restored += 1;
+                }
+                None => {
+                    if let Some(p) = self.provisioners.get(row.provisioner.as_str()) {
+                        if self.teardown(p.as_ref(), &row.code).await {
+                            let _ = self.registry.delete_session(&row.code).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.live.set(self.sessions.len() as i64);
+        self.reap_leftovers().await;
+        Ok(restored)
+    }
+
+    /// Removes what provisioners hold for codes that are not live sessions.
+    pub async fn reap_leftovers(&self) -> usize {
+        let known: HashSet<String> = match self.registry.sessions().await {
+            Ok(rows) => rows.into_iter().map(|r| r.code).collect(),
+            Err(_) => return 0,
+        };
+        let mut removed = 0;
+        for p in self.provisioners.values() {
+            let Ok(codes) = p.leftovers().await else {
+                continue;
+            };
+            for code in codes
+                .into_iter()
+                .filter(|c| !known.contains(c) && self.sessions.get(c).is_none())
+            {
+                if self.teardown(p.as_ref(), &code).await {
+                    removed += 1;
+                    self.metrics
+                        .ended
+                        .with_label_values(&[EndReason::Leftover.as_str()])
+                        .inc();
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed resources of sessions that no longer exist"
+            );
+        }
+        removed
+    }
+
+    fn revive(&self, row: &SessionRow) -> Option<Arc<Session>> {
+        let choices = Choices::from_json(&row.choices).ok()?;
+        let plain = self.sealer.open(&row.sealed).ok()?;
+        let descriptor: StackDescriptor = serde_json::from_slice(&plain).ok()?;
+        let extra: Value = serde_json::from_str(&row.resources).unwrap_or_default();
+        let s = Session::new(
+            row.code.clone(),
+            choices,
+            row.pool.clone(),
+            row.client.clone(),
+            row.created_ms as u64,
+            row.hard_expires_ms as u64,
+            row.last_used_ms as u64,
+        );
+        s.update(|i| {
+            i.state = "ready";
+            i.steps = serde_json::from_str(&row.steps).unwrap_or_default();
+            i.descriptor = Some(Arc::new(descriptor));
+            i.resources = extra.get("resources").cloned().unwrap_or_default();
+            i.notes = serde_json::from_value(extra.get("notes").cloned().unwrap_or_default())
+                .unwrap_or_default();
+        });
+        Some(Arc::new(s))
+    }
+
+    /// The reaper: every `control.reaper_interval` until shutdown.
+    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let control = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(control.cfg.reaper_interval) => {}
+                    () = control.shutdown.cancelled() => return,
+                }
+                control.reap_once().await;
+            }
+        })
+    }
+
+    /// The member with the fewest pinned sessions (for a session whose cache is in-process).
+    fn least_pinned_member(&self, pool: &str) -> Option<String> {
+        let members = self.routes.pool(pool)?.members;
+        let mut counts: HashMap<String, usize> = members
+            .iter()
+            .filter(|m| !m.draining)
+            .map(|m| (m.id.clone(), 0))
+            .collect();
+        for s in self.sessions.all() {
+            if let Some(c) = s.member().and_then(|m| counts.get_mut(&m)) {
+                *c += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .min_by_key(|(id, n)| (*n, id.clone()))
+            .map(|(id, _)| id)
+    }
+
+    /// Re-pins sessions whose instance is gone (or that need a pin and have none), spreading
+    /// them over the members left. Their in-process cache starts empty on the new instance.
+    pub fn repin(&self) {
+        let Some(pool) = self.routes.pool(&self.cfg.backends.pool) else {
+            return;
+        };
+        let alive: HashSet<String> = pool
+            .members
+            .iter()
+            .filter(|m| !m.draining)
+            .map(|m| m.id.clone())
+            .collect();
+        for s in self.sessions.all() {
+            if s.choices.cache != stacklab_types::stack::CacheEngine::Memory || s.pool != pool.name
+            {
+                continue;
+            }
+            if s.member().is_some_and(|m| alive.contains(&m)) {
+                continue;
+            }
+            let next = self.least_pinned_member(&s.pool);
+            *s.member.lock().unwrap_or_else(|e| e.into_inner()) = next;
+            let _ = self
+                .routes
+                .publish(RouteUpdate::PutSession { session: s.route() });
+        }
+    }
+
+    /// What a backend gets for `GET /admin/stacks/{code}`.
+    pub fn stack_for_backend(&self, code: &str) -> Result<Value, &'static str> {
+        let s = self.sessions.get(code).ok_or("gone")?;
+        let inner = s.snapshot();
+        match (inner.state, inner.descriptor) {
+            ("ready", Some(d)) => Ok(d.to_wire_json()),
+            _ => Err("provisioning"),
+        }
+    }
+}
