@@ -177,6 +177,12 @@ pub async fn up(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Result<Up> {
         let _ = server.await;
         return Err(e);
     }
+    // Ready when the proxy has the routes control has (the feed is over loopback: moments).
+    let target = control.routes.version();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proxy.routing.load().version < target && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     Ok(Up {
         control,
         proxy,

@@ -62,6 +62,7 @@ pub enum PasswordStorage {
 pub enum Encryption {
     #[default]
     None,
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
 }
 

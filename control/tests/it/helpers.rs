@@ -1,0 +1,363 @@
+//! Test stacks on real sockets: `stacklab up` in-process (proxy + control) with real backend
+//! processes, an HTTPS client that keeps its cookie, and the admin API.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use stacklab_control::config::ControlConfig;
+use stacklab_control::serve::Up;
+use stacklab_proxy::config::Config;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const TOKEN: &str = "control-test-admin-token-0123456789";
+
+pub struct TestEnv(pub BTreeMap<&'static str, String>);
+
+impl stacklab_proxy::config::Env for TestEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stacklab-ctl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The embedded default config on loopback port 0, with test timings: session use reported
+/// every 20 ms, the reaper left to the test (`reap_once`), backends from this build.
+pub fn configs(dir: &Path, instances: usize) -> (Config, ControlConfig) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env = TestEnv(BTreeMap::from([
+        ("STACKLAB_EDGE_ADDR", "127.0.0.1:0".to_owned()),
+        ("STACKLAB_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("STACKLAB_ADMIN_ADDR", "127.0.0.1:0".to_owned()),
+        ("STACKLAB_ADMIN_TOKEN", TOKEN.to_owned()),
+        ("STACKLAB_DATA_DIR", dir.join("data").display().to_string()),
+    ]));
+    let (mut cfg, _) = Config::from_toml(stacklab_proxy::DEFAULT_CONFIG, &env).unwrap();
+    cfg.sessions.report_interval = Duration::from_millis(20);
+    let mut ccfg =
+        ControlConfig::from_sections(cfg.other.get("control"), cfg.other.get("shared"), &|_| None)
+            .unwrap();
+    ccfg.backends.instances = instances;
+    ccfg.backends.command = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
+    ccfg.reaper_interval = Duration::from_secs(3600);
+    (cfg, ccfg)
+}
+
+pub async fn start_up(
+    dir: &Path,
+    instances: usize,
+    tweak: impl FnOnce(&mut Config, &mut ControlConfig),
+) -> Up {
+    let (mut cfg, mut ccfg) = configs(dir, instances);
+    tweak(&mut cfg, &mut ccfg);
+    stacklab_control::serve::up(cfg, ccfg)
+        .await
+        .expect("stacklab up starts")
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+    pub fn field(&self) -> String {
+        self.json()["error"]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A browser-like HTTPS client: HTTP/2 over TLS to the edge, trusting the self-signed
+/// certificate of the data dir, keeping the session cookie it is given.
+#[derive(Clone)]
+pub struct Browser {
+    pub port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    send: Arc<tokio::sync::Mutex<Option<hyper::client::conn::http2::SendRequest<Full<Bytes>>>>>,
+    pub cookie: Option<String>,
+}
+
+impl Browser {
+    pub fn new(data_dir: &Path, port: u16) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(data_dir.join("tls/self-signed.crt")).unwrap())
+            .unwrap();
+        let mut tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        Self {
+            port,
+            tls: Arc::new(tls),
+            send: Arc::default(),
+            cookie: None,
+        }
+    }
+
+    /// Same certificate trust, another port (the edge after a restart), same cookie.
+    pub fn on_port(&self, port: u16) -> Self {
+        Self {
+            port,
+            tls: Arc::clone(&self.tls),
+            send: Arc::default(),
+            cookie: self.cookie.clone(),
+        }
+    }
+
+    async fn sender(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+        let mut guard = self.send.lock().await;
+        if let Some(s) = guard.as_ref().filter(|s| !s.is_closed()) {
+            return s.clone();
+        }
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        *guard = Some(send.clone());
+        send
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        let answer = self
+            .send_raw(
+                method,
+                path,
+                body.map(|b| ("application/json", b.to_string())),
+            )
+            .await;
+        if let Some(sc) = answer
+            .headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+        {
+            let value = sc
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("stacklab_session=");
+            self.cookie = (!value.is_empty()).then(|| value.to_owned());
+        }
+        answer
+    }
+
+    pub async fn send_raw(&self, method: &str, path: &str, body: Option<(&str, String)>) -> Answer {
+        self.try_send(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<Answer, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("https://localhost:{}{path}", self.port));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("stacklab_session={c}"));
+        }
+        let req = match body {
+            Some((ct, text)) => req
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from(text))),
+            None => req.body(Full::new(Bytes::new())),
+        }
+        .unwrap();
+        let mut send = self.sender().await;
+        let res = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    pub async fn get(&mut self, path: &str) -> Answer {
+        self.send("GET", path, None).await
+    }
+
+    pub async fn post(&mut self, path: &str, body: serde_json::Value) -> Answer {
+        self.send("POST", path, Some(body)).await
+    }
+}
+
+/// The admin API (plain HTTP on the admin address), with or without the token.
+pub async fn admin(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(b.to_string()))),
+        None => req.body(Full::new(Bytes::new())),
+    }
+    .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Waits (polling, bounded) until `cond` holds.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Steady traffic from `workers` tasks: `path` with the browser's cookie, counting answers.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    pub ok: Arc<std::sync::atomic::AtomicU64>,
+    pub failed: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(browser: &Browser, path: &'static str, workers: usize) -> Load {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (b, stop, ok, failed) = (
+                    browser.clone(),
+                    Arc::clone(&stop),
+                    Arc::clone(&ok),
+                    Arc::clone(&failed),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Relaxed) {
+                        match b.try_send("GET", path, None).await {
+                            Ok(a) if a.status == 200 => {
+                                ok.fetch_add(1, Relaxed);
+                            }
+                            Ok(a) => {
+                                failed
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{} {}", a.status, a.text()))
+                            }
+                            Err(e) => failed.lock().unwrap().push(e),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests have succeeded.
+    pub async fn advance(&self, n: u64) {
+        let target = self.ok() + n;
+        eventually(&format!("{n} more requests served"), || async {
+            self.ok() >= target
+        })
+        .await;
+    }
+
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ok = self.ok();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        (
+            ok.max(self.ok.load(std::sync::atomic::Ordering::Relaxed)),
+            failed,
+        )
+    }
+}

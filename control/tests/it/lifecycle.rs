@@ -1,0 +1,535 @@
+//! Sessions through the real proxy over HTTPS: create, use, expire (control's clock moved),
+//! `410` afterwards, teardown checked on disk and in the registry; restarts of control; the
+//! route feed; instances dying and killed under load; the admin token; the caps.
+
+use crate::helpers::*;
+use serde_json::json;
+use stacklab_control::serve;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+const MINUTE: u64 = 60_000;
+
+async fn new_session(b: &mut Browser, choices: serde_json::Value) -> String {
+    let r = b.post("/api/sessions", choices).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
+    let dir = temp_dir("life");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let data = dir.join("data");
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+
+    let r = b.get("/api/users").await;
+    assert_eq!((r.status, r.code()), (401, "session_missing".into()));
+
+    let r = b
+        .post("/api/sessions", json!({"password_storage": "sha256"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    let v = r.json();
+    let code = v["code"].as_str().unwrap().to_owned();
+    assert_eq!(
+        cookie,
+        format!("stacklab_session={code}; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax")
+    );
+    assert_eq!(code.len(), 26);
+    assert_eq!(v["state"], "ready");
+    assert_eq!(v["stack"]["database"], "sqlite");
+    assert!(v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["status"] == "done" && s["ms"].as_f64().is_some()));
+    let file = data.join("sessions").join(format!("{code}.db"));
+    assert!(file.exists(), "the session's own SQLite file");
+
+    let r = b.get("/api/session").await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (200, Some(code.as_str()))
+    );
+
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=3600"),
+        "a data request refreshes the cookie"
+    );
+    assert_eq!(
+        r.json()["stored_password"].as_str().unwrap().len(),
+        64,
+        "sha256 hex"
+    );
+    assert_eq!(b.get("/api/users/1").await.status, 200);
+
+    let session = up.control.sessions.get(&code).unwrap();
+    // 40 minutes pass with nobody using it: still alive.
+    up.control.clock.advance(40 * MINUTE);
+    assert_eq!(up.control.reap_once().await, 0);
+    // A data request now moves its expiry (reported by the proxy in a batch).
+    let used_at = up.control.clock.now_ms();
+    assert_eq!(b.get("/api/users/1").await.status, 200);
+    eventually("the proxy reports the use", || async {
+        session.last_used_ms.load(Relaxed) + 1000 >= used_at
+    })
+    .await;
+    // Watching does not count as use.
+    assert_eq!(b.get("/api/cache").await.status, 200);
+    let r = b.get("/api/session").await;
+    assert_eq!(
+        r.json()["expires_at"].as_u64().unwrap() / 1000,
+        (session.last_used_ms.load(Relaxed) + 60 * MINUTE) / 1000
+    );
+    up.control.clock.advance(40 * MINUTE);
+    assert_eq!(
+        up.control.reap_once().await,
+        0,
+        "80 minutes old, 40 since last use: alive"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await; // a report cycle: the cache view must not count
+    up.control.clock.advance(21 * MINUTE);
+    assert_eq!(
+        up.control.reap_once().await,
+        1,
+        "61 minutes since last use: reaped"
+    );
+    assert_eq!(up.control.reap_once().await, 0, "reaping is idempotent");
+
+    eventually("the proxy learns the session ended", || async {
+        b.clone().get("/api/users/1").await.status == 410
+    })
+    .await;
+    let r = b.get("/api/users").await;
+    assert_eq!((r.status, r.code()), (410, "session_expired".into()));
+    assert_eq!(b.get("/api/session").await.status, 410);
+    assert!(!file.exists(), "the SQLite file is gone");
+    let r = admin(
+        up.addrs.admin,
+        "GET",
+        &format!("/admin/stacks/{code}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(
+        up.control.registry.sessions().await.unwrap().is_empty(),
+        "the registry forgot it"
+    );
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_restarted_mid_life_loses_no_session() {
+    let dir = temp_dir("restart");
+    let data = dir.join("data");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    let code = new_session(
+        &mut b,
+        json!({"encryption": "aes-256-gcm", "password_storage": "bcrypt-pepper"}),
+    )
+    .await;
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "bob", "email": "bob@example.com", "password": "hunter2 hunter2"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    up.shutdown().await.unwrap();
+
+    // A left-over file of a session the registry never recorded (a crash in between).
+    let orphan = data.join("sessions").join("0000000000000000000000000z.db");
+    std::fs::write(&orphan, b"").unwrap();
+
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let mut b = b.on_port(up.addrs.edge.port());
+    let r = b.get("/api/users/1").await;
+    assert_eq!(r.status, 200, "the old cookie still works: {}", r.text());
+    assert_eq!(r.json()["username"], "bob");
+    let r = b
+        .post(
+            "/api/users/1/verify-password",
+            json!({"password": "hunter2 hunter2"}),
+        )
+        .await;
+    assert_eq!(
+        r.json()["ok"],
+        true,
+        "the pepper survived the restart (sealed in the registry)"
+    );
+    assert_eq!(b.get("/api/session").await.json()["code"], code.as_str());
+    assert!(
+        !orphan.exists(),
+        "leftovers of unknown sessions are removed at start"
+    );
+    // The registry holds no secret in the clear.
+    let raw = std::fs::read(data.join("registry.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("sqlite://"),
+        "descriptors are sealed"
+    );
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_dies_is_replaced_and_one_killed_by_a_drill_is_not() {
+    let dir = temp_dir("instances");
+    let up = start_up(&dir, 2, |_, _| {}).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    new_session(&mut b, json!({"cache": "none"})).await;
+    assert_eq!(
+        b.post(
+            "/api/users",
+            json!({"username": "cyd", "email": "cyd@example.com", "password": "longenough"})
+        )
+        .await
+        .status,
+        201
+    );
+    let before = up.control.instances.list();
+    assert_eq!(before.len(), 2);
+
+    let load = Load::start(&b, "/api/users?limit=5", 4);
+    load.advance(50).await;
+    // Killed from outside: control notices and starts a replacement.
+    let victim = before[0].clone();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &victim.pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    eventually("a replacement instance", || async {
+        let now = up.control.instances.list();
+        now.len() == 2 && now.iter().all(|i| i.id != victim.id)
+    })
+    .await;
+    load.advance(50).await;
+    // The drill: killed through the admin API, not replaced.
+    let drilled = up.control.instances.list()[0].id.clone();
+    let r = admin(
+        up.addrs.admin,
+        "DELETE",
+        &format!("/admin/pools/rust/instances/{drilled}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.control.instances.list().len(), 1);
+    load.advance(50).await;
+    let (ok, failed) = load.stop().await;
+    assert!(
+        failed.is_empty(),
+        "{} of {} idempotent requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(
+        up.control.instances.list().len(),
+        1,
+        "a drill kill is not replaced"
+    );
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_instance_exits_total{cause=\"died\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stacklab_control_instance_exits_total{cause=\"killed\"} 1"),
+        "{m}"
+    );
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_token_and_never_shows_it() {
+    let dir = temp_dir("token");
+    let up = start_up(&dir, 0, |_, _| {}).await;
+    for path in [
+        "/admin/routes",
+        "/admin/routes/feed",
+        "/admin/stacks/x",
+        "/admin/bugs",
+        "/admin/topology",
+        "/admin/pools",
+        "/admin/control/sessions",
+    ] {
+        for token in [None, Some("wrong-token-wrong-token")] {
+            let r = admin(up.addrs.admin, "GET", path, token, None).await;
+            assert_eq!(r.status, 401, "{path} with {token:?}");
+            assert_eq!(r.code(), "unauthorized");
+            assert!(!r.text().contains(TOKEN));
+        }
+    }
+    let r = admin(
+        up.addrs.admin,
+        "POST",
+        "/admin/sessions/touches",
+        None,
+        Some(json!({"touches": []})),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = admin(up.addrs.admin, "GET", "/admin/routes", Some(TOKEN), None).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains(TOKEN));
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_and_bad_choices_answer_clearly_and_change_nothing() {
+    let dir = temp_dir("caps");
+    let up = start_up(&dir, 0, |cfg, _| {
+        cfg.sessions.max_live = 3;
+        cfg.sessions.max_new_per_client_per_minute = 5;
+    })
+    .await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    for (body, status, field) in [
+        (json!({"database": "oracle"}), 400, "database"),
+        (json!({"database": "postgres"}), 400, "database"),
+        (json!({"cache": "redis"}), 400, "cache"),
+        (
+            json!({"cache": "memory", "cache_policy": "allkeys-lru"}),
+            400,
+            "cache_policy",
+        ),
+        (json!({"colour": "red"}), 400, "colour"),
+        (json!({"provisioner": "docker"}), 503, "provisioner"),
+        (json!({"provisioner": "shared"}), 503, "provisioner"),
+    ] {
+        let r = b.post("/api/sessions", body.clone()).await;
+        assert_eq!(
+            (r.status, r.field()),
+            (status, field.to_owned()),
+            "{body}: {}",
+            r.text()
+        );
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = b
+        .send_raw("POST", "/api/sessions", Some(("text/plain", "{}".into())))
+        .await;
+    assert_eq!(r.status, 415);
+    let r = b
+        .send_raw(
+            "POST",
+            "/api/sessions",
+            Some(("application/json", "{nope".into())),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_json".into()));
+    assert_eq!(up.control.sessions.len(), 0, "bad input made nothing");
+
+    let mut browsers = Vec::new();
+    for _ in 0..3 {
+        let mut b = b.clone();
+        new_session(&mut b, json!({})).await;
+        browsers.push(b);
+    }
+    let r = b.post("/api/sessions", json!({})).await;
+    assert_eq!((r.status, r.code()), (503, "out_of_capacity".into()));
+    // Ending one frees a place.
+    let mut last = browsers.pop().unwrap();
+    assert_eq!(last.send("DELETE", "/api/session", None).await.status, 200);
+    assert_eq!(last.cookie, None, "the cookie is cleared");
+    for _ in 0..2 {
+        let mut c = b.clone();
+        new_session(&mut c, json!({})).await; // the 4th and 5th this minute
+        assert_eq!(c.send("DELETE", "/api/session", None).await.status, 200);
+    }
+    let r = b.post("/api/sessions", json!({})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "rate_limited".into()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.headers["retry-after"], "60");
+    up.control.clock.advance(MINUTE);
+    new_session(&mut b.clone(), json!({})).await;
+    let m = up.control.metrics.encode();
+    for reason in ["capacity", "rate"] {
+        assert!(
+            m.contains(&format!(
+                "stacklab_control_sessions_rejected_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{m}"
+        );
+    }
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_reports_carry_the_stack_and_the_last_requests() {
+    let dir = temp_dir("bugs");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let code = new_session(&mut b, json!({"protocol": "graphql"})).await;
+    assert_eq!(b.get("/api/users").await.status, 200);
+    let r = b.post("/api/bugs", json!({"title": "slow"})).await;
+    assert_eq!((r.status, r.field()), (400, "description".into()));
+    let r = b
+        .post(
+            "/api/bugs",
+            json!({"title": "slow", "description": "the list took a while", "x": 1}),
+        )
+        .await;
+    assert_eq!((r.status, r.field()), (400, "x".into()));
+    let r = b
+        .post(
+            "/api/bugs",
+            json!({"title": "slow", "description": "the list took a while"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
+    let bug = &r.json()["bugs"][0];
+    assert_eq!(bug["session"], code.as_str());
+    assert_eq!(bug["stack"]["protocol"], "graphql");
+    assert_eq!(bug["requests"][0]["path"], "/api/users");
+    // The inspector's list comes from the proxy's capture, newest first.
+    let r = b.get("/api/requests?limit=5").await;
+    assert_eq!(r.json()["requests"][0]["path"], "/api/users");
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_feed_resumes_after_control_restarts_while_the_proxy_serves() {
+    let dir = temp_dir("feed");
+    let data = dir.join("data");
+    // Control alone, with no instances of its own: a backend runs in this test process.
+    let (cfg, mut ccfg) = configs(&dir, 0);
+    ccfg.backends.instances = 0;
+    let control = serve::control_only(cfg.clone(), ccfg.clone())
+        .await
+        .unwrap();
+    let admin_addr = control.admin_addr;
+    let admin_url = format!("http://{admin_addr}");
+
+    let backend_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend_listener.local_addr().unwrap();
+    let token = stacklab_types::Secret::new(TOKEN);
+    let source = std::sync::Arc::new(stacklab_backend::sessions::ControlStacks::new(
+        admin_url.clone(),
+        token.clone(),
+    ));
+    let app = stacklab_backend::App::new(Default::default(), source, token);
+    let backend_stop = tokio_util::sync::CancellationToken::new();
+    let backend = tokio::spawn(stacklab_backend::run(
+        backend_listener,
+        app,
+        backend_stop.clone(),
+    ));
+    let r = admin(
+        admin_addr,
+        "PUT",
+        "/admin/pools/rust/members/b1",
+        Some(TOKEN),
+        Some(json!({"addr": backend_addr.to_string()})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A proxy of its own, following control's feed.
+    let mut pcfg = cfg.clone();
+    pcfg.admin.addr = "127.0.0.1:0".parse().unwrap();
+    pcfg.feed = Some(stacklab_proxy::config::FeedConfig {
+        url: format!("{admin_url}/admin/routes/feed").parse().unwrap(),
+        token: stacklab_types::Secret::new(TOKEN),
+    });
+    let server = stacklab_proxy::Server::bind(pcfg).await.unwrap();
+    let addrs = server.addrs();
+    let proxy = std::sync::Arc::clone(&server.proxy);
+    let proxy_task = tokio::spawn(server.run());
+
+    let mut b = Browser::new(&data, addrs.edge.port());
+    eventually("the proxy learns control's address", || async {
+        b.clone()
+            .try_send("GET", "/api/options", None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    new_session(&mut b, json!({"cache": "none"})).await;
+    eventually("the session's route reaches the proxy", || async {
+        b.clone()
+            .try_send("GET", "/api/users", None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+
+    let load = Load::start(&b, "/api/users?limit=1", 2);
+    load.advance(30).await;
+    control.shutdown().await;
+    eventually("the proxy notices control is gone", || async {
+        proxy.metrics.feed_connected.get() == 0
+    })
+    .await;
+    load.advance(100).await; // served from the proxy's last table and the backend's cached stack
+
+    let control = serve::control_only(
+        {
+            let mut c = cfg.clone();
+            c.admin.addr = admin_addr;
+            c
+        },
+        ccfg,
+    )
+    .await
+    .unwrap();
+    eventually("the proxy follows the new control", || async {
+        proxy.metrics.feed_connected.get() == 1
+    })
+    .await;
+    load.advance(30).await;
+    // Changes made after the restart reach the proxy: a new session works end to end.
+    let mut b2 = b.clone();
+    b2.cookie = None;
+    eventually("session creation through the restarted control", || async {
+        b2.clone()
+            .try_send("GET", "/api/options", None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    new_session(&mut b2, json!({"cache": "none"})).await;
+    eventually("the new session's route reaches the proxy", || async {
+        b2.clone()
+            .try_send("GET", "/api/users", None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+    })
+    .await;
+    let (ok, failed) = load.stop().await;
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed while control was away: {:?}",
+        failed.len(),
+        ok,
+        &failed[..failed.len().min(5)]
+    );
+
+    proxy.shutdown.cancel();
+    let _ = proxy_task.await;
+    control.shutdown().await;
+    backend_stop.cancel();
+    let _ = backend.await;
+}
