@@ -25,6 +25,7 @@
 pub mod compare;
 pub mod external;
 pub mod feed;
+pub mod launch;
 pub mod load;
 pub mod peers;
 pub mod procstat;

@@ -85,6 +85,24 @@ enum Command {
         #[arg(long)]
         idle: Option<usize>,
     },
+    /// Session launch times through a running stacklab (`POST /api/sessions`, then end it).
+    Launch {
+        /// The edge's port on localhost.
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// PEM certificate to trust (stacklab's `<data_dir>/tls/self-signed.crt`).
+        #[arg(long, default_value = "data/tls/self-signed.crt")]
+        ca: PathBuf,
+        /// Launches, one after another.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        count: usize,
+        /// The choices, as the JSON body of POST /api/sessions.
+        #[arg(long, default_value = "{}")]
+        choices: String,
+        /// On 429 (the per-client cap), wait a minute and go on instead of failing.
+        #[arg(long)]
+        wait_on_429: bool,
+    },
     /// The upstream the comparison uses (prints `listening on ADDR`).
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -100,6 +118,20 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Launch {
+                port,
+                ca,
+                count,
+                choices,
+                wait_on_429,
+            } => {
+                let choices: serde_json::Value =
+                    serde_json::from_str(&choices).context("--choices is not JSON")?;
+                let report =
+                    stacklab_bench::launch::run(port, &ca, count, choices, wait_on_429).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
             Command::Upstream { addr } => {
                 let listener = tokio::net::TcpListener::bind(addr).await?;
                 println!("listening on {}", listener.local_addr()?);

@@ -228,6 +228,18 @@ impl Browser {
         })
     }
 
+    /// A GET whose body is left to the caller to read as it streams (SSE).
+    pub async fn open_stream(&self, path: &str) -> http::Response<hyper::body::Incoming> {
+        let mut req = Request::get(format!("https://localhost:{}{path}", self.port));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("stacklab_session={c}"));
+        }
+        let mut send = self.sender().await;
+        send.send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&mut self, path: &str) -> Answer {
         self.send("GET", path, None).await
     }

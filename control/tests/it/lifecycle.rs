@@ -533,3 +533,59 @@ async fn the_route_feed_resumes_after_control_restarts_while_the_proxy_serves() 
     backend_stop.cancel();
     let _ = backend.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_state_requests_and_cache_changes() {
+    let dir = temp_dir("events");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    new_session(&mut b, json!({})).await;
+    let res = b.open_stream("/api/session/events").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    read_until(
+        &mut body,
+        &mut seen,
+        "event: state\ndata: {\"state\":\"ready\"}",
+    )
+    .await;
+    assert_eq!(
+        b.post(
+            "/api/users",
+            json!({"username": "eve", "email": "eve@example.com", "password": "longenough"})
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(b.get("/api/users/1").await.status, 200);
+    read_until(&mut body, &mut seen, "event: request\ndata: ").await;
+    read_until(&mut body, &mut seen, "\"path\":\"/api/users/1\"").await;
+    read_until(&mut body, &mut seen, "event: cache\ndata: ").await;
+    read_until(&mut body, &mut seen, "\"key\":\"user:1\"").await;
+    // Ending the session ends the stream with `expired`.
+    assert_eq!(b.send("DELETE", "/api/session", None).await.status, 200);
+    read_until(&mut body, &mut seen, "event: expired").await;
+    up.shutdown().await.unwrap();
+}
+
+/// Reads an event stream until `want` has appeared in it.
+async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, want: &str) {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(want) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no `{want}` in: {seen}"));
+        match frame {
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&d));
+                }
+            }
+            other => panic!("the stream ended ({other:?}) before `{want}`: {seen}"),
+        }
+    }
+}
