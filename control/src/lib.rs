@@ -159,10 +159,8 @@ impl Control {
     pub async fn persist_pool(&self, name: &str) {
         let spec = self.routes.pool(name).map(|mut p| {
             let own: Vec<String> = self.instances.list().into_iter().map(|i| i.id).collect();
-            p.members.retain(|m| {
-                !own.contains(&m.id)
-                    && !(name == serve::CONTROL_POOL && m.id.starts_with("control-"))
-            });
+            let ours = |id: &str| name == serve::CONTROL_POOL && id.starts_with("control-");
+            p.members.retain(|m| !own.contains(&m.id) && !ours(&m.id));
             serde_json::to_string(&p).unwrap_or_default()
         });
         if let Err(e) = self.registry.put_pool(name, spec.as_deref()).await {

@@ -359,8 +359,9 @@ impl Control {
 
         let started = std::time::Instant::now();
         let steps = Steps::new(Some(session.events.clone()));
+        let resource_id = crate::provision::resource_id(&code);
         let req = ProvisionRequest {
-            code: &code,
+            code: &resource_id,
             choices: &choices,
             files_dir: self.data_dir.join("sessions"),
             cache_max_bytes: self.cfg.cache_max_bytes,
@@ -478,7 +479,12 @@ impl Control {
     }
 
     async fn teardown(&self, p: &dyn crate::provision::Provisioner, code: &str) -> bool {
-        match p.teardown(code, &Steps::silent()).await {
+        self.teardown_id(p, &crate::provision::resource_id(code))
+            .await
+    }
+
+    async fn teardown_id(&self, p: &dyn crate::provision::Provisioner, id: &str) -> bool {
+        match p.teardown(id, &Steps::silent()).await {
             Ok(()) => true,
             Err(e) => {
                 self.metrics.teardown_failures.inc();
@@ -615,22 +621,28 @@ impl Control {
         Ok(restored)
     }
 
-    /// Removes what provisioners hold for codes that are not live sessions.
+    /// Removes what provisioners hold for resource ids of no known session.
     pub async fn reap_leftovers(&self) -> usize {
-        let known: HashSet<String> = match self.registry.sessions().await {
-            Ok(rows) => rows.into_iter().map(|r| r.code).collect(),
+        let mut known: HashSet<String> = match self.registry.sessions().await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| crate::provision::resource_id(&r.code))
+                .collect(),
             Err(_) => return 0,
         };
+        known.extend(
+            self.sessions
+                .all()
+                .iter()
+                .map(|s| crate::provision::resource_id(&s.code)),
+        );
         let mut removed = 0;
         for p in self.provisioners.values() {
             let Ok(codes) = p.leftovers().await else {
                 continue;
             };
-            for code in codes
-                .into_iter()
-                .filter(|c| !known.contains(c) && self.sessions.get(c).is_none())
-            {
-                if self.teardown(p.as_ref(), &code).await {
+            for id in codes.into_iter().filter(|id| !known.contains(id)) {
+                if self.teardown_id(p.as_ref(), &id).await {
                     removed += 1;
                     self.metrics
                         .ended

@@ -2,9 +2,13 @@
 //!
 //! Each one reports its steps, with timings, to the session's event stream through
 //! [`Steps`]; readiness means a real query succeeded with the session's own credentials, not
-//! that a port opened. Teardown is idempotent and works from the session code alone (every
-//! name a provisioner makes is derived from the code), so control can remove what a crash left
-//! behind: [`Provisioner::leftovers`] lists the codes it still finds resources for.
+//! that a port opened. Teardown is idempotent and works from the session's resource id alone
+//! (every name a provisioner makes is derived from it), so control can remove what a crash
+//! left behind: [`Provisioner::leftovers`] lists the ids it still finds resources for.
+//!
+//! Provisioners never see the session code (the cookie, a credential): they get
+//! [`resource_id`], a one-way hash of it, so listing databases, roles or key names on a shared
+//! server reveals no session's cookie.
 
 pub mod embedded;
 pub mod shared;
@@ -40,6 +44,7 @@ impl ProvisionError {
 /// What a session asks a provisioner for.
 #[derive(Debug)]
 pub struct ProvisionRequest<'a> {
+    /// The session's resource id ([`resource_id`]), not its code: what names its resources.
     pub code: &'a str,
     pub choices: &'a Choices,
     /// `<data_dir>/sessions`: where embedded files go.
@@ -142,7 +147,20 @@ impl Steps {
     }
 }
 
-/// Database and user names made from a session code: `s_<code>`, valid unquoted everywhere.
+/// The id a session's resources are named by: 26 lowercase hex characters of
+/// SHA-256(`stacklab-resource:` + code). One-way: a database or key name never gives the
+/// cookie away.
+pub fn resource_id(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("stacklab-resource:{code}").as_bytes());
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..26]
+        .to_owned()
+}
+
+/// Database and user names made from a resource id: `s_<id>`, valid unquoted everywhere.
 pub fn engine_name(code: &str) -> String {
     format!("s_{code}")
 }

@@ -1,49 +1,1842 @@
-//! `shared`: a database and keyspace per session on servers named in `[shared]`.
+//! `shared`: a database and a keyspace of the session's own on servers named in `[shared]`.
+//!
+//! Every name made here is `s_<code>` ([`engine_name`]), so teardown and the search for
+//! leftovers work from the session code alone. A code is checked before it goes anywhere near
+//! DDL (26 characters of lower-case Crockford base32, so `s_<code>` is a plain identifier that
+//! needs no quoting on any engine); anything else is refused.
+//!
+//! # What a session gets
+//! | engine | made for the session | what keeps other sessions out |
+//! |---|---|---|
+//! | PostgreSQL | role `s_<code>` (LOGIN, its own password) owning database `s_<code>` | `REVOKE ALL ON DATABASE … FROM PUBLIC`: no other role may connect to it |
+//! | MySQL / MariaDB | database `s_<code>`, user `'s_<code>'@'%'` and `@'localhost'` | `GRANT ALL ON \`s\_<code>\`.*` only (the `_` escaped, as it is a wildcard in grants) |
+//! | MongoDB | user `s_<code>` in database `s_<code>`, role `readWrite` on it alone | MongoDB's own authorization; the URL has `authSource=s_<code>` |
+//! | Redis | ACL user `s_<code>`, keys `s_<code>:*` only, and only the commands in [`REDIS_COMMANDS`] | key patterns: another prefix answers `NOPERM` |
+//! | Memcached | key prefix `s_<code>:` | nothing: Memcached has no accounts, the session is told so |
+//! | SQLite, in-process cache | as `embedded` does it (a file under the data dir) | the file is the session's |
+//!
+//! Readiness is a real query with the session's own credentials (`SELECT 1`, a `ping` and a
+//! write and read, `SET`/`GET` of a key under the prefix), never an open port.
+//!
+//! # Failure and teardown
+//! A step that fails undoes what this call made before the error is returned (control also
+//! calls [`Provisioner::teardown`], which is idempotent). Teardown does not know which engines
+//! a session used, so it removes `s_<code>` from every configured server, concurrently, with
+//! `IF EXISTS` everywhere. Memcached keys are removed best-effort: they can only be found
+//! through `lru_crawler metadump`, and keys it cannot list expire by their TTL.
+//!
+//! # Secrets
+//! The admin URLs stay [`Secret`]s and are opened only where a connection is built. Driver
+//! errors are reduced to the server's own message, then scrubbed ([`crate::redact_url`] and
+//! every known password removed) before they become an error, a step detail or a log line.
+//! Statements that carry a new account's password are not logged by sqlx, and on PostgreSQL
+//! and MariaDB/MySQL the admin session asks the server not to log them either (only a
+//! superuser may; others keep the server's settings).
+//!
+//! # Layout
+//! - [`Shared`] and its [`Provisioner`] impl: what is offered, provision, teardown, leftovers.
+//! - One section per engine: `make_*` (with its readiness check), `remove_*`, `names_*`.
+//! - Helpers: URL parts without credentials, scrubbing, steps with a timeout, the Memcached
+//!   text protocol for teardown.
 
-use super::{ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
+use super::embedded::{make_sqlite, remove_sqlite, sqlite_codes};
+use super::{
+    cache_spec, engine_name, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
+};
 use crate::config::SharedConfig;
+use crate::seal::random_password;
 use async_trait::async_trait;
-use stacklab_types::stack::{CacheEngine, DatabaseEngine};
+use mongodb::bson::{doc, Document};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor};
+use stacklab_types::stack::{CacheEngine, CacheSpec, DatabaseEngine, DatabaseSpec};
+use stacklab_types::Secret;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
-#[derive(Debug)]
+/// How long one step (connecting included) may take before it counts as failed.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Administrator connections open at once per SQL server (provisioning, teardown and the
+/// search for leftovers together); more wait their turn.
+pub const ADMIN_CONNECTIONS: usize = 4;
+/// The commands a session's Redis ACL user may run: exactly what the backend's Redis cache
+/// sends with `shared = true` (`GET`, `SET … PX`, `DEL`, `SCAN MATCH`, `UNLINK`, and for the
+/// cache view `OBJECT IDLETIME`, `PTTL`, `MEMORY USAGE`, `STRLEN`, `GETRANGE`, `INFO`), plus
+/// `PING`. Everything else is refused with `NOPERM`: no `KEYS`, `FLUSHALL`, `CONFIG` (whose
+/// `GET requirepass` would show the server's password), `SELECT`, scripting or pub/sub. The
+/// backend reads a refused `CONFIG GET` as "may not run CONFIG" and carries on. `SCAN` is not a
+/// key command, so Redis returns every key's *name* to it (the backend filters by prefix);
+/// values of other prefixes stay out of reach.
+pub const REDIS_COMMANDS: &[&str] = &[
+    "get",
+    "set",
+    "del",
+    "unlink",
+    "scan",
+    "pttl",
+    "strlen",
+    "getrange",
+    "object|idletime",
+    "memory|usage",
+    "info",
+    "ping",
+];
+/// Hosts each MySQL/MariaDB session user is created for: `%` for every TCP client, and
+/// `localhost`, because on a server that still has anonymous accounts (`''@'localhost'`) a
+/// loopback login would match the anonymous account before `'s_…'@'%'` and be refused.
+const MYSQL_HOSTS: &[&str] = &["%", "localhost"];
+/// Lines of `lru_crawler metadump` teardown reads at most (items of the whole server).
+pub const MEMCACHED_DUMP_BUDGET: usize = 1_000_000;
+/// Longest Memcached protocol line read (keys are URL-encoded in a metadump).
+const MEMCACHED_MAX_LINE: u64 = 4096;
+/// Only one crawl runs at a time on a Memcached server; another waits this long, this often.
+const MEMCACHED_BUSY_WAIT: Duration = Duration::from_millis(100);
+const MEMCACHED_BUSY_RETRIES: usize = 50;
+/// Deletes sent per round trip when Memcached keys are removed.
+const MEMCACHED_DELETE_BATCH: usize = 100;
+/// Keys removed per `UNLINK` when a Redis prefix is emptied, and the `SCAN` count hint.
+const REDIS_BATCH: usize = 500;
+
+const NOTE_MEMCACHED: &str = "Memcached has no per-session isolation: it has no accounts, so \
+    only the key prefix s_<code>: keeps this session's keys apart from other sessions' on the \
+    same server, and their items compete for the same memory.";
+
+/// The `shared` provisioner.
 pub struct Shared {
     cfg: SharedConfig,
     files: PathBuf,
+    /// Every password found in the configured URLs, removed from any text we pass on.
+    secrets: Vec<String>,
+    pg_slots: Semaphore,
+    mysql_slots: Semaphore,
+    /// MongoDB's client is a pool of its own, made on first use.
+    mongo: OnceCell<mongodb::Client>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |u: &Option<Secret>| u.as_ref().map(|u| Parts::of(u.expose()).endpoint());
+        f.debug_struct("Shared")
+            .field("postgres", &at(&self.cfg.postgres_url))
+            .field("mysql", &at(&self.cfg.mysql_url))
+            .field("mongodb", &at(&self.cfg.mongodb_url))
+            .field("redis", &at(&self.cfg.redis_url))
+            .field("memcached", &self.cfg.memcached_addr)
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     pub fn new(cfg: SharedConfig, files: PathBuf) -> Self {
-        Self { cfg, files }
+        let secrets = [
+            &cfg.postgres_url,
+            &cfg.mysql_url,
+            &cfg.mongodb_url,
+            &cfg.redis_url,
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|u| url_passwords(u.expose()))
+        .collect();
+        Self {
+            cfg,
+            files,
+            secrets,
+            pg_slots: Semaphore::new(ADMIN_CONNECTIONS),
+            mysql_slots: Semaphore::new(ADMIN_CONNECTIONS),
+            mongo: OnceCell::new(),
+        }
+    }
+
+    /// `text` with credentials in URLs and every known password replaced.
+    fn scrub(&self, text: &str, extra: &str) -> String {
+        let mut out = crate::redact_url(text);
+        for s in self.secrets.iter().map(String::as_str).chain([extra]) {
+            if !s.is_empty() {
+                out = out.replace(s, "[redacted]");
+            }
+        }
+        out
+    }
+
+    /// Runs one step with [`STEP_TIMEOUT`], turning its error text into a scrubbed
+    /// [`ProvisionError`] on `field`. `secret` is a password the step handles.
+    async fn step<T>(
+        &self,
+        steps: &Steps,
+        field: Option<&'static str>,
+        name: &str,
+        detail: &str,
+        secret: &str,
+        work: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, ProvisionError> {
+        steps
+            .run(name, detail, async {
+                match tokio::time::timeout(STEP_TIMEOUT, work).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(msg)) => Err(ProvisionError::new(field, self.scrub(&msg, secret))),
+                    Err(_) => Err(ProvisionError::new(
+                        field,
+                        format!(
+                            "{name}: no answer within {} s; is the server up and reachable?",
+                            STEP_TIMEOUT.as_secs()
+                        ),
+                    )),
+                }
+            })
+            .await
     }
 }
+
+/// The outcome of undoing part of a failed provisioning: already in the steps; a failure is
+/// also logged, and control's teardown tries again.
+fn undone(result: Result<(), ProvisionError>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e.message, "undoing a failed provisioning left something behind; teardown retries");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codes, URLs, error texts
+// ---------------------------------------------------------------------------------------------
+
+/// A session code as [`crate::seal::session_code`] makes them: 26 characters of lower-case
+/// Crockford base32.
+pub fn valid_code(code: &str) -> bool {
+    code.len() == 26
+        && code
+            .bytes()
+            .all(|b| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b))
+}
+
+/// The code in an engine name `s_<code>`, if it is one.
+fn code_of(name: &str) -> Option<String> {
+    name.strip_prefix("s_")
+        .filter(|c| valid_code(c))
+        .map(str::to_owned)
+}
+
+fn bad_code() -> ProvisionError {
+    ProvisionError::new(
+        None,
+        "not a session code (26 characters of lower-case base32): nothing was made or removed",
+    )
+}
+
+/// A connection URL without its credentials: `scheme://[user:pw@]hosts[/path][?query]`.
+#[derive(Debug, Clone, Default)]
+struct Parts {
+    scheme: String,
+    /// `host:port`, or several for MongoDB.
+    hosts: String,
+    /// With its leading `/`, or empty.
+    path: String,
+    /// `key=value` pairs as written, credentials (`user`, `password`, `authSource`, …) left out.
+    query: Vec<String>,
+}
+
+/// Query keys that name or carry credentials: never copied into a session's URL.
+const CREDENTIAL_KEYS: &[&str] = &[
+    "user",
+    "username",
+    "password",
+    "pass",
+    "dbname",
+    "authsource",
+    "authmechanism",
+    "authmechanismproperties",
+];
+
+impl Parts {
+    fn of(url: &str) -> Self {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let rest = rest.split('#').next().unwrap_or_default();
+        // The credentials end at the last `@` before the query (a password may hold a `/`).
+        let q = rest.find('?').unwrap_or(rest.len());
+        let rest = rest[..q].rfind('@').map_or(rest, |at| &rest[at + 1..]);
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (hosts, path) = match before_query.find('/') {
+            Some(i) => (&before_query[..i], &before_query[i..]),
+            None => (before_query, ""),
+        };
+        Self {
+            scheme: scheme.to_owned(),
+            hosts: hosts.to_owned(),
+            path: path.to_owned(),
+            query: query
+                .split('&')
+                .filter(|kv| !kv.is_empty())
+                .filter(|kv| {
+                    let key = kv
+                        .split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    !CREDENTIAL_KEYS.contains(&key.as_str())
+                })
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Where the server is, for messages and `resources`.
+    fn endpoint(&self) -> String {
+        if self.hosts.is_empty() {
+            "the local socket".to_owned()
+        } else {
+            self.hosts.clone()
+        }
+    }
+
+    /// The same server reached as `user` with `password`, at `path`, plus `extra` options.
+    fn with_login(
+        &self,
+        scheme: &str,
+        user: &str,
+        password: &str,
+        path: &str,
+        extra: &[String],
+    ) -> String {
+        let query: Vec<&str> = self.query.iter().chain(extra).map(String::as_str).collect();
+        let mut url = format!("{scheme}://{user}:{password}@{}{path}", self.hosts);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query.join("&"));
+        }
+        url
+    }
+}
+
+/// The passwords a URL holds (as written and percent-decoded), to scrub them from messages.
+fn url_passwords(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let q = rest.find('?').unwrap_or(rest.len());
+        if let Some(at) = rest[..q].rfind('@') {
+            if let Some((_, pw)) = rest[..at].split_once(':') {
+                found.push(pw.to_owned());
+            }
+        }
+        for kv in rest[q..].trim_start_matches('?').split('&') {
+            if let Some((k, v)) = kv.split_once('=') {
+                if ["password", "pass"].contains(&k.to_ascii_lowercase().as_str()) {
+                    found.push(v.to_owned());
+                }
+            }
+        }
+    }
+    let decoded: Vec<String> = found.iter().map(|p| percent_decode(p)).collect();
+    found.extend(decoded);
+    found.retain(|p| !p.is_empty());
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A sqlx error as a person should read it: the server's own message, never the statement
+/// (which may hold a password) nor the URL.
+fn sql_text(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(_) => "the connection URL is not valid".into(),
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::PoolTimedOut => {
+            "no connection could be made in time (is the server up, and the URL right?)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn json_engine<T: serde::Serialize>(engine: T) -> serde_json::Value {
+    serde_json::to_value(engine).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The provisioner
+// ---------------------------------------------------------------------------------------------
+
+const DATABASE: Option<&str> = Some("database");
+const CACHE: Option<&str> = Some("cache");
 
 #[async_trait]
 impl Provisioner for Shared {
     fn name(&self) -> &'static str {
         "shared"
     }
+
     fn available(&self) -> Result<(), String> {
-        let _ = (&self.cfg, &self.files);
-        Err("not written yet".into())
+        let c = &self.cfg;
+        if c.postgres_url.is_some()
+            || c.mysql_url.is_some()
+            || c.mongodb_url.is_some()
+            || c.redis_url.is_some()
+            || c.memcached_addr.is_some()
+        {
+            Ok(())
+        } else {
+            Err(
+                "no shared server is configured: set at least one of shared.postgres_url, \
+                 shared.mysql_url, shared.mongodb_url, shared.redis_url, shared.memcached_addr"
+                    .into(),
+            )
+        }
     }
-    fn database(&self, _: DatabaseEngine) -> Result<(), String> {
-        Err("not written yet".into())
+
+    fn database(&self, engine: DatabaseEngine) -> Result<(), String> {
+        let (url, what, key) = match engine {
+            DatabaseEngine::Sqlite => return Ok(()),
+            DatabaseEngine::Postgres => (&self.cfg.postgres_url, "PostgreSQL", "postgres_url"),
+            DatabaseEngine::Mysql => (&self.cfg.mysql_url, "MySQL/MariaDB", "mysql_url"),
+            DatabaseEngine::Mongodb => (&self.cfg.mongodb_url, "MongoDB", "mongodb_url"),
+        };
+        match url {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "no shared {what} server is configured: set shared.{key}"
+            )),
+        }
     }
-    fn cache(&self, _: CacheEngine) -> Result<(), String> {
-        Err("not written yet".into())
+
+    fn cache(&self, engine: CacheEngine) -> Result<(), String> {
+        let (configured, what, key) = match engine {
+            CacheEngine::Memory | CacheEngine::None => return Ok(()),
+            CacheEngine::Redis => (self.cfg.redis_url.is_some(), "Redis", "redis_url"),
+            CacheEngine::Memcached => (
+                self.cfg.memcached_addr.is_some(),
+                "Memcached",
+                "memcached_addr",
+            ),
+        };
+        if configured {
+            Ok(())
+        } else {
+            Err(format!(
+                "no shared {what} server is configured: set shared.{key}"
+            ))
+        }
     }
+
     async fn provision(
         &self,
-        _: &ProvisionRequest<'_>,
-        _: &Steps,
+        req: &ProvisionRequest<'_>,
+        steps: &Steps,
     ) -> Result<Provisioned, ProvisionError> {
-        Err(ProvisionError::new(Some("provisioner"), "not written yet"))
+        if !valid_code(req.code) {
+            return Err(bad_code());
+        }
+        let (db_engine, cache_engine) = (req.choices.database, req.choices.cache);
+        self.database(db_engine)
+            .map_err(|m| ProvisionError::new(DATABASE, m))?;
+        self.cache(cache_engine)
+            .map_err(|m| ProvisionError::new(CACHE, m))?;
+        // Database and cache are independent: made side by side, so a launch waits for the
+        // slower of the two, not for both.
+        let (database, cache) = tokio::join!(
+            self.make_database(db_engine, req.code, steps),
+            self.make_cache(req, steps)
+        );
+        match (database, cache) {
+            (Ok((database, db_where)), Ok((cache, cache_where, notes))) => Ok(Provisioned {
+                database,
+                cache,
+                resources: serde_json::json!({
+                    "database": {"engine": json_engine(db_engine), "where": db_where},
+                    "cache": {"engine": json_engine(cache_engine), "where": cache_where},
+                }),
+                notes,
+            }),
+            (Err(e), cache) => {
+                if cache.is_ok() {
+                    undone(self.remove_cache(cache_engine, req.code, steps).await);
+                }
+                Err(e)
+            }
+            (Ok(_), Err(e)) => {
+                undone(self.remove_database(db_engine, req.code, steps).await);
+                Err(e)
+            }
+        }
     }
-    async fn teardown(&self, _: &str, _: &Steps) -> Result<(), ProvisionError> {
+
+    async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError> {
+        if !valid_code(code) {
+            // Nothing of ours can carry a name that is not a session code.
+            return Ok(());
+        }
+        let results = tokio::join!(
+            self.remove_database(DatabaseEngine::Sqlite, code, steps),
+            self.remove_database(DatabaseEngine::Postgres, code, steps),
+            self.remove_database(DatabaseEngine::Mysql, code, steps),
+            self.remove_database(DatabaseEngine::Mongodb, code, steps),
+            self.remove_cache(CacheEngine::Redis, code, steps),
+            self.remove_cache(CacheEngine::Memcached, code, steps),
+        );
+        let failed: Vec<String> = [
+            results.0, results.1, results.2, results.3, results.4, results.5,
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| e.message)
+        .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ProvisionError::new(None, failed.join("; ")))
+        }
+    }
+
+    /// Codes with a SQLite file, a database, role, user or ACL user on a configured server.
+    /// A server that cannot be asked is logged and skipped, so one that is down does not hide
+    /// the others' leftovers.
+    async fn leftovers(&self) -> Result<Vec<String>, ProvisionError> {
+        let mut codes: BTreeSet<String> = sqlite_codes(&self.files)
+            .into_iter()
+            .filter(|c| valid_code(c))
+            .collect();
+        let found = tokio::join!(
+            bounded(self.names_postgres()),
+            bounded(self.names_mysql()),
+            bounded(self.names_mongodb()),
+            bounded(self.names_redis()),
+        );
+        for (engine, names) in [
+            ("PostgreSQL", found.0),
+            ("MySQL/MariaDB", found.1),
+            ("MongoDB", found.2),
+            ("Redis", found.3),
+        ] {
+            match names {
+                Ok(names) => codes.extend(names.iter().filter_map(|n| code_of(n))),
+                Err(e) => tracing::warn!(
+                    engine,
+                    error = %self.scrub(&e, ""),
+                    "cannot list the shared server's session resources; skipped"
+                ),
+            }
+        }
+        Ok(codes.into_iter().collect())
+    }
+}
+
+/// A listing of names, within [`STEP_TIMEOUT`].
+async fn bounded(
+    names: impl Future<Output = Result<Vec<String>, String>>,
+) -> Result<Vec<String>, String> {
+    tokio::time::timeout(STEP_TIMEOUT, names)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".to_owned()))
+}
+
+impl Shared {
+    /// Makes the session's database; returns its spec and where it is (no secrets).
+    async fn make_database(
+        &self,
+        engine: DatabaseEngine,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(DatabaseSpec, String), ProvisionError> {
+        match engine {
+            DatabaseEngine::Sqlite => {
+                let spec = steps
+                    .run(
+                        "database: SQLite file",
+                        "created and answered SELECT 1",
+                        make_sqlite(&self.files, code),
+                    )
+                    .await?;
+                Ok((spec, format!("{code}.db (a file on the control machine)")))
+            }
+            DatabaseEngine::Postgres => self.make_postgres(code, steps).await,
+            DatabaseEngine::Mysql => self.make_mysql(code, steps).await,
+            DatabaseEngine::Mongodb => self.make_mongodb(code, steps).await,
+        }
+    }
+
+    /// Makes the session's keyspace; returns its spec, where it is, and notes.
+    async fn make_cache(
+        &self,
+        req: &ProvisionRequest<'_>,
+        steps: &Steps,
+    ) -> Result<(CacheSpec, String, Vec<String>), ProvisionError> {
+        let mut spec = cache_spec(req);
+        match req.choices.cache {
+            CacheEngine::None => {
+                steps.skip("cache", "no cache chosen");
+                Ok((spec, "none".into(), vec![]))
+            }
+            CacheEngine::Memory => {
+                steps.skip(
+                    "cache: in-process",
+                    "lives in the backend instance's memory; made on the first request",
+                );
+                Ok((spec, "in-process".into(), vec![]))
+            }
+            CacheEngine::Redis => {
+                let (url, at) = self.make_redis(req.code, steps).await?;
+                spec.url = url;
+                spec.key_prefix = format!("{}:", engine_name(req.code));
+                spec.shared = true;
+                let name = engine_name(req.code);
+                Ok((
+                    spec,
+                    format!("ACL user {name}, keys {name}:* on {at}"),
+                    vec![],
+                ))
+            }
+            CacheEngine::Memcached => {
+                let at = self.make_memcached(req.code, steps).await?;
+                spec.url = Secret::new(at.clone());
+                spec.key_prefix = format!("{}:", engine_name(req.code));
+                spec.shared = true;
+                Ok((
+                    spec,
+                    format!(
+                        "keys {}:* on {at} (a key prefix only: no isolation)",
+                        engine_name(req.code)
+                    ),
+                    vec![NOTE_MEMCACHED.replace("<code>", req.code)],
+                ))
+            }
+        }
+    }
+
+    /// Removes the session's database on `engine`, if that server is configured.
+    async fn remove_database(
+        &self,
+        engine: DatabaseEngine,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(), ProvisionError> {
+        let name = engine_name(code);
+        match engine {
+            DatabaseEngine::Sqlite => {
+                steps
+                    .run("remove: SQLite file", "removed (if there was one)", async {
+                        remove_sqlite(&self.files, code)
+                    })
+                    .await
+            }
+            DatabaseEngine::Postgres if self.cfg.postgres_url.is_some() => {
+                self.step(
+                    steps,
+                    None,
+                    "remove: PostgreSQL database and role",
+                    &format!("dropped database and role {name} (if there were any)"),
+                    "",
+                    self.remove_postgres(&name),
+                )
+                .await
+            }
+            DatabaseEngine::Mysql if self.cfg.mysql_url.is_some() => {
+                self.step(
+                    steps,
+                    None,
+                    "remove: MySQL/MariaDB database and user",
+                    &format!("dropped user and database {name} (if there were any)"),
+                    "",
+                    self.remove_mysql(&name),
+                )
+                .await
+            }
+            DatabaseEngine::Mongodb if self.cfg.mongodb_url.is_some() => {
+                self.step(
+                    steps,
+                    None,
+                    "remove: MongoDB user and database",
+                    &format!("dropped user and database {name} (if there were any)"),
+                    "",
+                    self.remove_mongodb(&name),
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the session's keyspace on `engine`, if that server is configured.
+    async fn remove_cache(
+        &self,
+        engine: CacheEngine,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(), ProvisionError> {
+        let name = engine_name(code);
+        match engine {
+            CacheEngine::Redis if self.cfg.redis_url.is_some() => {
+                self.step(
+                    steps,
+                    None,
+                    "remove: Redis ACL user and keys",
+                    &format!("deleted ACL user {name} and the keys {name}:* (if there were any)"),
+                    "",
+                    self.remove_redis(&name),
+                )
+                .await
+            }
+            CacheEngine::Memcached if self.cfg.memcached_addr.is_some() => {
+                // Best effort: keys the crawler cannot list expire by their TTL, and Memcached
+                // keys are no boundary between sessions anyway. A failure shows in the step
+                // and the log, and does not hold the teardown back.
+                let result = self
+                    .step(
+                        steps,
+                        None,
+                        "remove: Memcached keys",
+                        &format!("deleted the keys {name}:* that the LRU crawler listed"),
+                        "",
+                        self.remove_memcached(&name),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e.message, "Memcached keys left to expire by their TTL");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// An administrator's connection, holding one of the engine's [`ADMIN_CONNECTIONS`] slots.
+struct Admin<'a, C> {
+    conn: C,
+    _slot: SemaphorePermit<'a>,
+}
+
+impl<C: Connection> Admin<'_, C> {
+    async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+async fn slot<'a>(slots: &'a Semaphore, at: &str) -> Result<SemaphorePermit<'a>, String> {
+    slots
+        .acquire()
+        .await
+        .map_err(|_| format!("{at}: shutting down"))
+}
+
+fn pg_options(url: &str) -> Result<PgConnectOptions, String> {
+    PgConnectOptions::from_str(url)
+        .map(ConnectOptions::disable_statement_logging)
+        .map_err(|_| "shared.postgres_url is not a valid postgres:// URL".to_owned())
+}
+
+/// Runs `sql` (simple protocol, nothing prepared or logged); the error is the server's message.
+async fn pg_exec(conn: &mut PgConnection, sql: &str) -> Result<(), String> {
+    conn.execute(sql).await.map(drop).map_err(|e| sql_text(&e))
+}
+
+impl Shared {
+    fn pg_parts(&self) -> Result<(Parts, String), String> {
+        let url = self
+            .cfg
+            .postgres_url
+            .as_ref()
+            .ok_or("no shared PostgreSQL server is configured: set shared.postgres_url")?;
+        let parts = Parts::of(url.expose());
+        let at = format!("PostgreSQL at {}", parts.endpoint());
+        Ok((parts, at))
+    }
+
+    /// A fresh administrator's connection: one that cannot be made fails at once (a pool
+    /// would retry until its timeout), and a session is made rarely enough that a connection
+    /// per provisioning costs little.
+    async fn pg_admin(&self) -> Result<Admin<'_, PgConnection>, String> {
+        let (_, at) = self.pg_parts()?;
+        let url = self
+            .cfg
+            .postgres_url
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default();
+        let slot = slot(&self.pg_slots, &at).await?;
+        let mut conn = PgConnection::connect_with(&pg_options(url)?)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{at}: cannot connect as the administrator: {}",
+                    sql_text(&e)
+                )
+            })?;
+        // A failed statement is logged with its text by default, and `CREATE ROLE … PASSWORD`
+        // holds one; only a superuser may ask the server not to.
+        let _ = pg_exec(
+            &mut conn,
+            "DO $$ BEGIN IF current_setting('is_superuser') = 'on' THEN
+                SET log_statement = 'none';
+                SET log_min_error_statement = 'panic';
+                SET log_min_duration_statement = -1;
+             END IF; END $$",
+        )
+        .await;
+        Ok(Admin { conn, _slot: slot })
+    }
+
+    async fn make_postgres(
+        &self,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(DatabaseSpec, String), ProvisionError> {
+        let name = engine_name(code);
+        let (parts, at) = self
+            .pg_parts()
+            .map_err(|m| ProvisionError::new(DATABASE, m))?;
+        let password = random_password();
+        let rights =
+            "the account in shared.postgres_url needs CREATEROLE and CREATEDB (or superuser)";
+
+        let mut admin = self
+            .step(
+                steps,
+                DATABASE,
+                "database: PostgreSQL role",
+                &format!("role {name}, with a password of its own"),
+                &password,
+                async {
+                    let mut admin = self.pg_admin().await?;
+                    pg_exec(
+                        &mut admin.conn,
+                        &format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"),
+                    )
+                    .await
+                    .map_err(|e| format!("{at}: cannot create role {name}: {e}; {rights}"))?;
+                    // Only a member of a role may make it a database's owner; a superuser
+                    // needs no membership, an account with CREATEROLE does.
+                    pg_exec(&mut admin.conn, &format!("GRANT {name} TO CURRENT_USER"))
+                        .await
+                        .map_err(|e| format!("{at}: cannot grant role {name} to the administrator: {e}; {rights}"))?;
+                    Ok(admin)
+                },
+            )
+            .await?;
+
+        let made = self
+            .step(
+                steps,
+                DATABASE,
+                "database: PostgreSQL database",
+                &format!("database {name}, owned by {name}; no other role may connect"),
+                &password,
+                async {
+                    pg_exec(
+                        &mut admin.conn,
+                        &format!("CREATE DATABASE {name} OWNER {name}"),
+                    )
+                    .await
+                    .map_err(|e| format!("{at}: cannot create database {name}: {e}; {rights}"))?;
+                    pg_exec(
+                        &mut admin.conn,
+                        &format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"),
+                    )
+                    .await
+                    .map_err(|e| {
+                        format!("{at}: cannot revoke PUBLIC's rights on database {name}: {e}")
+                    })
+                },
+            )
+            .await;
+        admin.close().await;
+
+        let url = parts.with_login("postgres", &name, &password, &format!("/{name}"), &[]);
+        let ready = match made {
+            Ok(()) => {
+                self.step(
+                    steps,
+                    DATABASE,
+                    "database: PostgreSQL ready",
+                    &format!("{name} answered SELECT 1 with its own credentials"),
+                    &password,
+                    async {
+                        let mut conn = PgConnection::connect_with(&pg_options(&url)?)
+                            .await
+                            .map_err(|e| {
+                                format!("{at}: the new role cannot connect: {}", sql_text(&e))
+                            })?;
+                        let one: i32 = sqlx::query_scalar("SELECT 1")
+                            .fetch_one(&mut conn)
+                            .await
+                            .map_err(|e| {
+                                format!("{at}: SELECT 1 as the new role failed: {}", sql_text(&e))
+                            })?;
+                        let _ = conn.close().await;
+                        if one == 1 {
+                            Ok(())
+                        } else {
+                            Err(format!("{at}: SELECT 1 answered {one}"))
+                        }
+                    },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            undone(
+                self.remove_database(DatabaseEngine::Postgres, code, steps)
+                    .await,
+            );
+            return Err(e);
+        }
+        Ok((
+            DatabaseSpec {
+                engine: DatabaseEngine::Postgres,
+                url: Secret::new(url),
+                database: None,
+            },
+            format!("database {name} on {}", parts.endpoint()),
+        ))
+    }
+
+    async fn remove_postgres(&self, name: &str) -> Result<(), String> {
+        let (_, at) = self.pg_parts()?;
+        let mut admin = self.pg_admin().await?;
+        // FORCE (PostgreSQL 13+) ends the backend's connections to it first.
+        pg_exec(
+            &mut admin.conn,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+        .map_err(|e| format!("{at}: cannot drop database {name}: {e}"))?;
+        pg_exec(&mut admin.conn, &format!("DROP ROLE IF EXISTS {name}"))
+            .await
+            .map_err(|e| {
+                format!(
+                    "{at}: cannot drop role {name}: {e} (if it owns objects in another database, \
+                     run `DROP OWNED BY {name}` there)"
+                )
+            })?;
+        admin.close().await;
         Ok(())
     }
-    async fn leftovers(&self) -> Result<Vec<String>, ProvisionError> {
-        Ok(vec![])
+
+    async fn names_postgres(&self) -> Result<Vec<String>, String> {
+        if self.cfg.postgres_url.is_none() {
+            return Ok(vec![]);
+        }
+        let (_, at) = self.pg_parts()?;
+        let mut admin = self.pg_admin().await?;
+        let names = sqlx::query_scalar::<_, String>(
+            r"SELECT datname::text FROM pg_database WHERE datname LIKE 's\_%'
+              UNION SELECT rolname::text FROM pg_roles WHERE rolname LIKE 's\_%'",
+        )
+        .fetch_all(&mut admin.conn)
+        .await
+        .map_err(|e| format!("{at}: cannot list databases and roles: {}", sql_text(&e)))?;
+        admin.close().await;
+        Ok(names)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MySQL / MariaDB
+// ---------------------------------------------------------------------------------------------
+
+fn mysql_options(url: &str) -> Result<MySqlConnectOptions, String> {
+    // `mariadb://` is accepted in config; sqlx (and the backend) know it as `mysql://`.
+    let url = match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_owned(),
+    };
+    MySqlConnectOptions::from_str(&url)
+        .map(ConnectOptions::disable_statement_logging)
+        .map_err(|_| "shared.mysql_url is not a valid mysql:// URL".to_owned())
+}
+
+/// Runs `sql` (text protocol, nothing prepared or logged); the error is the server's message.
+async fn mysql_exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), String> {
+    conn.execute(sql).await.map(drop).map_err(|e| sql_text(&e))
+}
+
+/// `'s_<code>'@'%', 's_<code>'@'localhost'`: every account of one session.
+fn mysql_accounts(name: &str) -> String {
+    MYSQL_HOSTS
+        .iter()
+        .map(|h| format!("'{name}'@'{h}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Shared {
+    fn mysql_parts(&self) -> Result<(Parts, String), String> {
+        let url = self
+            .cfg
+            .mysql_url
+            .as_ref()
+            .ok_or("no shared MySQL/MariaDB server is configured: set shared.mysql_url")?;
+        let parts = Parts::of(url.expose());
+        let at = format!("MySQL/MariaDB at {}", parts.endpoint());
+        Ok((parts, at))
+    }
+
+    /// A fresh administrator's connection (see [`Shared::pg_admin`]).
+    async fn mysql_admin(&self) -> Result<Admin<'_, MySqlConnection>, String> {
+        let (_, at) = self.mysql_parts()?;
+        let url = self
+            .cfg
+            .mysql_url
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default();
+        let slot = slot(&self.mysql_slots, &at).await?;
+        let mut conn = MySqlConnection::connect_with(&mysql_options(url)?)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{at}: cannot connect as the administrator: {}",
+                    sql_text(&e)
+                )
+            })?;
+        // Keeps `CREATE USER … IDENTIFIED BY` out of the general log; needs SUPER, so a
+        // refusal is not an error.
+        let _ = mysql_exec(&mut conn, "SET SESSION sql_log_off = 1").await;
+        Ok(Admin { conn, _slot: slot })
+    }
+
+    async fn make_mysql(
+        &self,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(DatabaseSpec, String), ProvisionError> {
+        let name = engine_name(code);
+        let (parts, at) = self
+            .mysql_parts()
+            .map_err(|m| ProvisionError::new(DATABASE, m))?;
+        let password = random_password();
+        let rights = "the account in shared.mysql_url needs CREATE, DROP, CREATE USER and \
+                      GRANT OPTION (e.g. ALL PRIVILEGES ON *.* WITH GRANT OPTION)";
+
+        let mut admin = self
+            .step(
+                steps,
+                DATABASE,
+                "database: MySQL/MariaDB database",
+                &format!("database {name}, utf8mb4"),
+                &password,
+                async {
+                    let mut admin = self.mysql_admin().await?;
+                    mysql_exec(
+                        &mut admin.conn,
+                        &format!(
+                            "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                        ),
+                    )
+                    .await
+                    .map_err(|e| format!("{at}: cannot create database {name}: {e}; {rights}"))?;
+                    Ok(admin)
+                },
+            )
+            .await?;
+
+        let made = self
+            .step(
+                steps,
+                DATABASE,
+                "database: MySQL/MariaDB user",
+                &format!("user {name} with a password of its own, granted {name}.* only"),
+                &password,
+                async {
+                    let identified: Vec<String> = MYSQL_HOSTS
+                        .iter()
+                        .map(|h| format!("'{name}'@'{h}' IDENTIFIED BY '{password}'"))
+                        .collect();
+                    mysql_exec(
+                        &mut admin.conn,
+                        &format!("CREATE USER {}", identified.join(", ")),
+                    )
+                    .await
+                    .map_err(|e| format!("{at}: cannot create user {name}: {e}; {rights}"))?;
+                    // `_` is a wildcard in a grant's database name: escaped, the grant is for
+                    // this database alone.
+                    let escaped = name.replace('_', r"\_");
+                    let accounts = mysql_accounts(&name);
+                    mysql_exec(
+                        &mut admin.conn,
+                        &format!("GRANT ALL PRIVILEGES ON `{escaped}`.* TO {accounts}"),
+                    )
+                    .await
+                    .map_err(|e| format!("{at}: cannot grant {name} its database: {e}; {rights}"))
+                },
+            )
+            .await;
+        admin.close().await;
+
+        let url = parts.with_login("mysql", &name, &password, &format!("/{name}"), &[]);
+        let ready = match made {
+            Ok(()) => {
+                self.step(
+                    steps,
+                    DATABASE,
+                    "database: MySQL/MariaDB ready",
+                    &format!("{name} answered SELECT 1 with its own credentials"),
+                    &password,
+                    async {
+                        let mut conn = MySqlConnection::connect_with(&mysql_options(&url)?)
+                            .await
+                            .map_err(|e| {
+                            format!(
+                                "{at}: the new user cannot log in: {} (an anonymous account \
+                                     ''@'host' can shadow it: remove those)",
+                                sql_text(&e)
+                            )
+                        })?;
+                        let one: i64 = sqlx::query_scalar("SELECT CAST(1 AS SIGNED)")
+                            .fetch_one(&mut conn)
+                            .await
+                            .map_err(|e| {
+                                format!("{at}: SELECT 1 as the new user failed: {}", sql_text(&e))
+                            })?;
+                        let _ = conn.close().await;
+                        if one == 1 {
+                            Ok(())
+                        } else {
+                            Err(format!("{at}: SELECT 1 answered {one}"))
+                        }
+                    },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            undone(
+                self.remove_database(DatabaseEngine::Mysql, code, steps)
+                    .await,
+            );
+            return Err(e);
+        }
+        Ok((
+            DatabaseSpec {
+                engine: DatabaseEngine::Mysql,
+                url: Secret::new(url),
+                database: None,
+            },
+            format!("database {name}, user {name} on {}", parts.endpoint()),
+        ))
+    }
+
+    async fn remove_mysql(&self, name: &str) -> Result<(), String> {
+        let (_, at) = self.mysql_parts()?;
+        let mut admin = self.mysql_admin().await?;
+        // The user first, so nothing logs in again; then its open connections, which MySQL
+        // keeps after DROP USER; then the data.
+        mysql_exec(
+            &mut admin.conn,
+            &format!("DROP USER IF EXISTS {}", mysql_accounts(name)),
+        )
+        .await
+        .map_err(|e| format!("{at}: cannot drop user {name}: {e}"))?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = ?",
+        )
+        .bind(name)
+        .fetch_all(&mut admin.conn)
+        .await
+        .map_err(|e| format!("{at}: cannot list {name}'s connections: {}", sql_text(&e)))?;
+        for id in ids {
+            // Gone in the meantime is fine.
+            let _ = mysql_exec(&mut admin.conn, &format!("KILL CONNECTION {id}")).await;
+        }
+        mysql_exec(&mut admin.conn, &format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .map_err(|e| format!("{at}: cannot drop database {name}: {e}"))?;
+        admin.close().await;
+        Ok(())
+    }
+
+    async fn names_mysql(&self) -> Result<Vec<String>, String> {
+        if self.cfg.mysql_url.is_none() {
+            return Ok(vec![]);
+        }
+        let (_, at) = self.mysql_parts()?;
+        let mut admin = self.mysql_admin().await?;
+        let fail =
+            |e: sqlx::Error| format!("{at}: cannot list databases and users: {}", sql_text(&e));
+        let mut names: Vec<String> = sqlx::query_scalar(
+            r"SELECT CONVERT(SCHEMA_NAME USING utf8mb4) FROM information_schema.SCHEMATA
+              WHERE SCHEMA_NAME LIKE 's\_%'",
+        )
+        .fetch_all(&mut admin.conn)
+        .await
+        .map_err(fail)?;
+        let users: Vec<String> = sqlx::query_scalar(
+            r"SELECT DISTINCT CONVERT(User USING utf8mb4) FROM mysql.user WHERE User LIKE 's\_%'",
+        )
+        .fetch_all(&mut admin.conn)
+        .await
+        .map_err(fail)?;
+        admin.close().await;
+        names.extend(users);
+        Ok(names)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MongoDB
+// ---------------------------------------------------------------------------------------------
+
+async fn mongo_client(url: &str) -> Result<mongodb::Client, String> {
+    let mut opts = mongodb::options::ClientOptions::parse(url)
+        .await
+        .map_err(|e| format!("the MongoDB URL is not valid: {}", e.kind))?;
+    opts.server_selection_timeout = Some(STEP_TIMEOUT / 2);
+    opts.connect_timeout = Some(STEP_TIMEOUT / 4);
+    mongodb::Client::with_options(opts)
+        .map_err(|e| format!("cannot use the MongoDB URL: {}", e.kind))
+}
+
+/// MongoDB's `UserNotFound`.
+const MONGO_USER_NOT_FOUND: i32 = 11;
+
+fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {
+    match &*e.kind {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}
+
+impl Shared {
+    fn mongo_parts(&self) -> Result<(Parts, String), String> {
+        let url = self
+            .cfg
+            .mongodb_url
+            .as_ref()
+            .ok_or("no shared MongoDB server is configured: set shared.mongodb_url")?;
+        let parts = Parts::of(url.expose());
+        let at = format!("MongoDB at {}", parts.endpoint());
+        Ok((parts, at))
+    }
+
+    async fn mongo_admin(&self) -> Result<&mongodb::Client, String> {
+        let url = self
+            .cfg
+            .mongodb_url
+            .as_ref()
+            .ok_or("no shared MongoDB server is configured: set shared.mongodb_url")?;
+        self.mongo
+            .get_or_try_init(|| mongo_client(url.expose()))
+            .await
+    }
+
+    async fn make_mongodb(
+        &self,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(DatabaseSpec, String), ProvisionError> {
+        let name = engine_name(code);
+        let (parts, at) = self
+            .mongo_parts()
+            .map_err(|m| ProvisionError::new(DATABASE, m))?;
+        let password = random_password();
+
+        self.step(
+            steps,
+            DATABASE,
+            "database: MongoDB user",
+            &format!("user {name}, readWrite on database {name} only"),
+            &password,
+            async {
+                let admin = self.mongo_admin().await.map_err(|e| format!("{at}: {e}"))?;
+                admin
+                    .database(&name)
+                    .run_command(doc! {
+                        "createUser": &name,
+                        "pwd": &password,
+                        "roles": [{"role": "readWrite", "db": &name}],
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        format!(
+                            "{at}: cannot create user {name}: {}; the account in \
+                                 shared.mongodb_url needs userAdminAnyDatabase, \
+                                 dbAdminAnyDatabase and readWriteAnyDatabase (or root)",
+                            e.kind
+                        )
+                    })
+            },
+        )
+        .await?;
+
+        let url = parts.with_login(
+            &parts.scheme,
+            &name,
+            &password,
+            &format!("/{name}"),
+            &[format!("authSource={name}")],
+        );
+        let ready = self
+            .step(
+                steps,
+                DATABASE,
+                "database: MongoDB ready",
+                &format!("{name} answered a ping, a write and a read with its own credentials"),
+                &password,
+                async {
+                    let client = mongo_client(&url).await?;
+                    let db = client.database(&name);
+                    db.run_command(doc! {"ping": 1})
+                        .await
+                        .map_err(|e| format!("{at}: the new user cannot ping: {}", e.kind))?;
+                    let probe = db.collection::<Document>("stacklab_ready");
+                    probe
+                        .insert_one(doc! {"_id": 1, "ok": true})
+                        .await
+                        .map_err(|e| format!("{at}: the new user cannot write: {}", e.kind))?;
+                    let read = probe
+                        .find_one(doc! {"_id": 1})
+                        .await
+                        .map_err(|e| format!("{at}: the new user cannot read: {}", e.kind))?;
+                    let _ = probe.drop().await;
+                    client.shutdown().await;
+                    match read {
+                        Some(d) if matches!(d.get_bool("ok"), Ok(true)) => Ok(()),
+                        _ => Err(format!(
+                            "{at}: a document written as the new user did not read back"
+                        )),
+                    }
+                },
+            )
+            .await;
+        if let Err(e) = ready {
+            undone(
+                self.remove_database(DatabaseEngine::Mongodb, code, steps)
+                    .await,
+            );
+            return Err(e);
+        }
+        Ok((
+            DatabaseSpec {
+                engine: DatabaseEngine::Mongodb,
+                url: Secret::new(url),
+                database: Some(name.clone()),
+            },
+            format!("database {name}, user {name} on {}", parts.endpoint()),
+        ))
+    }
+
+    async fn remove_mongodb(&self, name: &str) -> Result<(), String> {
+        let (_, at) = self.mongo_parts()?;
+        let admin = self.mongo_admin().await?;
+        let db = admin.database(name);
+        match db.run_command(doc! {"dropUser": name}).await {
+            Ok(_) => {}
+            Err(e) if mongo_code(&e) == Some(MONGO_USER_NOT_FOUND) => {}
+            Err(e) => return Err(format!("{at}: cannot drop user {name}: {}", e.kind)),
+        }
+        db.drop()
+            .await
+            .map_err(|e| format!("{at}: cannot drop database {name}: {}", e.kind))
+    }
+
+    async fn names_mongodb(&self) -> Result<Vec<String>, String> {
+        if self.cfg.mongodb_url.is_none() {
+            return Ok(vec![]);
+        }
+        let (_, at) = self.mongo_parts()?;
+        let admin = self.mongo_admin().await?;
+        let mut names = admin
+            .list_database_names()
+            .await
+            .map_err(|e| format!("{at}: cannot list databases: {}", e.kind))?;
+        // A user outlives an empty database (which MongoDB does not list).
+        let users = admin
+            .database("admin")
+            .run_command(doc! {"usersInfo": {"forAllDBs": true}})
+            .await
+            .map_err(|e| format!("{at}: cannot list users: {}", e.kind))?;
+        if let Ok(list) = users.get_array("users") {
+            names.extend(
+                list.iter()
+                    .filter_map(|u| u.as_document())
+                    .filter_map(|u| u.get_str("db").ok())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(names)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+async fn redis_connect(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    // The crate's parse errors may quote the URL: not passed on.
+    let client = redis::Client::open(url).map_err(|_| {
+        "the Redis URL is not valid; expected redis://[user:password@]host:port[/db]".to_owned()
+    })?;
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(STEP_TIMEOUT / 4)
+        .set_response_timeout(STEP_TIMEOUT / 2);
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))
+}
+
+impl Shared {
+    fn redis_parts(&self) -> Result<(Parts, String), String> {
+        let url = self
+            .cfg
+            .redis_url
+            .as_ref()
+            .ok_or("no shared Redis server is configured: set shared.redis_url")?;
+        let parts = Parts::of(url.expose());
+        let at = format!("Redis at {}", parts.endpoint());
+        Ok((parts, at))
+    }
+
+    async fn redis_admin(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+        let url = self
+            .cfg
+            .redis_url
+            .as_ref()
+            .ok_or("no shared Redis server is configured: set shared.redis_url")?;
+        let (_, at) = self.redis_parts()?;
+        redis_connect(url.expose())
+            .await
+            .map_err(|e| format!("{at}: {e}"))
+    }
+
+    /// Returns the session's URL and the server's endpoint.
+    async fn make_redis(
+        &self,
+        code: &str,
+        steps: &Steps,
+    ) -> Result<(Secret, String), ProvisionError> {
+        let name = engine_name(code);
+        let (parts, at) = self
+            .redis_parts()
+            .map_err(|m| ProvisionError::new(CACHE, m))?;
+        let password = random_password();
+        // The database the admin URL names (`/2`): the session's connection must select it.
+        let db: u32 = parts.path.trim_matches('/').parse().unwrap_or(0);
+
+        let made = self
+            .step(
+                steps,
+                CACHE,
+                "cache: Redis ACL user",
+                &format!("ACL user {name}: keys {name}:* only, the backend's commands only"),
+                &password,
+                async {
+                    let mut conn = self.redis_admin().await?;
+                    let mut cmd = redis::cmd("ACL");
+                    cmd.arg("SETUSER")
+                        .arg(&name)
+                        .arg("reset")
+                        .arg("on")
+                        .arg(format!(">{password}"))
+                        .arg(format!("~{name}:*"))
+                        .arg("resetchannels")
+                        .arg("-@all");
+                    for c in REDIS_COMMANDS {
+                        cmd.arg(format!("+{c}"));
+                    }
+                    if db != 0 {
+                        cmd.arg(format!("+select|{db}"));
+                    }
+                    cmd.query_async::<()>(&mut conn).await.map_err(|e| {
+                        format!(
+                            "{at}: cannot create ACL user {name}: {e}; the account in \
+                             shared.redis_url needs the ACL command (Redis 6 or later)"
+                        )
+                    })
+                },
+            )
+            .await;
+        let url = parts.with_login(&parts.scheme, &name, &password, &parts.path, &[]);
+        let ready = match made {
+            Ok(()) => {
+                self.step(
+                    steps,
+                    CACHE,
+                    "cache: Redis ready",
+                    &format!(
+                        "{name} wrote and read back a key under {name}: with its own credentials"
+                    ),
+                    &password,
+                    async {
+                        let mut conn = redis_connect(&url)
+                            .await
+                            .map_err(|e| format!("{at}: as the new user: {e}"))?;
+                        let key = format!("{name}:~ready");
+                        let fail = |e: redis::RedisError| format!("{at}: as the new user: {e}");
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg("1")
+                            .arg("PX")
+                            .arg(60_000)
+                            .query_async::<()>(&mut conn)
+                            .await
+                            .map_err(fail)?;
+                        let got: Option<String> = redis::cmd("GET")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(fail)?;
+                        redis::cmd("DEL")
+                            .arg(&key)
+                            .query_async::<()>(&mut conn)
+                            .await
+                            .map_err(fail)?;
+                        match got.as_deref() {
+                            Some("1") => Ok(()),
+                            _ => Err(format!(
+                                "{at}: a key written as the new user did not read back"
+                            )),
+                        }
+                    },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            undone(self.remove_cache(CacheEngine::Redis, code, steps).await);
+            return Err(e);
+        }
+        Ok((Secret::new(url), parts.endpoint()))
+    }
+
+    async fn remove_redis(&self, name: &str) -> Result<(), String> {
+        let (_, at) = self.redis_parts()?;
+        let mut conn = self.redis_admin().await?;
+        let fail = |e: redis::RedisError| format!("{at}: {e}");
+        // The user first: Redis closes its connections, so nothing writes during the scan.
+        redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(name)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(fail)?;
+        let pattern = format!("{name}:*");
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(REDIS_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(fail)?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(fail)?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn names_redis(&self) -> Result<Vec<String>, String> {
+        if self.cfg.redis_url.is_none() {
+            return Ok(vec![]);
+        }
+        let (_, at) = self.redis_parts()?;
+        let mut conn = self.redis_admin().await?;
+        redis::cmd("ACL")
+            .arg("USERS")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("{at}: cannot list ACL users: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memcached
+// ---------------------------------------------------------------------------------------------
+
+impl Shared {
+    fn memcached_addr(&self) -> Result<String, String> {
+        let addr = self
+            .cfg
+            .memcached_addr
+            .as_ref()
+            .ok_or("no shared Memcached server is configured: set shared.memcached_addr")?;
+        Ok(addr
+            .strip_prefix("memcache://")
+            .or_else(|| addr.strip_prefix("memcached://"))
+            .unwrap_or(addr)
+            .trim_end_matches('/')
+            .to_owned())
+    }
+
+    /// Checks the server answers a write and a read of a key under the session's prefix.
+    async fn make_memcached(&self, code: &str, steps: &Steps) -> Result<String, ProvisionError> {
+        let name = engine_name(code);
+        let addr = self
+            .memcached_addr()
+            .map_err(|m| ProvisionError::new(CACHE, m))?;
+        let at = format!("Memcached at {addr}");
+        self.step(
+            steps,
+            CACHE,
+            "cache: Memcached ready",
+            &format!("wrote and read back a key under {name}: (a key prefix only: Memcached has no accounts)"),
+            "",
+            async {
+                let (key, server) = (format!("{name}:~ready"), format!("memcache://{addr}?protocol=ascii"));
+                let timeout = STEP_TIMEOUT / 4;
+                tokio::task::spawn_blocking(move || -> Result<Option<String>, memcache::MemcacheError> {
+                    let client = memcache::Client::builder()
+                        .add_server(server)?
+                        .with_max_pool_size(1)
+                        .with_connection_timeout(timeout)
+                        .with_read_timeout(timeout)
+                        .with_write_timeout(timeout)
+                        .build()?;
+                    client.set(&key, "1", 60)?;
+                    let got = client.get::<String>(&key)?;
+                    client.delete(&key)?;
+                    Ok(got)
+                })
+                .await
+                .map_err(|e| format!("{at}: {e}"))?
+                .map_err(|e| format!("{at}: {e}"))
+                .and_then(|got| match got.as_deref() {
+                    Some("1") => Ok(()),
+                    _ => Err(format!("{at}: a key written under {name}: did not read back")),
+                })
+            },
+        )
+        .await?;
+        Ok(addr)
+    }
+
+    /// Deletes every key under `name:` that `lru_crawler metadump` lists.
+    async fn remove_memcached(&self, name: &str) -> Result<(), String> {
+        let addr = self.memcached_addr()?;
+        let at = format!("Memcached at {addr}");
+        let prefix = format!("{name}:");
+        let io = |what: &str, e: std::io::Error| format!("{at}: {what}: {e}");
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| io("connect", e))?;
+        let mut conn = BufReader::new(stream);
+        let mut busy = 0;
+        let (keys, complete) = 'dump: loop {
+            conn.get_mut()
+                .write_all(b"lru_crawler metadump all\r\n")
+                .await
+                .map_err(|e| io("lru_crawler metadump", e))?;
+            let (mut keys, mut lines) = (Vec::new(), 0usize);
+            loop {
+                let line = memcached_line(&mut conn)
+                    .await
+                    .map_err(|e| io("lru_crawler metadump", e))?;
+                if line == "END" {
+                    break 'dump (keys, true);
+                }
+                if line.starts_with("BUSY") {
+                    busy += 1;
+                    if busy > MEMCACHED_BUSY_RETRIES {
+                        return Err(format!("{at}: the LRU crawler stayed busy; the keys {prefix}* expire by their TTL"));
+                    }
+                    tokio::time::sleep(MEMCACHED_BUSY_WAIT).await;
+                    continue 'dump;
+                }
+                if line.starts_with("ERROR")
+                    || line.starts_with("CLIENT_ERROR")
+                    || line.starts_with("SERVER_ERROR")
+                {
+                    return Err(format!(
+                        "{at}: cannot list keys ({line}; needs memcached 1.4.31 or later with the LRU \
+                         crawler on); the keys {prefix}* expire by their TTL"
+                    ));
+                }
+                lines += 1;
+                if let Some(key) = line
+                    .strip_prefix("key=")
+                    .and_then(|rest| rest.split(' ').next())
+                    .map(percent_decode)
+                {
+                    if key.starts_with(&prefix) && key.bytes().all(|b| b.is_ascii_graphic()) {
+                        keys.push(key);
+                    }
+                }
+                if lines >= MEMCACHED_DUMP_BUDGET {
+                    break 'dump (keys, false);
+                }
+            }
+        };
+        // A dump cut short leaves the connection mid-answer: deletes go on a fresh one.
+        let mut conn = if complete {
+            conn
+        } else {
+            BufReader::new(
+                tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .map_err(|e| io("connect", e))?,
+            )
+        };
+        for batch in keys.chunks(MEMCACHED_DELETE_BATCH) {
+            let mut out = String::new();
+            for key in batch {
+                out.push_str("delete ");
+                out.push_str(key);
+                out.push_str("\r\n");
+            }
+            conn.get_mut()
+                .write_all(out.as_bytes())
+                .await
+                .map_err(|e| io("delete", e))?;
+            for _ in batch {
+                let reply = memcached_line(&mut conn)
+                    .await
+                    .map_err(|e| io("delete", e))?;
+                if reply != "DELETED" && reply != "NOT_FOUND" {
+                    return Err(format!("{at}: delete answered {reply}"));
+                }
+            }
+        }
+        if complete {
+            Ok(())
+        } else {
+            Err(format!(
+                "{at}: the server holds more than {MEMCACHED_DUMP_BUDGET} items; the keys {prefix}* \
+                 among the first were deleted, the others expire by their TTL"
+            ))
+        }
+    }
+}
+
+/// One protocol line without its `\r\n`, at most [`MEMCACHED_MAX_LINE`] bytes, within
+/// [`STEP_TIMEOUT`].
+async fn memcached_line(conn: &mut BufReader<tokio::net::TcpStream>) -> std::io::Result<String> {
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        STEP_TIMEOUT / 4,
+        (&mut *conn)
+            .take(MEMCACHED_MAX_LINE)
+            .read_until(b'\n', &mut buf),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))??;
+    if read == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if !buf.ends_with(b"\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "line too long",
+        ));
+    }
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_session_codes_make_names() {
+        let code = crate::seal::session_code();
+        assert!(valid_code(&code));
+        assert_eq!(code_of(&engine_name(&code)), Some(code));
+        for bad in [
+            "",
+            "s_x",
+            "abc'; DROP DATABASE x; --",
+            "0123456789ABCDEFGHJKMNPQRS",
+            "0123456789abcdefghjkmnpqrsi",
+        ] {
+            assert!(!valid_code(bad), "{bad}");
+        }
+        assert_eq!(code_of("s_postgres"), None);
+        assert_eq!(code_of("postgres"), None);
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_keep_their_options() {
+        let p = Parts::of(
+            "postgres://admin:p%40ss/w@db.example:5433/postgres?sslmode=require&password=x&user=y",
+        );
+        assert_eq!(p.hosts, "db.example:5433");
+        assert_eq!(p.path, "/postgres");
+        assert_eq!(p.query, ["sslmode=require"]);
+        assert_eq!(
+            p.with_login("postgres", "s_a", "pw", "/s_a", &[]),
+            "postgres://s_a:pw@db.example:5433/s_a?sslmode=require"
+        );
+        let m = Parts::of("mongodb://root:pw@h1:27017,h2:27017/?authSource=admin&replicaSet=rs0");
+        assert_eq!(m.endpoint(), "h1:27017,h2:27017");
+        assert_eq!(
+            m.with_login("mongodb", "s_a", "q", "/s_a", &["authSource=s_a".into()]),
+            "mongodb://s_a:q@h1:27017,h2:27017/s_a?replicaSet=rs0&authSource=s_a"
+        );
+        let r = Parts::of("redis://:secret@127.0.0.1:6379/2");
+        assert_eq!(
+            (r.hosts.as_str(), r.path.as_str()),
+            ("127.0.0.1:6379", "/2")
+        );
+        let mut pw = url_passwords("postgres://admin:p%40ss@h/db?password=other");
+        pw.sort();
+        assert_eq!(pw, ["other", "p%40ss", "p@ss"]);
+    }
+
+    #[test]
+    fn scrubbing_removes_every_known_password() {
+        let shared = Shared::new(
+            SharedConfig {
+                postgres_url: Some(Secret::new(
+                    "postgres://admin:Hunter2Secret@h:5432/postgres",
+                )),
+                ..Default::default()
+            },
+            PathBuf::from("/nonexistent"),
+        );
+        let text = shared.scrub(
+            "password for Hunter2Secret was wrong at postgres://admin:Hunter2Secret@h:5432/x, new one sess-pw",
+            "sess-pw",
+        );
+        assert!(
+            !text.contains("Hunter2Secret") && !text.contains("sess-pw"),
+            "{text}"
+        );
+        let debug = format!("{shared:?}");
+        assert!(
+            debug.contains("h:5432") && !debug.contains("Hunter2Secret"),
+            "{debug}"
+        );
     }
 }

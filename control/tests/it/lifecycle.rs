@@ -45,7 +45,12 @@ async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
         .unwrap()
         .iter()
         .any(|s| s["status"] == "done" && s["ms"].as_f64().is_some()));
-    let file = data.join("sessions").join(format!("{code}.db"));
+    let id = stacklab_control::provision::resource_id(&code);
+    assert!(
+        !id.contains(&code[..8]),
+        "resources are not named by the cookie"
+    );
+    let file = data.join("sessions").join(format!("{id}.db"));
     assert!(file.exists(), "the session's own SQLite file");
 
     let r = b.get("/api/session").await;
@@ -588,4 +593,134 @@ async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, want: &
             other => panic!("the stream ended ({other:?}) before `{want}`: {seen}"),
         }
     }
+}
+
+/// An engine's URL from `scripts/test`; `None` (skip, said aloud) outside CI, a failure in it.
+fn engine(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{var} is not set, and STACKLAB_REQUIRE_SERVICES=1: run the tests with scripts/test"
+            );
+            eprintln!("{var} is not set: skipping (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
+    use sqlx::Connection;
+    let (Some(pg), Some(redis_url)) = (
+        engine("STACKLAB_TEST_POSTGRES_URL"),
+        engine("STACKLAB_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let dir = temp_dir("shared-life");
+    let (pg2, redis2) = (pg.clone(), redis_url.clone());
+    let up = start_up(&dir, 1, move |_, c| {
+        c.shared.postgres_url = Some(stacklab_types::Secret::new(pg2));
+        c.shared.redis_url = Some(stacklab_types::Secret::new(redis2));
+    })
+    .await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let r = b.get("/api/options").await;
+    let db = r.json()["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "database")
+        .unwrap()
+        .clone();
+    let postgres = db["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["value"] == "postgres")
+        .unwrap()
+        .clone();
+    assert_eq!(postgres["available"], true, "{postgres}");
+    assert!(postgres["provisioners"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("shared")));
+
+    let r = b.post("/api/sessions", json!({"provisioner": "shared", "database": "postgres", "cache": "redis", "write_policy": "write-through"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let code = v["code"].as_str().unwrap().to_owned();
+    assert!(
+        !r.text().contains("PASSWORD") && !r.text().contains("redis://"),
+        "no credentials in the answer: {}",
+        r.text()
+    );
+    assert_eq!(
+        b.post(
+            "/api/users",
+            json!({"username": "dee", "email": "dee@example.com", "password": "longenough"})
+        )
+        .await
+        .status,
+        201
+    );
+    let r = b.get("/api/users/1").await;
+    assert_eq!(
+        (r.status, r.headers["x-stacklab-cache"].to_str().unwrap()),
+        (200, "hit"),
+        "write-through fills the session's Redis"
+    );
+
+    let name = format!("s_{}", stacklab_control::provision::resource_id(&code));
+    let mut admin_pg = sqlx::PgConnection::connect(&pg).await.unwrap();
+    let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut admin_pg)
+        .await
+        .unwrap();
+    assert_eq!(dbs, 1, "the session's own database");
+    let redis = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut rc = redis.get_multiplexed_async_connection().await.unwrap();
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(
+        users.contains(&name),
+        "the session's own Redis ACL user: {users:?}"
+    );
+
+    up.control.clock.advance(61 * MINUTE);
+    assert_eq!(up.control.reap_once().await, 1);
+    eventually("410 through the proxy", || async {
+        b.clone().get("/api/users/1").await.status == 410
+    })
+    .await;
+    let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut admin_pg)
+        .await
+        .unwrap();
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&name)
+        .fetch_one(&mut admin_pg)
+        .await
+        .unwrap();
+    assert_eq!((dbs, roles), (0, 0), "database and role dropped");
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(!users.contains(&name), "Redis ACL user gone: {users:?}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{name}:*"))
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "the session's keys are gone: {keys:?}");
+    up.shutdown().await.unwrap();
 }
