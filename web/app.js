@@ -69,6 +69,9 @@ const app = {
   events: null,
   tab: TABS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "console",
   gone: false,
+  // The person is ending the session: its own end (an `expired` event, a 410 on a request
+  // still in flight) must not open "your session expired".
+  ending: false,
   slidingMs: DEFAULT_WINDOW_MS,
 };
 
@@ -318,7 +321,7 @@ async function launch(selection) {
 }
 
 function sessionGone(error) {
-  if (app.gone) return;
+  if (app.gone || app.ending) return;
   if (!["ready", "provisioning", "failed", "launching"].includes(app.phase)) return;
   app.gone = true;
   stopLive();
@@ -368,6 +371,7 @@ byId("expired-dialog").addEventListener("cancel", (e) => {
 byId("end-session").addEventListener("click", async () => {
   const btn = byId("end-session");
   btn.disabled = true;
+  app.ending = true;
   try {
     const answer = await request("DELETE", "/api/session", { quiet: true });
     if (answer.error && answer.status !== 401 && answer.status !== 410) {
@@ -382,17 +386,23 @@ byId("end-session").addEventListener("click", async () => {
     announce("Session ended: everything it created is being removed.");
     byId("launcher-title").focus();
   } finally {
+    app.ending = false;
     btn.disabled = false;
   }
 });
 
 byId("choose-again").addEventListener("click", async () => {
-  await request("DELETE", "/api/session", { quiet: true });
-  stopLive();
-  app.session = null;
-  renderHeader(null);
-  go({ type: "end" });
-  byId("launcher-title").focus();
+  app.ending = true;
+  try {
+    await request("DELETE", "/api/session", { quiet: true });
+    stopLive();
+    app.session = null;
+    renderHeader(null);
+    go({ type: "end" });
+    byId("launcher-title").focus();
+  } finally {
+    app.ending = false;
+  }
 });
 
 // --- Start -----------------------------------------------------------------------------------

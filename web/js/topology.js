@@ -7,6 +7,7 @@
 import { h, byId, fill } from "./dom.js";
 import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges,
+  canKill, canAdd,
 } from "./lib/topology.js";
 import { newCounters, started, finished, due, answerOk } from "./lib/traffic.js";
 import { formatCount, formatMs } from "./lib/format.js";
@@ -85,7 +86,7 @@ export function createTopology(ctx) {
               h("span", { class: "member-load" },
                 `in flight ${formatCount(m.in_flight)} · EWMA ${formatMs(m.ewma_ms)}`,
                 m.requests !== null ? ` · ${formatCount(m.requests)} requests` : ""),
-              topo.drills
+              topo.drills && canKill(m)
                 ? h("button", {
                   type: "button",
                   class: "danger small",
@@ -95,7 +96,7 @@ export function createTopology(ctx) {
                 }, "Kill instance")
                 : null);
           })),
-          topo.drills
+          topo.drills && canAdd(topo, p)
             ? h("button", {
               type: "button",
               class: "small",

@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges } from "../js/lib/topology.js";
+import {
+  normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges, canKill, canAdd,
+} from "../js/lib/topology.js";
 
 const SAMPLE = {
   drills: true,
@@ -53,4 +55,23 @@ test("memberChanges names who came, who left, who changed state", () => {
     added: ["rust/r3"], removed: ["rust/r2"], changed: [{ key: "rust/r1", from: "healthy", to: "draining" }],
   });
   assert.equal(stateText({ state: "ejected" }), "ejected: failing, taken out of rotation");
+});
+
+test("drills are offered only where control runs the instances", () => {
+  // As `stacklab up` answers: control's own member is "external", backend instances "process".
+  const t = normalizeTopology({
+    drills: true,
+    pools: [
+      { name: "control", members: [{ id: "control-1", kind: "external", state: "healthy" }] },
+      { name: "rust", members: [{ id: "rust-1", kind: "process", state: "healthy" }, { id: "x", kind: "external" }] },
+      { name: "empty", members: [] },
+    ],
+    session: { pool: "empty" },
+  });
+  const [control, rust, empty] = t.pools;
+  assert.equal(canKill(control.members[0]), false);
+  assert.deepEqual(rust.members.map(canKill), [true, false]);
+  assert.equal(canAdd(t, control), false);
+  assert.equal(canAdd(t, rust), true);
+  assert.equal(canAdd(t, empty), true); // the session's pool, with every instance gone
 });

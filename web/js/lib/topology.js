@@ -70,6 +70,21 @@ export function stateText(m) {
   }
 }
 
+/**
+ * Whether the UI offers to kill a member: only backend instances that control runs as child
+ * processes (kind "process"); control itself and members from elsewhere ("external") are not
+ * control's to kill, and it refuses.
+ */
+export const canKill = (m) => m.kind === "process";
+
+/**
+ * Whether the UI offers to add an instance to a pool: only to a pool control runs instances
+ * for (one of its members is such an instance, or it is the session's pool, which may have
+ * lost them all).
+ */
+export const canAdd = (topology, pool) =>
+  pool.members.some(canKill) || topology.session?.pool === pool.name;
+
 export const addInstancePath = (pool) => `/api/topology/pools/${encodeURIComponent(pool)}/instances`;
 export const killInstancePath = (pool, id) =>
   `/api/topology/pools/${encodeURIComponent(pool)}/instances/${encodeURIComponent(id)}`;
