@@ -64,6 +64,9 @@ impl Statics {
             rel
         };
         let head = method == Method::HEAD;
+        if !is_served(&rel) {
+            return Err(ProxyError::NotFound(format!("/{rel}")));
+        }
         if let Some(dir) = &self.dir {
             let path = dir.join(&rel);
             let bytes = tokio::fs::read(&path)
@@ -113,9 +116,23 @@ fn respond(
     res
 }
 
+/// What of `web/` is the UI: not its tests (`tests/`, `e2e/`), not hidden files or caches.
+pub fn is_served(rel: &str) -> bool {
+    let mut segments = rel.split('/');
+    let first = segments.next().unwrap_or_default();
+    first != "tests"
+        && first != "e2e"
+        && !rel
+            .split('/')
+            .any(|s| s.starts_with('.') || s == "__pycache__" || s == "node_modules")
+}
+
 fn collect(dir: &'static Dir<'static>, out: &mut HashMap<String, File>) {
     for f in dir.files() {
         let rel = f.path().to_string_lossy().replace('\\', "/");
+        if !is_served(&rel) {
+            continue;
+        }
         let etag = format!("\"{:016x}\"", crate::pool::hash64(f.contents()));
         out.insert(
             rel.clone(),
@@ -179,6 +196,22 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ui_is_served_and_its_tests_are_not() {
+        for ok in ["index.html", "js/app.js", "js/lib/sse.js", "style.css"] {
+            assert!(is_served(ok), "{ok}");
+        }
+        for no in [
+            "tests/sse.test.js",
+            "e2e/test_journey.py",
+            "e2e/__pycache__/x.pyc",
+            ".git/config",
+            "js/.hidden",
+        ] {
+            assert!(!is_served(no), "{no}");
+        }
+    }
 
     #[test]
     fn traversal_is_refused() {
