@@ -385,7 +385,8 @@ impl Cache for RedisCache {
                 },
                 policies,
                 changeable: false,
-                note: Some(CONFIG_DENIED.into()),
+                // On a shared server the reason that matters is the sharing, not the ACL.
+                note: Some(if self.shared { SHARED_REFUSAL } else { CONFIG_DENIED }.into()),
             }),
             Err(e) => Err(self.unavailable("CONFIG GET", &e)),
         }
