@@ -4,14 +4,40 @@ instances, stopped with SIGTERM at the end), a way to open headless Chromium on 
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import re
+import socket
+import struct
 from pathlib import Path
 
 import pytest
 
 from harness import REPO, Browser, Missing, Stacklab, chromium_paths
 
+def _private_network() -> str:
+    """Moves this test run (and so the servers and browsers it starts) into a network
+    namespace of its own with only loopback, when it may (root). Chromium aborts requests in
+    flight with ERR_NETWORK_CHANGED whenever an interface of the machine comes or goes (a Docker
+    container starting does that), and in a namespace of its own it sees none of them; nothing
+    there can reach past this machine either. STACKLAB_E2E_NETNS=0 turns it off."""
+    if os.environ.get("STACKLAB_E2E_NETNS") == "0":
+        return "the machine's (STACKLAB_E2E_NETNS=0)"
+    if os.geteuid() != 0:
+        return "the machine's (not root: no private namespace)"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET, for this (still single) thread
+        return f"the machine's (unshare: {os.strerror(ctypes.get_errno())})"
+    # Loopback starts down in a new namespace: bring it up (SIOCGIFFLAGS, SIOCSIFFLAGS).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))  # IFF_UP
+    return "a private namespace with loopback only"
+
+
+NETWORK = _private_network()
 SHOTS_DIR = Path(os.environ.get("STACKLAB_E2E_SCREENSHOTS") or REPO / "target" / "ui-screenshots")
 REQUIRED = os.environ.get("STACKLAB_REQUIRE_SERVICES") == "1"
 _shots: list[Path] = []
@@ -91,6 +117,10 @@ def pytest_runtest_makereport(item, call):
         if s:
             rep.sections.append(("stacklab log", s.died() + "\n" + s.log_tail(60)))
     return rep
+
+
+def pytest_report_header(config):
+    return f"stacklab e2e: network: {NETWORK}; screenshots in {SHOTS_DIR}"
 
 
 def pytest_terminal_summary(terminalreporter):

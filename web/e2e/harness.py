@@ -388,13 +388,25 @@ class Browser:
     # -- acting as a person would: real clicks and keystrokes --
 
     def click(self, css: str):
-        wait_for(lambda: self.js("""
-            const e = document.querySelector(arguments[0]);
-            return !!e && !e.disabled && e.getClientRects().length > 0""", css),
-            f"{css} to be shown and enabled")
-        e = self.el(css)
-        self.js("arguments[0].scrollIntoView({block: 'center'})", e)
-        e.click()
+        """A real click on what `css` finds once it is shown and enabled. An element the page
+        replaced between finding and clicking is found again (never a click swallowed
+        silently: a page that keeps replacing it makes this time out)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def attempt():
+            if not self.js("""
+                const e = document.querySelector(arguments[0]);
+                return !!e && !e.disabled && e.getClientRects().length > 0""", css):
+                return False
+            try:
+                e = self.el(css)
+                self.js("arguments[0].scrollIntoView({block: 'center'})", e)
+                e.click()
+                return True
+            except StaleElementReferenceException:
+                return False
+
+        wait_for(attempt, f"{css} to be shown, enabled and clicked")
 
     def choose(self, field: str, value: str):
         """Picks a launcher option by clicking its label."""

@@ -7,7 +7,7 @@
 import { h, byId, fill } from "./dom.js";
 import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges,
-  canKill, canAdd,
+  canKill, canAdd, shapeKey,
 } from "./lib/topology.js";
 import { newCounters, started, finished, due, answerOk } from "./lib/traffic.js";
 import { formatCount, formatMs } from "./lib/format.js";
@@ -21,6 +21,7 @@ const RATE = 20; // requests per second
 export function createTopology(ctx) {
   let topo = null;
   let lastKey = "";
+  let lastShape = "";
   const poll = poller(load, 1000);
 
   async function load() {
@@ -48,10 +49,35 @@ export function createTopology(ctx) {
 
   function render() {
     if (!topo) return;
-    // Redraw only what changed, so a focused button keeps its focus across refreshes.
     const key = JSON.stringify(topo);
     if (key === lastKey) return;
     lastKey = key;
+    // The diagram is rebuilt only when its shape changes (a member comes or goes, ...). Load
+    // and health change every second while traffic runs: those are written into the nodes in
+    // place, so a button being pressed (or focused) is not swapped for a new one under the
+    // pointer, which would lose the click.
+    const shape = shapeKey(topo);
+    if (shape !== lastShape) {
+      lastShape = shape;
+      rebuild();
+    }
+    for (const p of topo.pools) {
+      const summary = byId(`pool-${p.name}-summary`);
+      if (summary) summary.textContent = ` · ${p.algorithm} · ${p.healthy}/${p.members.length} healthy`;
+      for (const m of p.members) {
+        const li = byId(`member-${p.name}-${m.id}`);
+        if (!li) continue;
+        li.className = `member state-${m.state}`;
+        li.dataset.state = m.state;
+        li.querySelector(".member-state").textContent = stateText(m);
+        li.querySelector(".member-load").textContent =
+          `in flight ${formatCount(m.in_flight)} · EWMA ${formatMs(m.ewma_ms)}`
+          + (m.requests !== null ? ` · ${formatCount(m.requests)} requests` : "");
+      }
+    }
+  }
+
+  function rebuild() {
     const focusedId = document.activeElement?.id;
     const sess = topo.session;
     const pools = orderPools(topo);
@@ -75,17 +101,15 @@ export function createTopology(ctx) {
           },
           h("h4", { id: titleId },
             `${p.name}`,
-            h("span", { class: "muted" }, ` · ${p.algorithm} · ${p.healthy}/${p.members.length} healthy`),
+            h("span", { class: "muted", id: `pool-${p.name}-summary` }),
             sess?.pool === p.name ? h("span", { class: "badge good" }, "your session") : null),
           h("ul", { class: "members" }, p.members.map((m) => {
             const mid = `member-${p.name}-${m.id}`;
-            return h("li", { class: `member state-${m.state}`, id: mid, dataset: { testid: "member", member: m.id, state: m.state } },
+            return h("li", { class: "member", id: mid, dataset: { testid: "member", member: m.id } },
               h("span", { class: "member-id", id: `${mid}-name` }, m.id),
-              h("span", { class: "member-state" }, stateText(m)),
+              h("span", { class: "member-state" }),
               h("span", { class: "muted" }, m.addr),
-              h("span", { class: "member-load" },
-                `in flight ${formatCount(m.in_flight)} · EWMA ${formatMs(m.ewma_ms)}`,
-                m.requests !== null ? ` · ${formatCount(m.requests)} requests` : ""),
+              h("span", { class: "member-load" }),
               topo.drills && canKill(m)
                 ? h("button", {
                   type: "button",
@@ -232,6 +256,7 @@ export function createTopology(ctx) {
       stopTraffic();
       topo = null;
       lastKey = "";
+      lastShape = "";
       counters = newCounters();
       drawCounters();
       fill(byId("topology-diagram"), h("p", { class: "muted" }, "Loading…"));

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges, canKill, canAdd,
+  normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges, canKill, canAdd, shapeKey,
 } from "../js/lib/topology.js";
 
 const SAMPLE = {
@@ -74,4 +74,19 @@ test("drills are offered only where control runs the instances", () => {
   assert.equal(canAdd(t, control), false);
   assert.equal(canAdd(t, rust), true);
   assert.equal(canAdd(t, empty), true); // the session's pool, with every instance gone
+});
+
+test("shapeKey ignores load and health, not who is there", () => {
+  const a = normalizeTopology(SAMPLE);
+  const busier = normalizeTopology({
+    ...SAMPLE,
+    pools: SAMPLE.pools.map((p) => ({
+      ...p,
+      members: p.members.map((m) => ({ ...m, in_flight: 9, ewma_ms: 42, requests: 1000, state: "ejected", healthy: false })),
+    })),
+  });
+  assert.equal(shapeKey(busier), shapeKey(a));
+  const fewer = normalizeTopology({ ...SAMPLE, pools: [SAMPLE.pools[0], { ...SAMPLE.pools[1], members: [SAMPLE.pools[1].members[0]] }] });
+  assert.notEqual(shapeKey(fewer), shapeKey(a));
+  assert.notEqual(shapeKey(normalizeTopology({ ...SAMPLE, drills: false })), shapeKey(a));
 });

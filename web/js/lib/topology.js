@@ -85,6 +85,23 @@ export const canKill = (m) => m.kind === "process";
 export const canAdd = (topology, pool) =>
   pool.members.some(canKill) || topology.session?.pool === pool.name;
 
+/**
+ * What the diagram's structure depends on: everything but each member's live state and load
+ * (and so each pool's healthy count). Equal keys: the nodes drawn can be updated in place.
+ */
+export function shapeKey(topology) {
+  return JSON.stringify({
+    drills: topology.drills,
+    proxy: topology.proxy,
+    session: topology.session,
+    pools: topology.pools.map((p) => ({
+      name: p.name,
+      algorithm: p.algorithm,
+      members: p.members.map((m) => [m.id, m.addr, m.kind]),
+    })),
+  });
+}
+
 export const addInstancePath = (pool) => `/api/topology/pools/${encodeURIComponent(pool)}/instances`;
 export const killInstancePath = (pool, id) =>
   `/api/topology/pools/${encodeURIComponent(pool)}/instances/${encodeURIComponent(id)}`;
