@@ -196,6 +196,8 @@ function enterSession(session, how) {
   const span = session.expires_at - (session.last_used_at ?? session.created_at);
   app.slidingMs = Number.isFinite(span) && span > 0 ? span : DEFAULT_WINDOW_MS;
   for (const v of Object.values(views)) v.reset(session);
+  // A new stack opens on its console; a page reloaded on a session keeps the view in its URL.
+  if (how === "launched") app.tab = "console";
   renderHeader(session);
   renderStackPanel(session, app.choices);
   startLive();

@@ -336,7 +336,7 @@ def test_journey(server, open_browser, shot):
     launch(b, protocol="graphql", password_storage="plaintext")
     assert b.attr("#session-code", "title") != first_code
     assert b.text("#console-protocol") == "GraphQL"
-    tab(b, "console")  # the lab opens on the view last used
+    assert b.attr("#tab-console", "aria-selected") == "true", "a new stack opens on its console"
     console_round(b, "graphql", plaintext_stored, "g")
     shot(b, "console-graphql")
     status, live = server.admin("GET", "/admin/control/sessions")
