@@ -12,6 +12,7 @@
 //! | `GET /admin/instances` | backend instances control runs |
 //! | `GET /admin/topology` | proxies, pools, instances and their live state |
 //! | `GET /admin/stacks/{code}` | a session's stack descriptor, with secrets (for backends) |
+//! | `PUT /admin/stacks/{code}/cache-policy` | a backend records a cache policy a session changed |
 //! | `POST /admin/sessions/touches` | a proxy's report of session use |
 //! | `GET /admin/control/sessions` | live sessions with their expiry |
 //! | `DELETE /admin/sessions/{code}` | end a session now |
@@ -53,6 +54,7 @@ pub fn owns(method: &Method, path: &str) -> bool {
             | (&Method::GET, ["instances"])
             | (&Method::GET, ["topology"])
             | (&Method::GET, ["stacks", _])
+            | (&Method::PUT, ["stacks", _, "cache-policy"])
             | (&Method::POST, ["sessions", "touches"])
             | (&Method::DELETE, ["sessions", _])
             | (_, ["control", ..])
@@ -263,6 +265,25 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                 "no live session has this code",
             ),
         },
+        (&Method::PUT, ["stacks", code, "cache-policy"]) => {
+            let code = (*code).to_owned();
+            let v = match json_body(req, MAX_ADMIN_BODY).await {
+                Ok(v) => v,
+                Err(res) => return res,
+            };
+            let Some(policy) = v["policy"].as_str() else {
+                return crate::api::field_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "policy",
+                    "give `policy` as text",
+                );
+            };
+            match control.set_cache_policy(&code, policy).await {
+                Ok(()) => ok_json(StatusCode::OK, &json!({"policy": policy})),
+                Err(e) => crate::api::field_error(StatusCode::BAD_REQUEST, "invalid", "policy", e),
+            }
+        }
         (&Method::POST, ["sessions", "touches"]) => {
             let v = match json_body(req, MAX_ADMIN_BODY).await {
                 Ok(v) => v,

@@ -352,7 +352,7 @@ async fn file_bug(
         created_ms: control.clock.now_ms() as i64,
         title,
         description,
-        stack: s.choices.to_json().to_string(),
+        stack: s.stack_json().to_string(),
         requests: Value::Array(requests).to_string(),
     };
     match control.registry.insert_bug(&row).await {

@@ -299,8 +299,12 @@ fn init_tracing(cfg: &Config) {
         );
         tracing_subscriber::EnvFilter::new("info")
     });
+    // Logs go to stderr (stdout carries the addresses a parent process reads), coloured only
+    // on a terminal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true);
     if cfg.log.json {
         builder.json().init();

@@ -156,9 +156,10 @@ impl Registry {
     /// Writes a session's state, steps, resources and sealed descriptor.
     pub async fn update_session(&self, s: &SessionRow) -> Result<()> {
         let sql = self.q(
-            "UPDATE sessions SET state = $1, steps = $2, resources = $3, sealed = $4, last_used_ms = $5 WHERE code = $6",
+            "UPDATE sessions SET choices = $1, state = $2, steps = $3, resources = $4, sealed = $5, last_used_ms = $6 WHERE code = $7",
         );
         sqlx::query(&sql)
+            .bind(&s.choices)
             .bind(&s.state)
             .bind(&s.steps)
             .bind(&s.resources)

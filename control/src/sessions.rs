@@ -44,6 +44,8 @@ pub struct Session {
 pub struct SessionInner {
     /// `provisioning`, `ready` or `failed`.
     pub state: &'static str,
+    /// The cache policy in force: chosen at creation, changed later through the cache view.
+    pub cache_policy: String,
     pub steps: Vec<Step>,
     pub descriptor: Option<Arc<StackDescriptor>>,
     pub resources: Value,
@@ -60,6 +62,7 @@ impl Session {
         hard_expires_ms: u64,
         last_used_ms: u64,
     ) -> Self {
+        let cache_policy = choices.cache_policy.clone();
         Self {
             code,
             choices,
@@ -70,6 +73,7 @@ impl Session {
             last_used_ms: AtomicU64::new(last_used_ms),
             inner: Mutex::new(SessionInner {
                 state: "provisioning",
+                cache_policy,
                 steps: vec![],
                 descriptor: None,
                 resources: json!({}),
@@ -103,6 +107,13 @@ impl Session {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// The choices as they stand now (the cache policy may have been changed since).
+    pub fn stack_json(&self) -> Value {
+        let mut v = self.choices.to_json();
+        v["cache_policy"] = Value::String(self.snapshot().cache_policy);
+        v
+    }
+
     /// When it ends if nobody uses it: the earlier of idle expiry and the hard lifetime.
     pub fn expires_ms(&self, idle_ms: u64) -> u64 {
         (self.last_used_ms.load(Relaxed) + idle_ms).min(self.hard_expires_ms)
@@ -119,7 +130,7 @@ impl Session {
             "expires_at": self.expires_ms(idle_ms),
             "hard_expires_at": self.hard_expires_ms,
             "provisioner": self.choices.provisioner,
-            "stack": self.choices.to_json(),
+            "stack": self.stack_json(),
             "steps": inner.steps,
             "resources": inner.resources,
             "notes": inner.notes,
@@ -132,7 +143,7 @@ impl Session {
             code: self.code.clone(),
             state: inner.state.to_owned(),
             provisioner: self.choices.provisioner.clone(),
-            choices: self.choices.to_json().to_string(),
+            choices: self.stack_json().to_string(),
             steps: serde_json::to_string(&inner.steps).unwrap_or_else(|_| "[]".into()),
             resources: json!({"resources": inner.resources, "notes": inner.notes}).to_string(),
             sealed,
@@ -744,6 +755,35 @@ impl Control {
                 .routes
                 .publish(RouteUpdate::PutSession { session: s.route() });
         }
+    }
+
+    /// Records a cache policy changed through the session's cache view (reported by the
+    /// backend that changed it), so another instance and a restarted control keep it.
+    pub async fn set_cache_policy(&self, code: &str, policy: &str) -> Result<(), String> {
+        let s = self
+            .sessions
+            .get(code)
+            .ok_or("no live session has this code")?;
+        if !crate::choices::policies(s.choices.cache).contains(&policy) {
+            return Err(format!(
+                "`{policy}` is not a policy of this cache; choose one of {}",
+                crate::choices::policies(s.choices.cache).join(", ")
+            ));
+        }
+        let mut sealed = String::new();
+        s.update(|i| {
+            i.cache_policy = policy.to_owned();
+            if let Some(d) = &i.descriptor {
+                let mut d = (**d).clone();
+                d.cache.policy = policy.to_owned();
+                sealed = self.sealer.seal(d.to_wire_json().to_string().as_bytes());
+                i.descriptor = Some(Arc::new(d));
+            }
+        });
+        self.registry
+            .update_session(&s.row(sealed))
+            .await
+            .map_err(|e| crate::redact_url(&e.to_string()))
     }
 
     /// What a backend gets for `GET /admin/stacks/{code}`.

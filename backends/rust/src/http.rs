@@ -285,6 +285,9 @@ async fn route(
             }
             let b: Body = read_json(app, req).await?;
             session.cache.set_policy(&b.policy).await?;
+            app.sessions
+                .cache_policy_changed(&session.descriptor.session, &b.policy)
+                .await;
             cache_view(&session).await
         }
         (&Method::DELETE, ["api", "cache"]) => {

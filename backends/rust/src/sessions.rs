@@ -24,6 +24,10 @@ use tokio::time::Instant;
 pub trait StackSource: Send + Sync + std::fmt::Debug {
     /// The session's descriptor, or `None` when the session does not exist (any more).
     async fn fetch(&self, session: &str) -> Result<Option<StackDescriptor>, ApiError>;
+
+    /// The session's cache policy was changed (`PUT /api/cache/policy`): the source records
+    /// it, so the session keeps it on another instance and after a restart. Best effort.
+    async fn cache_policy_changed(&self, _session: &str, _policy: &str) {}
 }
 
 /// Descriptors held in memory: tests, and a backend run without control.
@@ -119,6 +123,35 @@ impl StackSource for ControlStacks {
             s => Err(unavailable(format!("control answered {s}"))),
         }
     }
+
+    async fn cache_policy_changed(&self, session: &str, policy: &str) {
+        match self.put_policy(session, policy).await {
+            Ok(s) if s.is_success() => {}
+            Ok(s) => tracing::warn!(status = %s, "control did not record the cache policy change"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell control about the cache policy change")
+            }
+        }
+    }
+}
+
+impl ControlStacks {
+    async fn put_policy(&self, session: &str, policy: &str) -> Result<http::StatusCode, String> {
+        let body = serde_json::json!({ "policy": policy }).to_string();
+        let req = http::Request::put(format!("{}/admin/stacks/{session}/cache-policy", self.base))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token.expose()),
+            )
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let res = client.request(req).await.map_err(|e| e.to_string())?;
+        Ok(res.status())
+    }
 }
 
 struct Open {
@@ -152,6 +185,11 @@ impl Sessions {
             open: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Tells the descriptor source a session's cache policy changed.
+    pub async fn cache_policy_changed(&self, session: &str, policy: &str) {
+        self.source.cache_policy_changed(session, policy).await;
     }
 
     pub fn len(&self) -> usize {
@@ -190,7 +228,7 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .get(code)
             .map(|o| Arc::clone(&o.session));
-        if let Some(s) = existing.filter(|s| *s.descriptor == descriptor) {
+        if let Some(s) = existing.filter(|s| same_stack(&s.descriptor, &descriptor)) {
             self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(
                 code.to_owned(),
                 Open {
@@ -274,4 +312,12 @@ impl Sessions {
             self.close(&code).await;
         }
     }
+}
+
+/// The same stack, but for a cache policy changed through this API (the open cache already
+/// runs the new one): the session's connections and cache contents are kept.
+fn same_stack(open: &StackDescriptor, fetched: &StackDescriptor) -> bool {
+    let mut fetched = fetched.clone();
+    fetched.cache.policy.clone_from(&open.cache.policy);
+    *open == fetched
 }

@@ -388,6 +388,29 @@ async fn bug_reports_carry_the_stack_and_the_last_requests() {
     let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
     let code = new_session(&mut b, json!({"protocol": "graphql"})).await;
     assert_eq!(b.get("/api/users").await.status, 200);
+    // A policy changed in the cache view is recorded with the session.
+    let r = b
+        .send("PUT", "/api/cache/policy", Some(json!({"policy": "lfu"})))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["policy"].as_str()),
+        (200, Some("lfu")),
+        "{}",
+        r.text()
+    );
+    eventually("control records the policy", || async {
+        b.clone().get("/api/session").await.json()["stack"]["cache_policy"] == "lfu"
+    })
+    .await;
+    let r = admin(
+        up.addrs.admin,
+        "GET",
+        &format!("/admin/stacks/{code}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["cache"]["policy"], "lfu");
     let r = b.post("/api/bugs", json!({"title": "slow"})).await;
     assert_eq!((r.status, r.field()), (400, "description".into()));
     let r = b
@@ -408,6 +431,7 @@ async fn bug_reports_carry_the_stack_and_the_last_requests() {
     let bug = &r.json()["bugs"][0];
     assert_eq!(bug["session"], code.as_str());
     assert_eq!(bug["stack"]["protocol"], "graphql");
+    assert_eq!(bug["stack"]["cache_policy"], "lfu");
     assert_eq!(bug["requests"][0]["path"], "/api/users");
     // The inspector's list comes from the proxy's capture, newest first.
     let r = b.get("/api/requests?limit=5").await;

@@ -386,7 +386,14 @@ impl Cache for RedisCache {
                 policies,
                 changeable: false,
                 // On a shared server the reason that matters is the sharing, not the ACL.
-                note: Some(if self.shared { SHARED_REFUSAL } else { CONFIG_DENIED }.into()),
+                note: Some(
+                    if self.shared {
+                        SHARED_REFUSAL
+                    } else {
+                        CONFIG_DENIED
+                    }
+                    .into(),
+                ),
             }),
             Err(e) => Err(self.unavailable("CONFIG GET", &e)),
         }
