@@ -480,7 +480,7 @@ impl Control {
         let mut v = json!({
             "drills": self.cfg.drills_from_ui,
             "proxies": self.proxy_urls().len(),
-            "proxy": {"protocols": ["h1", "h2", "h3"]},
+            "proxy": {"addr": self.edge.get(), "protocols": ["h1", "h2", "h3"]},
             "pools": pools,
             "sessions": self.sessions.len(),
         });

@@ -63,6 +63,8 @@ pub struct Control {
     pub admin_url: OnceLock<String>,
     /// Proxies' admin URLs, where captured requests are read.
     pub proxies: OnceLock<Vec<String>>,
+    /// The edge's address as users reach it (`up`), for the topology.
+    pub edge: OnceLock<String>,
     /// The config file, passed on to backend instances (for their `[backend]` section).
     pub config_file: Option<PathBuf>,
     pub shutdown: CancellationToken,
@@ -149,6 +151,7 @@ impl Control {
             http: client,
             admin_url: OnceLock::new(),
             proxies: OnceLock::new(),
+            edge: OnceLock::new(),
             config_file: opts.config_file,
             shutdown: CancellationToken::new(),
         }))

@@ -160,6 +160,7 @@ pub async fn up(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Result<Up> {
     .await?;
     let _ = control.admin_url.set(admin_url.clone());
     let _ = control.proxies.set(vec![admin_url]);
+    let _ = control.edge.set(format!("localhost:{}", addrs.edge.port()));
     let _ = proxy
         .admin_ext
         .set(Arc::new(crate::admin::Extension(Arc::clone(&control))));
