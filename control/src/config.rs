@@ -33,6 +33,9 @@ pub struct ControlConfig {
     /// Proxies' admin addresses, where control reads captured requests (`up`: its own).
     pub proxies: Vec<String>,
     pub shared: SharedConfig,
+    /// The `[docker]` section (validated by `provision::docker::DockerConfig::from_section`);
+    /// `None`: docker is off. `from_sections` leaves it `None`; the binary sets it.
+    pub docker: Option<crate::provision::docker::DockerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +240,7 @@ impl ControlConfig {
             cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
             max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),
             proxies: raw.proxies,
+            docker: None,
             shared: SharedConfig {
                 postgres_url: non_empty(shared.postgres_url),
                 mysql_url: non_empty(shared.mysql_url),

@@ -9,7 +9,7 @@
 //! - [`config`]: the `[control]` and `[shared]` sections.
 //! - [`sessions`]: create, touch, end, reap, restore after a restart.
 //! - [`choices`]: what a session may choose and `GET /api/options`.
-//! - [`provision`]: the provisioners (`embedded`, `shared`) behind one trait.
+//! - [`provision`]: the provisioners (`embedded`, `shared`, `docker`) behind one trait.
 //! - [`registry`]: sessions, instances and bug reports in SQLite or PostgreSQL.
 //! - [`routes`]: control's route table and the feed proxies follow.
 //! - [`instances`]: backend instances as child processes, watched and replaced.
@@ -126,10 +126,11 @@ impl Control {
         provisioners.insert(embedded.name(), embedded);
         let shared = Arc::new(provision::shared::Shared::new(
             opts.cfg.shared.clone(),
-            files,
+            files.clone(),
         ));
         provisioners.insert(shared.name(), shared);
-        provisioners.insert("docker", Arc::new(provision::Unavailable::docker()));
+        let docker = provision::docker::Docker::start(opts.cfg.docker.clone(), files).await;
+        provisioners.insert(docker.name(), Arc::new(docker));
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(std::time::Duration::from_secs(30))

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stacklab_backend::config::ServeConfig;
 use stacklab_control::config::ControlConfig;
+use stacklab_control::provision::docker::DockerConfig;
 use stacklab_proxy::config::{self, Config, ConfigError, ProcessEnv};
 use stacklab_proxy::Server;
 use std::path::{Path, PathBuf};
@@ -89,9 +90,23 @@ enum Part {
 }
 
 fn control_config(cfg: &Config) -> Result<ControlConfig, Vec<(String, String)>> {
-    ControlConfig::from_sections(cfg.other.get("control"), cfg.other.get("shared"), &|k| {
-        std::env::var(k).ok()
-    })
+    let control =
+        ControlConfig::from_sections(cfg.other.get("control"), cfg.other.get("shared"), &|k| {
+            std::env::var(k).ok()
+        });
+    let docker = DockerConfig::from_section(cfg.other.get("docker"));
+    match (control, docker) {
+        (Ok(mut control), Ok(docker)) => {
+            control.docker = docker;
+            Ok(control)
+        }
+        (control, docker) => Err(control
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(docker.err().unwrap_or_default())
+            .collect()),
+    }
 }
 
 fn check_config(file: &Path) -> ExitCode {

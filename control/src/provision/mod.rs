@@ -10,6 +10,7 @@
 //! [`resource_id`], a one-way hash of it, so listing databases, roles or key names on a shared
 //! server reveals no session's cookie.
 
+pub mod docker;
 pub mod embedded;
 pub mod shared;
 

@@ -2,6 +2,7 @@
 //! engines from `scripts/test`.
 
 mod binary;
+mod docker;
 mod helpers;
 mod lifecycle;
 mod shared;

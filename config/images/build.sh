@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Builds the docker provisioner's engine images with no container registry at all:
+#
+#   1. a Debian root filesystem made by mmdebstrap from this machine's own apt sources
+#      (/etc/apt/sources.list and /etc/apt/sources.list.d: the entries for the machine's own
+#      Debian release; no host name is written into the repository), imported with
+#      `docker import` as stacklab/debian:local;
+#   2. one image per engine built FROM it with `docker build` (the Dockerfile beside this
+#      script installs Debian's package; the host's network is used for apt, as the host
+#      reaches its mirror and a container's bridge may not):
+#        stacklab/postgres:local   PostgreSQL (Debian's default major)
+#        stacklab/mariadb:local    MariaDB, for the `mysql` engine
+#        stacklab/redis:local      Redis
+#        stacklab/memcached:local  Memcached
+#      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
+#      made this way: the `mongodb` engine needs the official image from a registry.
+#
+# Each engine image takes the same environment and arguments as the official image it stands
+# in for (POSTGRES_PASSWORD/_USER/_DB; MYSQL_USER/_PASSWORD/_DATABASE; the server's own
+# arguments), so config/docker.toml and config/images/docker-local.toml differ only in image
+# names. Every server runs as its own unprivileged user: containers need no capability.
+#
+# Usage:
+#   config/images/build.sh [--force] [ENGINE...]
+#     ENGINE   postgres, mariadb, redis, memcached (default: all)
+#     --force  rebuild images that exist already (else they are skipped); the base too when
+#              no ENGINE is named (it is always built when missing)
+#   config/images/build.sh --check   exit 0 when every image exists, 1 otherwise (builds nothing)
+#
+# Needs root (or password-less sudo) for apt-get and mmdebstrap, and a reachable Docker engine.
+# Prints the time each image took and the total.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BASE_TAG=stacklab/debian:local
+ALL_ENGINES=(postgres mariadb redis memcached)
+FORCE=0
+CHECK=0
+ENGINES=()
+
+while (($#)); do
+    case $1 in
+        --force) FORCE=1 ;;
+        --check) CHECK=1 ;;
+        -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        postgres | mariadb | redis | memcached) ENGINES+=("$1") ;;
+        *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+FORCE_BASE=$FORCE
+if ((${#ENGINES[@]})); then
+    FORCE_BASE=0
+else
+    ENGINES=("${ALL_ENGINES[@]}")
+fi
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
+die() { printf '[%(%H:%M:%S)T] ERROR: %s\n' -1 "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+have docker || die "the docker client is not installed"
+docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
+    || die "the Docker engine cannot be reached (is dockerd running, may this user use it?)"
+
+if ((CHECK)); then
+    missing=0
+    for tag in "$BASE_TAG" "${ENGINES[@]/#/stacklab/}"; do
+        [[ $tag == *:* ]] || tag=$tag:local
+        if image_exists "$tag"; then echo "present: $tag"; else echo "missing: $tag"; missing=1; fi
+    done
+    exit "$missing"
+fi
+
+SUDO=()
+if ((EUID != 0)); then
+    sudo -n true 2>/dev/null || die "needs root or password-less sudo (apt-get, mmdebstrap)"
+    SUDO=(sudo -n)
+fi
+
+TOTAL_START=$EPOCHREALTIME
+TIMES=() # "TAG SECONDS" per image built
+
+# ---------------------------------------------------------------------------------------------
+# The machine's own Debian sources, as a deb822 file for mmdebstrap
+# ---------------------------------------------------------------------------------------------
+
+# Prints a deb822 sources file holding the enabled `deb` entries of /etc/apt/sources.list and
+# /etc/apt/sources.list.d/*.{list,sources} whose suite is the machine's release (CODENAME,
+# CODENAME-updates, CODENAME-security, ...). Entries of other vendors' repositories are left
+# out: their keys are not in the image.
+machine_sources() {
+    python3 - "$1" <<'PY'
+import glob, os, re, sys
+codename = sys.argv[1]
+files = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")) \
+    + sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
+entries = []  # (uris, suites, components, signed_by)
+
+def wanted(suite):
+    return suite == codename or suite.startswith(codename + "-") or suite.startswith(codename + "/")
+
+for path in files:
+    try:
+        text = open(path).read()
+    except OSError:
+        continue
+    if path.endswith(".sources"):
+        for stanza in re.split(r"\n\s*\n", text):
+            fields, key = {}, None
+            for line in stanza.splitlines():
+                if line.startswith("#") or not line.strip():
+                    continue
+                if line[0] in " \t" and key:
+                    fields[key] += "\n" + line.strip()
+                    continue
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                fields[key] = value.strip()
+            if not fields or fields.get("enabled", "yes").lower() == "no":
+                continue
+            if "deb" not in fields.get("types", "").split():
+                continue
+            suites = [s for s in fields.get("suites", "").split() if wanted(s)]
+            if suites:
+                entries.append((fields.get("uris", "").split(), suites,
+                                fields.get("components", "main").split(),
+                                fields.get("signed-by", "")))
+    else:
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            m = re.match(r"deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)", line)
+            if not m:
+                continue
+            opts, uri, suite, comps = m.groups()
+            if not wanted(suite):
+                continue
+            signed = ""
+            if opts:
+                for o in opts.strip("[] \t").split():
+                    k, _, v = o.partition("=")
+                    if k == "signed-by":
+                        signed = v
+            entries.append(([uri], [suite], comps.split() or ["main"], signed))
+
+if not entries:
+    sys.exit(f"no apt source for {codename} found in /etc/apt/sources.list(.d)")
+out = []
+for uris, suites, comps, signed in entries:
+    stanza = [f"Types: deb", f"URIs: {' '.join(uris)}", f"Suites: {' '.join(suites)}",
+              f"Components: {' '.join(comps)}"]
+    if signed and "\n" not in signed:
+        stanza.append(f"Signed-By: {signed}")
+    out.append("\n".join(stanza))
+print("\n\n".join(out))
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+# The base: mmdebstrap -> docker import
+# ---------------------------------------------------------------------------------------------
+build_base() {
+    local start=$EPOCHREALTIME codename work
+    if image_exists "$BASE_TAG" && ((!FORCE_BASE)); then
+        log "$BASE_TAG exists: skipped (--force with no engine named rebuilds it)"
+        return 0
+    fi
+    if ! have mmdebstrap; then
+        log "installing mmdebstrap"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
+            install -y -qq --no-install-recommends mmdebstrap >/dev/null
+    fi
+    # shellcheck disable=SC1091
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [[ -n $codename ]] || die "cannot tell this machine's Debian release (/etc/os-release)"
+    work=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-images.XXXXXX")
+    # shellcheck disable=SC2064
+    trap "rm -rf -- '$work'" RETURN
+    machine_sources "$codename" >"$work/machine.sources"
+    log "building $BASE_TAG: Debian $codename from $(grep -c '^URIs:' "$work/machine.sources") apt source(s) of this machine"
+
+    # The `apt` variant (Essential packages and apt) and no documentation, manual pages or
+    # translations, now or in the engine images installed on top (dpkg's and apt's options are
+    # kept in the image). mmdebstrap removes apt's lists and caches at the end by itself.
+    # shellcheck disable=SC2016 # "$1" is the hook's argument, expanded by mmdebstrap's shell
+    "${SUDO[@]}" mmdebstrap --quiet --variant=apt --format=tar \
+        --aptopt='APT::Install-Recommends "false"' \
+        --aptopt='APT::Install-Suggests "false"' \
+        --aptopt='Acquire::Languages "none"' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+        --dpkgopt='path-exclude=/usr/share/lintian/*' \
+        --customize-hook='rm -rf "$1"/var/cache/apt/*.bin "$1"/var/log/apt/* "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log' \
+        "$codename" "$work/rootfs.tar" "$work/machine.sources"
+    docker import \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["/bin/bash"]' \
+        --message "Debian $codename from this machine's apt sources (mmdebstrap --variant=apt)" \
+        "$work/rootfs.tar" "$BASE_TAG" >/dev/null
+    TIMES+=("$BASE_TAG $(elapsed "$start")")
+    log "$BASE_TAG built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$BASE_TAG" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The engines: docker build FROM the base
+# ---------------------------------------------------------------------------------------------
+build_engine() {
+    local engine=$1 tag=stacklab/$1:local start=$EPOCHREALTIME
+    if image_exists "$tag" && ((!FORCE)); then
+        log "$tag exists: skipped (--force rebuilds it)"
+        return 0
+    fi
+    log "building $tag"
+    # The legacy builder: the engine here may have no BuildKit, and it needs nothing of it.
+    # Its output (and its deprecation notice) is shown only when the build fails.
+    local out cache=()
+    out=$(mktemp)
+    ((FORCE)) && cache=(--no-cache)
+    if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
+            --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/$engine" \
+            -t "$tag" "$HERE/$engine" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -f "$out"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -f "$out"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
+build_base
+for engine in "${ENGINES[@]}"; do
+    build_engine "$engine"
+done
+
+echo
+log "done in $(elapsed "$TOTAL_START") s"
+for t in "${TIMES[@]}"; do
+    printf '  %-28s %8s s\n' "${t% *}" "${t##* }"
+done
+docker image ls --filter 'reference=stacklab/*' --format '  {{.Repository}}:{{.Tag}}  {{.Size}}'

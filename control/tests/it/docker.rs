@@ -1,0 +1,867 @@
+//! The `docker` provisioner against the machine's Docker engine, called directly, with the
+//! local images of `config/images` (built by `config/images/build.sh`, which `scripts/test`
+//! runs when they are missing) and the `[docker]` section of
+//! `config/images/docker-local.toml`. Each test has an instance label of its own, so tests
+//! running side by side never see (or reap) each other's containers.
+//!
+//! What is checked through the Docker API (by label and by name): every container has its
+//! labels, limits, no capability, `no-new-privileges` and ports on 127.0.0.1 only; a session's
+//! own credentials work (the backend's own store and cache adapters use them) and another
+//! session's do not; the cache policy switch reaches the session's own Redis; teardown leaves
+//! no container, network or volume and may run twice; leftovers finds what a crash left and a
+//! new start removes a crashed run's pooled containers; the warm pool serves a launch, refills,
+//! and replaces a pooled container killed from outside; a container that never gets ready is
+//! removed and its log tail (without its password) is in the error.
+//!
+//! A missing Docker engine or missing local images fail these tests under
+//! `STACKLAB_REQUIRE_SERVICES=1` (CI) and skip them, saying so, elsewhere. The measurements
+//! (launch p50/p95 with and without the pool, memory per idle stack) are an ignored test:
+//! `cargo test -p stacklab-control --test it docker::measure -- --ignored --nocapture`.
+
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions,
+    ListVolumesOptions, StatsOptions,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sqlx::Connection;
+use stacklab_backend::storage::NewUser;
+use stacklab_control::choices::Choices;
+use stacklab_control::provision::docker::{
+    container_name, network_name, Docker, DockerConfig, Engine, Role, LABEL_ENGINE, LABEL_INSTANCE,
+    LABEL_ROLE, LABEL_SESSION, WARM,
+};
+use stacklab_control::provision::{
+    resource_id, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
+};
+use stacklab_control::seal::session_code;
+use stacklab_types::stack::{CacheEngine, DatabaseEngine};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LOCAL_IMAGES: &[&str] = &[
+    "stacklab/postgres:local",
+    "stacklab/mariadb:local",
+    "stacklab/redis:local",
+    "stacklab/memcached:local",
+];
+
+fn required() -> bool {
+    std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1")
+}
+
+fn skip(why: &str) -> Option<bollard::Docker> {
+    if required() {
+        panic!("{why}, and STACKLAB_REQUIRE_SERVICES=1 (scripts/test builds the images with config/images/build.sh when Docker is reachable)");
+    }
+    eprintln!("skipped: {why} (build them with config/images/build.sh)");
+    None
+}
+
+/// The Docker engine, when it answers and has the local images; `None`: skip.
+async fn engine() -> Option<bollard::Docker> {
+    let api = match bollard::Docker::connect_with_defaults() {
+        Ok(api) => api,
+        Err(e) => return skip(&format!("no Docker engine address: {e}")),
+    };
+    match tokio::time::timeout(Duration::from_secs(3), api.ping()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return skip(&format!("the Docker engine does not answer: {e}")),
+        Err(_) => return skip("the Docker engine does not answer within 3 s"),
+    }
+    let api = api.negotiate_version().await.ok()?;
+    for image in LOCAL_IMAGES {
+        if api.inspect_image(image).await.is_err() {
+            return skip(&format!("the local image {image} is missing"));
+        }
+    }
+    Some(api)
+}
+
+/// `config/images/docker-local.toml`'s `[docker]` section for a test: its own instance, and
+/// `warm` pooled containers of every engine.
+fn config(tag: &str, warm: usize) -> DockerConfig {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/images/docker-local.toml"),
+    )
+    .unwrap();
+    let file: toml::Value = toml::from_str(&text).unwrap();
+    let mut cfg = DockerConfig::from_section(file.get("docker"))
+        .unwrap()
+        .expect("docker-local.toml has a [docker] section");
+    cfg.instance = format!("t-{tag}-{:08x}", rand::random::<u32>());
+    for spec in cfg.engines.values_mut() {
+        spec.warm = warm;
+    }
+    cfg
+}
+
+fn files_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "stacklab-docker-{tag}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn choices(database: &str, cache: &str) -> Choices {
+    let mut body = serde_json::json!({
+        "provisioner": "docker",
+        "database": database,
+        "cache": cache,
+    });
+    if cache == "redis" {
+        body["cache_policy"] = "allkeys-lru".into();
+    }
+    Choices::parse(&body).unwrap()
+}
+
+async fn provision(
+    docker: &Docker,
+    id: &str,
+    choices: &Choices,
+    steps: &Steps,
+) -> Result<Provisioned, ProvisionError> {
+    docker
+        .provision(
+            &ProvisionRequest {
+                code: id,
+                choices,
+                files_dir: PathBuf::from("/nonexistent"),
+                cache_max_bytes: 8 << 20,
+                cache_ttl_ms: 60_000,
+            },
+            steps,
+        )
+        .await
+}
+
+fn new_id() -> String {
+    resource_id(&session_code())
+}
+
+fn user(name: &str) -> NewUser {
+    NewUser {
+        username: name.into(),
+        username_key: name.into(),
+        email: format!("{name}@example.com"),
+        email_key: format!("{name}@example.com"),
+        full_name: name.into(),
+        password: "stored-form".into(),
+        now: 1,
+    }
+}
+
+fn all_done(steps: &Steps) {
+    let list = steps.list();
+    assert!(!list.is_empty());
+    for s in &list {
+        assert!(s.status == "done" || s.status == "skipped", "{s:?}");
+    }
+}
+
+/// `url` with its password replaced by `other`'s.
+fn with_password_of(url: &str, other: &str) -> String {
+    let pw = |u: &str| {
+        let rest = u.split_once("://").unwrap().1;
+        let creds = rest.rsplit_once('@').unwrap().0;
+        creds.split_once(':').unwrap().1.to_owned()
+    };
+    url.replacen(&pw(url), &pw(other), 1)
+}
+
+/// Containers of `instance` carrying `label=value`.
+async fn containers(
+    api: &bollard::Docker,
+    instance: &str,
+    label: Option<(&str, &str)>,
+) -> Vec<bollard::models::ContainerSummary> {
+    let mut wanted = vec![format!("{LABEL_INSTANCE}={instance}")];
+    if let Some((k, v)) = label {
+        wanted.push(format!("{k}={v}"));
+    }
+    api.list_containers(Some(ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([("label".to_owned(), wanted)])),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+}
+
+fn name_of(c: &bollard::models::ContainerSummary) -> String {
+    c.names.as_ref().unwrap()[0]
+        .trim_start_matches('/')
+        .to_owned()
+}
+
+async fn networks(api: &bollard::Docker, instance: &str) -> Vec<String> {
+    api.list_networks(Some(ListNetworksOptions {
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_INSTANCE}={instance}")],
+        )])),
+    }))
+    .await
+    .unwrap()
+    .into_iter()
+    .filter_map(|n| n.name)
+    .collect()
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks one session container as the Docker API shows it; returns its volume names.
+async fn check_container(
+    api: &bollard::Docker,
+    cfg: &DockerConfig,
+    id: &str,
+    role: Role,
+    engine: Engine,
+    session_label: &str,
+) -> Vec<String> {
+    let name = container_name(id, role);
+    let info = api
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(info.name.as_deref(), Some(format!("/{name}").as_str()));
+    let labels = info.config.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels[LABEL_INSTANCE], cfg.instance);
+    assert_eq!(labels[LABEL_SESSION], session_label, "{name}");
+    assert_eq!(labels[LABEL_ROLE], role.as_str());
+    assert_eq!(labels[LABEL_ENGINE], engine.key());
+    let spec = &cfg.engines[&engine];
+    let host = info.host_config.as_ref().unwrap();
+    assert_eq!(host.memory, Some(spec.memory_bytes), "{name}: memory");
+    assert_eq!(host.memory_swap, Some(spec.memory_bytes), "{name}: no swap");
+    assert_eq!(host.nano_cpus, Some(spec.nano_cpus), "{name}: CPU");
+    assert_eq!(host.pids_limit, Some(spec.pids), "{name}: processes");
+    assert_eq!(host.privileged, Some(false));
+    assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert!(host.cap_add.clone().unwrap_or_default().is_empty());
+    assert!(host
+        .security_opt
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|o| o.starts_with("no-new-privileges")));
+    let ports = info
+        .network_settings
+        .as_ref()
+        .unwrap()
+        .ports
+        .clone()
+        .unwrap();
+    let mut published = 0;
+    for (port, bindings) in ports {
+        for b in bindings.unwrap_or_default() {
+            assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"), "{name}: {port}");
+            published += 1;
+        }
+    }
+    assert_eq!(published, 1, "{name}: one port, on 127.0.0.1");
+    let nets = info.network_settings.unwrap().networks.unwrap();
+    assert!(
+        nets.contains_key(&network_name(id)),
+        "{name} is on the session's network: {:?}",
+        nets.keys()
+    );
+    assert!(!nets.contains_key("bridge") && !nets.contains_key("host"));
+    assert_eq!(
+        info.state.unwrap().status.map(|s| s.to_string()).as_deref(),
+        Some("running")
+    );
+    info.mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.name)
+        .collect()
+}
+
+/// Nothing of session `id` is left on the engine: no container (by name or label), no
+/// network, none of `volumes`.
+async fn nothing_left(api: &bollard::Docker, cfg: &DockerConfig, id: &str, volumes: &[String]) {
+    assert!(
+        containers(api, &cfg.instance, Some((LABEL_SESSION, id)))
+            .await
+            .is_empty(),
+        "containers labelled with {id} are left"
+    );
+    for role in [Role::Database, Role::Cache] {
+        let name = container_name(id, role);
+        assert!(
+            api.inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+                .is_err(),
+            "{name} is left"
+        );
+    }
+    assert!(
+        !networks(api, &cfg.instance)
+            .await
+            .contains(&network_name(id)),
+        "network {} is left",
+        network_name(id)
+    );
+    let left: Vec<String> = api
+        .list_volumes(None::<ListVolumesOptions>)
+        .await
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .filter(|v| volumes.contains(v))
+        .collect();
+    assert!(left.is_empty(), "volumes left: {left:?}");
+}
+
+#[tokio::test]
+async fn postgres_and_redis_sessions_get_containers_of_their_own() {
+    let Some(api) = engine().await else { return };
+    let cfg = config("pg", 0);
+    let docker = Docker::start(Some(cfg.clone()), files_dir("pg")).await;
+    docker.available().unwrap();
+    let (a, b) = (new_id(), new_id());
+    let ch = choices("postgres", "redis");
+    let steps = Steps::silent();
+    let started = Instant::now();
+    let pa = provision(&docker, &a, &ch, &steps).await.unwrap();
+    let launch_ms = started.elapsed().as_secs_f64() * 1000.0;
+    all_done(&steps);
+    let names: Vec<String> = steps.list().iter().map(|s| s.name.clone()).collect();
+    for want in [
+        "network",
+        "database: PostgreSQL container",
+        "database: PostgreSQL ready",
+        "cache: Redis container",
+        "cache: Redis ready",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    let pb = provision(&docker, &b, &ch, &Steps::silent()).await.unwrap();
+
+    // The containers, as the Docker API shows them.
+    let mut volumes = check_container(&api, &cfg, &a, Role::Database, Engine::Postgres, &a).await;
+    volumes.extend(check_container(&api, &cfg, &a, Role::Cache, Engine::Redis, &a).await);
+    let labelled = containers(&api, &cfg.instance, Some((LABEL_SESSION, &a))).await;
+    let mut found: Vec<String> = labelled.iter().map(name_of).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            container_name(&a, Role::Cache),
+            container_name(&a, Role::Database)
+        ]
+    );
+    assert!(networks(&api, &cfg.instance)
+        .await
+        .contains(&network_name(&a)));
+    let resources = pa.resources.to_string();
+    let url_a = pa.database.url.expose();
+    assert!(
+        resources.contains(&container_name(&a, Role::Database)),
+        "{resources}"
+    );
+    assert!(
+        !resources.contains(url_a.rsplit_once('@').unwrap().0),
+        "no password in {resources}"
+    );
+    assert!(url_a.starts_with("postgres://stacklab:") && url_a.contains("@127.0.0.1:"));
+    assert!(!pa.cache.shared, "the Redis is the session's own");
+
+    // The backend's own store works with the session's credentials...
+    let store = stacklab_backend::storage::connect(&pa.database, 2)
+        .await
+        .unwrap();
+    let uid = store.insert(&user("alice")).await.unwrap();
+    assert_eq!(store.get(uid).await.unwrap().unwrap().username, "alice");
+    store.close().await;
+    // ... and another session's password does not open it.
+    let err = sqlx::PgConnection::connect(&with_password_of(url_a, pb.database.url.expose()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+
+    // The session's Redis: the backend's cache adapter, the policy button, CONFIG GET.
+    let cache = stacklab_backend::cache::connect(&pa.cache).await.unwrap();
+    cache
+        .set("k", Bytes::from_static(b"v"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(cache.policy().await.unwrap().changeable);
+    cache.set_policy("allkeys-lfu").await.unwrap();
+    let mut own = redis::Client::open(pa.cache.url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    assert_eq!(policy, ["maxmemory-policy", "allkeys-lfu"]);
+    let maxmemory: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    assert_eq!(
+        maxmemory[1],
+        (8u64 << 20).to_string(),
+        "maxmemory from the spec"
+    );
+    // B's Redis did not change, and A's password does not open it.
+    let wrong = with_password_of(pb.cache.url.expose(), pa.cache.url.expose());
+    let refused = async {
+        let mut c = redis::Client::open(wrong)?
+            .get_multiplexed_async_connection()
+            .await?;
+        redis::cmd("GET")
+            .arg("k")
+            .query_async::<Option<String>>(&mut c)
+            .await
+    }
+    .await;
+    assert!(refused.is_err(), "A's password opened B's Redis");
+
+    let left = docker.leftovers().await.unwrap();
+    assert!(left.contains(&a) && left.contains(&b), "{left:?}");
+
+    // Teardown with the backend's connection still open; twice is no error.
+    let started = Instant::now();
+    docker.teardown(&a, &Steps::silent()).await.unwrap();
+    let teardown_ms = started.elapsed().as_secs_f64() * 1000.0;
+    docker.teardown(&a, &Steps::silent()).await.unwrap();
+    docker.teardown(&b, &Steps::silent()).await.unwrap();
+    nothing_left(&api, &cfg, &a, &volumes).await;
+    nothing_left(&api, &cfg, &b, &[]).await;
+    assert!(docker.leftovers().await.unwrap().is_empty());
+    eprintln!(
+        "docker postgres+redis: launch {launch_ms:.0} ms (no pool), teardown {teardown_ms:.0} ms"
+    );
+    docker.shutdown().await;
+}
+
+#[tokio::test]
+async fn mariadb_and_memcached_sessions_get_containers_of_their_own() {
+    let Some(api) = engine().await else { return };
+    let cfg = config("my", 0);
+    let docker = Docker::start(Some(cfg.clone()), files_dir("my")).await;
+    let (a, b) = (new_id(), new_id());
+    let ch = choices("mysql", "memcached");
+    let steps = Steps::silent();
+    let pa = provision(&docker, &a, &ch, &steps).await.unwrap();
+    all_done(&steps);
+    let pb = provision(&docker, &b, &ch, &Steps::silent()).await.unwrap();
+    let mut volumes = check_container(&api, &cfg, &a, Role::Database, Engine::Mysql, &a).await;
+    volumes.extend(check_container(&api, &cfg, &a, Role::Cache, Engine::Memcached, &a).await);
+    assert_eq!(pa.database.engine, DatabaseEngine::Mysql);
+    assert_eq!(pa.cache.engine, CacheEngine::Memcached);
+    assert!(pa
+        .notes
+        .iter()
+        .any(|n| n.contains("Memcached has no accounts")));
+
+    let store = stacklab_backend::storage::connect(&pa.database, 2)
+        .await
+        .unwrap();
+    let uid = store.insert(&user("bob")).await.unwrap();
+    assert_eq!(store.get(uid).await.unwrap().unwrap().username, "bob");
+    assert_eq!(store.stats().await.unwrap().rows, 1);
+    store.close().await;
+    let url_a = pa.database.url.expose();
+    let err = sqlx::MySqlConnection::connect(&with_password_of(url_a, pb.database.url.expose()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Access denied"), "{err}");
+
+    let cache = stacklab_backend::cache::connect(&pa.cache).await.unwrap();
+    cache
+        .set("k", Bytes::from_static(b"v"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    // Memcached has no accounts: B's container is simply another server, without A's keys.
+    let other = stacklab_backend::cache::connect(&pb.cache).await.unwrap();
+    assert_eq!(other.get("k").await.unwrap(), None);
+
+    for id in [&a, &b] {
+        docker.teardown(id, &Steps::silent()).await.unwrap();
+    }
+    nothing_left(&api, &cfg, &a, &volumes).await;
+    nothing_left(&api, &cfg, &b, &[]).await;
+    docker.shutdown().await;
+}
+
+#[tokio::test]
+async fn sqlite_and_in_process_cache_need_no_container() {
+    let Some(api) = engine().await else { return };
+    let cfg = config("lite", 0);
+    let dir = files_dir("lite");
+    let docker = Docker::start(Some(cfg.clone()), dir.clone()).await;
+    let id = new_id();
+    let p = provision(&docker, &id, &choices("sqlite", "memory"), &Steps::silent())
+        .await
+        .unwrap();
+    assert_eq!(p.database.engine, DatabaseEngine::Sqlite);
+    assert!(containers(&api, &cfg.instance, None).await.is_empty());
+    assert!(networks(&api, &cfg.instance).await.is_empty());
+    assert_eq!(docker.leftovers().await.unwrap(), std::slice::from_ref(&id));
+    docker.teardown(&id, &Steps::silent()).await.unwrap();
+    assert!(docker.leftovers().await.unwrap().is_empty());
+    docker.shutdown().await;
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crashed_run_are_found_and_reaped() {
+    let Some(api) = engine().await else { return };
+    let mut cfg = config("crash", 0);
+    cfg.engines.get_mut(&Engine::Redis).unwrap().warm = 1;
+    let orphan = new_id();
+    {
+        // A run that "crashes": dropped with a session and a pooled container still there.
+        let first = Docker::start(Some(cfg.clone()), files_dir("crash")).await;
+        provision(
+            &first,
+            &orphan,
+            &choices("postgres", "memcached"),
+            &Steps::silent(),
+        )
+        .await
+        .unwrap();
+        wait_for("a pooled Redis", Duration::from_secs(60), || async {
+            first.warm_count(Engine::Redis) == 1
+        })
+        .await;
+    }
+    assert_eq!(
+        containers(&api, &cfg.instance, Some((LABEL_SESSION, WARM)))
+            .await
+            .len(),
+        1
+    );
+    // The next start of the same instance removes the pool nobody holds...
+    let mut quiet = cfg.clone();
+    quiet.engines.get_mut(&Engine::Redis).unwrap().warm = 0;
+    let second = Docker::start(Some(quiet), files_dir("crash")).await;
+    assert!(containers(&api, &cfg.instance, Some((LABEL_SESSION, WARM)))
+        .await
+        .is_empty());
+    // ... and finds the session no registry knows, which control then tears down.
+    assert_eq!(
+        second.leftovers().await.unwrap(),
+        std::slice::from_ref(&orphan)
+    );
+    second.teardown(&orphan, &Steps::silent()).await.unwrap();
+    nothing_left(&api, &cfg, &orphan, &[]).await;
+    second.shutdown().await;
+    assert!(containers(&api, &cfg.instance, None).await.is_empty());
+    assert!(
+        networks(&api, &cfg.instance).await.is_empty(),
+        "shutdown removes the pool's network"
+    );
+}
+
+#[tokio::test]
+async fn the_warm_pool_serves_a_launch_and_refills() {
+    let Some(api) = engine().await else { return };
+    let mut cfg = config("warm", 0);
+    cfg.engines.get_mut(&Engine::Postgres).unwrap().warm = 1;
+    cfg.engines.get_mut(&Engine::Redis).unwrap().warm = 1;
+    let docker = Docker::start(Some(cfg.clone()), files_dir("warm")).await;
+    let ready =
+        |d: &Docker| d.warm_count(Engine::Postgres) == 1 && d.warm_count(Engine::Redis) == 1;
+    wait_for("the pool to fill", Duration::from_secs(90), || async {
+        ready(&docker)
+    })
+    .await;
+    let pooled: Vec<String> = containers(&api, &cfg.instance, Some((LABEL_SESSION, WARM)))
+        .await
+        .iter()
+        .map(name_of)
+        .collect();
+    assert_eq!(pooled.len(), 2, "{pooled:?}");
+
+    let id = new_id();
+    let steps = Steps::silent();
+    let started = Instant::now();
+    let p = provision(&docker, &id, &choices("postgres", "redis"), &steps)
+        .await
+        .unwrap();
+    let launch_ms = started.elapsed().as_secs_f64() * 1000.0;
+    all_done(&steps);
+    let mut from_pool: Vec<String> = steps
+        .list()
+        .iter()
+        .filter(|s| s.detail.contains("from the warm pool"))
+        .map(|s| s.name.clone())
+        .collect();
+    from_pool.sort();
+    assert_eq!(
+        from_pool,
+        ["cache: Redis container", "database: PostgreSQL container"].map(String::from),
+        "{:?}",
+        steps.list()
+    );
+    // Renamed for the session (the label stays `warm`: Docker cannot change it), on the
+    // session's network, limits as any other.
+    check_container(&api, &cfg, &id, Role::Database, Engine::Postgres, WARM).await;
+    check_container(&api, &cfg, &id, Role::Cache, Engine::Redis, WARM).await;
+    let store = stacklab_backend::storage::connect(&p.database, 1)
+        .await
+        .unwrap();
+    store.insert(&user("carol")).await.unwrap();
+    store.close().await;
+    assert_eq!(docker.leftovers().await.unwrap(), std::slice::from_ref(&id));
+
+    // The pool refills with new containers.
+    wait_for("the pool to refill", Duration::from_secs(90), || async {
+        ready(&docker)
+    })
+    .await;
+    let refilled: Vec<String> = containers(&api, &cfg.instance, Some((LABEL_SESSION, WARM)))
+        .await
+        .iter()
+        .map(name_of)
+        .filter(|n| n.starts_with("stacklab-warm-"))
+        .collect();
+    assert_eq!(refilled.len(), 2, "{refilled:?}");
+    assert!(refilled.iter().all(|n| !pooled.contains(n)));
+
+    // A pooled container killed from outside is replaced.
+    let victim = refilled
+        .iter()
+        .find(|n| n.contains("-postgres-"))
+        .unwrap()
+        .clone();
+    api.kill_container(&victim, None::<KillContainerOptions>)
+        .await
+        .unwrap();
+    docker.refill();
+    wait_for(
+        "the killed container to be replaced",
+        Duration::from_secs(90),
+        || async {
+            let now: Vec<String> = containers(&api, &cfg.instance, Some((LABEL_SESSION, WARM)))
+                .await
+                .iter()
+                .map(name_of)
+                .filter(|n| n.starts_with("stacklab-warm-") && n.contains("-postgres-"))
+                .collect();
+            docker.warm_count(Engine::Postgres) == 1 && now.len() == 1 && now[0] != victim
+        },
+    )
+    .await;
+
+    docker.teardown(&id, &Steps::silent()).await.unwrap();
+    nothing_left(&api, &cfg, &id, &[]).await;
+    docker.shutdown().await;
+    assert!(containers(&api, &cfg.instance, None).await.is_empty());
+    assert!(networks(&api, &cfg.instance).await.is_empty());
+    eprintln!("docker postgres+redis: launch {launch_ms:.0} ms from the warm pool");
+}
+
+#[tokio::test]
+async fn a_container_that_never_gets_ready_is_removed_and_its_log_shown() {
+    let Some(api) = engine().await else { return };
+    let mut cfg = config("broken", 0);
+    cfg.ready_timeout = Duration::from_secs(20);
+    let spec = cfg.engines.get_mut(&Engine::Postgres).unwrap();
+    spec.command = vec!["-c".into(), "no_such_setting=1".into()];
+    let docker = Docker::start(Some(cfg.clone()), files_dir("broken")).await;
+    let id = new_id();
+    let steps = Steps::silent();
+    let err = provision(&docker, &id, &choices("postgres", "none"), &steps)
+        .await
+        .unwrap_err();
+    assert_eq!(err.field, Some("database"));
+    assert!(err.message.contains("is not ready"), "{}", err.message);
+    assert!(
+        err.message.contains("no_such_setting"),
+        "the log tail names the cause: {}",
+        err.message
+    );
+    let failed = steps
+        .list()
+        .into_iter()
+        .find(|s| s.status == "failed")
+        .unwrap();
+    assert_eq!(failed.name, "database: PostgreSQL ready");
+    // Nothing is left: the container, the network, the id.
+    nothing_left(&api, &cfg, &id, &[]).await;
+    assert!(docker.leftovers().await.unwrap().is_empty());
+    docker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_is_reported_and_nothing_else_breaks() {
+    let mut cfg = config("gone", 0);
+    cfg.host = Some("unix:///nonexistent/docker.sock".into());
+    let docker = Docker::start(Some(cfg), files_dir("gone")).await;
+    let why = docker.available().unwrap_err();
+    assert!(why.contains("/nonexistent/docker.sock"), "{why}");
+    assert!(docker.database(DatabaseEngine::Postgres).is_err());
+    let err = provision(
+        &docker,
+        &new_id(),
+        &choices("postgres", "redis"),
+        &Steps::silent(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.field, Some("provisioner"));
+
+    let off = Docker::start(None, files_dir("off")).await;
+    assert!(off.available().unwrap_err().contains("[docker]"));
+    assert!(off.leftovers().await.unwrap().is_empty());
+    off.teardown(&new_id(), &Steps::silent()).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements (ignored: run by hand, see the module doc)
+// ---------------------------------------------------------------------------------------------
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "n={} p50={:.0} ms p95={:.0} ms min={:.0} ms max={:.0} ms",
+        ms.len(),
+        percentile(&ms, 50.0),
+        percentile(&ms, 95.0),
+        ms[0],
+        ms[ms.len() - 1]
+    )
+}
+
+/// Memory the engine reports for a container (usage less the page cache it may drop).
+async fn memory_of(api: &bollard::Docker, name: &str) -> (u64, u64) {
+    let stats = api
+        .stats(
+            name,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: false,
+            }),
+        )
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    let mem = stats.memory_stats.unwrap();
+    let usage = mem.usage.unwrap_or_default();
+    let cache = mem
+        .stats
+        .as_ref()
+        .and_then(|s| s.get("inactive_file").or_else(|| s.get("cache")).copied())
+        .unwrap_or_default();
+    (usage, usage.saturating_sub(cache))
+}
+
+#[tokio::test]
+#[ignore = "a measurement: minutes long; run by hand with --ignored --nocapture"]
+async fn measure() {
+    let Some(api) = engine().await else { return };
+    const LAUNCHES: usize = 20;
+    for (db, cache) in [("postgres", "redis"), ("mysql", "memcached")] {
+        let ch = choices(db, cache);
+        let (db_engine, cache_engine) = (
+            Engine::of_database(ch.database).unwrap(),
+            Engine::of_cache(ch.cache).unwrap(),
+        );
+        // Without the pool: every launch makes both containers.
+        let cold = Docker::start(Some(config("cold", 0)), files_dir("cold")).await;
+        let mut times = Vec::new();
+        let mut memory = Vec::new();
+        for i in 0..LAUNCHES {
+            let id = new_id();
+            let started = Instant::now();
+            provision(&cold, &id, &ch, &Steps::silent()).await.unwrap();
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            if i < 3 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let (d, c) = (
+                    memory_of(&api, &container_name(&id, Role::Database)).await,
+                    memory_of(&api, &container_name(&id, Role::Cache)).await,
+                );
+                memory.push((d, c));
+            }
+            cold.teardown(&id, &Steps::silent()).await.unwrap();
+        }
+        cold.shutdown().await;
+        println!("{db}+{cache} launch without the pool: {}", summary(times));
+        for ((du, dw), (cu, cw)) in &memory {
+            println!(
+                "{db}+{cache} idle stack memory: {:.1} MiB ({db} {:.1} MiB, {cache} {:.1} MiB; \
+                 without page cache {:.1} MiB)",
+                (du + cu) as f64 / 1048576.0,
+                *du as f64 / 1048576.0,
+                *cu as f64 / 1048576.0,
+                (dw + cw) as f64 / 1048576.0
+            );
+        }
+
+        // With the pool: a launch finds a ready container of each engine (the pool refills
+        // between launches, as it does when launches come slower than a refill).
+        let mut cfg = config("hot", 0);
+        cfg.engines.get_mut(&db_engine).unwrap().warm = 1;
+        cfg.engines.get_mut(&cache_engine).unwrap().warm = 1;
+        let hot = Docker::start(Some(cfg), files_dir("hot")).await;
+        let mut times = Vec::new();
+        let mut refill = Vec::new();
+        for _ in 0..LAUNCHES {
+            let waited = Instant::now();
+            wait_for("the pool", Duration::from_secs(120), || async {
+                hot.warm_count(db_engine) == 1 && hot.warm_count(cache_engine) == 1
+            })
+            .await;
+            refill.push(waited.elapsed().as_secs_f64() * 1000.0);
+            let id = new_id();
+            let steps = Steps::silent();
+            let started = Instant::now();
+            provision(&hot, &id, &ch, &steps).await.unwrap();
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(
+                steps
+                    .list()
+                    .iter()
+                    .filter(|s| s.detail.contains("from the warm pool"))
+                    .count(),
+                2
+            );
+            hot.teardown(&id, &Steps::silent()).await.unwrap();
+        }
+        hot.shutdown().await;
+        println!("{db}+{cache} launch from the pool: {}", summary(times));
+        println!(
+            "{db}+{cache} wait for the pool to refill after a launch: {}",
+            summary(refill[1..].to_vec())
+        );
+    }
+}
