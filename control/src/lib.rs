@@ -54,6 +54,8 @@ pub struct Control {
     pub sealer: seal::Sealer,
     pub routes: routes::RouteState,
     pub provisioners: BTreeMap<&'static str, Arc<dyn Provisioner>>,
+    /// The docker provisioner, for its warm pool's removal at shutdown.
+    pub docker: Arc<provision::docker::Docker>,
     pub sessions: sessions::Live,
     pub instances: instances::Instances,
     pub metrics: metrics::ControlMetrics,
@@ -129,8 +131,9 @@ impl Control {
             files.clone(),
         ));
         provisioners.insert(shared.name(), shared);
-        let docker = provision::docker::Docker::start(opts.cfg.docker.clone(), files).await;
-        provisioners.insert(docker.name(), Arc::new(docker));
+        let docker =
+            Arc::new(provision::docker::Docker::start(opts.cfg.docker.clone(), files).await);
+        provisioners.insert(docker.name(), Arc::clone(&docker) as Arc<dyn Provisioner>);
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(std::time::Duration::from_secs(30))
@@ -148,6 +151,7 @@ impl Control {
             registry,
             sealer,
             provisioners,
+            docker,
             metrics,
             http: client,
             admin_url: OnceLock::new(),

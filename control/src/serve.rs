@@ -199,6 +199,7 @@ impl Up {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.control.shutdown.cancel();
         self.control.stop_instances().await;
+        self.control.docker.shutdown().await;
         self.proxy.shutdown.cancel();
         let result = self
             .server
@@ -284,6 +285,7 @@ impl ControlOnly {
     pub async fn shutdown(self) {
         self.control.shutdown.cancel();
         self.control.stop_instances().await;
+        self.control.docker.shutdown().await;
         for t in self.tasks {
             let _ = t.await;
         }
