@@ -748,3 +748,60 @@ async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
     assert!(keys.is_empty(), "the session's keys are gone: {keys:?}");
     up.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_docker_engine_is_an_unavailable_choice_and_nothing_else_breaks() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/images/docker-local.toml"
+    ))
+    .unwrap();
+    let file: toml::Value = toml::from_str(&text).unwrap();
+    let mut section = file.get("docker").unwrap().clone();
+    section.as_table_mut().unwrap().insert(
+        "host".into(),
+        toml::Value::String("tcp://127.0.0.1:1".into()),
+    );
+    let docker =
+        stacklab_control::provision::docker::DockerConfig::from_section(Some(&section)).unwrap();
+    assert!(docker.is_some());
+    let dir = temp_dir("docker-off");
+    let up = start_up(&dir, 1, move |_, c| c.docker = docker).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let r = b.get("/api/options").await;
+    let prov = r.json()["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "provisioner")
+        .unwrap()
+        .clone();
+    let d = prov["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["value"] == "docker")
+        .unwrap()
+        .clone();
+    assert_eq!(d["available"], false, "{d}");
+    assert!(!d["reason"].as_str().unwrap_or_default().is_empty(), "{d}");
+    let r = b
+        .post(
+            "/api/sessions",
+            json!({"provisioner": "docker", "database": "postgres", "cache": "redis"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.field()),
+        (503, "provisioner".into()),
+        "{}",
+        r.text()
+    );
+    new_session(&mut b, json!({})).await;
+    assert_eq!(
+        b.get("/api/users").await.status,
+        200,
+        "embedded sessions are unaffected"
+    );
+    up.shutdown().await.unwrap();
+}
