@@ -180,7 +180,21 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                 Err(res) => return res,
             };
             let addr = v["addr"].as_str().unwrap_or_default().to_owned();
-            let weight = v.get("weight").and_then(Value::as_u64).unwrap_or(1) as u32;
+            let weight = match v
+                .get("weight")
+                .map(|w| w.as_u64().and_then(|w| u32::try_from(w).ok()))
+            {
+                None => 1,
+                Some(Some(w)) => w,
+                Some(None) => {
+                    return crate::api::field_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "weight",
+                        "`weight` is a whole number from 1 to 4294967295",
+                    )
+                }
+            };
             if let Err(e) = stacklab_proxy::config::check_member(id, &addr, weight) {
                 return crate::api::field_error(
                     StatusCode::BAD_REQUEST,

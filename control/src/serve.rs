@@ -247,6 +247,9 @@ pub async fn control_only(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Resul
     .await?;
     let _ = control.admin_url.set(local_url(admin_addr));
     let _ = control.proxies.set(vec![]);
+    // Restored before anything is served: a proxy reconnecting at once must get a
+    // snapshot with the live sessions in it.
+    control.restore().await?;
     let c = Arc::clone(&control);
     let admin = serve_http(listener, control.shutdown.clone(), move |req| {
         let c = Arc::clone(&c);
@@ -270,7 +273,6 @@ pub async fn control_only(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Resul
         }
     });
     let (control_addr, public) = start_public(&control).await?;
-    control.restore().await?;
     let reaper = control.spawn_reaper();
     control.start_backend_pool().await?;
     Ok(ControlOnly {

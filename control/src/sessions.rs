@@ -314,6 +314,17 @@ impl Control {
             .map_err(|why| refuse("cache", why))?;
 
         let now = self.clock.now_ms();
+        let code = crate::seal::session_code();
+        let hard = now + self.sessions_cfg.hard_lifetime.as_millis() as u64;
+        let session = Arc::new(Session::new(
+            code.clone(),
+            choices.clone(),
+            self.cfg.backends.pool.clone(),
+            client.to_owned(),
+            now,
+            hard,
+            now,
+        ));
         {
             let limit = self.sessions_cfg.max_new_per_client_per_minute;
             let minute = now / 60_000;
@@ -334,20 +345,11 @@ impl Control {
                 return Err(CreateError::OutOfCapacity { limit: max });
             }
             entry.1 += 1;
+            // Inserted under the same lock as the capacity check, so concurrent creations
+            // cannot pass `max_live` together.
+            self.sessions.insert(Arc::clone(&session));
         }
 
-        let code = crate::seal::session_code();
-        let hard = now + self.sessions_cfg.hard_lifetime.as_millis() as u64;
-        let session = Arc::new(Session::new(
-            code.clone(),
-            choices.clone(),
-            self.cfg.backends.pool.clone(),
-            client.to_owned(),
-            now,
-            hard,
-            now,
-        ));
-        self.sessions.insert(Arc::clone(&session));
         self.metrics.live.set(self.sessions.len() as i64);
         if let Err(e) = self
             .registry
@@ -379,6 +381,22 @@ impl Control {
             cache_ttl_ms: self.cfg.cache_ttl_ms,
         };
         let result = provisioner.provision(&req, &steps).await;
+        // Ended while it was being made (deleted, or the reaper's provisioning limit): what
+        // was made is removed here, since the ending's teardown ran before it existed.
+        if !self
+            .sessions
+            .get(&code)
+            .is_some_and(|s| Arc::ptr_eq(&s, &session))
+        {
+            if result.is_ok() {
+                self.teardown(provisioner.as_ref(), &code).await;
+            }
+            return Err(CreateError::Failed {
+                field: None,
+                message: "the session was ended while it was being made".into(),
+                steps: steps.list(),
+            });
+        }
         let provisioned = match result {
             Ok(p) => p,
             Err(ProvisionError { field, message }) => {
@@ -446,7 +464,16 @@ impl Control {
                 return false;
             }
         }
-        let session = self.sessions.take(code);
+        let Some(session) = self.sessions.take(code) else {
+            // Not live: nothing to end (an `ending` row is the reaper's to retry).
+            self.sessions
+                .ending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(code);
+            return false;
+        };
+        let session = Some(session);
         self.metrics.live.set(self.sessions.len() as i64);
         let _ = self.routes.publish(RouteUpdate::RemoveSession {
             code: code.to_owned(),

@@ -129,7 +129,7 @@ pub fn touched_since(proxy: &Proxy, since_ms: u64) -> Vec<SessionTouch> {
         .values()
         .filter_map(|e| {
             let last = e.last_used_ms.load(Relaxed);
-            (last > since_ms).then(|| SessionTouch {
+            (last >= since_ms && last > 0).then(|| SessionTouch {
                 code: e.route.code.clone(),
                 idle_ms: now.saturating_sub(last),
             })
@@ -183,14 +183,15 @@ pub fn spawn_reporter(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(crate::body::full(body));
             let Ok(req) = req else { continue };
-            match client.request(req).await {
-                Ok(res) if res.status().is_success() => since = now,
-                Ok(res) => {
+            match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                Ok(Ok(res)) if res.status().is_success() => since = now,
+                Ok(Ok(res)) => {
                     tracing::debug!(status = %res.status(), "session report refused; retrying with the next batch")
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(error = %crate::upstream::error_chain(&e), "session report failed; retrying with the next batch")
                 }
+                Err(_) => tracing::debug!("session report timed out; retrying with the next batch"),
             }
         }
     })
