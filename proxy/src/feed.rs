@@ -129,7 +129,7 @@ pub fn touched_since(proxy: &Proxy, since_ms: u64) -> Vec<SessionTouch> {
         .values()
         .filter_map(|e| {
             let last = e.last_used_ms.load(Relaxed);
-            (last >= since_ms && last > 0).then(|| SessionTouch {
+            (last > since_ms).then(|| SessionTouch {
                 code: e.route.code.clone(),
                 idle_ms: now.saturating_sub(last),
             })

@@ -18,6 +18,7 @@
 //! (launch p50/p95 with and without the pool, memory per idle stack) are an ignored test:
 //! `cargo test -p stacklab-control --test it docker::measure -- --ignored --nocapture`.
 
+use crate::helpers::{all_done, choices, files_dir, user};
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptions, ListContainersOptions, ListNetworksOptions,
     ListVolumesOptions, StatsOptions,
@@ -25,7 +26,6 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sqlx::Connection;
-use stacklab_backend::storage::NewUser;
 use stacklab_control::choices::Choices;
 use stacklab_control::provision::docker::{
     container_name, network_name, Docker, DockerConfig, Engine, Role, LABEL_ENGINE, LABEL_INSTANCE,
@@ -70,7 +70,14 @@ async fn engine() -> Option<bollard::Docker> {
         Ok(Err(e)) => return skip(&format!("the Docker engine does not answer: {e}")),
         Err(_) => return skip("the Docker engine does not answer within 3 s"),
     }
-    let api = api.negotiate_version().await.ok()?;
+    let api = match api.negotiate_version().await {
+        Ok(api) => api,
+        Err(e) => {
+            return skip(&format!(
+                "cannot agree on an API version with the Docker engine: {e}"
+            ))
+        }
+    };
     for image in LOCAL_IMAGES {
         if api.inspect_image(image).await.is_err() {
             return skip(&format!("the local image {image} is missing"));
@@ -97,28 +104,6 @@ fn config(tag: &str, warm: usize) -> DockerConfig {
     cfg
 }
 
-fn files_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "stacklab-docker-{tag}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn choices(database: &str, cache: &str) -> Choices {
-    let mut body = serde_json::json!({
-        "provisioner": "docker",
-        "database": database,
-        "cache": cache,
-    });
-    if cache == "redis" {
-        body["cache_policy"] = "allkeys-lru".into();
-    }
-    Choices::parse(&body).unwrap()
-}
-
 async fn provision(
     docker: &Docker,
     id: &str,
@@ -141,26 +126,6 @@ async fn provision(
 
 fn new_id() -> String {
     resource_id(&session_code())
-}
-
-fn user(name: &str) -> NewUser {
-    NewUser {
-        username: name.into(),
-        username_key: name.into(),
-        email: format!("{name}@example.com"),
-        email_key: format!("{name}@example.com"),
-        full_name: name.into(),
-        password: "stored-form".into(),
-        now: 1,
-    }
-}
-
-fn all_done(steps: &Steps) {
-    let list = steps.list();
-    assert!(!list.is_empty());
-    for s in &list {
-        assert!(s.status == "done" || s.status == "skipped", "{s:?}");
-    }
 }
 
 /// `url` with its password replaced by `other`'s.
@@ -334,10 +299,10 @@ async fn nothing_left(api: &bollard::Docker, cfg: &DockerConfig, id: &str, volum
 async fn postgres_and_redis_sessions_get_containers_of_their_own() {
     let Some(api) = engine().await else { return };
     let cfg = config("pg", 0);
-    let docker = Docker::start(Some(cfg.clone()), files_dir("pg")).await;
+    let docker = Docker::start(Some(cfg.clone()), files_dir("docker", "pg")).await;
     docker.available().unwrap();
     let (a, b) = (new_id(), new_id());
-    let ch = choices("postgres", "redis");
+    let ch = choices("docker", "postgres", "redis");
     let steps = Steps::silent();
     let started = Instant::now();
     let pa = provision(&docker, &a, &ch, &steps).await.unwrap();
@@ -468,9 +433,9 @@ async fn postgres_and_redis_sessions_get_containers_of_their_own() {
 async fn mariadb_and_memcached_sessions_get_containers_of_their_own() {
     let Some(api) = engine().await else { return };
     let cfg = config("my", 0);
-    let docker = Docker::start(Some(cfg.clone()), files_dir("my")).await;
+    let docker = Docker::start(Some(cfg.clone()), files_dir("docker", "my")).await;
     let (a, b) = (new_id(), new_id());
-    let ch = choices("mysql", "memcached");
+    let ch = choices("docker", "mysql", "memcached");
     let steps = Steps::silent();
     let pa = provision(&docker, &a, &ch, &steps).await.unwrap();
     all_done(&steps);
@@ -519,12 +484,17 @@ async fn mariadb_and_memcached_sessions_get_containers_of_their_own() {
 async fn sqlite_and_in_process_cache_need_no_container() {
     let Some(api) = engine().await else { return };
     let cfg = config("lite", 0);
-    let dir = files_dir("lite");
+    let dir = files_dir("docker", "lite");
     let docker = Docker::start(Some(cfg.clone()), dir.clone()).await;
     let id = new_id();
-    let p = provision(&docker, &id, &choices("sqlite", "memory"), &Steps::silent())
-        .await
-        .unwrap();
+    let p = provision(
+        &docker,
+        &id,
+        &choices("docker", "sqlite", "memory"),
+        &Steps::silent(),
+    )
+    .await
+    .unwrap();
     assert_eq!(p.database.engine, DatabaseEngine::Sqlite);
     assert!(containers(&api, &cfg.instance, None).await.is_empty());
     assert!(networks(&api, &cfg.instance).await.is_empty());
@@ -542,11 +512,11 @@ async fn leftovers_of_a_crashed_run_are_found_and_reaped() {
     let orphan = new_id();
     {
         // A run that "crashes": dropped with a session and a pooled container still there.
-        let first = Docker::start(Some(cfg.clone()), files_dir("crash")).await;
+        let first = Docker::start(Some(cfg.clone()), files_dir("docker", "crash")).await;
         provision(
             &first,
             &orphan,
-            &choices("postgres", "memcached"),
+            &choices("docker", "postgres", "memcached"),
             &Steps::silent(),
         )
         .await
@@ -565,7 +535,7 @@ async fn leftovers_of_a_crashed_run_are_found_and_reaped() {
     // The next start of the same instance removes the pool nobody holds...
     let mut quiet = cfg.clone();
     quiet.engines.get_mut(&Engine::Redis).unwrap().warm = 0;
-    let second = Docker::start(Some(quiet), files_dir("crash")).await;
+    let second = Docker::start(Some(quiet), files_dir("docker", "crash")).await;
     assert!(containers(&api, &cfg.instance, Some((LABEL_SESSION, WARM)))
         .await
         .is_empty());
@@ -590,7 +560,7 @@ async fn the_warm_pool_serves_a_launch_and_refills() {
     let mut cfg = config("warm", 0);
     cfg.engines.get_mut(&Engine::Postgres).unwrap().warm = 1;
     cfg.engines.get_mut(&Engine::Redis).unwrap().warm = 1;
-    let docker = Docker::start(Some(cfg.clone()), files_dir("warm")).await;
+    let docker = Docker::start(Some(cfg.clone()), files_dir("docker", "warm")).await;
     let ready =
         |d: &Docker| d.warm_count(Engine::Postgres) == 1 && d.warm_count(Engine::Redis) == 1;
     wait_for("the pool to fill", Duration::from_secs(90), || async {
@@ -607,9 +577,14 @@ async fn the_warm_pool_serves_a_launch_and_refills() {
     let id = new_id();
     let steps = Steps::silent();
     let started = Instant::now();
-    let p = provision(&docker, &id, &choices("postgres", "redis"), &steps)
-        .await
-        .unwrap();
+    let p = provision(
+        &docker,
+        &id,
+        &choices("docker", "postgres", "redis"),
+        &steps,
+    )
+    .await
+    .unwrap();
     let launch_ms = started.elapsed().as_secs_f64() * 1000.0;
     all_done(&steps);
     let mut from_pool: Vec<String> = steps
@@ -690,10 +665,10 @@ async fn a_container_that_never_gets_ready_is_removed_and_its_log_shown() {
     cfg.ready_timeout = Duration::from_secs(20);
     let spec = cfg.engines.get_mut(&Engine::Postgres).unwrap();
     spec.command = vec!["-c".into(), "no_such_setting=1".into()];
-    let docker = Docker::start(Some(cfg.clone()), files_dir("broken")).await;
+    let docker = Docker::start(Some(cfg.clone()), files_dir("docker", "broken")).await;
     let id = new_id();
     let steps = Steps::silent();
-    let err = provision(&docker, &id, &choices("postgres", "none"), &steps)
+    let err = provision(&docker, &id, &choices("docker", "postgres", "none"), &steps)
         .await
         .unwrap_err();
     assert_eq!(err.field, Some("database"));
@@ -719,21 +694,21 @@ async fn a_container_that_never_gets_ready_is_removed_and_its_log_shown() {
 async fn an_unreachable_engine_is_reported_and_nothing_else_breaks() {
     let mut cfg = config("gone", 0);
     cfg.host = Some("unix:///nonexistent/docker.sock".into());
-    let docker = Docker::start(Some(cfg), files_dir("gone")).await;
+    let docker = Docker::start(Some(cfg), files_dir("docker", "gone")).await;
     let why = docker.available().unwrap_err();
     assert!(why.contains("/nonexistent/docker.sock"), "{why}");
     assert!(docker.database(DatabaseEngine::Postgres).is_err());
     let err = provision(
         &docker,
         &new_id(),
-        &choices("postgres", "redis"),
+        &choices("docker", "postgres", "redis"),
         &Steps::silent(),
     )
     .await
     .unwrap_err();
     assert_eq!(err.field, Some("provisioner"));
 
-    let off = Docker::start(None, files_dir("off")).await;
+    let off = Docker::start(None, files_dir("docker", "off")).await;
     assert!(off.available().unwrap_err().contains("[docker]"));
     assert!(off.leftovers().await.unwrap().is_empty());
     off.teardown(&new_id(), &Steps::silent()).await.unwrap();
@@ -790,13 +765,13 @@ async fn measure() {
     let Some(api) = engine().await else { return };
     const LAUNCHES: usize = 20;
     for (db, cache) in [("postgres", "redis"), ("mysql", "memcached")] {
-        let ch = choices(db, cache);
+        let ch = choices("docker", db, cache);
         let (db_engine, cache_engine) = (
             Engine::of_database(ch.database).unwrap(),
             Engine::of_cache(ch.cache).unwrap(),
         );
         // Without the pool: every launch makes both containers.
-        let cold = Docker::start(Some(config("cold", 0)), files_dir("cold")).await;
+        let cold = Docker::start(Some(config("cold", 0)), files_dir("docker", "cold")).await;
         let mut times = Vec::new();
         let mut memory = Vec::new();
         for i in 0..LAUNCHES {
@@ -832,7 +807,7 @@ async fn measure() {
         let mut cfg = config("hot", 0);
         cfg.engines.get_mut(&db_engine).unwrap().warm = 1;
         cfg.engines.get_mut(&cache_engine).unwrap().warm = 1;
-        let hot = Docker::start(Some(cfg), files_dir("hot")).await;
+        let hot = Docker::start(Some(cfg), files_dir("docker", "hot")).await;
         let mut times = Vec::new();
         let mut refill = Vec::new();
         for _ in 0..LAUNCHES {

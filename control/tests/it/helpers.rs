@@ -373,3 +373,65 @@ impl Load {
         )
     }
 }
+
+/// An engine's address from `scripts/test`. Under CI (`STACKLAB_REQUIRE_SERVICES=1`) a missing
+/// one fails the test; only outside CI does the test skip, and it says so.
+pub fn engine(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("{var} is not set, and STACKLAB_REQUIRE_SERVICES=1: run the tests with scripts/test")
+        }
+        _ => {
+            eprintln!("not run: {var} is not set (outside CI; scripts/test sets it)");
+            None
+        }
+    }
+}
+
+/// A fresh folder for a provisioner's files.
+pub fn files_dir(kind: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "stacklab-{kind}-{tag}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Choices for a provisioner, database and cache (the rest default; the cache its default policy).
+pub fn choices(
+    provisioner: &str,
+    database: &str,
+    cache: &str,
+) -> stacklab_control::choices::Choices {
+    stacklab_control::choices::Choices::parse(&serde_json::json!({
+        "provisioner": provisioner,
+        "database": database,
+        "cache": cache,
+    }))
+    .unwrap()
+}
+
+/// A user row as the backend's store takes it.
+pub fn user(name: &str) -> stacklab_backend::storage::NewUser {
+    stacklab_backend::storage::NewUser {
+        username: name.into(),
+        username_key: name.into(),
+        email: format!("{name}@example.com"),
+        email_key: format!("{name}@example.com"),
+        full_name: name.into(),
+        password: "stored-form".into(),
+        now: 1,
+    }
+}
+
+/// Every step of a provisioning succeeded (or had nothing to do).
+pub fn all_done(steps: &stacklab_control::provision::Steps) {
+    let list = steps.list();
+    assert!(!list.is_empty());
+    for s in &list {
+        assert!(s.status == "done" || s.status == "skipped", "{s:?}");
+    }
+}

@@ -623,21 +623,6 @@ async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, want: &
     }
 }
 
-/// An engine's URL from `scripts/test`; `None` (skip, said aloud) outside CI, a failure in it.
-fn engine(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{var} is not set, and STACKLAB_REQUIRE_SERVICES=1: run the tests with scripts/test"
-            );
-            eprintln!("{var} is not set: skipping (scripts/test sets it)");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
     use sqlx::Connection;

@@ -8,9 +8,9 @@
 //! only when `STACKLAB_TEST_MONGO_URL` names a server whose user may create users and drop
 //! databases, and skips otherwise, even in CI.
 
+use crate::helpers::{all_done, choices, engine, files_dir, user};
 use bytes::Bytes;
 use sqlx::{Connection, Row};
-use stacklab_backend::storage::NewUser;
 use stacklab_control::choices::Choices;
 use stacklab_control::config::SharedConfig;
 use stacklab_control::provision::shared::Shared;
@@ -20,42 +20,8 @@ use stacklab_control::provision::{
 use stacklab_control::seal::session_code;
 use stacklab_types::stack::{CacheEngine, DatabaseEngine};
 use stacklab_types::Secret;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// An engine's address from `scripts/test`, or `None` (skip) when it is absent and services
-/// are optional.
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{var} is not set, and STACKLAB_REQUIRE_SERVICES=1: run the tests with scripts/test")
-        }
-        _ => {
-            eprintln!("skipped: {var} is not set (run the tests with scripts/test)");
-            None
-        }
-    }
-}
-
-fn files_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "stacklab-shared-{tag}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn choices(database: &str, cache: &str) -> Choices {
-    Choices::parse(&serde_json::json!({
-        "provisioner": "shared",
-        "database": database,
-        "cache": cache,
-    }))
-    .unwrap()
-}
 
 async fn provision(
     shared: &Shared,
@@ -78,29 +44,8 @@ async fn provision(
         .await
 }
 
-fn user(name: &str) -> NewUser {
-    NewUser {
-        username: name.into(),
-        username_key: name.into(),
-        email: format!("{name}@example.com"),
-        email_key: format!("{name}@example.com"),
-        full_name: name.into(),
-        password: "stored-form".into(),
-        now: 1,
-    }
-}
-
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
-}
-
-/// Every step of a provisioning finished (none failed).
-fn all_done(steps: &Steps) {
-    let list = steps.list();
-    assert!(!list.is_empty());
-    for s in &list {
-        assert!(s.status == "done" || s.status == "skipped", "{s:?}");
-    }
 }
 
 /// `url` with its path (the database) replaced.
@@ -111,10 +56,10 @@ fn with_database(url: &str, database: &str) -> String {
 
 #[tokio::test]
 async fn postgres_sessions_cannot_reach_each_other_and_teardown_leaves_nothing() {
-    let Some(admin) = service("STACKLAB_TEST_POSTGRES_URL") else {
+    let Some(admin) = engine("STACKLAB_TEST_POSTGRES_URL") else {
         return;
     };
-    let dir = files_dir("pg");
+    let dir = files_dir("shared", "pg");
     let shared = Shared::new(
         SharedConfig {
             postgres_url: Some(Secret::new(&admin)),
@@ -123,7 +68,7 @@ async fn postgres_sessions_cannot_reach_each_other_and_teardown_leaves_nothing()
         dir.clone(),
     );
     let (a, b) = (session_code(), session_code());
-    let ch = choices("postgres", "none");
+    let ch = choices("shared", "postgres", "none");
     let steps = Steps::silent();
     let started = Instant::now();
     let pa = provision(&shared, &a, &ch, &dir, &steps).await.unwrap();
@@ -212,10 +157,10 @@ async fn postgres_sessions_cannot_reach_each_other_and_teardown_leaves_nothing()
 
 #[tokio::test]
 async fn mariadb_sessions_cannot_reach_each_other_and_teardown_leaves_nothing() {
-    let Some(admin) = service("STACKLAB_TEST_MYSQL_URL") else {
+    let Some(admin) = engine("STACKLAB_TEST_MYSQL_URL") else {
         return;
     };
-    let dir = files_dir("my");
+    let dir = files_dir("shared", "my");
     let shared = Shared::new(
         SharedConfig {
             mysql_url: Some(Secret::new(&admin)),
@@ -224,7 +169,7 @@ async fn mariadb_sessions_cannot_reach_each_other_and_teardown_leaves_nothing() 
         dir.clone(),
     );
     let (a, b) = (session_code(), session_code());
-    let ch = choices("mysql", "none");
+    let ch = choices("shared", "mysql", "none");
     let steps = Steps::silent();
     let started = Instant::now();
     let pa = provision(&shared, &a, &ch, &dir, &steps).await.unwrap();
@@ -324,10 +269,10 @@ async fn mariadb_sessions_cannot_reach_each_other_and_teardown_leaves_nothing() 
 
 #[tokio::test]
 async fn redis_users_reach_their_own_prefix_only_and_teardown_leaves_nothing() {
-    let Some(admin) = service("STACKLAB_TEST_REDIS_URL") else {
+    let Some(admin) = engine("STACKLAB_TEST_REDIS_URL") else {
         return;
     };
-    let dir = files_dir("redis");
+    let dir = files_dir("shared", "redis");
     let shared = Shared::new(
         SharedConfig {
             redis_url: Some(Secret::new(&admin)),
@@ -336,7 +281,7 @@ async fn redis_users_reach_their_own_prefix_only_and_teardown_leaves_nothing() {
         dir.clone(),
     );
     let (a, b) = (session_code(), session_code());
-    let ch = choices("sqlite", "redis");
+    let ch = choices("shared", "sqlite", "redis");
     let steps = Steps::silent();
     let started = Instant::now();
     let pa = provision(&shared, &a, &ch, &dir, &steps).await.unwrap();
@@ -478,10 +423,10 @@ async fn redis_users_reach_their_own_prefix_only_and_teardown_leaves_nothing() {
 
 #[tokio::test]
 async fn memcached_sessions_get_a_prefix_and_are_told_it_is_no_isolation() {
-    let Some(addr) = service("STACKLAB_TEST_MEMCACHED_ADDR") else {
+    let Some(addr) = engine("STACKLAB_TEST_MEMCACHED_ADDR") else {
         return;
     };
-    let dir = files_dir("mc");
+    let dir = files_dir("shared", "mc");
     let shared = Shared::new(
         SharedConfig {
             memcached_addr: Some(addr.clone()),
@@ -490,7 +435,7 @@ async fn memcached_sessions_get_a_prefix_and_are_told_it_is_no_isolation() {
         dir.clone(),
     );
     let (a, b) = (session_code(), session_code());
-    let ch = choices("sqlite", "memcached");
+    let ch = choices("shared", "sqlite", "memcached");
     let steps = Steps::silent();
     let started = Instant::now();
     let pa = provision(&shared, &a, &ch, &dir, &steps).await.unwrap();
@@ -570,7 +515,7 @@ async fn mongodb_users_reach_their_own_database_only() {
         return;
     };
     use mongodb::bson::{doc, Document};
-    let dir = files_dir("mongo");
+    let dir = files_dir("shared", "mongo");
     let shared = Shared::new(
         SharedConfig {
             mongodb_url: Some(Secret::new(&admin)),
@@ -579,7 +524,7 @@ async fn mongodb_users_reach_their_own_database_only() {
         dir.clone(),
     );
     let (a, b) = (session_code(), session_code());
-    let ch = choices("mongodb", "none");
+    let ch = choices("shared", "mongodb", "none");
     let steps = Steps::silent();
     let started = Instant::now();
     let pa = provision(&shared, &a, &ch, &dir, &steps).await.unwrap();
@@ -644,13 +589,19 @@ async fn mongodb_users_reach_their_own_database_only() {
 
 #[tokio::test]
 async fn sqlite_and_the_in_process_cache_need_no_server() {
-    let dir = files_dir("sqlite");
+    let dir = files_dir("shared", "sqlite");
     let shared = Shared::new(SharedConfig::default(), dir.clone());
     let code = session_code();
     let steps = Steps::silent();
-    let p = provision(&shared, &code, &choices("sqlite", "memory"), &dir, &steps)
-        .await
-        .unwrap();
+    let p = provision(
+        &shared,
+        &code,
+        &choices("shared", "sqlite", "memory"),
+        &dir,
+        &steps,
+    )
+    .await
+    .unwrap();
     all_done(&steps);
     assert_eq!(p.database.engine, DatabaseEngine::Sqlite);
     assert_eq!(p.cache.engine, CacheEngine::Memory);
@@ -665,7 +616,7 @@ async fn sqlite_and_the_in_process_cache_need_no_server() {
 
 #[tokio::test]
 async fn what_is_not_configured_is_refused_by_its_key() {
-    let dir = files_dir("none");
+    let dir = files_dir("shared", "none");
     let shared = Shared::new(SharedConfig::default(), dir.clone());
     let why = shared.available().unwrap_err();
     for key in [
@@ -702,7 +653,7 @@ async fn what_is_not_configured_is_refused_by_its_key() {
     let err = provision(
         &shared,
         &session_code(),
-        &choices("postgres", "none"),
+        &choices("shared", "postgres", "none"),
         &dir,
         &Steps::silent(),
     )
@@ -717,7 +668,7 @@ async fn what_is_not_configured_is_refused_by_its_key() {
     let err = provision(
         &shared,
         &session_code(),
-        &choices("sqlite", "redis"),
+        &choices("shared", "sqlite", "redis"),
         &dir,
         &Steps::silent(),
     )
@@ -741,7 +692,7 @@ async fn what_is_not_configured_is_refused_by_its_key() {
 
 #[tokio::test]
 async fn a_code_that_is_not_a_session_code_touches_nothing() {
-    let dir = files_dir("code");
+    let dir = files_dir("shared", "code");
     let shared = Shared::new(
         SharedConfig {
             // Never reached: the code is refused first.
@@ -757,9 +708,15 @@ async fn a_code_that_is_not_a_session_code_touches_nothing() {
         "",
         "S0MEUPPERCASECODE000000000",
     ] {
-        let err = provision(&shared, code, &choices("postgres", "none"), &dir, &steps)
-            .await
-            .unwrap_err();
+        let err = provision(
+            &shared,
+            code,
+            &choices("shared", "postgres", "none"),
+            &dir,
+            &steps,
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.message.contains("not a session code"),
             "{}",
@@ -805,7 +762,7 @@ fn assert_no_secret(
 #[tokio::test]
 async fn errors_never_show_an_administrators_password() {
     const SECRET: &str = "Hunter2SecretPw";
-    let dir = files_dir("secret");
+    let dir = files_dir("shared", "secret");
     // Unreachable servers: no engine needed.
     let port = closed_port();
     let cases = [
@@ -816,7 +773,7 @@ async fn errors_never_show_an_administrators_password() {
                 ))),
                 ..Default::default()
             },
-            choices("postgres", "none"),
+            choices("shared", "postgres", "none"),
             "database",
         ),
         (
@@ -826,7 +783,7 @@ async fn errors_never_show_an_administrators_password() {
                 ))),
                 ..Default::default()
             },
-            choices("mysql", "none"),
+            choices("shared", "mysql", "none"),
             "database",
         ),
         (
@@ -836,7 +793,7 @@ async fn errors_never_show_an_administrators_password() {
                 ))),
                 ..Default::default()
             },
-            choices("sqlite", "redis"),
+            choices("shared", "sqlite", "redis"),
             "cache",
         ),
     ];
@@ -858,7 +815,7 @@ async fn errors_never_show_an_administrators_password() {
     }
 
     // A real server refusing a wrong password.
-    let Some(admin) = service("STACKLAB_TEST_POSTGRES_URL") else {
+    let Some(admin) = engine("STACKLAB_TEST_POSTGRES_URL") else {
         return;
     };
     let (user, host) = admin
@@ -878,7 +835,7 @@ async fn errors_never_show_an_administrators_password() {
     let err = provision(
         &shared,
         &session_code(),
-        &choices("postgres", "none"),
+        &choices("shared", "postgres", "none"),
         &dir,
         &steps,
     )
@@ -896,10 +853,10 @@ async fn errors_never_show_an_administrators_password() {
 
 #[tokio::test]
 async fn a_failed_cache_undoes_the_database_made_before_it() {
-    let Some(admin) = service("STACKLAB_TEST_POSTGRES_URL") else {
+    let Some(admin) = engine("STACKLAB_TEST_POSTGRES_URL") else {
         return;
     };
-    let dir = files_dir("undo");
+    let dir = files_dir("shared", "undo");
     let shared = Shared::new(
         SharedConfig {
             postgres_url: Some(Secret::new(&admin)),
@@ -910,9 +867,15 @@ async fn a_failed_cache_undoes_the_database_made_before_it() {
     );
     let code = session_code();
     let steps = Steps::silent();
-    let err = provision(&shared, &code, &choices("postgres", "redis"), &dir, &steps)
-        .await
-        .unwrap_err();
+    let err = provision(
+        &shared,
+        &code,
+        &choices("shared", "postgres", "redis"),
+        &dir,
+        &steps,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.field, Some("cache"), "{}", err.message);
     let list = steps.list();
     assert!(
@@ -941,7 +904,7 @@ async fn a_failed_cache_undoes_the_database_made_before_it() {
 
 #[tokio::test]
 async fn postgres_needs_createrole_and_createdb_not_a_superuser() {
-    let Some(admin) = service("STACKLAB_TEST_POSTGRES_URL") else {
+    let Some(admin) = engine("STACKLAB_TEST_POSTGRES_URL") else {
         return;
     };
     // The account config/shared.toml asks for, made with the test's superuser.
@@ -955,7 +918,7 @@ async fn postgres_needs_createrole_and_createdb_not_a_superuser() {
     .unwrap();
     let host = admin.split_once('@').unwrap().1;
     let url = format!("postgres://{account}:admin-pw-{account}@{host}");
-    let dir = files_dir("pg-nosuper");
+    let dir = files_dir("shared", "pg-nosuper");
     let shared = Shared::new(
         SharedConfig {
             postgres_url: Some(Secret::new(&url)),
@@ -967,7 +930,7 @@ async fn postgres_needs_createrole_and_createdb_not_a_superuser() {
     let p = provision(
         &shared,
         &code,
-        &choices("postgres", "none"),
+        &choices("shared", "postgres", "none"),
         &dir,
         &Steps::silent(),
     )
