@@ -159,6 +159,16 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             }
             Err(res) => res,
         },
+        (&Method::POST, ["api", "session", "reprovision"]) => match session_of(control, &req) {
+            Ok(s) => match control.reprovision(&s).await {
+                Ok(()) => ok_json(
+                    StatusCode::OK,
+                    &s.view(control.sessions_cfg.idle_timeout.as_millis() as u64),
+                ),
+                Err(e) => create_error(e, "the session was ended; start a new one"),
+            },
+            Err(res) => res,
+        },
         (&Method::GET, ["api", "session", "events"]) => match session_of(control, &req) {
             Ok(s) => events(control, s),
             Err(res) => res,
@@ -247,22 +257,31 @@ async fn create(control: &Arc<Control>, req: Request<Incoming>) -> Response<Resp
             }
             res
         }
-        Err(CreateError::Invalid { field, message }) => {
+        Err(e) => create_error(e, "the session was not created"),
+    }
+}
+
+/// A refused creation or re-provision as its JSON answer; `outcome` says what became of
+/// the session when provisioning failed.
+fn create_error(e: CreateError, outcome: &str) -> Response<RespBody> {
+    match e {
+        CreateError::Busy { message } => error(StatusCode::CONFLICT, "session_busy", message),
+        CreateError::Invalid { field, message } => {
             field_error(StatusCode::BAD_REQUEST, "invalid_choice", &field, message)
         }
-        Err(CreateError::Unavailable { field, message }) => field_error(
+        CreateError::Unavailable { field, message } => field_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &field,
             message,
         ),
-        Err(CreateError::RateLimited { limit }) => {
+        CreateError::RateLimited { limit } => {
             let mut res = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("at most {limit} sessions per minute from one address; wait a minute and try again"));
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             res
         }
-        Err(CreateError::OutOfCapacity { limit }) => {
+        CreateError::OutOfCapacity { limit } => {
             let mut res = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "out_of_capacity",
@@ -274,15 +293,12 @@ async fn create(control: &Arc<Control>, req: Request<Incoming>) -> Response<Resp
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             res
         }
-        Err(CreateError::Failed {
+        CreateError::Failed {
             field,
             message,
             steps,
-        }) => {
-            let mut body = ErrorBody::new(
-                "provisioning_failed",
-                format!("{message}; the session was not created"),
-            );
+        } => {
+            let mut body = ErrorBody::new("provisioning_failed", format!("{message}; {outcome}"));
             if let Some(f) = field {
                 body = body.with_field(f);
             }
@@ -290,7 +306,7 @@ async fn create(control: &Arc<Control>, req: Request<Incoming>) -> Response<Resp
             v["steps"] = serde_json::to_value(steps).unwrap_or_default();
             ok_json(StatusCode::SERVICE_UNAVAILABLE, &v)
         }
-        Err(CreateError::Registry(e)) => error(
+        CreateError::Registry(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "registry",
             format!("the session could not be recorded: {e}"),

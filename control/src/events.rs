@@ -22,6 +22,9 @@ pub enum Event {
     Request(Value),
     /// The `GET /api/cache` view, when it changed.
     Cache(Value),
+    /// A resource of the session stopped on its own (its container was killed): what happened
+    /// and what to do.
+    Lost(String),
     Expired,
 }
 
@@ -33,6 +36,7 @@ impl Event {
             Event::State(s) => ("state", serde_json::json!({ "state": s }).to_string()),
             Event::Request(v) => ("request", v.to_string()),
             Event::Cache(v) => ("cache", v.to_string()),
+            Event::Lost(m) => ("lost", serde_json::json!({ "message": m }).to_string()),
             Event::Expired => ("expired", "{}".to_owned()),
         };
         format!("event: {name}\ndata: {data}\n\n")

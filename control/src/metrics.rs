@@ -20,6 +20,10 @@ pub struct ControlMetrics {
     pub instance_exits: IntCounterVec,
     pub feed_followers: IntGauge,
     pub bugs: IntCounter,
+    /// Sessions made again (`POST /api/session/reprovision`), by provisioner.
+    pub reprovisioned: IntCounterVec,
+    /// Sessions' resources that stopped on their own, by provisioner and role.
+    pub lost: IntCounterVec,
 }
 
 impl ControlMetrics {
@@ -90,6 +94,22 @@ impl ControlMetrics {
         .expect("metric");
         let bugs = IntCounter::new("stacklab_control_bug_reports_total", "Bug reports filed.")
             .expect("metric");
+        let reprovisioned = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_sessions_reprovisioned_total",
+                "Sessions whose stack was made again, by provisioner.",
+            ),
+            &["provisioner"],
+        )
+        .expect("metric");
+        let lost = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_resources_lost_total",
+                "Sessions' resources (containers) that stopped on their own, by provisioner and role.",
+            ),
+            &["provisioner", "role"],
+        )
+        .expect("metric");
         for c in [
             Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(created.clone()),
@@ -101,6 +121,8 @@ impl ControlMetrics {
             Box::new(instance_exits.clone()),
             Box::new(feed_followers.clone()),
             Box::new(bugs.clone()),
+            Box::new(reprovisioned.clone()),
+            Box::new(lost.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -116,6 +138,8 @@ impl ControlMetrics {
             instance_exits,
             feed_followers,
             bugs,
+            reprovisioned,
+            lost,
         }
     }
 

@@ -171,6 +171,7 @@ pub async fn up(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Result<Up> {
     }
     let server = tokio::spawn(server.run());
     let reaper = control.spawn_reaper();
+    control.spawn_lost_watchers();
     if let Err(e) = control.start_backend_pool().await {
         control.shutdown.cancel();
         control.stop_instances().await;
@@ -274,6 +275,7 @@ pub async fn control_only(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Resul
     });
     let (control_addr, public) = start_public(&control).await?;
     let reaper = control.spawn_reaper();
+    control.spawn_lost_watchers();
     control.start_backend_pool().await?;
     Ok(ControlOnly {
         control,

@@ -42,8 +42,14 @@ pub struct Session {
 
 #[derive(Debug, Clone)]
 pub struct SessionInner {
-    /// `provisioning`, `ready` or `failed`.
+    /// `provisioning`, `ready`, `broken` (a resource stopped on its own; see `problem`),
+    /// `failed` or `ending`.
     pub state: &'static str,
+    /// Why the session is `broken`, for a person.
+    pub problem: Option<String>,
+    /// When its stack began to be made (at creation, or at a re-provision): the reaper ends
+    /// a session stuck `provisioning` for too long.
+    pub provisioning_since_ms: u64,
     /// The cache policy in force: chosen at creation, changed later through the cache view.
     pub cache_policy: String,
     pub steps: Vec<Step>,
@@ -73,6 +79,8 @@ impl Session {
             last_used_ms: AtomicU64::new(last_used_ms),
             inner: Mutex::new(SessionInner {
                 state: "provisioning",
+                problem: None,
+                provisioning_since_ms: created_ms,
                 cache_policy,
                 steps: vec![],
                 descriptor: None,
@@ -134,6 +142,7 @@ impl Session {
             "steps": inner.steps,
             "resources": inner.resources,
             "notes": inner.notes,
+            "problem": inner.problem,
         })
     }
 
@@ -145,7 +154,8 @@ impl Session {
             provisioner: self.choices.provisioner.clone(),
             choices: self.stack_json().to_string(),
             steps: serde_json::to_string(&inner.steps).unwrap_or_else(|_| "[]".into()),
-            resources: json!({"resources": inner.resources, "notes": inner.notes}).to_string(),
+            resources: json!({"resources": inner.resources, "notes": inner.notes, "problem": inner.problem})
+                .to_string(),
             sealed,
             pool: self.pool.clone(),
             client: self.client.clone(),
@@ -224,6 +234,8 @@ pub enum CreateError {
         message: String,
         steps: Vec<Step>,
     },
+    /// 409: the session is being made or ended.
+    Busy { message: String },
     /// 500: the registry could not record it.
     Registry(String),
 }
@@ -370,12 +382,33 @@ impl Control {
             session: session.route(),
         });
 
-        let started = std::time::Instant::now();
         let steps = Steps::new(Some(session.events.clone()));
+        self.provision_into(&session, provisioner.as_ref(), &choices, steps)
+            .await?;
+        self.metrics
+            .created
+            .with_label_values(&[choices.provisioner.as_str()])
+            .inc();
+        tracing::info!(provisioner = %choices.provisioner, database = ?choices.database, cache = ?choices.cache, "session created");
+        Ok(session)
+    }
+
+    /// Makes the stack of `session` (live and routed, state `provisioning`) with `choices`:
+    /// the steps stream to its events as they happen; on success it is `ready` and recorded
+    /// with its sealed descriptor. On failure it is ended, so nothing it made is left.
+    async fn provision_into(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        provisioner: &dyn crate::provision::Provisioner,
+        choices: &Choices,
+        steps: Steps,
+    ) -> Result<(), CreateError> {
+        let code = session.code.clone();
+        let started = std::time::Instant::now();
         let resource_id = crate::provision::resource_id(&code);
         let req = ProvisionRequest {
             code: &resource_id,
-            choices: &choices,
+            choices,
             files_dir: self.data_dir.join("sessions"),
             cache_max_bytes: self.cfg.cache_max_bytes,
             cache_ttl_ms: self.cfg.cache_ttl_ms,
@@ -386,10 +419,10 @@ impl Control {
         if !self
             .sessions
             .get(&code)
-            .is_some_and(|s| Arc::ptr_eq(&s, &session))
+            .is_some_and(|s| Arc::ptr_eq(&s, session))
         {
             if result.is_ok() {
-                self.teardown(provisioner.as_ref(), &code).await;
+                self.teardown(provisioner, &code).await;
             }
             return Err(CreateError::Failed {
                 field: None,
@@ -444,12 +477,139 @@ impl Control {
             .provision_seconds
             .with_label_values(&[choices.provisioner.as_str()])
             .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// `POST /api/session/reprovision`: removes what the session's stack is made of and makes
+    /// it again with the same choices (and the cache policy in force), keeping the code, so
+    /// the cookie and the route stay. Its data starts empty. For a session whose container was
+    /// killed (`broken`), or one a person wants fresh.
+    pub async fn reprovision(self: &Arc<Self>, session: &Arc<Session>) -> Result<(), CreateError> {
+        let mut was = "";
+        session.update(|i| {
+            was = i.state;
+            if matches!(i.state, "ready" | "broken") {
+                i.state = "provisioning";
+                i.problem = None;
+                i.provisioning_since_ms = self.clock.now_ms();
+            }
+        });
+        if !matches!(was, "ready" | "broken") {
+            return Err(CreateError::Busy {
+                message: format!(
+                    "the session is {was}; wait until it is ready, or start a new session"
+                ),
+            });
+        }
+        let Some(provisioner) = self
+            .provisioners
+            .get(session.choices.provisioner.as_str())
+            .cloned()
+        else {
+            return Err(CreateError::Invalid {
+                field: "provisioner".into(),
+                message: "unknown provisioner".into(),
+            });
+        };
+        let _ = session.events.send(Event::State("provisioning"));
+        // Recorded without its descriptor: a control that stops now tears it down at start.
+        let _ = self
+            .registry
+            .update_session(&session.row(String::new()))
+            .await;
+        self.forget_on_backends(&session.code).await;
+        let steps = Steps::new(Some(session.events.clone()));
+        let id = crate::provision::resource_id(&session.code);
+        if let Err(e) = provisioner.teardown(&id, &steps).await {
+            let problem = format!(
+                "the old stack could not be removed ({}); try again",
+                crate::redact_url(&e.message)
+            );
+            session.update(|i| {
+                i.state = "broken";
+                i.problem = Some(problem.clone());
+                i.steps = steps.list();
+            });
+            let _ = session.events.send(Event::State("broken"));
+            return Err(CreateError::Unavailable {
+                field: e.field.unwrap_or("provisioner").to_owned(),
+                message: problem,
+            });
+        }
+        let mut choices = session.choices.clone();
+        choices.cache_policy = session.snapshot().cache_policy;
+        self.provision_into(session, provisioner.as_ref(), &choices, steps)
+            .await?;
         self.metrics
-            .created
+            .reprovisioned
             .with_label_values(&[choices.provisioner.as_str()])
             .inc();
-        tracing::info!(provisioner = %choices.provisioner, database = ?choices.database, cache = ?choices.cache, ms = started.elapsed().as_millis() as u64, "session created");
-        Ok(session)
+        tracing::info!(provisioner = %choices.provisioner, "session re-provisioned");
+        Ok(())
+    }
+
+    /// Marks the session a lost resource belonged to as `broken` and tells its event stream.
+    /// Reports for sessions that are not `ready` (being made, re-made or ended: their own
+    /// removals) are ignored.
+    pub async fn resource_lost(&self, lost: &crate::provision::Lost) -> bool {
+        let Some(s) = self
+            .sessions
+            .all()
+            .into_iter()
+            .find(|s| crate::provision::resource_id(&s.code) == lost.id)
+        else {
+            return false;
+        };
+        let mut marked = false;
+        s.update(|i| {
+            if i.state == "ready" {
+                i.state = "broken";
+                i.problem = Some(lost.message.clone());
+                marked = true;
+            }
+        });
+        if !marked {
+            return false;
+        }
+        self.metrics
+            .lost
+            .with_label_values(&[s.choices.provisioner.as_str(), lost.role.as_str()])
+            .inc();
+        tracing::warn!(provisioner = %s.choices.provisioner, role = %lost.role, "a session's resource stopped on its own");
+        let _ = s.events.send(Event::State("broken"));
+        let _ = s.events.send(Event::Lost(lost.message.clone()));
+        let sealed = s
+            .snapshot()
+            .descriptor
+            .map(|d| self.sealer.seal(d.to_wire_json().to_string().as_bytes()))
+            .unwrap_or_default();
+        let _ = self.registry.update_session(&s.row(sealed)).await;
+        true
+    }
+
+    /// Follows every provisioner's reports of lost resources until shutdown.
+    pub fn spawn_lost_watchers(self: &Arc<Self>) {
+        for p in self.provisioners.values() {
+            let Some(mut rx) = p.lost() else { continue };
+            let control = Arc::clone(self);
+            tokio::spawn(async move {
+                loop {
+                    let lost = tokio::select! {
+                        () = control.shutdown.cancelled() => return,
+                        next = rx.recv() => next,
+                    };
+                    match lost {
+                        Ok(lost) => {
+                            control.resource_lost(&lost).await;
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "missed reports of lost resources");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
     }
 
     /// Ends a session now; `false` when it was not live (already ended: nothing to do).
@@ -585,12 +745,15 @@ impl Control {
         let idle = self.idle_ms();
         let mut ended = 0;
         for s in self.sessions.all() {
-            let state = s.snapshot().state;
+            let inner = s.snapshot();
+            let state = inner.state;
             let reason = if now >= s.hard_expires_ms {
                 Some(EndReason::Lifetime)
             } else if now >= s.last_used_ms.load(Relaxed) + idle {
                 Some(EndReason::Idle)
-            } else if state == "provisioning" && now >= s.created_ms + PROVISIONING_LIMIT_MS {
+            } else if state == "provisioning"
+                && now >= inner.provisioning_since_ms + PROVISIONING_LIMIT_MS
+            {
                 Some(EndReason::Failed)
             } else {
                 None
@@ -631,7 +794,7 @@ impl Control {
         let idle = self.idle_ms();
         let mut restored = 0;
         for row in rows {
-            let usable = row.state == "ready"
+            let usable = matches!(row.state.as_str(), "ready" | "broken")
                 && (row.last_used_ms as u64 + idle) > now
                 && (row.hard_expires_ms as u64) > now;
             let session = if usable { self.revive(&row) } else { None };
@@ -712,8 +875,13 @@ impl Control {
             row.hard_expires_ms as u64,
             row.last_used_ms as u64,
         );
+        let problem = extra
+            .get("problem")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         s.update(|i| {
-            i.state = "ready";
+            i.state = if problem.is_some() { "broken" } else { "ready" };
+            i.problem = problem;
             i.steps = serde_json::from_str(&row.steps).unwrap_or_default();
             i.descriptor = Some(Arc::new(descriptor));
             i.resources = extra.get("resources").cloned().unwrap_or_default();
@@ -818,7 +986,7 @@ impl Control {
         let s = self.sessions.get(code).ok_or("gone")?;
         let inner = s.snapshot();
         match (inner.state, inner.descriptor) {
-            ("ready", Some(d)) => Ok(d.to_wire_json()),
+            ("ready" | "broken", Some(d)) => Ok(d.to_wire_json()),
             _ => Err("provisioning"),
         }
     }

@@ -86,7 +86,10 @@ impl ApiError {
                 "the backend failed; retry, and report a bug if it persists".to_owned()
             }
             ApiError::NotFound { .. } => format!("{self}; check the id"),
-            ApiError::Unavailable { .. } => format!("{self}; retry shortly"),
+            ApiError::Unavailable { .. } => format!(
+                "{self}; retry shortly, and if it stays down re-provision the session \
+                 (POST /api/session/reprovision) or start a new one"
+            ),
             other => other.to_string(),
         };
         let body = ErrorBody::new(self.code(), message);

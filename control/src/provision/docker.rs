@@ -63,7 +63,7 @@
 
 use super::embedded::{make_sqlite, remove_sqlite, sqlite_codes};
 use super::shared::valid_code;
-use super::{cache_spec, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
+use super::{cache_spec, Lost, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
 use crate::config::KeyError;
 use crate::seal::random_password;
 use async_trait::async_trait;
@@ -72,9 +72,9 @@ use bollard::models::{
     NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, RenameContainerOptions, StartContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions, StartContainerOptions,
 };
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -88,7 +88,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
@@ -699,6 +699,8 @@ struct Inner {
     networks: tokio::sync::Mutex<()>,
     /// Whether pooled containers of an earlier run were looked for (once the engine answers).
     swept: std::sync::atomic::AtomicBool,
+    /// Sessions' containers that stopped on their own (see [`Inner::watch`]).
+    lost: broadcast::Sender<Lost>,
     shutdown: CancellationToken,
 }
 
@@ -786,12 +788,19 @@ impl Docker {
             refill: Notify::new(),
             networks: tokio::sync::Mutex::new(()),
             swept: std::sync::atomic::AtomicBool::new(false),
+            lost: broadcast::channel(64).0,
             shutdown: CancellationToken::new(),
         });
         let task = if inner.api.is_some() {
             inner.check().await;
             inner.sweep_once().await;
-            Some(tokio::spawn(inner.clone().run()))
+            let watcher = tokio::spawn(inner.clone().watch());
+            let pool = tokio::spawn(inner.clone().run());
+            Some(tokio::spawn(async move {
+                // Aborting this task drops both handles, which does not stop them: they end
+                // on `shutdown`, which `shutdown()` and `drop` cancel first.
+                let _ = tokio::join!(watcher, pool);
+            }))
         } else {
             None
         };
@@ -1035,6 +1044,11 @@ impl Provisioner for Docker {
             .map_err(fail)?;
         ids.extend(networks.iter().filter_map(|n| id_in(n.name.as_deref()?)));
         Ok(ids.into_iter().collect())
+    }
+
+    fn lost(&self) -> Option<broadcast::Receiver<Lost>> {
+        self.inner.api.as_ref()?;
+        Some(self.inner.lost.subscribe())
     }
 }
 
@@ -1870,6 +1884,86 @@ impl Inner {
             }
         }
     }
+}
+
+impl Inner {
+    /// Follows the engine's event stream for containers of this instance that die, and
+    /// reports those of sessions on [`Inner::lost`]. Removals this provisioner asks for die
+    /// too; control ignores reports for sessions that are not `ready` (being made, re-made or
+    /// ended), so no bookkeeping of our own removals is needed here. When the stream breaks
+    /// (the engine restarted, a timeout), it is opened again from the last event's time, so a
+    /// death in between is still seen.
+    async fn watch(self: Arc<Self>) {
+        let Some(cfg) = self.cfg.as_ref() else { return };
+        let mut since: Option<String> = None;
+        loop {
+            let mut filters = label_filter(&[(LABEL_INSTANCE, &cfg.instance)]);
+            filters.insert("type".into(), vec!["container".into()]);
+            filters.insert("event".into(), vec!["die".into(), "oom".into()]);
+            let mut stream = self.api().events(Some(EventsOptions {
+                since: since.clone(),
+                until: None,
+                filters: Some(filters),
+            }));
+            loop {
+                let next = tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    next = stream.next() => next,
+                };
+                let Some(Ok(event)) = next else { break };
+                if let Some(t) = event.time {
+                    since = Some(t.to_string());
+                }
+                if let Some(lost) = lost_of(&event) {
+                    let _ = self.lost.send(lost);
+                }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+/// A session container's `die`/`oom` event as a report; `None` for pooled containers.
+fn lost_of(event: &bollard::models::EventMessage) -> Option<Lost> {
+    let attrs = event.actor.as_ref()?.attributes.as_ref()?;
+    let name = attrs.get("name")?;
+    let id = id_in(name)?;
+    let role = attrs
+        .get(LABEL_ROLE)
+        .cloned()
+        .unwrap_or_else(|| "database or cache".to_owned());
+    let role = if name.ends_with("-cache") {
+        "cache".to_owned()
+    } else if name.ends_with("-db") {
+        "database".to_owned()
+    } else {
+        role
+    };
+    let engine = attrs
+        .get(LABEL_ENGINE)
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    let how = match (
+        event.action.as_deref(),
+        attrs.get("exitCode").map(String::as_str),
+    ) {
+        (Some("oom"), _) => "was killed for using more memory than its limit".to_owned(),
+        (_, Some("137")) => "was killed (SIGKILL, exit code 137)".to_owned(),
+        (_, Some(code)) => format!("stopped (exit code {code})"),
+        _ => "stopped".to_owned(),
+    };
+    Some(Lost {
+        message: format!(
+            "this session's {role} container{engine} {how}; its data is gone with it. \
+             Re-provision the session (POST /api/session/reprovision) for a fresh one, or \
+             start a new session"
+        ),
+        id,
+        role,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

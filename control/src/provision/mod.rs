@@ -81,6 +81,23 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError>;
     /// Codes this provisioner still holds resources for.
     async fn leftovers(&self) -> Result<Vec<String>, ProvisionError>;
+    /// Resources of sessions that stopped without being asked to (a container killed from
+    /// outside), as they are noticed; `None` when this provisioner has nothing that can stop
+    /// on its own (files, or servers it does not run).
+    fn lost(&self) -> Option<broadcast::Receiver<Lost>> {
+        None
+    }
+}
+
+/// A session's resource that stopped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// The session's resource id ([`resource_id`]).
+    pub id: String,
+    /// `database` or `cache`.
+    pub role: String,
+    /// What happened, for a person (no secret).
+    pub message: String,
 }
 
 /// A session's provisioning (or teardown) steps, timed and streamed as they happen.

@@ -7,4 +7,5 @@
 
 mod conformance;
 mod helpers;
+mod suite;
 mod security;
