@@ -19,10 +19,12 @@
 //! - [`procstat`]: CPU seconds and peak RSS of a process tree.
 //! - [`external`]: running and reading `wrk` and `h2load`.
 //! - [`tls`]: the shared self-signed certificate and client configs.
+//! - [`drill`]: faults injected into real `stacklab` processes under load, one line each.
 //! - [`compare`]: scenarios, rounds and runs; [`compare::report`] the rows, ratios, targets
 //!   and files.
 
 pub mod compare;
+pub mod drill;
 pub mod external;
 pub mod feed;
 pub mod launch;

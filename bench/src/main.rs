@@ -1,4 +1,5 @@
-//! The `stacklab-bench` binary: `load`, `compare` and `upstream` over the library.
+//! The `stacklab-bench` binary: `load`, `compare`, `launch`, `drill` and `upstream` over the
+//! library.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -103,6 +104,22 @@ enum Command {
         #[arg(long)]
         wait_on_429: bool,
     },
+    /// Fault drills against real `stacklab` processes on loopback: one line of figures each,
+    /// exit status 1 when a goal was not held (see docs/reliability.md).
+    Drill {
+        /// A drill's name, or `all`.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Seconds of load in each drill.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// The `stacklab` binary (default: beside this one).
+        #[arg(long)]
+        stacklab: Option<PathBuf>,
+        /// Keep each drill's folder (process logs, data) under the temporary folder.
+        #[arg(long)]
+        keep: bool,
+    },
     /// The upstream the comparison uses (prints `listening on ADDR`).
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -130,6 +147,33 @@ fn main() -> anyhow::Result<()> {
                 let report =
                     stacklab_bench::launch::run(port, &ca, count, choices, wait_on_429).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Command::Drill {
+                names,
+                seconds,
+                stacklab,
+                keep,
+            } => {
+                let self_bin = std::env::current_exe().context("cannot find this binary")?;
+                let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+                if !stacklab.exists() {
+                    bail!(
+                        "no stacklab binary at {} (build it: cargo build -p stacklab-control, or pass --stacklab)",
+                        stacklab.display()
+                    );
+                }
+                let o = stacklab_bench::drill::Options {
+                    stacklab,
+                    seconds: seconds.max(1.0),
+                    keep,
+                };
+                let outcomes = stacklab_bench::drill::run(&o, &names).await?;
+                let failed = outcomes.iter().filter(|x| !x.pass).count();
+                if failed > 0 {
+                    eprintln!("{failed} of {} drill(s) did not hold their goals", outcomes.len());
+                    std::process::exit(1);
+                }
                 Ok(())
             }
             Command::Upstream { addr } => {

@@ -41,6 +41,10 @@ enum Command {
     Proxy {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over the listening sockets of the proxy running with this config (through
+        /// `edge.upgrade_socket`) with no downtime; it drains and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Run control alone (sessions, provisioners, registry, route feed, backend pool).
     Control {
@@ -71,7 +75,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Up { config } => run_server(config.as_deref(), Part::Up),
-        Command::Proxy { config } => run_server(Some(&config), Part::Proxy),
+        Command::Proxy { config, upgrade } => run_server(
+            Some(&config),
+            if upgrade {
+                Part::ProxyUpgrade
+            } else {
+                Part::Proxy
+            },
+        ),
         Command::Control { config } => run_server(config.as_deref(), Part::Control),
         Command::Backend {
             config,
@@ -86,6 +97,8 @@ fn main() -> ExitCode {
 enum Part {
     Up,
     Proxy,
+    /// `proxy --upgrade`: take the running proxy's listeners.
+    ProxyUpgrade,
     Control,
 }
 
@@ -174,7 +187,7 @@ fn run_server(file: Option<&Path>, part: Part) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let control = if part == Part::Proxy {
+    let control = if matches!(part, Part::Proxy | Part::ProxyUpgrade) {
         None
     } else {
         match control_config(&cfg) {
@@ -188,7 +201,9 @@ fn run_server(file: Option<&Path>, part: Part) -> ExitCode {
         }
     };
     let result = match (part, control) {
-        (Part::Proxy, _) | (_, None) => runtime.block_on(serve(&mut cfg)),
+        (Part::Proxy | Part::ProxyUpgrade, _) | (_, None) => {
+            runtime.block_on(serve(&mut cfg, part == Part::ProxyUpgrade))
+        }
         (Part::Up, Some(c)) => runtime.block_on(serve_up(cfg, c)),
         (Part::Control, Some(c)) => runtime.block_on(serve_control(cfg, c)),
     };
@@ -201,13 +216,27 @@ fn run_server(file: Option<&Path>, part: Part) -> ExitCode {
     }
 }
 
-async fn serve(cfg: &mut Config) -> anyhow::Result<()> {
+/// `stacklab proxy`: the edge alone, which a successor can take over (`--upgrade`).
+async fn serve(cfg: &mut Config, upgrade: bool) -> anyhow::Result<()> {
     // One crypto provider for every TLS config, installed before any is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let token_file = config::ensure_admin_token(cfg).context("cannot prepare the admin token")?;
-    let server = Server::bind(cfg.clone())
-        .await
-        .context("cannot start the edge")?;
+    let mut server = if upgrade {
+        let path = &cfg.edge.upgrade_socket;
+        let (listeners, taking) = stacklab_proxy::upgrade::take_over(path)
+            .await
+            .context("cannot take over the running proxy")?;
+        tracing::info!(old = taking.old_pid, "received the listening sockets");
+        let proxy = stacklab_proxy::Proxy::new(cfg.clone()).context("cannot start the edge")?;
+        Server::inherit(proxy, listeners, taking).context("cannot start the edge")?
+    } else {
+        Server::bind(cfg.clone())
+            .await
+            .context("cannot start the edge")?
+    };
+    server
+        .listen_for_upgrades()
+        .context("cannot listen for upgrades (edge.upgrade_socket)")?;
     let addrs = server.addrs();
     let proxy = std::sync::Arc::clone(&server.proxy);
     println!("stacklab proxy: https://{}", addrs.edge);

@@ -74,6 +74,11 @@ pub const DEFAULT_EJECT_BASE_MS: u64 = 1_000;
 pub const DEFAULT_EJECT_MAX_MS: u64 = 30_000;
 /// `Alt-Svc` max age advertised for HTTP/3.
 pub const DEFAULT_ALT_SVC_MAX_AGE: u64 = 86_400;
+/// The Unix socket a running `stacklab proxy` hands its listeners over on, under `data_dir`
+/// (see [`crate::upgrade`]).
+pub const DEFAULT_UPGRADE_SOCKET: &str = "upgrade.sock";
+/// Longest path a Unix socket address holds on Linux (`sun_path` less its NUL).
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// Sections of the file that belong to other parts of stacklab.
 pub const OTHER_PARTS: &[&str] = &["control", "backend", "docker", "shared"];
@@ -126,6 +131,7 @@ pub struct RawEdge {
     pub alt_svc_max_age: Option<u64>,
     pub static_dir: Option<PathBuf>,
     pub workers: Option<usize>,
+    pub upgrade_socket: Option<PathBuf>,
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
 }
@@ -262,6 +268,9 @@ pub struct EdgeConfig {
     pub static_dir: Option<PathBuf>,
     /// Runtime worker threads; `None` is one per core.
     pub workers: Option<usize>,
+    /// Where `stacklab proxy` listens for its successor (`stacklab proxy --upgrade`), which
+    /// takes over the listening sockets with no downtime; default `<data_dir>/upgrade.sock`.
+    pub upgrade_socket: PathBuf,
     pub certificates: Vec<CertificateConfig>,
 }
 
@@ -618,8 +627,31 @@ impl RawConfig {
                 }
                 Some(n) => Some(n),
             },
+            upgrade_socket: {
+                let dir = self
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                match self
+                    .edge
+                    .upgrade_socket
+                    .filter(|p| !p.as_os_str().is_empty())
+                {
+                    Some(p) => p,
+                    None => dir.join(DEFAULT_UPGRADE_SOCKET),
+                }
+            },
             certificates,
         };
+        if edge.upgrade_socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
+            c.err(
+                "edge.upgrade_socket",
+                format!(
+                    "`{}` is longer than a Unix socket path can be ({MAX_UNIX_SOCKET_PATH} bytes); set a shorter one",
+                    edge.upgrade_socket.display()
+                ),
+            );
+        }
         if let Some(dir) = &edge.static_dir {
             if !dir.is_dir() {
                 c.err(

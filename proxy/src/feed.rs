@@ -18,11 +18,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Longest line accepted from the feed (a snapshot of many sessions is one line).
 pub const MAX_FEED_LINE: usize = 256 * 1024 * 1024;
 
-pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
+/// Follows the feed until `stop` (the proxy's shutdown, or the end of its drain after a
+/// handover: a draining process keeps its table current for the requests it still serves).
+pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let client: Client<_, crate::body::ReqBody> = Client::builder(TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
@@ -32,7 +35,7 @@ pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
         let mut was_up = true;
         loop {
             let mut connected = false;
-            let result = follow(&proxy, &client, &feed, &mut since, &mut connected).await;
+            let result = follow(&proxy, &client, &feed, &stop, &mut since, &mut connected).await;
             proxy.metrics.feed_connected.set(0);
             if connected {
                 was_up = true;
@@ -48,7 +51,7 @@ pub fn spawn(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = proxy.shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
@@ -59,6 +62,7 @@ async fn follow(
     proxy: &Proxy,
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, crate::body::ReqBody>,
     feed: &FeedConfig,
+    stop: &CancellationToken,
     since: &mut Option<u64>,
     connected: &mut bool,
 ) -> Result<(), String> {
@@ -88,7 +92,7 @@ async fn follow(
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
-            () = proxy.shutdown.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
         };
         let Some(frame) = frame else {
             return Err("the feed ended".into());
@@ -112,6 +116,9 @@ async fn follow(
                 tracing::warn!(version, error = %e, "route feed update refused");
             }
             *since = Some(version);
+            proxy
+                .feed_synced
+                .send_if_modified(|synced| !std::mem::replace(synced, true));
         }
         if buf.len() > MAX_FEED_LINE {
             return Err("a feed line is too long".into());
@@ -140,7 +147,11 @@ pub fn touched_since(proxy: &Proxy, since_ms: u64) -> Vec<SessionTouch> {
 /// Reports session use to control in batches (`POST /admin/sessions/touches` next to the
 /// feed), every `sessions.report_interval`, so the request path never calls control.
 /// A failed report is retried with the next batch: nothing is lost while control is away.
-pub fn spawn_reporter(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
+pub fn spawn_reporter(
+    proxy: Arc<Proxy>,
+    feed: FeedConfig,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let client: Client<_, crate::body::ReqBody> = Client::builder(TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
@@ -163,7 +174,7 @@ pub fn spawn_reporter(proxy: Arc<Proxy>, feed: FeedConfig) -> JoinHandle<()> {
             let interval = proxy.config.load().sessions.report_interval;
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                () = proxy.shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             }
             let now = proxy.clock.now_ms();
             let touches = touched_since(&proxy, since);

@@ -18,6 +18,7 @@
 //! - [`session`]: the session cookie; [`capture`]: per-session request capture for the inspector.
 //! - [`admin`]: the admin API and `/metrics`; [`feed`]: follows control's route feed.
 //! - [`tls`]: certificates by SNI, the self-signed default; [`statics`]: the embedded web UI.
+//! - [`upgrade`]: hands the listening sockets to a new process (zero-downtime upgrade).
 //! - [`metrics`], [`error`], [`body`], [`clock`]: shared pieces.
 
 pub mod admin;
@@ -37,6 +38,7 @@ pub mod session;
 pub mod statics;
 pub mod table;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use arc_swap::ArcSwap;
@@ -68,8 +70,14 @@ pub struct Proxy {
     pub alt_svc: ArcSwap<Option<HeaderValue>>,
     /// The edge's bound TCP port (the config may say 0), for redirects.
     pub edge_port: std::sync::atomic::AtomicU16,
-    /// Cancelled to shut down.
+    /// Cancelled to shut down (or, after a handover, to stop accepting and drain).
     pub shutdown: CancellationToken,
+    /// Set when a new process took the listeners over (see [`upgrade`]): connections drain
+    /// with `Connection: close` instead of being closed while idle.
+    pub handed_over: std::sync::atomic::AtomicBool,
+    /// True once the route feed has delivered its first update (a new process waits for it
+    /// before it accepts on sockets it took over).
+    pub feed_synced: tokio::sync::watch::Sender<bool>,
     /// Control's admin routes when it shares this process and admin address (`stacklab up`).
     pub admin_ext: std::sync::OnceLock<Arc<dyn admin::AdminExtension>>,
 }
@@ -97,6 +105,8 @@ impl Proxy {
             alt_svc: ArcSwap::from_pointee(None),
             edge_port: std::sync::atomic::AtomicU16::new(cfg.edge.addr.port()),
             shutdown: CancellationToken::new(),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+            feed_synced: tokio::sync::watch::Sender::new(false),
             admin_ext: std::sync::OnceLock::new(),
             config: ArcSwap::from_pointee(cfg),
             metrics,
@@ -108,7 +118,16 @@ impl Proxy {
     /// (a warning says so). On any error nothing changes.
     pub fn reload(&self, env: &dyn Env) -> Result<Vec<ConfigError>, ConfigReport> {
         let old = self.config.load_full();
-        let (cfg, mut warnings) = Config::load(old.source.as_deref(), env)?;
+        let (mut cfg, mut warnings) = Config::load(old.source.as_deref(), env)?;
+        // What was settled at start and is not in the file: a generated admin token (kept in
+        // <data_dir>/admin.token) and the feed `stacklab up` points at its own control.
+        // Without this a reload left the admin API refusing every token.
+        if cfg.admin.token.is_empty() {
+            cfg.admin.token = old.admin.token.clone();
+        }
+        if cfg.feed.is_none() {
+            cfg.feed = old.feed.clone();
+        }
         self.certs.load(&cfg).map_err(|e| ConfigReport {
             errors: vec![ConfigError {
                 path: "edge.certificates".into(),

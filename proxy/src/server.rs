@@ -15,6 +15,13 @@
 //! Shutdown stops accepting, asks every connection to finish (hyper's graceful shutdown: h1
 //! closes after the current response, h2 and h3 send GOAWAY), and waits up to
 //! `limits.shutdown_grace_ms` before cutting what is left.
+//!
+//! A zero-downtime upgrade ([`crate::upgrade`]) hands the listeners to a new process instead:
+//! [`Server::listen_for_upgrades`] on the old side, [`Server::inherit`] on the new one. The
+//! old process then drains more gently than at shutdown, since its clients have somewhere to
+//! go: an HTTP/1.1 connection is not closed while idle (a request may be on its way) but
+//! answers its next request with `Connection: close`, and is closed only after
+//! [`UPGRADE_IDLE_DRAIN`] without one.
 
 use crate::body::{BoxError, Guarded, RespBody};
 use crate::config::{Config, PlainHttp};
@@ -29,16 +36,26 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// After a handover, how long an idle HTTP/1.1 connection of the old process is kept for its
+/// client's next request (answered with `Connection: close`) before it is closed.
+pub const UPGRADE_IDLE_DRAIN: Duration = Duration::from_secs(2);
+/// How long a new process waits for the route feed's first table before it gives up taking
+/// over (the old process then keeps serving).
+pub const UPGRADE_FEED_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -48,8 +65,12 @@ pub enum ServerError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("cannot use the listeners handed over: {0}")]
+    Inherit(io::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
 }
 
 /// The bound listeners and the shared state, ready to run.
@@ -57,9 +78,24 @@ pub enum ServerError {
 pub struct Server {
     pub proxy: Arc<Proxy>,
     edge: TcpListener,
-    quic: Option<quinn::Endpoint>,
+    quic: Option<Quic>,
     plain: Option<TcpListener>,
     admin: TcpListener,
+    /// Where a successor may take the listeners over, and the listener there.
+    upgrade: Option<(PathBuf, Option<UnixListener>)>,
+    /// Set when this process took the listeners over and the old one still accepts.
+    taking: Option<crate::upgrade::Taking>,
+}
+
+#[derive(Debug)]
+enum Quic {
+    /// Serving; a duplicate of its UDP socket is kept to hand over.
+    Running {
+        endpoint: quinn::Endpoint,
+        socket: OwnedFd,
+    },
+    /// Taken over: HTTP/3 starts on it once the old process has let go.
+    Inherited(std::net::UdpSocket),
 }
 
 /// Where the listeners ended up (ports are real even when the config said 0).
@@ -86,15 +122,13 @@ impl Server {
             addr: cfg.edge.addr,
             source: e,
         })?;
-        proxy
-            .edge_port
-            .store(edge_addr.port(), std::sync::atomic::Ordering::Relaxed);
-        if let Some(endpoint) = &quic {
-            let port = endpoint.local_addr().map_or(edge_addr.port(), |a| a.port());
-            let alt = format!("h3=\":{port}\"; ma={}", cfg.edge.alt_svc_max_age);
-            proxy
-                .alt_svc
-                .store(Arc::new(HeaderValue::from_str(&alt).ok()));
+        proxy.edge_port.store(edge_addr.port(), Relaxed);
+        if let Some(q) = &quic {
+            set_alt_svc(
+                &proxy,
+                &cfg,
+                q.local_addr().map_or(edge_addr.port(), |a| a.port()),
+            );
         }
         let plain = match cfg.edge.plain_http {
             PlainHttp::Off => None,
@@ -107,19 +141,92 @@ impl Server {
             quic,
             plain,
             admin,
+            upgrade: None,
+            taking: None,
         })
+    }
+
+    /// Uses the listeners a running proxy handed over (see [`crate::upgrade`]) instead of
+    /// binding. Addresses come with the sockets: a changed `edge.addr`, `edge.http_addr` or
+    /// `admin.addr` needs a restart, as with a reload. A listener the config wants and the old
+    /// process did not have is bound anew.
+    pub fn inherit(
+        proxy: Arc<Proxy>,
+        listeners: crate::upgrade::Listeners,
+        taking: crate::upgrade::Taking,
+    ) -> Result<Server, ServerError> {
+        let cfg = proxy.config.load_full();
+        let tcp = |l: std::net::TcpListener| TcpListener::from_std(l).map_err(ServerError::Inherit);
+        let edge = tcp(listeners.edge)?;
+        let admin = tcp(listeners.admin)?;
+        let edge_addr = edge.local_addr().map_err(ServerError::Inherit)?;
+        for (key, configured, got) in [
+            ("edge.addr", cfg.edge.addr, Some(edge_addr)),
+            ("admin.addr", cfg.admin.addr, admin.local_addr().ok()),
+        ] {
+            if let Some(got) = got.filter(|g| configured.port() != 0 && *g != configured) {
+                tracing::warn!(key, %configured, "kept {got} from the old process; restart to bind the new address");
+            }
+        }
+        proxy.edge_port.store(edge_addr.port(), Relaxed);
+        let plain = match (cfg.edge.plain_http, listeners.plain) {
+            (PlainHttp::Off, _) => None,
+            (_, Some(l)) => Some(tcp(l)?),
+            (_, None) => Some(bind_tcp(cfg.edge.http_addr, "plain HTTP")?),
+        };
+        let quic = match (cfg.edge.http3, listeners.quic) {
+            (false, _) => None,
+            (true, Some(socket)) => Some(Quic::Inherited(socket)),
+            (true, None) => match bind_quic(&proxy, edge_addr) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the old process had no HTTP/3 socket and none could be bound; HTTP/3 is off");
+                    None
+                }
+            },
+        };
+        if let Some(q) = &quic {
+            set_alt_svc(
+                &proxy,
+                &cfg,
+                q.local_addr().map_or(edge_addr.port(), |a| a.port()),
+            );
+        }
+        Ok(Server {
+            proxy,
+            edge,
+            quic,
+            plain,
+            admin,
+            upgrade: Some((cfg.edge.upgrade_socket.clone(), None)),
+            taking: Some(taking),
+        })
+    }
+
+    /// Listens on `edge.upgrade_socket` for a successor (`stacklab proxy --upgrade`). A server
+    /// that took its listeners over binds it once the old process has let go.
+    pub fn listen_for_upgrades(&mut self) -> Result<(), ServerError> {
+        let path = self.proxy.config.load().edge.upgrade_socket.clone();
+        let listener = if self.taking.is_some() {
+            None
+        } else {
+            Some(crate::upgrade::listen(&path)?)
+        };
+        self.upgrade = Some((path, listener));
+        Ok(())
     }
 
     pub fn addrs(&self) -> Addrs {
         Addrs {
             edge: self.edge.local_addr().expect("bound"),
-            quic: self.quic.as_ref().and_then(|q| q.local_addr().ok()),
+            quic: self.quic.as_ref().and_then(Quic::local_addr),
             plain: self.plain.as_ref().and_then(|p| p.local_addr().ok()),
             admin: self.admin.local_addr().expect("bound"),
         }
     }
 
-    /// Serves until `proxy.shutdown` is cancelled, then drains.
+    /// Serves until `proxy.shutdown` is cancelled or a successor takes the listeners over,
+    /// then drains.
     pub async fn run(self) -> anyhow::Result<()> {
         let Server {
             proxy,
@@ -127,6 +234,8 @@ impl Server {
             quic,
             plain,
             admin,
+            upgrade,
+            taking,
         } = self;
         let cfg = proxy.config.load_full();
         let tracker = TaskTracker::new();
@@ -134,12 +243,32 @@ impl Server {
         let tls =
             tokio_rustls::TlsAcceptor::from(crate::tls::tcp_config(Arc::clone(&proxy.certs))?);
         let health = crate::health::spawn_supervisor(&proxy);
+        let feed_stop = CancellationToken::new();
         let feed = cfg.feed.clone().map(|f| {
             (
-                crate::feed::spawn(Arc::clone(&proxy), f.clone()),
-                crate::feed::spawn_reporter(Arc::clone(&proxy), f),
+                crate::feed::spawn(Arc::clone(&proxy), f.clone(), feed_stop.clone()),
+                crate::feed::spawn_reporter(Arc::clone(&proxy), f, feed_stop.clone()),
             )
         });
+        if taking.is_some() && cfg.feed.is_some() {
+            // Accepting with an empty table would answer 410 to every live session.
+            let mut synced = proxy.feed_synced.subscribe();
+            if tokio::time::timeout(UPGRADE_FEED_WAIT, synced.wait_for(|s| *s))
+                .await
+                .is_err()
+            {
+                feed_stop.cancel();
+                health.abort();
+                anyhow::bail!(
+                    "the route feed gave no table within {UPGRADE_FEED_WAIT:?}; not taking over (the running proxy keeps serving)"
+                );
+            }
+        }
+        // Duplicates of the listening sockets, for a successor.
+        let shareable = match &upgrade {
+            Some(_) => Some(shareable(&edge, quic.as_ref(), plain.as_ref(), &admin)?),
+            None => None,
+        };
 
         let mut accept_loops = Vec::new();
         accept_loops.push(tokio::spawn(accept_loop(
@@ -163,22 +292,83 @@ impl Server {
                 tracker.clone(),
             )));
         }
-        let quic_task = quic.clone().map(|endpoint| {
-            tokio::spawn(crate::h3::serve(
-                Arc::clone(&proxy),
-                endpoint,
-                Arc::clone(&limiter),
-                tracker.clone(),
-            ))
-        });
         let admin_task = tokio::spawn(crate::admin::serve(
             Arc::clone(&proxy),
             admin,
             tracker.clone(),
         ));
+        let start_quic = |endpoint: &quinn::Endpoint| {
+            tokio::spawn(crate::h3::serve(
+                Arc::clone(&proxy),
+                endpoint.clone(),
+                Arc::clone(&limiter),
+                tracker.clone(),
+            ))
+        };
+        let (mut endpoint, mut quic_task, mut inherited_udp) = (None, None, None);
+        match quic {
+            Some(Quic::Running { endpoint: e, .. }) => {
+                quic_task = Some(start_quic(&e));
+                endpoint = Some(e);
+            }
+            Some(Quic::Inherited(socket)) => inherited_udp = Some(socket),
+            None => {}
+        }
+        let mut upgrade_listener = None;
+        let mut upgrade_path = None;
+        if let Some((path, listener)) = upgrade {
+            upgrade_listener = listener;
+            upgrade_path = Some(path);
+        }
+        if let Some(taking) = taking {
+            let old = taking.old_pid;
+            match taking.ready().await {
+                Ok(()) => tracing::info!(old, "took over the listeners; the old process drains"),
+                Err(e) => {
+                    tracing::warn!(old, error = %e, "the old process did not confirm it let go; serving anyway")
+                }
+            }
+            if let Some(socket) = inherited_udp.take() {
+                match endpoint_on(&proxy, socket) {
+                    Ok(e) => {
+                        quic_task = Some(start_quic(&e));
+                        endpoint = Some(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot serve HTTP/3 on the socket handed over; HTTP/3 is off")
+                    }
+                }
+            }
+            if let Some(path) = &upgrade_path {
+                match crate::upgrade::listen(path) {
+                    Ok(l) => upgrade_listener = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "no further upgrade will be possible"),
+                }
+            }
+        }
+        let (handing_tx, handing_rx) = tokio::sync::oneshot::channel();
+        let upgrade_task = match (upgrade_listener, shareable) {
+            (Some(listener), Some(sockets)) => Some(tokio::spawn(async move {
+                let handing = crate::upgrade::wait_for_successor(&listener, &sockets).await;
+                let _ = handing_tx.send(handing);
+                // Our duplicates of the sockets and the upgrade listener close here.
+            })),
+            _ => None,
+        };
 
-        proxy.shutdown.cancelled().await;
-        tracing::info!("shutting down: no new connections, draining the open ones");
+        let handing = tokio::select! {
+            () = proxy.shutdown.cancelled() => None,
+            Ok(h) = handing_rx => Some(h),
+        };
+        if handing.is_some() {
+            proxy.handed_over.store(true, Relaxed);
+            proxy.shutdown.cancel();
+            tracing::info!(
+                "handed the listeners over: no new connections here, draining the open ones"
+            );
+        } else {
+            tracing::info!("shutting down: no new connections, draining the open ones");
+        }
         for task in accept_loops {
             let _ = task.await;
         }
@@ -186,10 +376,24 @@ impl Server {
             let _ = t.await;
         }
         let _ = admin_task.await;
+        if let Some(t) = upgrade_task {
+            t.abort();
+            let _ = t.await;
+        }
         health.abort();
-        if let Some((feed, reporter)) = feed {
-            feed.abort();
-            reporter.abort();
+        if let Some(h) = handing {
+            // QUIC connections live in this process: closed now, their clients reconnect to
+            // the new one, which reads the UDP socket only once we have let go of it.
+            if let Some(e) = endpoint.take() {
+                e.close(0u32.into(), b"upgrade");
+                let _ = tokio::time::timeout(Duration::from_secs(1), e.wait_idle()).await;
+            }
+            h.released().await;
+        } else {
+            feed_stop.cancel();
+            if let Some(path) = &upgrade_path {
+                let _ = std::fs::remove_file(path);
+            }
         }
         tracker.close();
         let grace = proxy.config.load().limits.shutdown_grace;
@@ -199,7 +403,12 @@ impl Server {
                 "grace period over; closing the connections still open"
             );
         }
-        if let Some(endpoint) = quic {
+        feed_stop.cancel();
+        if let Some((feed, reporter)) = feed {
+            feed.abort();
+            reporter.abort();
+        }
+        if let Some(endpoint) = endpoint {
             endpoint.close(0u32.into(), b"shutdown");
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
@@ -207,13 +416,46 @@ impl Server {
     }
 }
 
+fn set_alt_svc(proxy: &Proxy, cfg: &Config, port: u16) {
+    let alt = format!("h3=\":{port}\"; ma={}", cfg.edge.alt_svc_max_age);
+    proxy
+        .alt_svc
+        .store(Arc::new(HeaderValue::from_str(&alt).ok()));
+}
+
+impl Quic {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Quic::Running { endpoint, .. } => endpoint.local_addr().ok(),
+            Quic::Inherited(s) => s.local_addr().ok(),
+        }
+    }
+}
+
+fn shareable(
+    edge: &TcpListener,
+    quic: Option<&Quic>,
+    plain: Option<&TcpListener>,
+    admin: &TcpListener,
+) -> Result<crate::upgrade::Shareable, ServerError> {
+    let dup =
+        |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map_err(ServerError::Inherit);
+    Ok(crate::upgrade::Shareable {
+        edge: dup(edge.as_fd())?,
+        quic: match quic {
+            Some(Quic::Running { socket, .. }) => Some(dup(socket.as_fd())?),
+            Some(Quic::Inherited(s)) => Some(dup(s.as_fd())?),
+            None => None,
+        },
+        plain: plain.map(|p| dup(p.as_fd())).transpose()?,
+        admin: dup(admin.as_fd())?,
+    })
+}
+
 /// Binds the edge's TCP listener and, with HTTP/3 on, its QUIC endpoint on the same port.
 /// When the config asks for port 0, the kernel picks the TCP port and its UDP twin may be
 /// taken by someone else: then try another pair.
-fn bind_edge(
-    proxy: &Proxy,
-    cfg: &Config,
-) -> Result<(TcpListener, Option<quinn::Endpoint>), ServerError> {
+fn bind_edge(proxy: &Proxy, cfg: &Config) -> Result<(TcpListener, Option<Quic>), ServerError> {
     let mut attempts = 0;
     loop {
         let edge = bind_tcp(cfg.edge.addr, "the edge (TCP)")?;
@@ -226,7 +468,7 @@ fn bind_edge(
             source: e,
         })?;
         match bind_quic(proxy, addr) {
-            Ok(endpoint) => return Ok((edge, Some(endpoint))),
+            Ok(quic) => return Ok((edge, Some(quic))),
             Err(ServerError::Bind { source, .. })
                 if cfg.edge.addr.port() == 0
                     && source.kind() == io::ErrorKind::AddrInUse
@@ -258,11 +500,26 @@ fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerE
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
+/// A QUIC endpoint serving HTTP/3 on a bound UDP socket.
+fn endpoint_on(proxy: &Proxy, socket: std::net::UdpSocket) -> io::Result<quinn::Endpoint> {
+    let server_config =
+        crate::tls::quic_config(Arc::clone(&proxy.certs)).map_err(io::Error::other)?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        runtime,
+    )
+}
+
 /// Binds QUIC on the TCP listener's address and port. `[::]` is dual-stack; where the host has
 /// no IPv6, falls back to `0.0.0.0` and says so.
-fn bind_quic(proxy: &Proxy, addr: SocketAddr) -> Result<quinn::Endpoint, ServerError> {
-    let server_config = crate::tls::quic_config(Arc::clone(&proxy.certs))?;
-    let try_bind = |addr: SocketAddr| -> io::Result<quinn::Endpoint> {
+fn bind_quic(proxy: &Proxy, addr: SocketAddr) -> Result<Quic, ServerError> {
+    // Fail on a bad certificate as a TLS error, before any socket is bound.
+    crate::tls::quic_config(Arc::clone(&proxy.certs))?;
+    let try_bind = |addr: SocketAddr| -> io::Result<Quic> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::DGRAM,
@@ -272,14 +529,12 @@ fn bind_quic(proxy: &Proxy, addr: SocketAddr) -> Result<quinn::Endpoint, ServerE
             let _ = socket.set_only_v6(false);
         }
         socket.bind(&addr.into())?;
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| io::Error::other("no async runtime for QUIC"))?;
-        quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config.clone()),
-            socket.into(),
-            runtime,
-        )
+        let socket: std::net::UdpSocket = socket.into();
+        let dup = OwnedFd::from(socket.try_clone()?);
+        Ok(Quic::Running {
+            endpoint: endpoint_on(proxy, socket)?,
+            socket: dup,
+        })
     };
     match try_bind(addr) {
         Ok(e) => Ok(e),
@@ -513,6 +768,7 @@ async fn serve_http<IO>(
         limits.idle_timeout,
     ));
     let service_proxy = Arc::clone(&proxy);
+    let drain_phase = Arc::clone(&phase);
     let peer = conn.peer;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let proxy = Arc::clone(&service_proxy);
@@ -531,6 +787,13 @@ async fn serve_http<IO>(
                 // head again, so it stays "in a request" and the HTTP timers stay off.
                 return Ok(res);
             }
+            let mut res = res;
+            if h1 && phase.closing.load(Relaxed) {
+                // Draining after a handover: this client's next request goes to the new
+                // process, on a new connection.
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok::<_, std::convert::Infallible>(
                 res.map(|b| Guarded::new(b, PhaseGuard(phase)).boxed_unsync()),
             )
@@ -545,6 +808,17 @@ async fn serve_http<IO>(
             }
         }
         () = proxy.shutdown.cancelled() => {
+            if h1 && proxy.handed_over.load(Relaxed) {
+                // Closing an idle HTTP/1.1 connection races with a request its client may be
+                // sending: instead its next response carries `Connection: close`.
+                drain_phase.closing.store(true, Relaxed);
+                if let Ok(res) = tokio::time::timeout(UPGRADE_IDLE_DRAIN, connection.as_mut()).await {
+                    if let Err(e) = res {
+                        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+            }
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(limits.shutdown_grace, connection.as_mut()).await;
         }
@@ -592,6 +866,8 @@ fn redirect_to_https(proxy: &Proxy, req: &Request<Incoming>) -> Response<RespBod
 struct Phase {
     state: AtomicU8,
     active: AtomicU32,
+    /// Responses say `Connection: close` (draining after a handover).
+    closing: AtomicBool,
     /// The reader parked while a request was in service, woken when the last response ends
     /// so the idle timer starts.
     reader: futures_util::task::AtomicWaker,
