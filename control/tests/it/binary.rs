@@ -123,3 +123,152 @@ async fn up_serves_the_web_ui_over_https_with_http3_advertised() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `stacklab proxy --upgrade` under load: the new process takes the listening sockets, the old
+/// one drains and exits, and no request fails (plain HTTP here; the TLS edge is the same code
+/// and `stacklab-bench drill proxy-upgrade` drives it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_replaced_by_a_new_process_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let dir = temp_dir("upgrade");
+    // The upstream: answers 200 to anything.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = upstream.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[edge]\naddr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\nplain_http = \"serve\"\n[admin]\naddr = \"127.0.0.1:0\"\ntoken = \"upgrade-test-token-0123456789\"\n[[pools]]\nname = \"app\"\nmembers = [{{ id = \"a\", addr = \"{up_addr}\" }}]\n[[routes]]\npath = \"/\"\npool = \"app\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let spawn = |upgrade: bool| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_stacklab"));
+        c.arg("proxy").arg("--config").arg(&config);
+        if upgrade {
+            c.arg("--upgrade");
+        }
+        c.env("STACKLAB_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    async fn plain_addr(child: &mut tokio::process::Child) -> std::net::SocketAddr {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(a) = l.trim().strip_prefix("plain HTTP on ") {
+                let addr = a.parse().unwrap();
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return addr;
+            }
+        }
+        panic!("the proxy printed no plain HTTP address");
+    }
+    let mut old = spawn(false);
+    let addr = plain_addr(&mut old).await;
+
+    // Load: 8 keep-alive connections, GETs and POSTs, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        workers.push(tokio::spawn(async move {
+            let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
+            while !stop.load(Relaxed) {
+                let ready = match conn.take() {
+                    Some(mut s) => s.ready().await.is_ok().then_some(s),
+                    None => None,
+                };
+                let mut send = match ready {
+                    Some(s) => s,
+                    None => {
+                        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                        let (s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                            .await
+                            .unwrap();
+                        tokio::spawn(c);
+                        s
+                    }
+                };
+                let req = hyper::Request::builder()
+                    .method(if w % 4 == 0 { "POST" } else { "GET" })
+                    .uri("/x")
+                    .header("host", "localhost")
+                    .body(Empty::new())
+                    .unwrap();
+                match send.send_request(req).await {
+                    Ok(res) if res.status() == 200 => {
+                        let close = res
+                            .headers()
+                            .get("connection")
+                            .is_some_and(|v| v == "close");
+                        let _ = res.into_body().collect().await;
+                        ok.fetch_add(1, Relaxed);
+                        if !close {
+                            conn = Some(send);
+                        }
+                    }
+                    other => {
+                        failed.fetch_add(1, Relaxed);
+                        eprintln!("failed: {other:?}");
+                    }
+                }
+            }
+        }));
+    }
+    let wait_for = |n: u64| {
+        let ok = Arc::clone(&ok);
+        async move {
+            while ok.load(Relaxed) < n {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    let mut new = spawn(true);
+    let new_addr = plain_addr(&mut new).await;
+    assert_eq!(new_addr, addr, "the same socket, handed over");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), old.wait())
+        .await
+        .expect("the old process exits once drained")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let after = ok.load(Relaxed);
+    wait_for(after + 200).await; // served by the new process alone
+    stop.store(true, Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Relaxed),
+        0,
+        "no request failed across the upgrade"
+    );
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "the new process serves on"
+    );
+    let _ = new.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
