@@ -228,6 +228,54 @@ impl Browser {
         })
     }
 
+    /// A request exactly as given: extra headers (sent after the cookie, if the browser holds
+    /// one), any bytes as the body, the cookie left as it is.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Answer, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("https://localhost:{}{path}", self.port));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("stacklab_session={c}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some((ct, _)) = &body {
+            if !ct.is_empty() {
+                req = req.header("content-type", *ct);
+            }
+        }
+        let req = req
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.1).unwrap_or_default(),
+            )))
+            .map_err(|e| e.to_string())?;
+        let mut send = self.sender().await;
+        let res = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
     /// A GET whose body is left to the caller to read as it streams (SSE).
     pub async fn open_stream(&self, path: &str) -> http::Response<hyper::body::Incoming> {
         let mut req = Request::get(format!("https://localhost:{}{path}", self.port));
@@ -434,4 +482,94 @@ pub fn all_done(steps: &stacklab_control::provision::Steps) {
     for s in &list {
         assert!(s.status == "done" || s.status == "skipped", "{s:?}");
     }
+}
+
+/// Reads an SSE (or any streamed) body into `seen` until it contains `want` (20 s at most).
+pub async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(want) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no `{want}` in: {seen}"));
+        match frame {
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&d));
+                }
+            }
+            other => panic!("the stream ended ({other:?}) before `{want}`: {seen}"),
+        }
+    }
+}
+
+/// `url` (an administrator's URL from `scripts/test`) with its database replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let slash = base.rfind('/').expect("a URL with a path");
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{}/{database}{query}", &base[..slash])
+}
+
+/// Where an administrator reads a session's database: its SQLite file (read-only) for
+/// `embedded`, the session's own database on the server through the administrator's URL for
+/// `shared`.
+pub fn session_db_url(data_dir: &Path, code: &str, admin_url: Option<&str>) -> String {
+    let id = stacklab_control::provision::resource_id(code);
+    match admin_url {
+        None => format!(
+            "sqlite://{}?mode=ro",
+            data_dir.join("sessions").join(format!("{id}.db")).display()
+        ),
+        Some(admin) => with_database(admin, &format!("s_{id}")),
+    }
+}
+
+/// Every row of a session's `users` table, every column, and the names of its tables: what
+/// must not change when a request is refused.
+pub async fn db_snapshot(url: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("open the session's database: {e}"));
+    let tables = if url.starts_with("sqlite:") {
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    } else if url.starts_with("postgres") {
+        "SELECT CAST(tablename AS TEXT) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+    } else {
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() ORDER BY 1"
+    };
+    let mut out: Vec<String> = sqlx::query(tables)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("table {}", r.get::<String, _>(0)))
+        .collect();
+    let rows = sqlx::query(
+        "SELECT id, username, username_key, email, email_key, full_name, password, \
+         created_at, updated_at FROM users ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for r in rows {
+        let mut line = r.get::<i64, _>(0).to_string();
+        for i in 1..7 {
+            line.push('|');
+            line.push_str(&r.get::<String, _>(i));
+        }
+        for i in 7..9 {
+            line.push('|');
+            line.push_str(&r.get::<i64, _>(i).to_string());
+        }
+        out.push(line);
+    }
+    let _ = conn.close().await;
+    out
 }

@@ -605,24 +605,6 @@ async fn the_event_stream_carries_state_requests_and_cache_changes() {
 }
 
 /// Reads an event stream until `want` has appeared in it.
-async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, want: &str) {
-    use http_body_util::BodyExt;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !seen.contains(want) {
-        let frame = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("no `{want}` in: {seen}"));
-        match frame {
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    seen.push_str(&String::from_utf8_lossy(&d));
-                }
-            }
-            other => panic!("the stream ended ({other:?}) before `{want}`: {seen}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
     use sqlx::Connection;
