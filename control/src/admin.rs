@@ -7,7 +7,7 @@
 //! | `GET /admin/routes/feed?since=N` | the route feed: a snapshot (or the changes after N), then changes |
 //! | `PUT /admin/pools/{pool}` / `DELETE …` | create or replace / remove a pool |
 //! | `PUT /admin/pools/{pool}/members/{id}` / `DELETE …` / `POST …/drain` | change a member |
-//! | `POST /admin/pools/{pool}/instances` | start one more backend instance |
+//! | `POST /admin/pools/{pool}/instances[?kind=container]` | start one more backend instance (a child process, or a Docker container) |
 //! | `DELETE /admin/pools/{pool}/instances/{id}` | kill one (the failover drill) |
 //! | `GET /admin/instances` | backend instances control runs |
 //! | `GET /admin/topology` | proxies, pools, instances and their live state |
@@ -256,7 +256,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             .await
         }
         (&Method::POST, ["pools", pool, "instances"]) => {
-            crate::api::start_instance(control, pool).await
+            crate::api::start_instance(control, pool, &req).await
         }
         (&Method::DELETE, ["pools", pool, "instances", id]) => {
             crate::api::kill_instance(control, pool, id).await

@@ -194,7 +194,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
         (&Method::POST, ["api", "topology", "pools", pool, "instances"]) => {
             match session_of(control, &req) {
                 Ok(_) if !control.cfg.drills_from_ui => drills_off(),
-                Ok(_) => start_instance(control, pool).await,
+                Ok(_) => start_instance(control, pool, &req).await,
                 Err(res) => res,
             }
         }
@@ -217,8 +217,27 @@ fn drills_off() -> Response<RespBody> {
     error(StatusCode::FORBIDDEN, "drills_disabled", "this install does not let the UI add or kill instances (control.drills_from_ui = false); use the admin API")
 }
 
-pub async fn start_instance(control: &Arc<Control>, pool: &str) -> Response<RespBody> {
-    match control.start_instance(pool).await {
+/// `POST …/pools/{pool}/instances[?kind=process|container]`.
+pub async fn start_instance<B>(
+    control: &Arc<Control>,
+    pool: &str,
+    req: &Request<B>,
+) -> Response<RespBody> {
+    let kind = match query_str(req, "kind") {
+        None => crate::instances::InstanceKind::Process,
+        Some(k) => match crate::instances::InstanceKind::parse(&k) {
+            Some(kind) => kind,
+            None => {
+                return field_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "kind",
+                    format!("`{k}` is not a kind of instance: use `process` or `container`"),
+                )
+            }
+        },
+    };
+    match control.start_instance_of(pool, kind).await {
         Ok(info) => ok_json(
             StatusCode::CREATED,
             &serde_json::to_value(info).unwrap_or_default(),
@@ -232,6 +251,13 @@ pub async fn kill_instance(control: &Arc<Control>, pool: &str, id: &str) -> Resp
         Ok(info) => ok_json(StatusCode::OK, &json!({"killed": info})),
         Err(e) => error(StatusCode::NOT_FOUND, "no_instance", e),
     }
+}
+
+fn query_str<B>(req: &Request<B>, key: &str) -> Option<String> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| Some(kv.strip_prefix(key)?.strip_prefix('=')?.to_owned()))
 }
 
 fn query_usize<B>(req: &Request<B>, key: &str) -> Option<usize> {

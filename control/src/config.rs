@@ -44,6 +44,9 @@ pub struct BackendPoolConfig {
     pub pool: String,
     /// Instances started at start (`STACKLAB_BACKEND_INSTANCES`).
     pub instances: usize,
+    /// How many of those run as Docker containers (`[docker.backend]`) instead of child
+    /// processes (`STACKLAB_BACKEND_CONTAINERS`).
+    pub containers: usize,
     /// Most instances the pool may grow to through the admin API.
     pub max_instances: usize,
     /// The program run as `PROGRAM backend …`; empty: this binary.
@@ -76,6 +79,7 @@ struct RawControl {
     reaper_interval_ms: Option<u64>,
     backend_pool: Option<String>,
     backend_instances: Option<usize>,
+    backend_containers: Option<usize>,
     max_backend_instances: Option<usize>,
     backend_command: Option<PathBuf>,
     backend_ready_timeout_ms: Option<u64>,
@@ -156,6 +160,22 @@ impl ControlConfig {
                 )),
             }
         }
+        let mut containers = raw.backend_containers.unwrap_or(0);
+        if let Some(v) = env("STACKLAB_BACKEND_CONTAINERS") {
+            match v.trim().parse() {
+                Ok(n) => containers = n,
+                Err(_) => errors.push((
+                    "STACKLAB_BACKEND_CONTAINERS".into(),
+                    format!("`{v}` is not a number of instances"),
+                )),
+            }
+        }
+        if containers > instances {
+            errors.push((
+                "control.backend_containers".into(),
+                format!("{containers} is more than control.backend_instances ({instances}): it says how many of those run as containers"),
+            ));
+        }
         let max_instances = raw.max_backend_instances.unwrap_or(16);
         if instances > max_instances {
             errors.push((
@@ -229,6 +249,7 @@ impl ControlConfig {
             backends: BackendPoolConfig {
                 pool,
                 instances,
+                containers,
                 max_instances,
                 command: raw.backend_command.filter(|p| !p.as_os_str().is_empty()),
                 ready_timeout: Duration::from_millis(

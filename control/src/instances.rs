@@ -1,5 +1,6 @@
-//! Backend instances as child processes: started, health-checked, registered in the route
-//! table, watched, and replaced when they die on their own.
+//! Backend instances as child processes or Docker containers
+//! ([`crate::provision::docker_backend`]): started, health-checked, registered in the route
+//! table, watched, and replaced (by one of the same kind) when they die on their own.
 //!
 //! Each instance is `<program> backend --addr 127.0.0.1:0 --control-url <admin> --token-stdin`.
 //! The admin token goes through the child's stdin (never its arguments or environment), and
@@ -31,7 +32,7 @@ pub struct Instances {
     /// Serializes starts, so `max_instances` holds under concurrent requests.
     starting: tokio::sync::Mutex<()>,
     /// Replacements to start: (pool, after this delay), taken by the replacer task.
-    replace: Mutex<Option<mpsc::UnboundedSender<(String, Duration)>>>,
+    replace: Mutex<Option<mpsc::UnboundedSender<(String, InstanceKind, Duration)>>>,
 }
 
 #[derive(Debug)]
@@ -50,6 +51,43 @@ pub struct InstanceInfo {
     pub pid: u32,
     pub kind: &'static str,
     pub started_ms: u64,
+}
+
+/// How an instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceKind {
+    /// A child process of control.
+    Process,
+    /// A Docker container (`[docker.backend]`).
+    Container,
+}
+
+impl InstanceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceKind::Process => "process",
+            InstanceKind::Container => "container",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "process" => Some(InstanceKind::Process),
+            "container" => Some(InstanceKind::Container),
+            _ => None,
+        }
+    }
+}
+
+/// An instance started, before it is routed to.
+struct Launched {
+    id: String,
+    addr: String,
+    pid: u32,
+    /// Send (or drop) to kill it.
+    stop: oneshot::Sender<()>,
+    /// Fires once it has exited (and, for a container, been removed): how it ended.
+    exited: oneshot::Receiver<String>,
 }
 
 impl Default for Instances {
@@ -100,7 +138,7 @@ impl Control {
                 let _ = self.registry.remove_instance(&row.pool, &row.id).await;
             }
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Duration)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, InstanceKind, Duration)>();
         *self
             .instances
             .replace
@@ -108,26 +146,54 @@ impl Control {
             .unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let control = Arc::clone(self);
         tokio::spawn(async move {
-            while let Some((pool, delay)) = rx.recv().await {
+            while let Some((pool, kind, delay)) = rx.recv().await {
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = control.shutdown.cancelled() => return,
                 }
-                if let Err(e) = control.start_instance(&pool).await {
+                if let Err(e) = control.start_instance_of(&pool, kind).await {
                     tracing::error!(error = %e, "cannot replace a backend instance");
                 }
             }
         });
         let pool = self.cfg.backends.pool.clone();
-        let starts = (0..self.cfg.backends.instances).map(|_| self.start_instance(&pool));
+        let containers = self.cfg.backends.containers;
+        if containers > 0 {
+            if let (Ok(api), Some(cfg)) = (self.docker.api(), self.docker.config()) {
+                let n = crate::provision::docker_backend::remove_stale(api, &cfg.instance).await;
+                if n > 0 {
+                    tracing::info!(
+                        removed = n,
+                        "removed backend containers a previous run left"
+                    );
+                }
+            }
+        }
+        let starts = (0..self.cfg.backends.instances).map(|n| {
+            let kind = if n < containers {
+                InstanceKind::Container
+            } else {
+                InstanceKind::Process
+            };
+            self.start_instance_of(&pool, kind)
+        });
         for r in futures_util::future::join_all(starts).await {
             r.map_err(|e| anyhow::anyhow!("cannot start a backend instance: {e}"))?;
         }
         Ok(())
     }
 
-    /// Starts one instance and waits until it answers `/healthz`, then routes to it.
+    /// Starts one child-process instance (see [`Control::start_instance_of`]).
     pub async fn start_instance(self: &Arc<Self>, pool: &str) -> Result<InstanceInfo, String> {
+        self.start_instance_of(pool, InstanceKind::Process).await
+    }
+
+    /// Starts one instance of `kind` and waits until it answers `/healthz`, then routes to it.
+    pub async fn start_instance_of(
+        self: &Arc<Self>,
+        pool: &str,
+        kind: InstanceKind,
+    ) -> Result<InstanceInfo, String> {
         if pool != self.cfg.backends.pool {
             return Err(format!(
                 "control runs instances for pool `{}` only",
@@ -146,59 +212,27 @@ impl Control {
             .get()
             .cloned()
             .ok_or("control's admin address is not bound yet")?;
-        let program = match &self.cfg.backends.command {
-            Some(p) => p.clone(),
-            None => {
-                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
-            }
-        };
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.arg("backend").args([
-            "--addr",
-            "127.0.0.1:0",
-            "--control-url",
-            &admin,
-            "--token-stdin",
-        ]);
-        if let Some(file) = &self.config_file {
-            cmd.arg("--config").arg(file);
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-        let pid = child.id().unwrap_or(0);
-        let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let token_line = format!("{}\n", self.admin_token.expose());
-        stdin
-            .write_all(token_line.as_bytes())
-            .await
-            .map_err(|e| format!("cannot hand the token to the instance: {e}"))?;
         let timeout = self.cfg.backends.ready_timeout;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = match tokio::time::timeout(timeout, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line
-                .strip_prefix("stacklab backend on http://")
-                .map(str::to_owned)
-                .ok_or_else(|| format!("the instance said `{line}` instead of its address"))?,
-            Ok(_) => return Err("the instance exited before it listened".into()),
-            Err(_) => return Err(format!("the instance did not listen within {timeout:?}")),
+        let launched = match kind {
+            InstanceKind::Process => self.launch_process(pool, &admin).await?,
+            InstanceKind::Container => self.launch_container(pool, &admin).await?,
         };
-        // Keep draining its stdout so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.wait_healthy(&addr, timeout).await?;
+        // Dropping `launched` (its `stop`) kills what did not get healthy.
+        self.wait_healthy(&launched.addr, timeout).await?;
+        let Launched {
+            id,
+            addr,
+            pid,
+            stop,
+            mut exited,
+        } = launched;
 
-        let id = format!("{pool}-{pid}");
         let info = InstanceInfo {
             id: id.clone(),
             pool: pool.to_owned(),
             addr: addr.clone(),
             pid,
-            kind: "process",
+            kind: kind.as_str(),
             started_ms: self.clock.now_ms(),
         };
         let (kill_tx, kill_rx) = oneshot::channel();
@@ -238,22 +272,21 @@ impl Control {
             .instances
             .with_label_values(&[pool])
             .set(self.instances.count(pool) as i64);
-        tracing::info!(%id, pid, "backend instance started");
+        tracing::info!(%id, pid, kind = kind.as_str(), "backend instance started");
         self.repin();
 
         let control = Arc::clone(self);
         let started = Instant::now();
         tokio::spawn(async move {
             let killed = tokio::select! {
-                _ = child.wait() => false,
+                _ = &mut exited => false,
                 _ = kill_rx => true,
                 () = control.shutdown.cancelled() => true,
             };
             if killed {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                let _ = stop.send(());
+                let _ = exited.await;
             }
-            drop(stdin);
             control
                 .instance_gone(&info, killed, started.elapsed())
                 .await;
@@ -265,6 +298,108 @@ impl Control {
             .into_iter()
             .find(|i| i.id == id)
             .expect("just inserted"))
+    }
+
+    /// `PROGRAM backend …` as a child process.
+    async fn launch_process(&self, pool: &str, admin: &str) -> Result<Launched, String> {
+        let program = match &self.cfg.backends.command {
+            Some(p) => p.clone(),
+            None => {
+                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
+            }
+        };
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("backend").args([
+            "--addr",
+            "127.0.0.1:0",
+            "--control-url",
+            admin,
+            "--token-stdin",
+        ]);
+        if let Some(file) = &self.config_file {
+            cmd.arg("--config").arg(file);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let pid = child.id().unwrap_or(0);
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let token_line = format!("{}\n", self.admin_token.expose());
+        stdin
+            .write_all(token_line.as_bytes())
+            .await
+            .map_err(|e| format!("cannot hand the token to the instance: {e}"))?;
+        let timeout = self.cfg.backends.ready_timeout;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = match tokio::time::timeout(timeout, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line
+                .strip_prefix("stacklab backend on http://")
+                .map(str::to_owned)
+                .ok_or_else(|| format!("the instance said `{line}` instead of its address"))?,
+            Ok(_) => return Err("the instance exited before it listened".into()),
+            Err(_) => return Err(format!("the instance did not listen within {timeout:?}")),
+        };
+        // Keep draining its stdout so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (exited_tx, exited) = oneshot::channel();
+        tokio::spawn(async move {
+            let how = tokio::select! {
+                status = child.wait() => status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                _ = stop_rx => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    "killed".to_owned()
+                }
+            };
+            drop(stdin);
+            let _ = exited_tx.send(how);
+        });
+        Ok(Launched {
+            id: format!("{pool}-{pid}"),
+            addr,
+            pid,
+            stop,
+            exited,
+        })
+    }
+
+    /// `stacklab backend …` in a container of `[docker.backend]`'s image.
+    async fn launch_container(&self, pool: &str, admin: &str) -> Result<Launched, String> {
+        let api = self.docker.api().map_err(|why| {
+            format!("a backend instance in a container needs the docker provisioner: {why}")
+        })?;
+        let cfg = self
+            .docker
+            .config()
+            .ok_or("a backend instance in a container needs a [docker] section")?;
+        let started = crate::provision::docker_backend::start(
+            api,
+            &crate::provision::docker_backend::Launch {
+                spec: &cfg.backend,
+                instance: &cfg.instance,
+                pool,
+                admin_url: admin,
+                token: &self.admin_token,
+                data_dir: &self.data_dir,
+                config_file: self.config_file.as_deref(),
+                ready_timeout: self.cfg.backends.ready_timeout,
+            },
+        )
+        .await?;
+        let suffix = started.name.rsplit('-').next().unwrap_or_default();
+        Ok(Launched {
+            id: format!("{pool}-c{suffix}"),
+            addr: started.addr,
+            pid: started.pid,
+            stop: started.stop,
+            exited: started.exited,
+        })
     }
 
     async fn wait_healthy(&self, addr: &str, timeout: Duration) -> Result<(), String> {
@@ -329,7 +464,8 @@ impl Control {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            let _ = tx.send((info.pool.clone(), delay));
+            let kind = InstanceKind::parse(info.kind).unwrap_or(InstanceKind::Process);
+            let _ = tx.send((info.pool.clone(), kind, delay));
         }
     }
 

@@ -441,6 +441,44 @@ pub struct DockerConfig {
     pub pull_missing: bool,
     /// The engines offered; one absent is not offered.
     pub engines: BTreeMap<Engine, EngineSpec>,
+    /// Backend instances run as containers (`[docker.backend]`).
+    pub backend: BackendSpec,
+}
+
+/// `[docker.backend]`: how a backend instance runs as a container (see
+/// [`super::docker_backend`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    /// An image with `/usr/local/bin/stacklab` (built by `config/images/build.sh backend`).
+    pub image: String,
+    /// A `stacklab` binary mounted read-only over the image's; `self`: control's own
+    /// executable (then any image with a C library will do).
+    pub binary: Option<PathBuf>,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+}
+
+impl Default for BackendSpec {
+    fn default() -> Self {
+        Self {
+            image: "stacklab/backend:local".into(),
+            binary: None,
+            memory_bytes: 512 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids: 512,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    image: Option<String>,
+    binary: Option<String>,
+    memory_mb: Option<u64>,
+    cpus: Option<f64>,
+    pids: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,6 +492,7 @@ struct RawDocker {
     pull_missing: Option<bool>,
     #[serde(default)]
     engines: BTreeMap<String, toml::Value>,
+    backend: Option<RawBackend>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -654,10 +693,48 @@ impl DockerConfig {
             }
             engines.insert(engine, spec);
         }
+        let rb = raw.backend.unwrap_or_default();
+        let d = BackendSpec::default();
+        let backend = BackendSpec {
+            image: rb.image.unwrap_or(d.image),
+            binary: rb.binary.filter(|b| !b.is_empty()).map(|b| {
+                if b == "self" {
+                    std::env::current_exe().unwrap_or_else(|_| PathBuf::from(b))
+                } else {
+                    PathBuf::from(b)
+                }
+            }),
+            memory_bytes: rb
+                .memory_mb
+                .map_or(d.memory_bytes, |m| (m as i64).saturating_mul(1024 * 1024)),
+            nano_cpus: rb.cpus.map_or(d.nano_cpus, |c| (c * 1e9).round() as i64),
+            pids: rb.pids.unwrap_or(d.pids),
+        };
+        if backend.image.trim().is_empty() {
+            err("docker.backend.image", "must name an image".into());
+        }
+        if let Some(b) = &backend.binary {
+            if !b.is_absolute() {
+                err(
+                    "docker.backend.binary",
+                    format!("`{}` is not an absolute path (or `self`)", b.display()),
+                );
+            }
+        }
+        if backend.memory_bytes < 32 * 1024 * 1024 {
+            err("docker.backend.memory_mb", "at least 32".into());
+        }
+        if !(0.01..=64.0).contains(&(backend.nano_cpus as f64 / 1e9)) {
+            err("docker.backend.cpus", "between 0.01 and 64".into());
+        }
+        if backend.pids < 16 {
+            err("docker.backend.pids", "at least 16".into());
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Some(DockerConfig {
+            backend,
             host,
             instance,
             publish_addr,
@@ -808,6 +885,16 @@ impl Docker {
             inner,
             task: Mutex::new(task),
         }
+    }
+
+    /// The engine's API client, when the engine answered its last check (backend instances
+    /// in containers use it); else why not.
+    pub fn api(&self) -> Result<&bollard::Docker, String> {
+        self.inner.usable()?;
+        self.inner
+            .api
+            .as_ref()
+            .ok_or_else(|| NOT_CONFIGURED.to_owned())
     }
 
     /// The validated config, when there is one.

@@ -923,6 +923,170 @@ async fn a_container_killed_from_outside_is_reported_and_the_session_made_again(
     up.shutdown().await.unwrap();
 }
 
+/// Backend instances as containers: a pool of one process and one container (the container
+/// runs this build's `stacklab` over the local Debian base), checked through the Docker API
+/// (labels, host network, limits, no capability, no token in its environment or command);
+/// under steady load the drill kills the container, a container is added through the admin
+/// API, one killed from outside is replaced by a container, the drill kills the process:
+/// no idempotent request fails, and nothing is left once control stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_mixes_processes_and_containers_and_the_drill_kills_either() {
+    use crate::helpers::{admin, eventually, start_up, temp_dir, Browser, Load, TOKEN};
+    use serde_json::json;
+    let Some(api) = engine().await else { return };
+    let mut cfg = config("be", 0);
+    cfg.backend.image = "stacklab/debian:local".into();
+    cfg.backend.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
+    let instance = cfg.instance.clone();
+    let dir = temp_dir("docker-mixed");
+    let docker = Some(cfg.clone());
+    let up = start_up(&dir, 2, move |_, c| {
+        c.docker = docker;
+        c.backends.containers = 1;
+    })
+    .await;
+    let list = up.control.instances.list();
+    let mut kinds: Vec<&str> = list.iter().map(|i| i.kind).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["container", "process"], "{list:?}");
+    let boxed = list.iter().find(|i| i.kind == "container").unwrap().clone();
+    let process = list.iter().find(|i| i.kind == "process").unwrap().clone();
+
+    // The container, as the Docker API shows it.
+    let found = containers(&api, &instance, Some((LABEL_ROLE, "backend"))).await;
+    assert_eq!(found.len(), 1, "one backend container");
+    let info = api
+        .inspect_container(&name_of(&found[0]), None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let host = info.host_config.unwrap();
+    assert_eq!(host.network_mode.as_deref(), Some("host"));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.memory, Some(cfg.backend.memory_bytes));
+    assert_eq!(host.pids_limit, Some(cfg.backend.pids));
+    assert_eq!(host.privileged, Some(false));
+    assert!(host
+        .security_opt
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.starts_with("no-new-privileges")));
+    let c = info.config.unwrap();
+    assert_eq!(
+        c.labels
+            .unwrap_or_default()
+            .get("stacklab.pool")
+            .map(String::as_str),
+        Some("rust")
+    );
+    let shown = format!("{:?} {:?} {:?}", c.env, c.cmd, c.entrypoint);
+    assert!(
+        !shown.contains(TOKEN),
+        "the token is handed over stdin only: {shown}"
+    );
+    assert_eq!(info.state.unwrap().pid.unwrap_or(0) as u32, boxed.pid);
+
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let r = b.post("/api/sessions", json!({"cache": "none"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "cyd", "email": "cyd@example.com", "password": "longenough"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let load = Load::start(&b, "/api/users?limit=5", 4);
+    load.advance(50).await;
+    let drill = |id: String| {
+        let addr = up.addrs.admin;
+        async move {
+            let r = admin(
+                addr,
+                "DELETE",
+                &format!("/admin/pools/rust/instances/{id}"),
+                Some(TOKEN),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    // The drill kills the container; it is not replaced, and Docker forgets it.
+    drill(boxed.id.clone()).await;
+    assert_eq!(up.control.instances.list().len(), 1);
+    assert!(containers(&api, &instance, Some((LABEL_ROLE, "backend")))
+        .await
+        .is_empty());
+    load.advance(50).await;
+    // Added through the admin API as a container.
+    let r = admin(
+        up.addrs.admin,
+        "POST",
+        "/admin/pools/rust/instances?kind=container",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["kind"], "container", "{}", r.text());
+    let added = r.json()["id"].as_str().unwrap().to_owned();
+    let r = admin(
+        up.addrs.admin,
+        "POST",
+        "/admin/pools/rust/instances?kind=vm",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.field()),
+        (400, "kind".to_owned()),
+        "{}",
+        r.text()
+    );
+    load.advance(50).await;
+    // Killed from outside: replaced by another container.
+    let name = name_of(&containers(&api, &instance, Some((LABEL_ROLE, "backend"))).await[0]);
+    api.kill_container(&name, None::<KillContainerOptions>)
+        .await
+        .unwrap();
+    eventually(
+        "a container replacing the one killed from outside",
+        || async {
+            let now = up.control.instances.list();
+            now.len() == 2 && now.iter().any(|i| i.kind == "container" && i.id != added)
+        },
+    )
+    .await;
+    load.advance(50).await;
+    // The drill kills the process.
+    drill(process.id.clone()).await;
+    load.advance(50).await;
+    let (ok, failed) = load.stop().await;
+    assert!(
+        failed.is_empty(),
+        "{} of {} idempotent requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(
+        up.control
+            .instances
+            .list()
+            .iter()
+            .map(|i| i.kind)
+            .collect::<Vec<_>>(),
+        ["container"]
+    );
+    up.shutdown().await.unwrap();
+    assert!(
+        containers(&api, &instance, None).await.is_empty(),
+        "nothing of this instance is left after control stops"
+    );
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
