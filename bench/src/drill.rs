@@ -79,6 +79,10 @@ type DrillFn = for<'a> fn(&'a Options) -> DrillFuture<'a>;
 /// Every drill, in the order `all` runs them.
 pub const DRILLS: &[(&str, DrillFn)] = &[
     ("instance-kill", |o| Box::pin(instance_kill(o))),
+    ("instance-kill-container", |o| {
+        Box::pin(instance_kill_container(o))
+    }),
+    ("db-container-kill", |o| Box::pin(db_container_kill(o))),
     ("control-restart", |o| Box::pin(control_restart(o))),
     ("proxy-reload", |o| Box::pin(proxy_reload(o))),
     ("proxy-upgrade", |o| Box::pin(proxy_upgrade(o))),
@@ -843,8 +847,74 @@ fn cheap() -> Value {
 /// idempotent request fails (the proxy retries them on another member), a POST in flight to
 /// it fails with a clear JSON 502, and control replaces the instance.
 async fn instance_kill(o: &Options) -> anyhow::Result<Outcome> {
-    let name = "instance-kill";
-    let mut st = Stack::new(o, name, &[], "")?;
+    instance_kill_of(o, "instance-kill", None).await
+}
+
+/// The same with every backend instance in a Docker container (`[docker.backend]`: this
+/// build's binary over the local Debian base image), the victim's container killed from
+/// outside (its init process SIGKILLed); control replaces it with another container.
+async fn instance_kill_container(o: &Options) -> anyhow::Result<Outcome> {
+    let Some(docker) = docker_section(o)? else {
+        return Ok(skipped("instance-kill-container"));
+    };
+    instance_kill_of(o, "instance-kill-container", Some(docker)).await
+}
+
+/// The `[docker]` section of `config/images/docker-local.toml` for a drill (instance
+/// `drill`, so a next run removes what an interrupted one left), with backend containers
+/// running `o.stacklab` over the local Debian image; `None` (a skip) when the engine or the
+/// local images are missing outside CI; an error under `STACKLAB_REQUIRE_SERVICES=1`.
+fn docker_section(o: &Options) -> anyhow::Result<Option<String>> {
+    let check = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("docker image inspect stacklab/debian:local stacklab/postgres:local stacklab/redis:local >/dev/null 2>&1")
+        .status();
+    if !check.is_ok_and(|s| s.success()) {
+        if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            bail!("no Docker engine with the local images (config/images/build.sh), and STACKLAB_REQUIRE_SERVICES=1");
+        }
+        return Ok(None);
+    }
+    let local = include_str!("../../config/images/docker-local.toml");
+    let from = local
+        .find("\n[docker]\n")
+        .context("docker-local.toml has no [docker] section")?;
+    let to = local[from..]
+        .find("\n[backend]")
+        .map_or(local.len(), |i| from + i);
+    let section = local[from..to].replacen("instance = \"stacklab\"", "instance = \"drill\"", 1);
+    let bin = std::path::absolute(&o.stacklab)?;
+    Ok(Some(format!(
+        "{section}\n[docker.backend]\nimage = \"stacklab/debian:local\"\nbinary = \"{}\"\n",
+        bin.display()
+    )))
+}
+
+fn skipped(name: &str) -> Outcome {
+    Outcome {
+        name: name.to_owned(),
+        figures: "skipped: no Docker engine with the local images (config/images/build.sh)"
+            .to_owned(),
+        pass: true,
+    }
+}
+
+async fn instance_kill_of(
+    o: &Options,
+    name: &str,
+    docker: Option<String>,
+) -> anyhow::Result<Outcome> {
+    let containers = docker.is_some();
+    let mut st = if let Some(section) = &docker {
+        Stack::new(
+            o,
+            name,
+            &[("backend_containers = 0", "backend_containers = 3")],
+            section,
+        )?
+    } else {
+        Stack::new(o, name, &[], "")?
+    };
     let result = async {
         let (_, edge_addr, admin_addr) = st.up(3).await?;
         let edge = st.edge(edge_addr)?;
@@ -869,6 +939,10 @@ async fn instance_kill(o: &Options) -> anyhow::Result<Outcome> {
             .find(|i| i["id"] == member.as_str())
             .with_context(|| format!("no instance {member} in {instances}"))?;
         let pid = victim["pid"].as_u64().context("no pid")? as u32;
+        let kind = victim["kind"].as_str().unwrap_or_default().to_owned();
+        if containers != (kind == "container") {
+            bail!("the victim {member} is a {kind}, not what this drill kills");
+        }
 
         let load = Load::start(&edge, &codes, GETS, POSTS, o.seconds);
         load.until(o.seconds, 0.35).await;
@@ -933,7 +1007,7 @@ async fn instance_kill(o: &Options) -> anyhow::Result<Outcome> {
         );
         let ms = |x: Option<u128>| x.map_or("never".to_owned(), |v| v.to_string());
         let figures = format!(
-            "{} eject_ms={} recover_ms={}",
+            "{} victim={kind} eject_ms={} recover_ms={}",
             figures(&t, resent),
             ms(eject_ms),
             ms(recover_ms)
@@ -1447,4 +1521,129 @@ async fn oversized_body(edge: &Edge, code: &str, chunked: bool) -> String {
         Some(rest) => rest.chars().take(3).collect(),
         None => format!("no answer ({end})"),
     }
+}
+
+/// A docker session's database container killed from outside (`docker kill`) under load on
+/// it and on two other sessions (another docker one and an embedded one): the victim's
+/// requests get a clear JSON error (never a hang past the request timeout), control marks it
+/// `broken` with what happened, `POST /api/session/reprovision` gives it a fresh stack that
+/// serves again, and the other sessions see no failed request at all.
+async fn db_container_kill(o: &Options) -> anyhow::Result<Outcome> {
+    let name = "db-container-kill";
+    let Some(docker) = docker_section(o)? else {
+        return Ok(skipped(name));
+    };
+    let mut st = Stack::new(o, name, &[], &docker)?;
+    let result = async {
+        let (_, edge_addr, _) = st.up(2).await?;
+        let edge = st.edge(edge_addr)?;
+        let pg = json!({"provisioner": "docker", "database": "postgres", "cache": "redis", "password_storage": "sha256"});
+        let mut dockered = sessions(&edge, 2, pg).await?;
+        let embedded = sessions(&edge, 1, cheap()).await?;
+        let victim = dockered.remove(0);
+        let others: Vec<String> = dockered.into_iter().chain(embedded).collect();
+        let v = edge.call("GET", "/api/session", Some(&victim), None).await?.json();
+        let container = v["resources"]["database"]["container"]
+            .as_str()
+            .with_context(|| format!("no database container in {v}"))?
+            .to_owned();
+
+        // The victim's load outlasts the others' by enough for a request stuck on the dead
+        // database (the backend's 5 s connection wait) and the re-provision, so requests after
+        // it are seen.
+        let victim_seconds = o.seconds + 10.0;
+        let load_victim = Load::start(&edge, std::slice::from_ref(&victim), 2, 0, victim_seconds);
+        let load_others = Load::start(&edge, &others, GETS - 2, POSTS, o.seconds);
+        load_others.until(o.seconds, 0.25).await;
+        let kill = std::process::Command::new("docker")
+            .args(["kill", &container])
+            .output()
+            .context("cannot run docker kill")?;
+        if !kill.status.success() {
+            bail!("docker kill {container}: {}", String::from_utf8_lossy(&kill.stderr));
+        }
+        let killed = Instant::now();
+        let killed_at_ms = load_victim.now_ms();
+        let mut detect_ms = None;
+        while killed.elapsed() < Duration::from_secs(20) {
+            if matches!(
+                edge.call("GET", "/api/session", Some(&victim), None).await,
+                Ok(r) if r.json()["state"] == "broken"
+            ) {
+                detect_ms = Some(killed.elapsed().as_millis());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let asked = Instant::now();
+        let r = edge
+            .call("POST", "/api/session/reprovision", Some(&victim), Some(json!({})))
+            .await?;
+        let reprovision_ms = asked.elapsed().as_millis();
+        let reprovisioned = r.status == 200 && r.json()["state"] == "ready";
+        let back_at_ms = load_victim.now_ms();
+        let others_resent = load_others.resent.load(Relaxed);
+        let victim_recs = load_victim.finish().await;
+        let other_recs = load_others.finish().await;
+        let others_t = Tally::of(&other_recs);
+        // Requests sent just before the kill may be in flight when it lands: they count with
+        // the broken ones (a victim request otherwise takes milliseconds).
+        let in_flight_ms = 200;
+        let before = Tally::of(
+            victim_recs
+                .iter()
+                .filter(|r| r.at_ms + in_flight_ms < killed_at_ms),
+        );
+        let broken: Vec<&Rec> = victim_recs
+            .iter()
+            .filter(|r| r.at_ms + in_flight_ms >= killed_at_ms && r.at_ms < back_at_ms)
+            .collect();
+        let broken_failed = broken.iter().filter(|r| r.failed()).count();
+        let broken_unclear = broken
+            .iter()
+            .filter(|r| r.failed() && !r.json_error)
+            .count();
+        let after = Tally::of(victim_recs.iter().filter(|r| r.at_ms >= back_at_ms));
+        // The victim serves again once re-made: a user can be created and read.
+        let fresh = edge
+            .call(
+                "POST",
+                "/api/users",
+                Some(&victim),
+                Some(json!({"username": "again", "email": "again@example.com", "password": "drill password"})),
+            )
+            .await?;
+        for code in std::iter::once(&victim).chain(&others) {
+            let _ = edge.call("DELETE", "/api/session", Some(code), None).await;
+        }
+        let mut fails = Vec::new();
+        pass_fail(others_t.failed() == 0, "another session saw a failed request", &mut fails);
+        pass_fail(before.failed() == 0, "the victim failed before the kill", &mut fails);
+        pass_fail(broken_unclear == 0, "a request of the broken session failed without a JSON error", &mut fails);
+        pass_fail(detect_ms.is_some(), "the session was never marked broken", &mut fails);
+        pass_fail(reprovisioned, "POST /api/session/reprovision did not make it ready", &mut fails);
+        pass_fail(fresh.status == 201, "the re-made session did not take a new user", &mut fails);
+        pass_fail(after.failed() == 0, "the victim failed after it was re-made", &mut fails);
+        pass_fail(after.ok > 0, "the victim served nothing after it was re-made", &mut fails);
+        let figures = format!(
+            "others: {} | victim: before_ok={}/{} while_broken={} (failed={} clear_json={}) after_ok={}/{} detect_ms={} reprovision_ms={} reprovision_status={} new_user={}",
+            figures(&others_t, others_resent),
+            before.ok,
+            before.sent,
+            broken.len(),
+            broken_failed,
+            broken_failed - broken_unclear,
+            after.ok,
+            after.sent,
+            detect_ms.map_or("never".to_owned(), |v| v.to_string()),
+            reprovision_ms,
+            r.status,
+            fresh.status,
+        );
+        Ok(finish(name, figures, fails, Some(&others_t)))
+    }
+    .await;
+    st.stop().await;
+    result
 }
