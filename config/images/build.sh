@@ -12,6 +12,8 @@
 #        stacklab/mariadb:local    MariaDB, for the `mysql` engine
 #        stacklab/redis:local      Redis
 #        stacklab/memcached:local  Memcached
+#      and, when asked by name, stacklab/backend:local: this project's own `stacklab` binary
+#      over the same base, for backend instances run as containers ([docker.backend]).
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -21,8 +23,10 @@
 # names. Every server runs as its own unprivileged user: containers need no capability.
 #
 # Usage:
-#   config/images/build.sh [--force] [ENGINE...]
-#     ENGINE   postgres, mariadb, redis, memcached (default: all)
+#   config/images/build.sh [--force] [--binary PATH] [ENGINE...]
+#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend
+#     --binary the `stacklab` binary the backend image carries (default: the release build,
+#              made with `cargo build --release -p stacklab-control` when missing)
 #     --force  rebuild images that exist already (else they are skipped); the base too when
 #              no ENGINE is named (it is always built when missing)
 #   config/images/build.sh --check   exit 0 when every image exists, 1 otherwise (builds nothing)
@@ -37,13 +41,15 @@ ALL_ENGINES=(postgres mariadb redis memcached)
 FORCE=0
 CHECK=0
 ENGINES=()
+BINARY=""
 
 while (($#)); do
     case $1 in
         --force) FORCE=1 ;;
         --check) CHECK=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        postgres | mariadb | redis | memcached) ENGINES+=("$1") ;;
+        postgres | mariadb | redis | memcached | backend) ENGINES+=("$1") ;;
+        --binary) shift; BINARY=${1:-} ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -234,9 +240,42 @@ build_engine() {
     log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
+# The backend image: a build context of the Dockerfile and the binary.
+build_backend() {
+    local start=$EPOCHREALTIME tag=stacklab/backend:local ctx root
+    if image_exists "$tag" && ((!FORCE)); then
+        log "$tag exists: skipped (--force rebuilds it, e.g. after a new build of stacklab)"
+        return 0
+    fi
+    root=$(cd "$HERE/../.." && pwd)
+    if [[ -z $BINARY ]]; then
+        BINARY=${CARGO_TARGET_DIR:-$root/target}/release/stacklab
+        if [[ ! -x $BINARY ]]; then
+            log "building the release stacklab binary"
+            (cd "$root" && cargo build --release --quiet -p stacklab-control) \
+                || die "cargo build --release -p stacklab-control failed"
+        fi
+    fi
+    [[ -x $BINARY ]] || die "no stacklab binary at $BINARY"
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-backend.XXXXXX")
+    cp "$HERE/backend/Dockerfile" "$ctx/" && cp "$BINARY" "$ctx/stacklab"
+    log "building $tag from $BINARY"
+    local out
+    out=$(mktemp)
+    if ! DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE=$BASE_TAG" \
+            --label "org.stacklab.recipe=config/images/backend" -t "$tag" "$ctx" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -rf "$out" "$ctx"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s"
+}
+
 build_base
 for engine in "${ENGINES[@]}"; do
-    build_engine "$engine"
+    if [[ $engine == backend ]]; then build_backend; else build_engine "$engine"; fi
 done
 
 echo
