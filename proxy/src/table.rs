@@ -105,7 +105,8 @@ pub enum UpdateError {
     NoPool(String),
     #[error("pool `{pool}` has no member `{id}`")]
     NoMember { pool: String, id: String },
-    #[error("no session `{0}`")]
+    /// The code is kept for callers, never printed: it is the session's cookie.
+    #[error("no such session")]
     NoSession(String),
 }
 

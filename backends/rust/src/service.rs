@@ -299,7 +299,7 @@ impl Session {
             .await
         {
             // A cache that fails is a slower request, not a failed one.
-            tracing::warn!(session = %self.descriptor.session, error = %e, "cache write failed");
+            tracing::warn!(session = %crate::sessions::log_id(&self.descriptor.session), error = %e, "cache write failed");
         }
         trace.add_cache(t.elapsed());
     }
@@ -307,7 +307,7 @@ impl Session {
     async fn cache_drop(&self, id: i64, trace: &Trace) {
         let t = Instant::now();
         if let Err(e) = self.cache.delete(&Self::key(id)).await {
-            tracing::warn!(session = %self.descriptor.session, error = %e, "cache delete failed");
+            tracing::warn!(session = %crate::sessions::log_id(&self.descriptor.session), error = %e, "cache delete failed");
         }
         trace.add_cache(t.elapsed());
     }
@@ -374,7 +374,7 @@ impl Session {
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(session = %self.descriptor.session, error = %e, "cache read failed")
+                tracing::warn!(session = %crate::sessions::log_id(&self.descriptor.session), error = %e, "cache read failed")
             }
         }
         trace.outcome(

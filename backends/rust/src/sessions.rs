@@ -321,3 +321,11 @@ fn same_stack(open: &StackDescriptor, fetched: &StackDescriptor) -> bool {
     fetched.cache.policy.clone_from(&open.cache.policy);
     *open == fetched
 }
+
+/// How a session is named in logs: a short one-way hash of its code, never the code itself
+/// (the code is the cookie, a credential).
+pub fn log_id(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(code.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -783,6 +783,69 @@ async fn the_conformance_suite_passes_on_docker_sessions() {
     docker.shutdown().await;
 }
 
+/// A control restart with docker sessions: a live session's containers survive it (its
+/// cookie and data still work afterwards), while containers made for an id the registry does
+/// not know (what a crash between making and recording leaves) are removed at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_restart_keeps_live_sessions_and_reaps_orphan_containers() {
+    use crate::helpers::{start_up, temp_dir, Browser};
+    use serde_json::json;
+    let Some(api) = engine().await else { return };
+    let cfg = config("restart", 0);
+    let dir = temp_dir("docker-restart");
+    let with = |cfg: &DockerConfig| {
+        let docker = Some(cfg.clone());
+        move |_: &mut stacklab_proxy::config::Config,
+              c: &mut stacklab_control::config::ControlConfig| c.docker = docker
+    };
+    let up = start_up(&dir, 1, with(&cfg)).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let r = b
+        .post(
+            "/api/sessions",
+            json!({"provisioner": "docker", "database": "mysql", "cache": "none"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let live = resource_id(r.json()["code"].as_str().unwrap());
+    let ann = json!({"username": "ann", "email": "ann@example.com", "password": "longenough"});
+    assert_eq!(b.post("/api/users", ann).await.status, 201);
+    up.shutdown().await.unwrap();
+
+    // A crash's leftovers: containers of this instance for an id no session has.
+    let orphan = new_id();
+    let docker = Docker::start(Some(cfg.clone()), dir.join("data/sessions")).await;
+    provision(
+        &docker,
+        &orphan,
+        &choices("docker", "mysql", "none"),
+        &Steps::silent(),
+    )
+    .await
+    .unwrap();
+    docker.shutdown().await;
+    assert!(
+        !containers(&api, &cfg.instance, Some((LABEL_SESSION, &orphan)))
+            .await
+            .is_empty()
+    );
+
+    let up = start_up(&dir, 1, with(&cfg)).await;
+    nothing_left(&api, &cfg, &orphan, &[]).await;
+    let mut b = b.on_port(up.addrs.edge.port());
+    let r = b.get("/api/users?q=ann").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["total"],
+        1,
+        "the live session's data survived: {}",
+        r.text()
+    );
+    assert_eq!(b.send_raw("DELETE", "/api/session", None).await.status, 200);
+    nothing_left(&api, &cfg, &live, &[]).await;
+    up.shutdown().await.unwrap();
+}
+
 /// Through the whole stack (`start_up` with the docker provisioner): a session's database
 /// container killed from outside is reported on the session's event stream and in
 /// `GET /api/session`, its data requests get a clear 503 saying what to do, another session
