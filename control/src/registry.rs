@@ -154,9 +154,13 @@ impl Registry {
     }
 
     /// Writes a session's state, steps, resources and sealed descriptor.
+    /// Writes a session's row. A late writer never moves `last_used_ms` back, and never turns
+    /// a row marked `ending` (a teardown to retry) into anything else.
     pub async fn update_session(&self, s: &SessionRow) -> Result<()> {
         let sql = self.q(
-            "UPDATE sessions SET choices = $1, state = $2, steps = $3, resources = $4, sealed = $5, last_used_ms = $6 WHERE code = $7",
+            "UPDATE sessions SET choices = $1, state = $2, steps = $3, resources = $4, sealed = $5, \
+             last_used_ms = CASE WHEN last_used_ms > $6 THEN last_used_ms ELSE $7 END \
+             WHERE code = $8 AND (state <> 'ending' OR $9 = 'ending')",
         );
         sqlx::query(&sql)
             .bind(&s.choices)
@@ -165,7 +169,9 @@ impl Registry {
             .bind(&s.resources)
             .bind(&s.sealed)
             .bind(s.last_used_ms)
+            .bind(s.last_used_ms)
             .bind(&s.code)
+            .bind(&s.state)
             .execute(&self.pool)
             .await?;
         Ok(())

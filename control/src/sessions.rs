@@ -824,6 +824,14 @@ impl Control {
 
     /// Removes what provisioners hold for resource ids of no known session.
     pub async fn reap_leftovers(&self) -> usize {
+        // What provisioners hold is listed before the known ids are read: a session created in
+        // between is then known, never taken for a leftover.
+        let mut held = Vec::new();
+        for p in self.provisioners.values() {
+            if let Ok(ids) = p.leftovers().await {
+                held.push((Arc::clone(p), ids));
+            }
+        }
         let mut known: HashSet<String> = match self.registry.sessions().await {
             Ok(rows) => rows
                 .iter()
@@ -838,11 +846,8 @@ impl Control {
                 .map(|s| crate::provision::resource_id(&s.code)),
         );
         let mut removed = 0;
-        for p in self.provisioners.values() {
-            let Ok(codes) = p.leftovers().await else {
-                continue;
-            };
-            for id in codes.into_iter().filter(|id| !known.contains(id)) {
+        for (p, ids) in held {
+            for id in ids.into_iter().filter(|id| !known.contains(id)) {
                 if self.teardown_id(p.as_ref(), &id).await {
                     removed += 1;
                     self.metrics
