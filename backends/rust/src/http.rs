@@ -20,7 +20,7 @@ use crate::service::{CreateUser, Session, Trace, UpdateUser};
 use crate::App;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
 use std::sync::Arc;
@@ -94,12 +94,45 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         return Err(ApiError::UnsupportedMediaType);
     }
     let limit = app.config.limits.max_body_bytes;
-    let bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::TooLarge(limit))?
-        .to_bytes();
+    let bytes = read_limited(req.into_body(), limit).await?;
     parse_json(&bytes)
+}
+
+/// Past the limit, a body is still read (and dropped) up to this much, for at most
+/// [`DRAIN_TIME`], before the 413 goes out: a proxy streaming the body to us then finishes
+/// writing and reads our answer, where closing early would reset the connection under it
+/// (and the client would see a 502 instead of the 413).
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The body, or `TooLarge` when it has more than `limit` bytes.
+pub(crate) async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read_err = |e: hyper::Error| ApiError::BadRequest {
+        message: format!("the body could not be read ({e}); send it again"),
+    };
+    while let Some(frame) = body.frame().await {
+        let data = match frame.map_err(read_err)?.into_data() {
+            Ok(d) => d,
+            Err(_) => continue, // trailers
+        };
+        seen += data.len();
+        if seen > limit {
+            let drain = async {
+                while seen <= DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(f)) => seen += f.into_data().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(ApiError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 /// Parses JSON and names the field at fault in the error.
