@@ -265,13 +265,13 @@ pub async fn forward(
             }
             Ok(Err(e)) => {
                 drop(in_flight);
-                member.failures.fetch_add(1, Relaxed);
                 if body_limit_error(&e) {
                     // The client sent too much; not the member's fault.
                     return Err(ProxyError::BodyTooLarge {
                         limit: limits.max_body_bytes,
                     });
                 }
+                member.failures.fetch_add(1, Relaxed);
                 health::passive_result(proxy, pool_name, &member, false);
                 let connect = e.is_connect();
                 proxy
