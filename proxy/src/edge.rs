@@ -76,6 +76,11 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
+/// Header fields a request may have (all `Cookie` fields counting as one, as they are joined
+/// before forwarding). Members built on hyper, like the backends, answer more than 100 with an
+/// empty `431`; this leaves room for the few the proxy adds and answers in JSON instead.
+pub const MAX_HEADER_FIELDS: usize = 90;
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -123,7 +128,10 @@ pub async fn handle(
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
-            if let ProxyError::HeadersTooLarge { .. } | ProxyError::BodyTooLarge { .. } = e {
+            if let ProxyError::HeadersTooLarge { .. }
+            | ProxyError::TooManyHeaders { .. }
+            | ProxyError::BodyTooLarge { .. } = e
+            {
                 proxy
                     .metrics
                     .limit_hits
@@ -184,6 +192,14 @@ async fn serve(
         return Err(ProxyError::HeadersTooLarge {
             size: header_bytes,
             limit: cfg.limits.max_header_bytes,
+        });
+    }
+    let cookies = req.headers().get_all(header::COOKIE).iter().count();
+    let fields = req.headers().len() - cookies.saturating_sub(1);
+    if fields > MAX_HEADER_FIELDS {
+        return Err(ProxyError::TooManyHeaders {
+            count: fields,
+            limit: MAX_HEADER_FIELDS,
         });
     }
 
@@ -543,6 +559,21 @@ fn rewrite_request_headers(
     for n in drop {
         h.remove(n);
     }
+    // HTTP/2 and HTTP/3 may split cookies into many fields; toward the member they are one
+    // again, joined by "; " (RFC 9113 §8.2.3), so that its header-count limit is not spent on
+    // cookie crumbs.
+    if h.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let mut joined: Vec<u8> = Vec::new();
+        for v in h.get_all(header::COOKIE) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            h.insert(header::COOKIE, v);
+        }
+    }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -672,6 +703,8 @@ mod tests {
         h.insert("connection", "keep-alive, x-secret".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "stacklab_session=CODE".parse().unwrap());
         let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true, false);
         let ctx = Ctx {
             protocol: Protocol::H1,
@@ -688,6 +721,11 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-request-id"], "rid");
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; stacklab_session=CODE"],
+            "split cookies are one field toward the member"
+        );
     }
 
     #[test]

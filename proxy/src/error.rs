@@ -27,6 +27,8 @@ pub enum ProxyError {
     SessionExpired,
     #[error("request headers are {size} bytes, over the {limit}-byte limit")]
     HeadersTooLarge { size: usize, limit: usize },
+    #[error("request has {count} header fields, over the limit of {limit}")]
+    TooManyHeaders { count: usize, limit: usize },
     #[error("request body is over the {limit}-byte limit")]
     BodyTooLarge { limit: u64 },
     #[error("the request body could not be read: {0}")]
@@ -65,6 +67,7 @@ impl ProxyError {
             | SessionMissing
             | SessionExpired
             | HeadersTooLarge { .. }
+            | TooManyHeaders { .. }
             | BodyTooLarge { .. }
             | BadBody(_)
             | BadRequest(_)
@@ -82,7 +85,9 @@ impl ProxyError {
             NoRoute { .. } | NotFound(_) => StatusCode::NOT_FOUND,
             SessionMissing => StatusCode::UNAUTHORIZED,
             SessionExpired => StatusCode::GONE,
-            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HeadersTooLarge { .. } | TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadBody(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
             NoMember { .. } | NoPool { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +113,10 @@ impl ProxyError {
             HeadersTooLarge { size, limit } => ErrorBody::new(
                 "headers_too_large",
                 format!("the request headers are {size} bytes; send at most {limit} bytes of headers (limits.max_header_bytes)"),
+            ),
+            TooManyHeaders { count, limit } => ErrorBody::new(
+                "headers_too_large",
+                format!("the request has {count} header fields; send at most {limit} (all Cookie fields count as one)"),
             ),
             BodyTooLarge { limit } => ErrorBody::new(
                 "body_too_large",
@@ -149,7 +158,7 @@ impl ProxyError {
             NotFound(_) => "not_found",
             SessionMissing => "session_missing",
             SessionExpired => "session_expired",
-            HeadersTooLarge { .. } => "headers_too_large",
+            HeadersTooLarge { .. } | TooManyHeaders { .. } => "headers_too_large",
             BodyTooLarge { .. } => "body_too_large",
             BadBody(_) => "bad_body",
             BadRequest(_) => "bad_request",

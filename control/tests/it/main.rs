@@ -12,5 +12,6 @@ mod backend_suite {
 mod binary;
 mod docker;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod shared;

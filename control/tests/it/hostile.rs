@@ -1,0 +1,872 @@
+//! Hostile input against the public API and the admin API, through the real edge over real
+//! sockets: forged `x-stacklab-*` and `x-forwarded-for` headers, malformed, oversized and
+//! guessed session cookies, a code replayed after its session ended, path traversal in static
+//! files, GraphQL depth, alias, fragment and parser bombs, SQL and MongoDB operator injection in
+//! every string field (REST and GraphQL, on every database the install offers), invalid JSON
+//! and UTF-8, wrong content types, oversized bodies, admin calls without or with a wrong token.
+//!
+//! Each case asserts a 4xx whose JSON body names what is wrong, that the stack still serves a
+//! normal request afterwards, and that nothing changed: the session's rows and tables (read
+//! as an administrator: the SQLite file read-only, the shared server through its admin URL),
+//! the registry's sessions, the route table, and the backend instances (none died).
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MINUTE: u64 = 60_000;
+
+async fn new_session(b: &mut Browser, choices: Value) -> String {
+    let r = b.post("/api/sessions", choices).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["code"].as_str().unwrap().to_owned()
+}
+
+async fn new_user(b: &mut Browser, name: &str) -> Value {
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": name, "email": format!("{name}@example.com"), "password": format!("pw-{name}-long")}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+/// A refusal as the project promises it: the status, and a JSON error body with a code and a
+/// message that says what to do.
+#[track_caller]
+fn refused(r: &Answer, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{what}: the error is not JSON ({e}): {}", r.text()));
+    let code = v["error"]["code"].as_str().unwrap_or_default();
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !code.is_empty() && !message.is_empty(),
+        "{what}: no error code and message: {v}"
+    );
+}
+
+/// The usernames a session's search lists.
+async fn usernames(b: &Browser) -> Vec<String> {
+    usernames_with(b, &[]).await
+}
+
+async fn usernames_with(b: &Browser, headers: &[(&str, &str)]) -> Vec<String> {
+    let r = b
+        .request("GET", "/api/users?limit=100", headers, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Process ids of the backend instances: a hostile request must not kill one.
+fn instance_pids(up: &stacklab_control::serve::Up) -> Vec<u32> {
+    let mut pids: Vec<u32> = up.control.instances.list().iter().map(|i| i.pid).collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// One HTTP/1.1 request over TLS, written byte for byte (so that paths `http::Uri` would
+/// refuse reach the proxy as sent); the answer's status, head and body.
+async fn raw_h1(data_dir: &Path, port: u16, request: &[u8]) -> (u16, String, String) {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls_pki_types::CertificateDer::from_pem_file(data_dir.join("tls/self-signed.crt"))
+                .unwrap(),
+        )
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in: {text:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = tail[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, head.to_owned(), body)
+}
+
+/// An admin request exactly as given: any headers, any body bytes.
+async fn admin_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Answer {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some((ct, b)) => req
+            .header("content-type", ct)
+            .body(Full::new(bytes::Bytes::from(b))),
+        None => req.body(Full::new(bytes::Bytes::new())),
+    }
+    .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A random code that looks like a real one (26 Crockford base32 characters, lower case).
+fn guessed_code() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    (0..26)
+        .map(|_| ALPHABET[(rand::random::<u32>() % 32) as usize] as char)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_headers_and_hostile_cookies_are_not_trusted() {
+    let dir = temp_dir("hostile-cookies");
+    let data = dir.join("data");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let port = up.addrs.edge.port();
+    let mut a = Browser::new(&data, port);
+    let code_a = new_session(&mut a, json!({})).await;
+    new_user(&mut a, "ann").await;
+    let mut b = Browser::new(&data, port);
+    let code_b = new_session(&mut b, json!({})).await;
+    new_user(&mut b, "bob").await;
+    new_user(&mut b, "bea").await;
+    let db_a = session_db_url(&data, &code_a, None);
+    let db_b = session_db_url(&data, &code_b, None);
+    let (before_a, before_b) = (db_snapshot(&db_a).await, db_snapshot(&db_b).await);
+    let pids = instance_pids(&up);
+    let anon = Browser::new(&data, port);
+
+    // Forged x-stacklab-* headers: the proxy's value wins, whatever the client sends.
+    for name in [
+        "x-stacklab-session",
+        "X-Stacklab-Session",
+        "x-stacklab-member",
+        "x-stacklab-cache",
+        "x-stacklab-instance",
+        "x-stacklab-pool",
+    ] {
+        let forged = [(name, code_b.as_str())];
+        assert_eq!(
+            usernames_with(&a, &forged).await,
+            ["ann"],
+            "{name}: A's cookie, B's code in a header: the backend serves A"
+        );
+        let r = a
+            .request("GET", "/api/users/2", &forged, None)
+            .await
+            .unwrap();
+        refused(&r, 404, &format!("{name}: B's user 2 through A"));
+        let r = a
+            .request("GET", "/api/session", &forged, None)
+            .await
+            .unwrap();
+        assert_eq!(r.json()["code"], code_a.as_str(), "{name}: control sees A");
+        let r = a
+            .request("GET", "/api/requests?limit=50", &forged, None)
+            .await
+            .unwrap();
+        assert!(!r.text().contains("bea"), "{name}: B's requests through A");
+        // Without a cookie the header does not stand in for one.
+        for (method, path) in [
+            ("GET", "/api/users"),
+            ("GET", "/api/session"),
+            ("GET", "/api/requests"),
+            ("GET", "/api/cache"),
+            ("POST", "/graphql"),
+            ("DELETE", "/api/session"),
+        ] {
+            let r = anon.request(method, path, &forged, None).await.unwrap();
+            refused(
+                &r,
+                401,
+                &format!("{name}: {method} {path} without a cookie"),
+            );
+            assert_eq!(r.code(), "session_missing");
+        }
+        let r = anon
+            .request(
+                "POST",
+                "/api/users",
+                &forged,
+                Some((
+                    "application/json",
+                    br#"{"username":"mal","email":"mal@example.com","password":"longenough"}"#
+                        .to_vec(),
+                )),
+            )
+            .await
+            .unwrap();
+        refused(&r, 401, &format!("{name}: a write without a cookie"));
+    }
+    // A response header a client forged on its request is not echoed as the backend's.
+    let r = a
+        .request(
+            "GET",
+            "/api/users/1",
+            &[("x-stacklab-cache", "forged")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_ne!(r.headers["x-stacklab-cache"], "forged");
+
+    // Cookies that are not session codes, codes nobody was given, and a code replayed.
+    let guessed = guessed_code();
+    let mut cookies: Vec<(String, &str)> = vec![
+        ("stacklab_session=".into(), "empty"),
+        ("stacklab_session=../../etc/passwd".into(), "a path"),
+        (
+            format!("stacklab_session={code_a}'; DROP TABLE users; --"),
+            "SQL after a code",
+        ),
+        (
+            format!("stacklab_session={}", code_a.to_uppercase()),
+            "a code in upper case",
+        ),
+        (format!("stacklab_session={}", "A".repeat(65)), "65 letters"),
+        (
+            format!("stacklab_session={code_a}{code_b}"),
+            "two codes run together",
+        ),
+        (format!("stacklab_session={code_a}%00"), "a code and %00"),
+        (
+            format!("stacklab_session={code_a}é"),
+            "a code and non-ASCII",
+        ),
+        (format!("stacklab_session={guessed}"), "a guessed code"),
+        (
+            format!("stacklab_session={}", &code_a[..25]),
+            "a code cut short",
+        ),
+        (
+            "stacklab_session={\"$ne\":null}".to_owned(),
+            "a MongoDB operator",
+        ),
+    ];
+    cookies.push((
+        format!("stacklab_session=bad; stacklab_session={code_a}"),
+        "a bad code before a good one",
+    ));
+    for (cookie, what) in &cookies {
+        for (method, path) in [
+            ("GET", "/api/users"),
+            ("GET", "/api/session"),
+            ("GET", "/api/cache"),
+            ("GET", "/api/requests"),
+        ] {
+            let r = anon
+                .request(method, path, &[("cookie", cookie)], None)
+                .await
+                .unwrap();
+            // A header that is not text cannot be read at all: no cookie, then.
+            let (status, code) = if cookie.is_ascii() {
+                (410, "session_expired")
+            } else {
+                (401, "session_missing")
+            };
+            refused(&r, status, &format!("{what}: {method} {path}"));
+            assert_eq!(r.code(), code, "{what}");
+            for name in ["ann", "bob", "bea"] {
+                assert!(!r.text().contains(name), "{what}: {}", r.text());
+            }
+        }
+    }
+    // Many cookies around the real one: still A, and only A.
+    let many: String = (0..300).map(|i| format!("c{i}=v{i}; ")).collect();
+    let r = anon
+        .request(
+            "GET",
+            "/api/users",
+            &[("cookie", &format!("{many}stacklab_session={code_a}"))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 1);
+    // Cookie headers split as HTTP/2 allows, the session's among 100 others.
+    let mut split: Vec<(&str, String)> =
+        (0..100).map(|i| ("cookie", format!("x{i}=y{i}"))).collect();
+    split.push(("cookie", format!("stacklab_session={code_b}")));
+    let split: Vec<(&str, &str)> = split.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = anon
+        .request("GET", "/api/users", &split, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "split cookies: {r:?}");
+    assert_eq!(r.json()["total"], 2, "{}", r.text());
+    // More header fields than a member takes: 431 in JSON from the proxy, not an empty one
+    // from the member.
+    let fields: Vec<(String, String)> = (0..120)
+        .map(|i| (format!("x-pad-{i}"), i.to_string()))
+        .collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = a.request("GET", "/api/users", &fields, None).await.unwrap();
+    refused(&r, 431, "120 header fields");
+    assert_eq!(r.code(), "headers_too_large");
+    // A cookie past the header limit: 431 naming the limit.
+    let big = format!("pad={}; stacklab_session={code_a}", "x".repeat(20_000));
+    let r = anon
+        .request("GET", "/api/users", &[("cookie", &big)], None)
+        .await
+        .unwrap();
+    refused(&r, 431, "a 20 KB cookie");
+    assert_eq!(r.code(), "headers_too_large");
+    // One past what HTTP/2 itself takes: the connection may be refused, the server lives on.
+    let huge = format!("pad={}; stacklab_session={code_a}", "x".repeat(100_000));
+    if let Ok(r) = anon
+        .request("GET", "/api/users", &[("cookie", &huge)], None)
+        .await
+    {
+        assert!((400..500).contains(&r.status), "{}: {}", r.status, r.text());
+    }
+    assert_eq!(
+        usernames(&a).await,
+        ["ann"],
+        "A is served after the huge cookie"
+    );
+
+    // A code replayed after its session was deleted: 410 everywhere, nothing of it left.
+    let mut c = Browser::new(&data, port);
+    let code_c = new_session(&mut c, json!({})).await;
+    new_user(&mut c, "cyd").await;
+    let r = c.send("DELETE", "/api/session", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let replay = format!("stacklab_session={code_c}");
+    eventually("the proxy forgets the deleted session", || async {
+        anon.request("GET", "/api/users", &[("cookie", &replay)], None)
+            .await
+            .is_ok_and(|r| r.status == 410)
+    })
+    .await;
+    for (method, path) in [
+        ("GET", "/api/users"),
+        ("GET", "/api/users/1"),
+        ("GET", "/api/session"),
+        ("DELETE", "/api/session"),
+        ("GET", "/api/cache"),
+        ("GET", "/api/requests"),
+        ("GET", "/api/session/events"),
+        ("POST", "/graphql"),
+    ] {
+        let r = anon
+            .request(method, path, &[("cookie", &replay)], None)
+            .await
+            .unwrap();
+        refused(&r, 410, &format!("replayed code: {method} {path}"));
+        assert!(!r.text().contains("cyd"));
+    }
+    // And the guessed code still reaches nobody, after all this.
+    let r = anon
+        .request(
+            "GET",
+            "/api/users",
+            &[("cookie", &format!("stacklab_session={guessed}"))],
+            None,
+        )
+        .await
+        .unwrap();
+    refused(&r, 410, "guessed code");
+
+    assert_eq!(usernames(&a).await, ["ann"]);
+    assert_eq!(usernames(&b).await, ["bob", "bea"]);
+    assert_eq!(db_snapshot(&db_a).await, before_a, "A's rows unchanged");
+    assert_eq!(db_snapshot(&db_b).await, before_b, "B's rows unchanged");
+    let mut live: Vec<String> = up
+        .control
+        .registry
+        .sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.code)
+        .collect();
+    live.sort();
+    let mut want = vec![code_a.clone(), code_b.clone()];
+    want.sort();
+    assert_eq!(live, want, "the registry holds A and B only");
+    assert_eq!(instance_pids(&up), pids, "no backend instance died");
+    up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_traversal_forged_addresses_and_the_admin_api_are_refused() {
+    let dir = temp_dir("hostile-admin");
+    let data = dir.join("data");
+    let up = start_up(&dir, 0, |cfg, _| {
+        cfg.sessions.max_new_per_client_per_minute = 3;
+    })
+    .await;
+    let port = up.addrs.edge.port();
+    let anon = Browser::new(&data, port);
+
+    // Static files: nothing outside the web root, nothing hidden, no trick of encoding.
+    let served = anon.request("GET", "/", &[], None).await.unwrap();
+    assert_eq!(served.status, 200);
+    for path in [
+        "/../etc/passwd",
+        "/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/%2E%2E/Cargo.toml",
+        "/..%2f..%2fCargo.toml",
+        "/js/..%2f..%2f..%2fCargo.toml",
+        "/%2e%2e%5c%2e%2e%5cCargo.toml",
+        "/..%5c..%5cCargo.toml",
+        "/index.html%00.js",
+        "/%00",
+        "/.git/config",
+        "/.env",
+        "/js/./app.js",
+        "/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+        "/%zz",
+        "/tests/errors.test.js",
+        "/e2e/harness.py",
+        "/%252e%252e/etc/passwd",
+        "//etc/passwd",
+    ] {
+        let r = anon.request("GET", path, &[], None).await.unwrap();
+        refused(&r, if r.status == 404 { 404 } else { 400 }, path);
+        assert!(!r.text().contains("root:"), "{path}");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw_h1(&data, port, head.as_bytes()).await;
+        assert!(
+            status == 400 || status == 404,
+            "{path} over HTTP/1.1: {status} {body}"
+        );
+        assert!(!body.contains("root:") && !body.contains("[workspace]"));
+    }
+    // What `http::Uri` would not even send: raw backslashes, a raw NUL, spaces.
+    for target in [
+        &b"/..\\..\\Cargo.toml"[..],
+        b"/\\..\\..\\etc\\passwd",
+        b"/index.html\0.js",
+    ] {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(target);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw_h1(&data, port, &req).await;
+        assert!(
+            (400..500).contains(&status),
+            "{}: {status} {body}",
+            String::from_utf8_lossy(target)
+        );
+        assert!(!body.contains("root:") && !body.contains("[workspace]"));
+    }
+    let r = anon
+        .request(
+            "POST",
+            "/index.html",
+            &[],
+            Some(("text/plain", b"x".to_vec())),
+        )
+        .await
+        .unwrap();
+    refused(&r, 405, "POST to a static file");
+    assert_eq!(
+        anon.request("GET", "/", &[], None).await.unwrap().status,
+        200
+    );
+
+    // A forged x-forwarded-for (or any other address header) does not escape the per-client
+    // limit on new sessions: control counts the address the proxy saw.
+    let now = up.control.clock.now_ms();
+    up.control.clock.advance(MINUTE - now % MINUTE);
+    for i in 0..4 {
+        let ip = format!("10.0.0.{i}");
+        let forged = [
+            ("x-forwarded-for", ip.as_str()),
+            ("x-real-ip", ip.as_str()),
+            ("forwarded", "for=10.9.9.9"),
+            ("client-ip", ip.as_str()),
+        ];
+        let r = anon
+            .request(
+                "POST",
+                "/api/sessions",
+                &forged,
+                Some(("application/json", b"{}".to_vec())),
+            )
+            .await
+            .unwrap();
+        if i < 3 {
+            assert_eq!(r.status, 201, "{}", r.text());
+        } else {
+            refused(
+                &r,
+                429,
+                "a 4th session from one address, however it is disguised",
+            );
+            assert_eq!(r.code(), "rate_limited");
+        }
+    }
+    let live = up.control.registry.sessions().await.unwrap().len();
+    assert_eq!(live, 3);
+
+    // The admin API: no token, a wrong one, the right one anywhere but the header.
+    let admin = up.addrs.admin;
+    let routes_before = admin_raw(
+        admin,
+        "GET",
+        "/admin/routes",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(routes_before.status, 200);
+    let code = up.control.registry.sessions().await.unwrap()[0]
+        .code
+        .clone();
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("admin:{TOKEN}")
+        )
+    );
+    let wrong_bearer = format!("Bearer {TOKEN}x");
+    let short_bearer = format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]);
+    let lower_bearer = format!("bearer{TOKEN}");
+    let cookie_token = format!("token={TOKEN}");
+    /// What is tried, the headers that carry it, the query that carries it.
+    type Credential<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+    let credentials: Vec<Credential> = vec![
+        ("no token", vec![], String::new()),
+        (
+            "a wrong token",
+            vec![("authorization", "Bearer wrong-token-wrong-token")],
+            String::new(),
+        ),
+        (
+            "an empty token",
+            vec![("authorization", "Bearer ")],
+            String::new(),
+        ),
+        (
+            "the token with a letter more",
+            vec![("authorization", wrong_bearer.as_str())],
+            String::new(),
+        ),
+        (
+            "the token less a letter",
+            vec![("authorization", short_bearer.as_str())],
+            String::new(),
+        ),
+        (
+            "the token without the scheme's space",
+            vec![("authorization", lower_bearer.as_str())],
+            String::new(),
+        ),
+        (
+            "the token as Basic",
+            vec![("authorization", basic.as_str())],
+            String::new(),
+        ),
+        (
+            "the token in a cookie",
+            vec![("cookie", cookie_token.as_str())],
+            String::new(),
+        ),
+        ("the token in the query", vec![], format!("?token={TOKEN}")),
+        (
+            "the token as access_token",
+            vec![],
+            format!("?access_token={TOKEN}"),
+        ),
+    ];
+    let endpoints: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/admin/routes".into(), None),
+        ("GET", "/admin/routes/feed".into(), None),
+        ("GET", "/admin/pools".into(), None),
+        ("GET", "/admin/sessions".into(), None),
+        ("GET", "/admin/topology".into(), None),
+        ("GET", "/admin/instances".into(), None),
+        ("GET", "/admin/bugs".into(), None),
+        ("GET", "/admin/control/sessions".into(), None),
+        ("GET", format!("/admin/stacks/{code}"), None),
+        ("GET", format!("/admin/sessions/{code}/requests"), None),
+        ("DELETE", format!("/admin/sessions/{code}"), None),
+        ("POST", "/admin/control/reap".into(), None),
+        ("POST", "/admin/reload".into(), None),
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            Some(json!({"members": [{"id": "m", "addr": "127.0.0.1:1"}]})),
+        ),
+        (
+            "PUT",
+            "/admin/pools/rust/members/evil".into(),
+            Some(json!({"addr": "127.0.0.1:1"})),
+        ),
+        (
+            "PUT",
+            format!("/admin/sessions/{code}"),
+            Some(json!({"pool": "evil"})),
+        ),
+        (
+            "PUT",
+            format!("/admin/stacks/{code}/cache-policy"),
+            Some(json!({"policy": "lfu"})),
+        ),
+        (
+            "POST",
+            "/admin/sessions/touches".into(),
+            Some(json!({"touches": []})),
+        ),
+        ("POST", "/admin/pools/rust/instances".into(), None),
+    ];
+    for (what, headers, query) in &credentials {
+        for (method, path, body) in &endpoints {
+            let r = admin_raw(
+                admin,
+                method,
+                &format!("{path}{query}"),
+                headers,
+                body.as_ref()
+                    .map(|b| ("application/json", b.to_string().into_bytes())),
+            )
+            .await;
+            refused(&r, 401, &format!("{what}: {method} {path}"));
+            assert_eq!(r.code(), "unauthorized", "{what}: {method} {path}");
+            assert!(!r.text().contains(TOKEN), "the token is never echoed");
+        }
+    }
+    // With the token, bad bodies to the admin PUTs and POSTs: 400 (or 415) naming the fault.
+    let auth = format!("Bearer {TOKEN}");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bad_bodies: Vec<(&str, String, &str, Vec<u8>, u16)> = vec![
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            "application/json",
+            b"{nope".to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            "application/json",
+            b"\xff\xfe{}".to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            "application/json",
+            deep.clone().into_bytes(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            "application/json",
+            br#"{"name":"other","members":[]}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            "application/json",
+            br#"{"members":"all"}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/evil".into(),
+            "text/plain",
+            br#"{"members":[]}"#.to_vec(),
+            415,
+        ),
+        (
+            "PUT",
+            "/admin/pools/rust/members/evil".into(),
+            "application/json",
+            br#"{"addr":5}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/rust/members/evil".into(),
+            "application/json",
+            br#"{"addr":"127.0.0.1:1","weight":-1}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/rust/members/evil".into(),
+            "application/json",
+            br#"{"addr":"127.0.0.1:1","weight":99999999999}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/rust/members/evil".into(),
+            "application/json",
+            br#"{"addr":"'; DROP TABLE pools; --"}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/admin/pools/rust/members/evil".into(),
+            "application/json",
+            b"{nope".to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            format!("/admin/sessions/{code}"),
+            "application/json",
+            br#"{"pool":1}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            format!("/admin/sessions/{code}"),
+            "application/json",
+            b"{nope".to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            format!("/admin/stacks/{code}/cache-policy"),
+            "application/json",
+            br#"{"policy":5}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            format!("/admin/stacks/{code}/cache-policy"),
+            "application/json",
+            br#"{"policy":"'; FLUSHALL"}"#.to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            format!("/admin/stacks/{code}/cache-policy"),
+            "application/json",
+            deep.clone().into_bytes(),
+            400,
+        ),
+        (
+            "POST",
+            "/admin/sessions/touches".into(),
+            "application/json",
+            br#"{"touches":"all"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/admin/sessions/touches".into(),
+            "application/json",
+            b"\xff".to_vec(),
+            400,
+        ),
+        (
+            "GET",
+            "/admin/routes/feed?since=abc".into(),
+            "application/json",
+            Vec::new(),
+            400,
+        ),
+    ];
+    for (method, path, ct, body, status) in bad_bodies {
+        let r = admin_raw(
+            admin,
+            method,
+            &path,
+            &[("authorization", &auth)],
+            Some((ct, body)),
+        )
+        .await;
+        refused(&r, status, &format!("{method} {path} ({ct})"));
+    }
+    let r = admin_raw(
+        admin,
+        "GET",
+        "/admin/nothing",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    refused(&r, 404, "an unknown admin path");
+    let r = admin_raw(admin, "GET", "/nothing", &[], None).await;
+    refused(&r, 404, "outside /admin/");
+    let routes_after = admin_raw(
+        admin,
+        "GET",
+        "/admin/routes",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        routes_after.json(),
+        routes_before.json(),
+        "refused admin calls changed no route, pool or session"
+    );
+    assert_eq!(up.control.registry.sessions().await.unwrap().len(), 3);
+    assert_eq!(up.control.sessions.len(), 3);
+    assert!(up.control.instances.list().is_empty());
+    up.shutdown().await.unwrap();
+}
