@@ -8,7 +8,14 @@
  *              (e.g. #opt-database-postgres; disabled ones say why in #opt-{field}-{value}-why),
  *              #error-{field} (server error for that field), #launch-error, #launch (button "Launch")
  *   Header     #session-bar, #session-code, #session-countdown, #session-provisioner,
- *              #page-protocol, #end-session (button "End session")
+ *              #page-protocol, #session-reprovision (button "Re-provision", ready or broken
+ *              sessions; opens #reprovision-dialog: #reprovision-confirm, #reprovision-cancel),
+ *              #end-session (button "End session")
+ *   Banner     #problem-banner[data-kind=broken|reprovisioning] (a broken session: role=alert
+ *              #problem-alert with #problem-title and the server's #problem-message;
+ *              #problem-error; buttons #reprovision "Re-provision", #problem-new-session
+ *              "Start a new session", #problem-dismiss), #reprovision-done (after a
+ *              re-provision: #reprovision-done-title, #reprovision-dismiss)
  *   Stack      #stack-panel[data-state], #session-state, #stack-fields, #steps (li[data-testid=step]
  *              [data-name][data-status]), #notes
  *   Tabs       #tab-console #tab-cache #tab-inspector #tab-analysis #tab-topology #tab-bugs;
@@ -33,8 +40,10 @@
  *              (#bench-reads #bench-writes, #run-benchmark "Run benchmark"), #benchmark-table,
  *              #latency-chart (svg), #hashing-chart (li[data-mode])
  *   Topology   #topology-diagram (section[data-testid=pool][data-pool],
- *              li[data-testid=member][data-member][data-state]), buttons "Add instance"
- *              (#add-{pool}) and "Kill instance" (#kill-{pool}-{id}), #topology-status,
+ *              li[data-testid=member][data-member][data-state] with
+ *              [data-testid=member-kind][data-kind=process|container|external]), buttons
+ *              "Add instance" (#add-{pool}, the kind from radios #add-{pool}-kind-process and
+ *              #add-{pool}-kind-container) and "Kill instance" (#kill-{pool}-{id}), #topology-status,
  *              #traffic-toggle ("Start traffic" / "Stop traffic"), #traffic-sent, #traffic-ok,
  *              #traffic-failed, #traffic-status
  *   Bugs       #bug-form (#bug-title #bug-description, #send-report "Send report"),
@@ -43,12 +52,13 @@
  *              #expired-dismiss "Choose again"
  */
 
-import { request, onSessionGone } from "./js/api.js";
+import { request, onSessionGone, onUnavailable } from "./js/api.js";
 import { byId } from "./js/dom.js";
 import { openEvents } from "./js/events.js";
 import { poller } from "./js/poll.js";
 import { normalizeChoices, restoreSelection, launchBody } from "./js/lib/choices.js";
-import { nextPhase, applySessionEvent } from "./js/lib/state.js";
+import { nextPhase, applySessionEvent, mergeSession } from "./js/lib/state.js";
+import { problemBanner, canReprovision, reprovisionOutcome, REPROVISION_NOTE } from "./js/lib/reprovision.js";
 import { createLauncher } from "./js/launcher.js";
 import { renderHeader, renderCountdown, renderStackPanel, pageProtocol } from "./js/sessionview.js";
 import { createConsole } from "./js/console.js";
@@ -73,7 +83,10 @@ const app = {
   // still in flight) must not open "your session expired".
   ending: false,
   slidingMs: DEFAULT_WINDOW_MS,
+  // This page's re-provision: its request running, why it was refused, that it succeeded.
+  rp: { busy: false, error: "", done: false },
 };
+const RP_IDLE = { busy: false, error: "", done: false };
 
 // --- Announcements ---------------------------------------------------------------------------
 
@@ -114,6 +127,7 @@ const ctx = {
   session: () => app.session,
   protocol: () => (app.session?.stack?.protocol === "graphql" ? "graphql" : "rest"),
   onDataRequest: () => slideExpiry(),
+  choices: () => app.choices,
 };
 
 const launcher = createLauncher({ onLaunch: launch, announce });
@@ -184,14 +198,15 @@ window.addEventListener("hashchange", () => {
 
 const countdown = { timer: null, checking: false };
 const refresher = poller(refreshSession, 60000);
-// While provisioning without a live stream, the session is polled every second.
+// While provisioning (or re-provisioning) without a live stream, the session is polled every second.
 const provisioningPoll = poller(refreshSession, 1000, {
-  when: () => app.phase === "provisioning" && !ctx.isLive(),
+  when: () => (app.phase === "provisioning" || app.rp.busy) && !ctx.isLive(),
 });
 
 function enterSession(session, how) {
   app.session = session;
   app.gone = false;
+  app.rp = { ...RP_IDLE };
   // The idle window: how far a data request pushes the expiry (an hour by default).
   const span = session.expires_at - (session.last_used_at ?? session.created_at);
   app.slidingMs = Number.isFinite(span) && span > 0 ? span : DEFAULT_WINDOW_MS;
@@ -199,12 +214,75 @@ function enterSession(session, how) {
   // A new stack opens on its console; a page reloaded on a session keeps the view in its URL.
   if (how === "launched") app.tab = "console";
   renderHeader(session);
-  renderStackPanel(session, app.choices);
+  renderSession();
   startLive();
   go({ type: how, state: session.state });
   if (session.state === "failed") announce("Setting up the stack failed; see the steps.");
   else if (session.state === "ready") announce("Your stack is ready.");
-  else announce("Setting up your stack…");
+  else if (session.state !== "broken") announce("Setting up your stack…");
+  // A broken session says so through its banner (role=alert).
+}
+
+/** The stack panel and the banner, from app.session. */
+function renderSession() {
+  if (app.session) renderStackPanel(app.session, app.choices);
+  renderBanner();
+}
+
+/**
+ * The banner over the session: a broken session (the server's words and "Re-provision"), a
+ * re-provision running, or done. Written only when what it says changes, so the alert is not
+ * read out again at every poll.
+ */
+function renderBanner() {
+  const b = problemBanner(app.session, app.rp);
+  const problem = b && b.kind !== "done" ? b : null;
+  const banner = byId("problem-banner");
+  const key = problem ? JSON.stringify(problem) : "";
+  if (key !== (banner.dataset.key || "")) {
+    banner.dataset.key = key;
+    banner.hidden = !problem;
+    banner.dataset.kind = problem?.kind || "";
+    banner.className = `banner callout ${problem?.tone || "bad"}`;
+    banner.setAttribute("aria-busy", problem?.kind === "reprovisioning" ? "true" : "false");
+    byId("problem-title").textContent = problem?.title || "";
+    byId("problem-message").textContent = problem?.message || "";
+    byId("problem-note").textContent = problem?.note || "";
+    byId("problem-error").textContent = problem?.error || "";
+    const actions = problem?.actions || [];
+    byId("reprovision").hidden = !actions.includes("reprovision");
+    byId("problem-new-session").hidden = !actions.includes("new-session");
+    byId("problem-dismiss").hidden = !actions.includes("dismiss");
+  }
+  const done = byId("reprovision-done");
+  done.hidden = b?.kind !== "done";
+  if (b?.kind === "done") {
+    byId("reprovision-done-title").textContent = b.title;
+    byId("reprovision-done-message").textContent = b.message;
+  }
+  byId("session-reprovision").hidden = !canReprovision(app.session, app.rp.busy);
+}
+
+/** Every view emptied and, for the one in sight, read again (after a re-provision). */
+function refreshViews() {
+  for (const v of Object.values(views)) {
+    v.stop();
+    v.reset(app.session);
+  }
+  if (app.phase === "ready") views[app.tab].show();
+}
+
+/**
+ * What follows a change of the session's state: a re-provision that has just finished (here
+ * or in another tab) leaves empty stores, so the views are read again.
+ */
+function afterStateChange(before) {
+  if (before?.reprovisioning === true && app.session?.state === "ready" && !app.rp.done) {
+    app.rp = { ...RP_IDLE, done: true };
+    refreshViews();
+    announce("Your stack was re-provisioned: same choices, same session. Its database and cache start empty.");
+  }
+  renderBanner();
 }
 
 function startLive() {
@@ -236,16 +314,18 @@ function stopLive() {
 function onEvent(name, data) {
   switch (name) {
     case "step":
-    case "state": {
+    case "state":
+    case "lost": {
       if (!app.session) return;
-      const before = app.session.state;
+      const before = app.session;
       app.session = applySessionEvent(app.session, name, data);
-      renderStackPanel(app.session, app.choices);
-      if (app.session.state !== before) {
+      renderSession();
+      if (app.session.state !== before.state) {
         go({ type: "state", state: app.session.state });
         refreshSession(); // the whole session: every step, and the expiry as the server has it
-        if (app.session.state === "ready") announce("Your stack is ready.");
+        if (app.session.state === "ready" && !before.reprovisioning) announce("Your stack is ready.");
         if (app.session.state === "failed") announce("Setting up the stack failed; see the steps.");
+        afterStateChange(before);
       }
       break;
     }
@@ -265,13 +345,26 @@ function onEvent(name, data) {
 async function refreshSession() {
   if (!app.session) return;
   const answer = await request("GET", "/api/session");
-  if (answer.error || !answer.data) return; // a gone session opens the dialog through api.js
-  const before = app.session.state;
-  app.session = { ...app.session, ...answer.data };
+  if (answer.error || !answer.data || !app.session) return; // a gone session opens the dialog through api.js
+  const before = app.session;
+  app.session = mergeSession(app.session, answer.data);
   renderHeader(app.session);
-  renderStackPanel(app.session, app.choices);
-  if (app.session.state !== before) go({ type: "state", state: app.session.state });
+  renderSession();
+  if (app.session.state !== before.state) {
+    go({ type: "state", state: app.session.state });
+    afterStateChange(before);
+  }
 }
+
+// A data request answered 503 `unavailable`: the stack may be broken; the session says. At
+// most once every 2 s (traffic from the topology view sends 20 a second).
+let unavailableAt = 0;
+onUnavailable(() => {
+  const now = Date.now();
+  if (!app.session || app.session.state !== "ready" || now - unavailableAt < 2000) return;
+  unavailableAt = now;
+  refreshSession();
+});
 
 function tickCountdown() {
   if (!app.session) return;
@@ -322,31 +415,54 @@ async function launch(selection) {
   byId("stack-title").focus();
 }
 
-function sessionGone(error) {
-  if (app.gone || app.ending) return;
+const EXPIRED_TITLE = "Your session expired — start a new one?";
+const REPROVISION_FAILED_TITLE = "Re-provisioning failed — start a new session?";
+
+/**
+ * The session is gone: the dialog offers a new one. `words` ({title, reason}) replace the
+ * expiry's when it ended for another reason (a re-provision that failed ends the session);
+ * given while the dialog is already open, they replace what it says.
+ */
+function sessionGone(error, words = null) {
+  if (app.ending) return;
+  const failedRerun = app.rp.busy || app.session?.reprovisioning === true;
+  const title = words?.title || (failedRerun ? REPROVISION_FAILED_TITLE : EXPIRED_TITLE);
+  const reason = words?.reason || (failedRerun
+    ? "Your stack could not be made again, so the session was ended."
+    : error?.code === "session_missing"
+      ? "The server no longer has a session for this browser."
+      : "Sessions end an hour after their last use, or when their hard lifetime is up.");
+  if (app.gone) {
+    if (words) {
+      byId("expired-title").textContent = title;
+      byId("expired-reason").textContent = reason;
+    }
+    return;
+  }
   if (!["ready", "provisioning", "failed", "launching"].includes(app.phase)) return;
   app.gone = true;
   stopLive();
   app.session = null;
+  app.rp = { ...RP_IDLE };
   renderHeader(null);
+  renderBanner();
   go({ type: "expired" });
   const dialog = byId("expired-dialog");
   byId("expired-error").textContent = "";
-  byId("expired-reason").textContent = error?.code === "session_missing"
-    ? "The server no longer has a session for this browser."
-    : "Sessions end an hour after their last use, or when their hard lifetime is up.";
+  byId("expired-title").textContent = title;
+  byId("expired-reason").textContent = reason;
   if (typeof dialog.showModal === "function") {
     if (!dialog.open) dialog.showModal();
   } else {
     dialog.setAttribute("open", "");
   }
   byId("expired-relaunch").focus();
-  announce("Your session expired — start a new one?");
+  announce(title);
 }
-onSessionGone(sessionGone);
+onSessionGone((error) => sessionGone(error));
 
-function closeDialog() {
-  const dialog = byId("expired-dialog");
+function closeDialog(id = "expired-dialog") {
+  const dialog = byId(id);
   if (dialog.open) {
     if (typeof dialog.close === "function") dialog.close();
     else dialog.removeAttribute("open");
@@ -370,6 +486,16 @@ byId("expired-dialog").addEventListener("cancel", (e) => {
   go({ type: "dismiss" });
 });
 
+/** The page leaves its session (ended on purpose): back to the launcher. */
+function leaveSession() {
+  stopLive();
+  app.session = null;
+  app.rp = { ...RP_IDLE };
+  renderHeader(null);
+  renderBanner();
+  go({ type: "end" });
+}
+
 byId("end-session").addEventListener("click", async () => {
   const btn = byId("end-session");
   btn.disabled = true;
@@ -380,10 +506,7 @@ byId("end-session").addEventListener("click", async () => {
       announce(`The session could not be ended: ${answer.error.message}`);
       return;
     }
-    stopLive();
-    app.session = null;
-    renderHeader(null);
-    go({ type: "end" });
+    leaveSession();
     launcher.setChoices(app.choices, restoreSelection(app.choices, remembered()));
     announce("Session ended: everything it created is being removed.");
     byId("launcher-title").focus();
@@ -397,13 +520,118 @@ byId("choose-again").addEventListener("click", async () => {
   app.ending = true;
   try {
     await request("DELETE", "/api/session", { quiet: true });
-    stopLive();
-    app.session = null;
-    renderHeader(null);
-    go({ type: "end" });
+    leaveSession();
     byId("launcher-title").focus();
   } finally {
     app.ending = false;
+  }
+});
+
+// --- Re-provision ----------------------------------------------------------------------------
+
+/**
+ * POST /api/session/reprovision: the same choices, the same session, a new stack. Its steps
+ * come in on the event stream (or by polling) into "Your stack"; on success the views are read
+ * again, empty.
+ */
+async function reprovision() {
+  if (!canReprovision(app.session, app.rp.busy)) return;
+  app.rp = { ...RP_IDLE, busy: true };
+  renderBanner();
+  byId("problem-title").focus();
+  const answer = await request("POST", "/api/session/reprovision", { body: {} });
+  const wasDone = app.rp.done; // the event stream may have seen it finish first
+  app.rp = { ...app.rp, busy: false };
+  const outcome = reprovisionOutcome(answer);
+  if (outcome.kind === "ended") {
+    // Making it again failed, and the server ended the session: offer a new one (the event
+    // stream may have opened the dialog already; it then says why).
+    sessionGone({ code: "provisioning_failed" }, {
+      title: REPROVISION_FAILED_TITLE,
+      reason: `Your stack could not be made again, so the session was ended: ${outcome.message}`,
+    });
+    return;
+  }
+  if (!app.session || app.gone) return;
+  switch (outcome.kind) {
+    case "ready": {
+      app.session = mergeSession({ ...app.session, reprovisioning: false }, answer.data);
+      renderHeader(app.session);
+      go({ type: "state", state: app.session.state });
+      if (!wasDone) {
+        refreshViews();
+        announce("Your stack was re-provisioned: same choices, same session. Its database and cache start empty.");
+      }
+      app.rp = { ...RP_IDLE, done: true };
+      renderSession();
+      focusIfLost(byId("reprovision-done-title"));
+      break;
+    }
+    case "gone":
+      break; // api.js has opened the expired dialog
+    default: {
+      // Refused (busy), or failed before anything was made (the session is broken still).
+      app.rp = { ...RP_IDLE, error: outcome.message };
+      await refreshSession();
+      renderSession();
+      const focus = ["reprovision", "problem-dismiss"].map(byId).find((b) => b && !b.hidden);
+      (focus || byId("problem-title")).focus();
+      announce(`Re-provisioning did not work: ${outcome.message}`);
+    }
+  }
+}
+
+/** Moves focus to `el` unless the person has moved it elsewhere (it was on the banner, now gone). */
+function focusIfLost(el) {
+  const at = document.activeElement;
+  if (!at || at === document.body || byId("problem-banner").contains(at)) el.focus();
+}
+
+/** A new session with this one's choices, in place of this one (which is ended). */
+async function replaceSession() {
+  const stack = app.session?.stack;
+  const selection = restoreSelection(app.choices, stack && typeof stack === "object" ? stack : remembered());
+  app.ending = true;
+  try {
+    await request("DELETE", "/api/session", { quiet: true });
+    leaveSession();
+  } finally {
+    app.ending = false;
+  }
+  launcher.setChoices(app.choices, selection);
+  launch(selection);
+}
+
+function dismissBanner() {
+  app.rp = { ...RP_IDLE };
+  renderBanner();
+  if (app.phase === "ready") byId(`tab-${app.tab}`).focus();
+}
+
+byId("reprovision").addEventListener("click", () => reprovision());
+byId("problem-new-session").addEventListener("click", () => replaceSession());
+byId("problem-dismiss").addEventListener("click", dismissBanner);
+byId("reprovision-dismiss").addEventListener("click", dismissBanner);
+
+// The header's "Re-provision", for a session that works: it erases the data, so it asks first.
+byId("reprovision-dialog-text").textContent = REPROVISION_NOTE;
+byId("session-reprovision").addEventListener("click", () => {
+  const dialog = byId("reprovision-dialog");
+  if (typeof dialog.showModal === "function") dialog.showModal();
+  else dialog.setAttribute("open", "");
+  byId("reprovision-cancel").focus();
+});
+byId("reprovision-confirm").addEventListener("click", () => {
+  closeDialog("reprovision-dialog");
+  reprovision();
+});
+byId("reprovision-cancel").addEventListener("click", () => {
+  closeDialog("reprovision-dialog");
+  byId("session-reprovision").focus();
+});
+byId("reprovision-dialog").addEventListener("close", () => {
+  if (document.activeElement === document.body && !byId("session-reprovision").hidden) {
+    byId("session-reprovision").focus();
   }
 });
 

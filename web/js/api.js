@@ -1,7 +1,9 @@
 // Every call to the server goes through here: JSON in and out, the session cookie sent
 // (credentials: same-origin; the cookie is HttpOnly, the page never sees it), errors turned
 // into ApiError {status, code, message, field}, and 401 session_missing / 410 session_expired
-// reported once to whoever registered with onSessionGone (the app opens the expired dialog).
+// reported once to whoever registered with onSessionGone (the app opens the expired dialog);
+// a 503 `unavailable` on a data request (the session's stack is broken) is reported to
+// onUnavailable (the app then reads the session, which says what happened).
 
 import { errorFromAnswer, isSessionGone } from "./lib/errors.js";
 
@@ -20,6 +22,12 @@ let goneHandler = null;
 /** Registers the function called when an answer says the session is missing or expired. */
 export function onSessionGone(fn) {
   goneHandler = fn;
+}
+
+let unavailableHandler = null;
+/** Registers the function called when a session's request answers 503 `unavailable`. */
+export function onUnavailable(fn) {
+  unavailableHandler = fn;
 }
 
 /** Paths that need no session: a 401 there is not "your session expired". */
@@ -79,6 +87,15 @@ export async function request(method, path, opts = {}) {
     !SESSIONLESS.has(pathOf(path))
   ) {
     goneHandler?.(error);
+  }
+  if (
+    error &&
+    res.status === 503 &&
+    error.code === "unavailable" &&
+    !SESSIONLESS.has(pathOf(path)) &&
+    !pathOf(path).startsWith("/api/session")
+  ) {
+    unavailableHandler?.(error);
   }
   return { status: res.status, ok: res.ok && !error, headers: res.headers, data, text, ms, error };
 }

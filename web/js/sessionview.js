@@ -10,6 +10,7 @@ const STATE_TEXT = {
   provisioning: "Setting up your stack…",
   ready: "Ready",
   failed: "Setting up failed",
+  broken: "Broken: part of the stack stopped",
 };
 
 export function renderHeader(session) {
@@ -43,7 +44,9 @@ export function renderCountdown(session, now = Date.now()) {
 }
 
 export function renderStackPanel(session, choices) {
-  byId("session-state").textContent = STATE_TEXT[session.state] || session.state || "";
+  byId("session-state").textContent = session.state === "provisioning" && session.reprovisioning
+    ? "Re-provisioning your stack…"
+    : STATE_TEXT[session.state] || session.state || "";
   byId("stack-panel").dataset.state = session.state || "";
   const fields = describeStack(choices, session.stack || {});
   const where = ["database", "cache"]

@@ -1,13 +1,15 @@
 // Topology: proxy → pools → instances → this session's database and cache, refreshed every
-// second while shown. Where the install allows drills ("drills": true), "Add instance" per pool
-// and "Kill instance" per instance; and, always, "Start traffic": GET /api/users?limit=1 at a
+// second while shown. Each instance says what it runs as (a process, a Docker container, or
+// external: not control's). Where the install allows drills ("drills": true), "Add instance"
+// per pool, as a process or — where /api/options shows Docker available — a container, and
+// "Kill instance" per instance; and, always, "Start traffic": GET /api/users?limit=1 at a
 // steady 20 per second, counted (sent, ok, failed), so a person can watch a failover happen
 // with no failed request.
 
 import { h, byId, fill } from "./dom.js";
 import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges,
-  canKill, canAdd, shapeKey,
+  canKill, canAdd, shapeKey, kindText, kindDescription, containerOffer, INSTANCE_KINDS,
 } from "./lib/topology.js";
 import { newCounters, started, finished, due, answerOk } from "./lib/traffic.js";
 import { formatCount, formatMs } from "./lib/format.js";
@@ -16,12 +18,14 @@ import { poller } from "./poll.js";
 const RATE = 20; // requests per second
 
 /**
- * @param {{request: Function, announce: Function}} ctx
+ * @param {{request: Function, announce: Function, choices: () => object[]}} ctx
  */
 export function createTopology(ctx) {
   let topo = null;
   let lastKey = "";
   let lastShape = "";
+  // The kind of instance "Add instance" starts, per pool (kept across redraws).
+  const kindFor = new Map();
   const poll = poller(load, 1000);
 
   async function load() {
@@ -106,7 +110,16 @@ export function createTopology(ctx) {
           h("ul", { class: "members" }, p.members.map((m) => {
             const mid = `member-${p.name}-${m.id}`;
             return h("li", { class: "member", id: mid, dataset: { testid: "member", member: m.id } },
-              h("span", { class: "member-id", id: `${mid}-name` }, m.id),
+              h("span", { class: "member-head" },
+                h("span", { class: "member-id", id: `${mid}-name` }, m.id),
+                kindText(m.kind)
+                  ? h("span", {
+                    class: `badge kind kind-${m.kind}`,
+                    title: kindDescription(m.kind),
+                    dataset: { testid: "member-kind", kind: m.kind },
+                  }, h("span", { class: "kind-icon", "aria-hidden": "true" }, m.kind === "container" ? "▣" : m.kind === "process" ? "⚙" : "↗"),
+                  h("span", { class: "visually-hidden" }, "runs as "), kindText(m.kind))
+                  : null),
               h("span", { class: "member-state" }),
               h("span", { class: "muted" }, m.addr),
               h("span", { class: "member-load" }),
@@ -120,15 +133,7 @@ export function createTopology(ctx) {
                 }, "Kill instance")
                 : null);
           })),
-          topo.drills && canAdd(topo, p)
-            ? h("button", {
-              type: "button",
-              class: "small",
-              id: `add-${p.name}`,
-              "aria-describedby": titleId,
-              onclick: (e) => addInstance(p.name, e.currentTarget),
-            }, "Add instance")
-            : null);
+          topo.drills && canAdd(topo, p) ? addControls(p.name, titleId) : null);
         })),
       h("div", { class: "arrow", "aria-hidden": "true" }),
       h("div", { class: "tier", dataset: { tier: "stores" } },
@@ -145,18 +150,57 @@ export function createTopology(ctx) {
     if (focusedId && byId(focusedId) && document.activeElement === document.body) byId(focusedId).focus();
   }
 
+  /** "Add instance" for a pool: what the new instance runs as (a radio group), then the button. */
+  function addControls(pool, titleId) {
+    const offer = containerOffer(ctx.choices?.() || []);
+    let kind = kindFor.get(pool) || "process";
+    if (kind === "container" && !offer.available) kind = "process";
+    const base = `add-${pool}`;
+    return h("div", { class: "add-instance" },
+      h("fieldset", { class: "kind-choice", id: `${base}-kind`, "aria-describedby": titleId },
+        h("legend", null, "New instance runs as"),
+        INSTANCE_KINDS.map((k) => {
+          const id = `${base}-kind-${k}`;
+          const off = k === "container" && !offer.available;
+          return h("div", { class: ["kind-option", off ? "disabled" : null] },
+            h("input", {
+              type: "radio",
+              name: `${base}-kind`,
+              id,
+              value: k,
+              checked: k === kind,
+              disabled: off,
+              "aria-describedby": off ? `${id}-why` : null,
+              onchange: () => kindFor.set(pool, k),
+            }),
+            h("label", { for: id }, k === "container" ? "Docker container" : "process"),
+            off ? h("span", { class: "opt-why", id: `${id}-why` }, `Not available: ${offer.reason}`) : null);
+        })),
+      h("button", {
+        type: "button",
+        class: "small",
+        id: base,
+        "aria-describedby": titleId,
+        onclick: (e) => addInstance(pool, e.currentTarget),
+      }, "Add instance"));
+  }
+
   async function addInstance(pool, btn) {
+    const checked = document.querySelector(`input[name="add-${CSS.escape(pool)}-kind"]:checked`);
+    const kind = checked ? checked.value : kindFor.get(pool) || "process";
     btn.disabled = true;
-    const answer = await ctx.request("POST", addInstancePath(pool));
+    const answer = await ctx.request("POST", addInstancePath(pool, kind));
     btn.disabled = false;
+    const what = kind === "container" ? "a container instance" : "an instance";
     if (answer.error) {
       if (answer.status !== 401 && answer.status !== 410) {
-        byId("topology-status").textContent = `Could not add an instance to ${pool}: ${answer.error.message}`;
+        byId("topology-status").textContent = `Could not add ${what} to ${pool}: ${answer.error.message}`;
       }
       return;
     }
     const id = answer.data?.id;
-    byId("topology-status").textContent = `Started instance ${id ?? ""} in ${pool}; it joins the pool once its health check passes.`;
+    const ran = kindText(answer.data?.kind) || kind;
+    byId("topology-status").textContent = `Started ${ran} instance ${id ?? ""} in ${pool}; it joins the pool once its health check passes.`;
     load();
   }
 

@@ -54,5 +54,5 @@ test("decodeEventData", () => {
   assert.deepEqual(decodeEventData('{"state":"ready"}'), { state: "ready" });
   assert.deepEqual(decodeEventData(""), {});
   assert.equal(decodeEventData("{nope"), null);
-  assert.deepEqual(SESSION_EVENTS, ["step", "state", "request", "cache", "expired"]);
+  assert.deepEqual(SESSION_EVENTS, ["step", "state", "lost", "request", "cache", "expired"]);
 });

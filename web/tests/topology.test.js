@@ -2,7 +2,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges, canKill, canAdd, shapeKey,
+  kindText, kindDescription, containerOffer,
 } from "../js/lib/topology.js";
+import { normalizeChoices } from "../js/lib/choices.js";
 
 const SAMPLE = {
   drills: true,
@@ -42,6 +44,9 @@ test("the session's pool is drawn first", () => {
 
 test("paths are encoded", () => {
   assert.equal(addInstancePath("rust"), "/api/topology/pools/rust/instances");
+  assert.equal(addInstancePath("rust", "process"), "/api/topology/pools/rust/instances?kind=process");
+  assert.equal(addInstancePath("rust", "container"), "/api/topology/pools/rust/instances?kind=container");
+  assert.equal(addInstancePath("a b", "con tainer"), "/api/topology/pools/a%20b/instances?kind=con%20tainer");
   assert.equal(killInstancePath("a b", "i/1"), "/api/topology/pools/a%20b/instances/i%2F1");
 });
 
@@ -89,4 +94,39 @@ test("shapeKey ignores load and health, not who is there", () => {
   const fewer = normalizeTopology({ ...SAMPLE, pools: [SAMPLE.pools[0], { ...SAMPLE.pools[1], members: [SAMPLE.pools[1].members[0]] }] });
   assert.notEqual(shapeKey(fewer), shapeKey(a));
   assert.notEqual(shapeKey(normalizeTopology({ ...SAMPLE, drills: false })), shapeKey(a));
+});
+
+test("container instances are drawn with their kind and can be killed like processes", () => {
+  const t = normalizeTopology({
+    drills: true,
+    pools: [{ name: "rust", members: [
+      { id: "rust-1", kind: "process", pid: 41, state: "healthy" },
+      { id: "rust-c2", kind: "container", pid: 0, state: "healthy" },
+      { id: "x", kind: "external" },
+      { id: "y" },
+    ] }],
+  });
+  const [p, c, e, unknown] = t.pools[0].members;
+  assert.deepEqual([p, c, e, unknown].map(canKill), [true, true, false, false]);
+  assert.deepEqual([p, c, e, unknown].map((m) => kindText(m.kind)), ["process", "container", "external", ""]);
+  assert.equal(kindDescription("container"), "a Docker container control started");
+  assert.equal(canAdd({ session: null }, { name: "only-containers", members: [c] }), true);
+  // A member changing kind under the same id is a new node.
+  const swapped = normalizeTopology({ drills: true, pools: [{ name: "rust", members: [{ id: "rust-1", kind: "container" }, { id: "rust-c2", kind: "container" }, { id: "x", kind: "external" }, { id: "y" }] }] });
+  assert.notEqual(shapeKey(swapped), shapeKey(t));
+});
+
+test("containerOffer follows the docker provisioner of GET /api/options", () => {
+  const options = (docker) => normalizeChoices({ choices: [
+    { field: "provisioner", options: [{ value: "embedded", available: true }, ...(docker ? [docker] : [])] },
+    { field: "database", options: [{ value: "sqlite" }] },
+  ] });
+  assert.deepEqual(containerOffer(options({ value: "docker", available: true })), { available: true, reason: "" });
+  assert.deepEqual(
+    containerOffer(options({ value: "docker", available: false, reason: "no [docker] section in the config" })),
+    { available: false, reason: "no [docker] section in the config" });
+  assert.equal(containerOffer(options({ value: "docker", available: false })).reason, "Docker is not available on this server");
+  assert.equal(containerOffer(options(null)).available, false);
+  assert.equal(containerOffer(undefined).available, false);
+  assert.equal(containerOffer([]).reason, "this server offers no Docker provisioner");
 });

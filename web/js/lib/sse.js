@@ -94,4 +94,4 @@ export function decodeEventData(data) {
 }
 
 /** The event names the session stream sends. */
-export const SESSION_EVENTS = ["step", "state", "request", "cache", "expired"];
+export const SESSION_EVENTS = ["step", "state", "lost", "request", "cache", "expired"];

@@ -7,11 +7,17 @@
 //   provisioning ──state ready──▶ ready;  ──state failed──▶ failed
 //   any lab phase ──expired──▶ expired ──relaunch──▶ launching;  ──dismiss──▶ choosing
 //   any lab phase ──end──▶ choosing
+//
+// A `broken` session (one of its containers was killed from outside) stays in the lab phase
+// ("ready"): the lab stays in view with a banner that offers to re-provision it. A
+// re-provision moves it through provisioning (its new steps) back to ready.
 
 export const PHASES = ["loading", "choosing", "launching", "provisioning", "ready", "failed", "expired"];
 
 const fromSessionState = (state) =>
-  state === "ready" ? "ready" : state === "failed" ? "failed" : state === "provisioning" ? "provisioning" : null;
+  state === "ready" || state === "broken"
+    ? "ready"
+    : state === "failed" ? "failed" : state === "provisioning" ? "provisioning" : null;
 
 /**
  * The next phase, or the same phase when the event does not apply there.
@@ -66,12 +72,62 @@ export function upsertStep(steps, step) {
   return copy;
 }
 
-/** The session with an event taken in (step or state); the input is not changed. */
+/**
+ * Whether a session going from state `from` to `to` starts a new provisioning run (a
+ * re-provision: only a ready or broken session can be made again). Its old steps then no
+ * longer describe what is happening.
+ */
+export const startsRerun = (from, to) => to === "provisioning" && (from === "ready" || from === "broken");
+
+/** The session in a new state: `problem` only while broken, `reprovisioning` during a rerun. */
+function withState(session, state) {
+  const next = { ...session, state };
+  if (state !== "broken") next.problem = null;
+  if (startsRerun(session.state, state)) {
+    next.steps = [];
+    next.reprovisioning = true;
+  } else if (state !== "provisioning") {
+    next.reprovisioning = false;
+  }
+  return next;
+}
+
+/**
+ * The session with an event taken in (step, state, or lost: `{"message"}`, one of its
+ * containers was killed and the session is broken); the input is not changed.
+ */
 export function applySessionEvent(session, name, data) {
   if (!session || !data || typeof data !== "object") return session;
   if (name === "step") return { ...session, steps: upsertStep(session.steps, data) };
-  if (name === "state" && typeof data.state === "string") return { ...session, state: data.state };
+  if (name === "state" && typeof data.state === "string") {
+    return data.state === session.state ? session : withState(session, data.state);
+  }
+  if (name === "lost") {
+    const problem = typeof data.message === "string" && data.message ? data.message : session.problem ?? null;
+    return { ...withState(session, "broken"), problem };
+  }
   return session;
+}
+
+/**
+ * The session as GET /api/session answered it, over the one the page has. While a
+ * re-provision runs the server still reports the previous run's steps until the new run
+ * ends, so the page keeps the steps its event stream brought (none yet, when it polls).
+ */
+export function mergeSession(current, fetched) {
+  if (!fetched || typeof fetched !== "object") return current;
+  if (!current) return fetched;
+  const rerun = fetched.state === "provisioning"
+    && (current.reprovisioning === true || startsRerun(current.state, "provisioning"));
+  const next = { ...current, ...fetched };
+  if (rerun) {
+    next.steps = current.reprovisioning === true && Array.isArray(current.steps) ? current.steps : [];
+    next.reprovisioning = true;
+  } else {
+    next.reprovisioning = false;
+  }
+  if (next.state !== "broken") next.problem = null;
+  return next;
 }
 
 /** Inserts captured requests, newest first, without duplicates, at most `max`. */

@@ -70,12 +70,59 @@ export function stateText(m) {
   }
 }
 
+/** The kinds of backend instance control runs: a child process, or a Docker container. */
+export const INSTANCE_KINDS = ["process", "container"];
+
 /**
- * Whether the UI offers to kill a member: only backend instances that control runs as child
- * processes (kind "process"); control itself and members from elsewhere ("external") are not
+ * Whether the UI offers to kill a member: only backend instances that control runs (kind
+ * "process" or "container"); control itself and members from elsewhere ("external") are not
  * control's to kill, and it refuses.
  */
-export const canKill = (m) => m.kind === "process";
+export const canKill = (m) => INSTANCE_KINDS.includes(m.kind);
+
+/** A member's kind in words, shown next to it (text, not a colour alone). */
+export function kindText(kind) {
+  switch (kind) {
+    case "process":
+      return "process";
+    case "container":
+      return "container";
+    case "external":
+      return "external";
+    default:
+      return "";
+  }
+}
+
+/** What a member's kind means, for a person (the label's description). */
+export function kindDescription(kind) {
+  switch (kind) {
+    case "process":
+      return "a child process of control";
+    case "container":
+      return "a Docker container control started";
+    case "external":
+      return "not started by control";
+    default:
+      return "";
+  }
+}
+
+/**
+ * Whether a container instance can be asked for: the server starts them only where it has a
+ * Docker engine, which GET /api/options tells through the `docker` provisioner's availability
+ * (its reason when not). `choices` is the normalized options answer.
+ * @returns {{available: boolean, reason: string}}
+ */
+export function containerOffer(choices) {
+  const provisioner = (Array.isArray(choices) ? choices : []).find((c) => c?.field === "provisioner");
+  const docker = provisioner?.options?.find((o) => o?.value === "docker");
+  if (!docker) return { available: false, reason: "this server offers no Docker provisioner" };
+  if (docker.available === false) {
+    return { available: false, reason: typeof docker.reason === "string" && docker.reason ? docker.reason : "Docker is not available on this server" };
+  }
+  return { available: true, reason: "" };
+}
 
 /**
  * Whether the UI offers to add an instance to a pool: only to a pool control runs instances
@@ -102,7 +149,10 @@ export function shapeKey(topology) {
   });
 }
 
-export const addInstancePath = (pool) => `/api/topology/pools/${encodeURIComponent(pool)}/instances`;
+/** POST here to start one more instance in `pool`; `kind` ("process", "container") when given. */
+export const addInstancePath = (pool, kind) =>
+  `/api/topology/pools/${encodeURIComponent(pool)}/instances`
+  + (kind ? `?kind=${encodeURIComponent(kind)}` : "");
 export const killInstancePath = (pool, id) =>
   `/api/topology/pools/${encodeURIComponent(pool)}/instances/${encodeURIComponent(id)}`;
 
