@@ -498,3 +498,74 @@ def test_failover_drill(server, open_browser, shot):
     ok, failed = counter(b, "ok"), counter(b, "failed")
     assert failed == 0, f"{failed} failed requests: {b.text('#traffic-last-error')}"
     assert ok > 0 and ok == counter(b, "sent"), (ok, counter(b, "sent"))
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Re-provision from the header (an embedded session: its SQLite file is made again, empty);
+#    the topology says what each instance runs as
+# --------------------------------------------------------------------------------------------
+
+
+def reprovision_dialog_open(b: Browser) -> bool:
+    return b.js("return document.getElementById('reprovision-dialog').open")
+
+
+def test_reprovision(server, open_browser, shot):
+    b = open_browser()
+    open_page(b, server)
+    code = launch(b, protocol="rest", password_storage="plaintext")
+    exchange(b, "search")
+    check_exchange(add_user(b, "before", "erase-me-please"), status=201, cache="bypass")
+    b.wait(lambda: len(rows(b)) == 1, "the user in the table")
+    assert b.visible("#session-reprovision") and not b.visible("#problem-banner")
+
+    # It erases the data, so it asks first; Cancel leaves everything as it was.
+    b.click("#session-reprovision")
+    b.wait(lambda: reprovision_dialog_open(b), "the confirm dialog")
+    assert "erased" in b.text("#reprovision-dialog-text")
+    shot(b, "confirm")
+    b.click("#reprovision-cancel")
+    b.wait(lambda: not reprovision_dialog_open(b), "the dialog to close")
+    assert b.js("return document.activeElement.id") == "session-reprovision"
+    assert len(rows(b)) == 1 and not b.visible("#problem-banner")
+
+    # Confirmed: the new run's steps, then the same session with an empty database.
+    b.click("#session-reprovision")
+    b.wait(lambda: reprovision_dialog_open(b), "the confirm dialog")
+    b.click("#reprovision-confirm")
+    b.wait(lambda: b.phase() == "ready" and b.visible("#reprovision-done"),
+           "the re-provisioned note", timeout=30)
+    assert not b.visible("#problem-banner")
+    assert "start empty" in b.text("#reprovision-done-message")
+    steps = b.each("#steps li[data-testid=step]", "[e.dataset.name, e.dataset.status]")
+    assert ["remove SQLite file", "done"] in steps, steps
+    assert all(status in ("done", "skipped") for _, status in steps), steps
+    assert b.attr("#session-code", "title") == f"Session {code}", "a new session, not the same one"
+    assert b.attr("#stack-panel", "data-state") == "ready"
+    b.wait(lambda: b.text("#users-summary") == "0 users.", "the console read again: no users")
+    shot(b, "done")
+    x = add_user(b, "after", "fresh-start-1")
+    check_exchange(x, status=201, cache="bypass")
+    assert x["stored"] == "fresh-start-1"
+    status, live = server.admin("GET", "/admin/control/sessions")
+    assert [s["code"] for s in live["sessions"]] == [code], live
+    b.click("#reprovision-dismiss")
+    b.wait(lambda: not b.visible("#reprovision-done"), "the note dismissed")
+
+    # Topology: every instance says what it runs as; a container can be asked for only where
+    # /api/options has Docker (not here), with the server's reason.
+    tab(b, "topology")
+    b.wait(lambda: b.count(f'{RUST_POOL} li[data-testid=member][data-state="healthy"]') == 2,
+           "two healthy rust instances")
+    assert b.each(f"{RUST_POOL} [data-testid=member-kind]", "e.dataset.kind") == ["process"] * 2
+    assert all("process" in t for t in b.each(f"{RUST_POOL} [data-testid=member-kind]", "e.textContent"))
+    assert b.each('section[data-pool="control"] [data-testid=member-kind]', "e.dataset.kind") \
+        == ["external"]
+    _, options = server.public("GET", "/api/options")
+    docker = next(o for c in options["choices"] if c["field"] == "provisioner"
+                  for o in c["options"] if o["value"] == "docker")
+    assert docker["available"] is False
+    assert b.js("return document.getElementById('add-rust-kind-process').checked")
+    assert b.js("return document.getElementById('add-rust-kind-container').disabled")
+    assert b.text("#add-rust-kind-container-why") == f"Not available: {docker['reason']}"
+    shot(b, "topology")
