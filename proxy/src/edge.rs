@@ -675,6 +675,57 @@ fn request_id(h: &HeaderMap) -> HeaderValue {
     HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz) into this module's private header
+/// handling. Not an API: nothing in stacklab calls these.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+        super::request_host(req)
+    }
+
+    pub fn request_id(h: &HeaderMap) -> HeaderValue {
+        super::request_id(h)
+    }
+
+    pub fn header_size<B>(req: &Request<B>) -> usize {
+        super::header_size(req)
+    }
+
+    pub fn is_upgrade(h: &HeaderMap) -> bool {
+        super::is_upgrade(h)
+    }
+
+    pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+        super::strip_hop_by_hop(h)
+    }
+
+    pub fn timing_value(name: &str, d: Duration) -> HeaderValue {
+        super::timing_value(name, d)
+    }
+
+    /// What the member would see: `h` rewritten for a request on `conn` with this session and
+    /// request id.
+    pub fn rewrite_request_headers(
+        h: &mut HeaderMap,
+        uri: &http::Uri,
+        conn: &ConnInfo,
+        session: Option<String>,
+        request_id: HeaderValue,
+        upgrade: bool,
+    ) {
+        let ctx = Ctx {
+            protocol: Protocol::H1,
+            request_id,
+            member: None,
+            upstream: None,
+            session,
+        };
+        super::rewrite_request_headers(h, uri, conn, &ctx, upgrade)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,28 +102,45 @@ async fn follow(
             continue;
         };
         buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line = buf.split_to(nl + 1);
-            let line = &line[..nl];
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue; // keep-alive
-            }
-            let msg: FeedMessage = serde_json::from_slice(line)
-                .map_err(|e| format!("a feed line is not a route update: {e}"))?;
-            let version = msg.version;
-            if let Err(e) = proxy.routing.apply_versioned(msg.update, version) {
-                // A change the table refuses is skipped; the next snapshot repairs any drift.
-                tracing::warn!(version, error = %e, "route feed update refused");
-            }
-            *since = Some(version);
+        let result = apply_lines(&proxy.routing, &mut buf, since);
+        if since.is_some() {
             proxy
                 .feed_synced
                 .send_if_modified(|synced| !std::mem::replace(synced, true));
         }
-        if buf.len() > MAX_FEED_LINE {
-            return Err("a feed line is too long".into());
-        }
+        result?;
     }
+}
+
+/// Applies every whole line in `buf` to the table, leaving an unfinished last line in it;
+/// `since` becomes the version of the last line applied. Blank lines are keep-alives. A line
+/// that is not a [`FeedMessage`], or an unfinished one longer than [`MAX_FEED_LINE`], is an
+/// error (the follower drops the connection and resumes from `since`); an update the table
+/// refuses is skipped. Separate from the connection so the fuzz targets in `fuzz/` drive it.
+pub fn apply_lines(
+    routing: &crate::table::Routing,
+    buf: &mut BytesMut,
+    since: &mut Option<u64>,
+) -> Result<(), String> {
+    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+        let line = buf.split_to(nl + 1);
+        let line = &line[..nl];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue; // keep-alive
+        }
+        let msg: FeedMessage = serde_json::from_slice(line)
+            .map_err(|e| format!("a feed line is not a route update: {e}"))?;
+        let version = msg.version;
+        if let Err(e) = routing.apply_versioned(msg.update, version) {
+            // A change the table refuses is skipped; the next snapshot repairs any drift.
+            tracing::warn!(version, error = %e, "route feed update refused");
+        }
+        *since = Some(version);
+    }
+    if buf.len() > MAX_FEED_LINE {
+        return Err("a feed line is too long".into());
+    }
+    Ok(())
 }
 
 /// The sessions used (by a request on a `touches_session` route) after `since_ms` on the

@@ -193,6 +193,14 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Entry point for the fuzz targets in `fuzz/` (cargo-fuzz). Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub fn clean_path(path: &str) -> Option<String> {
+        super::clean_path(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
