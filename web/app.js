@@ -85,6 +85,8 @@ const app = {
   slidingMs: DEFAULT_WINDOW_MS,
   // This page's re-provision: its request running, why it was refused, that it succeeded.
   rp: { busy: false, error: "", done: false },
+  // A `state: broken` event came without its `lost` yet (see onEvent).
+  awaitingWords: false,
 };
 const RP_IDLE = { busy: false, error: "", done: false };
 
@@ -235,7 +237,7 @@ function renderSession() {
  * read out again at every poll.
  */
 function renderBanner() {
-  const b = problemBanner(app.session, app.rp);
+  const b = problemBanner(app.session, { ...app.rp, awaitingWords: app.awaitingWords });
   const problem = b && b.kind !== "done" ? b : null;
   const banner = byId("problem-banner");
   const key = problem ? JSON.stringify(problem) : "";
@@ -319,10 +321,20 @@ function onEvent(name, data) {
       if (!app.session) return;
       const before = app.session;
       app.session = applySessionEvent(app.session, name, data);
+      const changed = app.session.state !== before.state;
+      // A `state: broken` comes just before the `lost` that says why: the banner waits for
+      // those words (or for the session's answer, which has them) so it is read out once.
+      if (changed) app.awaitingWords = app.session.state === "broken" && !app.session.problem;
       renderSession();
-      if (app.session.state !== before.state) {
+      if (changed) {
         go({ type: "state", state: app.session.state });
-        refreshSession(); // the whole session: every step, and the expiry as the server has it
+        // The whole session: every step, and the expiry as the server has it.
+        refreshSession().finally(() => {
+          if (app.awaitingWords) {
+            app.awaitingWords = false;
+            renderBanner();
+          }
+        });
         if (app.session.state === "ready" && !before.reprovisioning) announce("Your stack is ready.");
         if (app.session.state === "failed") announce("Setting up the stack failed; see the steps.");
         afterStateChange(before);

@@ -25,6 +25,10 @@ test("a broken session whose message has not come yet still gets a banner", () =
   assert.equal(problemBanner({ state: "broken" }).message, DEFAULT_PROBLEM);
   assert.equal(problemBanner({ state: "broken", problem: "  " }).message, DEFAULT_PROBLEM);
   assert.equal(problemBanner({ state: "broken", problem: null }).message, DEFAULT_PROBLEM);
+  // Right after `state: broken`, with its `lost` on the way: nothing yet, so the alert is
+  // read once, with the server's words; the words win as soon as they are known.
+  assert.equal(problemBanner({ state: "broken" }, { awaitingWords: true }), null);
+  assert.equal(problemBanner({ state: "broken", problem: LOST }, { awaitingWords: true }).message, LOST);
 });
 
 test("while a re-provision runs the banner says so and offers nothing to press", () => {

@@ -23,8 +23,10 @@ export function canReprovision(session, busy = false) {
 /**
  * The banner for a session, or null when there is none to show.
  * @param {object|null} session the session as the page has it (state, problem, reprovisioning)
- * @param {{busy?: boolean, error?: string, done?: boolean}} rp the page's own re-provision:
- *   busy while its request runs, error when it was refused, done once it succeeded
+ * @param {{busy?: boolean, error?: string, done?: boolean, awaitingWords?: boolean}} rp the
+ *   page's own re-provision: busy while its request runs, error when it was refused, done once
+ *   it succeeded; awaitingWords: a `state: broken` event came and its `lost` (the server's
+ *   words) is on its way, so no banner yet (an alert read out once, with the real message)
  * @returns {null | {kind: "broken"|"reprovisioning"|"done", tone: "bad"|"warn"|"good",
  *   title: string, message: string, note: string, error: string, actions: string[]}}
  *   actions name the buttons to offer: "reprovision", "new-session", "dismiss".
@@ -44,6 +46,8 @@ export function problemBanner(session, rp = {}) {
     };
   }
   if (session.state === "broken") {
+    const known = typeof session.problem === "string" && session.problem.trim() !== "";
+    if (!known && rp.awaitingWords) return null;
     const problem = typeof session.problem === "string" && session.problem.trim() ? session.problem.trim() : DEFAULT_PROBLEM;
     return {
       kind: "broken",
