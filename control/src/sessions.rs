@@ -491,6 +491,7 @@ impl Control {
             if matches!(i.state, "ready" | "broken") {
                 i.state = "provisioning";
                 i.problem = None;
+                i.steps.clear();
                 i.provisioning_since_ms = self.clock.now_ms();
             }
         });
