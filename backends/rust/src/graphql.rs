@@ -1,9 +1,11 @@
 //! GraphQL over the same service as REST: queries `users(q, limit, offset)` and `user(id)`,
 //! mutations `createUser`, `updateUser`, `deleteUser`, `verifyPassword`.
 //!
-//! Depth and complexity are limited so one query cannot fan out without end (an alias bomb
-//! asking for `users` a thousand times is refused before it runs). Errors carry the REST
-//! error's `code` and `field` in `extensions`.
+//! Depth, complexity and the number of fields are limited so one query cannot fan out without
+//! end (an alias bomb asking for `users` a thousand times is refused before it runs, and so is
+//! one asking for `__typename` thousands of times, which complexity does not count). Errors
+//! carry the REST error's `code` and `field` in `extensions`; a request refused before anything
+//! ran is answered `400` by the HTTP layer.
 
 use crate::error::ApiError;
 use crate::service::{CreateUser, Page, Session, Trace, UpdateUser, User};
@@ -16,6 +18,9 @@ use std::sync::Arc;
 pub const MAX_DEPTH: usize = 6;
 /// Complexity (fields, with lists weighted) a query may have.
 pub const MAX_COMPLEXITY: usize = 200;
+/// Field selections (aliases included, `__typename` included) a query document may write out,
+/// over all its operations and fragments.
+pub const MAX_FIELDS: usize = 500;
 
 pub type UsersSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -23,7 +28,65 @@ pub fn schema() -> UsersSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(FieldLimit(MAX_FIELDS))
         .finish()
+}
+
+/// Refuses a document that writes out more than this many field selections, as soon as it is
+/// parsed (complexity does not count introspection fields such as `__typename`).
+struct FieldLimit(usize);
+
+impl async_graphql::extensions::ExtensionFactory for FieldLimit {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(FieldLimit(self.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for FieldLimit {
+    async fn parse_query(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let fields = doc
+            .operations
+            .iter()
+            .map(|(_, op)| count_fields(&op.node.selection_set.node))
+            .chain(
+                doc.fragments
+                    .values()
+                    .map(|f| count_fields(&f.node.selection_set.node)),
+            )
+            .sum::<usize>();
+        if fields > self.0 {
+            return Err(async_graphql::ServerError::new(
+                format!(
+                    "the query selects {fields} fields (aliases included); at most {} are allowed",
+                    self.0
+                ),
+                None,
+            ));
+        }
+        Ok(doc)
+    }
+}
+
+/// Field selections written out in a selection set, nested ones included (the parser bounds
+/// the nesting, so the recursion is bounded too).
+fn count_fields(set: &async_graphql::parser::types::SelectionSet) -> usize {
+    use async_graphql::parser::types::Selection;
+    set.items
+        .iter()
+        .map(|s| match &s.node {
+            Selection::Field(f) => 1 + count_fields(&f.node.selection_set.node),
+            Selection::InlineFragment(i) => count_fields(&i.node.selection_set.node),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
 }
 
 #[derive(SimpleObject)]

@@ -369,5 +369,27 @@ async fn graphql(
         .schema
         .execute(request.data(session).data(Arc::clone(trace)))
         .await;
+    // Refused before anything ran (a parse or validation error, a depth, complexity or field
+    // limit): no error has a path, there is no data. The request itself is bad, so HTTP says
+    // so (as GraphQL over HTTP has it), and the body carries GraphQL's `errors` beside the API's
+    // usual `error`. Errors of fields that ran keep GraphQL's 200.
+    if response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+    {
+        let mut v =
+            serde_json::to_value(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let first = &response.errors[0].message;
+        let more = match response.errors.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        let refused = ApiError::invalid(
+            "query",
+            format!("the GraphQL request was refused before it ran: {first}{more}; fix the query and send it again"),
+        );
+        v["error"] = serde_json::to_value(refused.body().error).unwrap_or_default();
+        return ok(StatusCode::BAD_REQUEST, &v);
+    }
     ok(StatusCode::OK, &response)
 }

@@ -50,6 +50,17 @@ fn refused(r: &Answer, status: u16, what: &str) {
     );
 }
 
+/// [`refused`], collecting what is wrong instead of stopping at the first case.
+fn check(r: &Answer, status: u16, what: &str, failures: &mut Vec<String>) {
+    if let Err(e) = std::panic::catch_unwind(|| refused(r, status, what)) {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| format!("{what}: failed"));
+        failures.push(msg.chars().take(400).collect());
+    }
+}
+
 /// The usernames a session's search lists.
 async fn usernames(b: &Browser) -> Vec<String> {
     usernames_with(b, &[]).await
@@ -868,5 +879,315 @@ async fn static_traversal_forged_addresses_and_the_admin_api_are_refused() {
     assert_eq!(up.control.registry.sessions().await.unwrap().len(), 3);
     assert_eq!(up.control.sessions.len(), 3);
     assert!(up.control.instances.list().is_empty());
+    up.shutdown().await.unwrap();
+}
+
+/// A GraphQL request body.
+fn gql(query: &str, variables: Value) -> Vec<u8> {
+    json!({"query": query, "variables": variables})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_and_graphql_bombs_are_refused_and_change_nothing() {
+    let dir = temp_dir("hostile-bodies");
+    let data = dir.join("data");
+    let up = start_up(&dir, 1, |cfg, _| {
+        cfg.limits.max_body_bytes = 256 * 1024;
+    })
+    .await;
+    let port = up.addrs.edge.port();
+    let mut a = Browser::new(&data, port);
+    let code = new_session(&mut a, json!({"password_storage": "plaintext"})).await;
+    new_user(&mut a, "ann").await;
+    new_user(&mut a, "abe").await;
+    let db = session_db_url(&data, &code, None);
+    let before = db_snapshot(&db).await;
+    let pids = instance_pids(&up);
+    let sessions_before = up.control.registry.sessions().await.unwrap().len();
+
+    let user = br#"{"username":"mal","email":"mal@example.com","password":"longenough"}"#;
+    let nested = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let deep_object = format!(
+        r#"{{"username":"mal","email":"mal@example.com","password":"longenough","full_name":{}1{}}}"#,
+        "{\"a\":".repeat(5_000),
+        "}".repeat(5_000)
+    );
+    let over_backend = format!(
+        r#"{{"username":"mal","email":"mal@example.com","password":"longenough","full_name":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    let over_proxy = format!(
+        r#"{{"username":"mal","email":"mal@example.com","password":"longenough","full_name":"{}"}}"#,
+        "x".repeat(300 * 1024)
+    );
+    /// What the case is, method, path, content type ("" for none), body, status.
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a str, Vec<u8>, u16);
+    let mut cases: Vec<Case> = Vec::new();
+    for (method, path) in [
+        ("POST", "/api/users"),
+        ("PATCH", "/api/users/1"),
+        ("POST", "/api/users/1/verify-password"),
+        ("PUT", "/api/cache/policy"),
+        ("POST", "/api/analysis/benchmark"),
+        ("POST", "/graphql"),
+        ("POST", "/api/sessions"),
+        ("POST", "/api/bugs"),
+    ] {
+        cases.extend([
+            (
+                "invalid UTF-8",
+                method,
+                path,
+                "application/json",
+                b"{\"username\":\"b\xff\xfe\"}".to_vec(),
+                400,
+            ),
+            (
+                "a lone surrogate",
+                method,
+                path,
+                "application/json",
+                br#"{"username":"\udc00"}"#.to_vec(),
+                400,
+            ),
+            (
+                "not JSON",
+                method,
+                path,
+                "application/json",
+                b"username=mal".to_vec(),
+                400,
+            ),
+            (
+                "cut-off JSON",
+                method,
+                path,
+                "application/json",
+                br#"{"username":"#.to_vec(),
+                400,
+            ),
+            (
+                "JSON that is not an object",
+                method,
+                path,
+                "application/json",
+                b"[1,2,3]".to_vec(),
+                400,
+            ),
+            (
+                "a JSON string",
+                method,
+                path,
+                "application/json",
+                br#""{}""#.to_vec(),
+                400,
+            ),
+            (
+                "nesting past any parser",
+                method,
+                path,
+                "application/json",
+                nested.clone().into_bytes(),
+                400,
+            ),
+            ("text/plain", method, path, "text/plain", user.to_vec(), 415),
+            ("no content type", method, path, "", user.to_vec(), 415),
+            (
+                "a form",
+                method,
+                path,
+                "application/x-www-form-urlencoded",
+                b"username=mal&password=longenough".to_vec(),
+                415,
+            ),
+            (
+                "multipart",
+                method,
+                path,
+                "multipart/form-data; boundary=x",
+                b"--x\r\n\r\nmal\r\n--x--".to_vec(),
+                415,
+            ),
+            (
+                "XML",
+                method,
+                path,
+                "application/xml",
+                b"<user><username>mal</username></user>".to_vec(),
+                415,
+            ),
+            (
+                "past the proxy's body limit",
+                method,
+                path,
+                "application/json",
+                over_proxy.clone().into_bytes(),
+                413,
+            ),
+        ]);
+    }
+    for (method, path) in [
+        ("POST", "/api/users"),
+        ("PATCH", "/api/users/1"),
+        ("POST", "/api/users/1/verify-password"),
+        ("PUT", "/api/cache/policy"),
+        ("POST", "/api/analysis/benchmark"),
+        ("POST", "/graphql"),
+    ] {
+        cases.extend([
+            (
+                "past the backend's body limit",
+                method,
+                path,
+                "application/json",
+                over_backend.clone().into_bytes(),
+                413,
+            ),
+            (
+                "a deep object",
+                method,
+                path,
+                "application/json",
+                deep_object.clone().into_bytes(),
+                400,
+            ),
+        ]);
+    }
+    cases.extend([
+        ("a duplicated key", "POST", "/api/users", "application/json", br#"{"username":"mal","username":"ann","email":"mal@example.com","password":"longenough"}"#.to_vec(), 400),
+        ("a huge number", "POST", "/api/users", "application/json", br#"{"username":"mal","email":"mal@example.com","password":"longenough","full_name":1e999999}"#.to_vec(), 400),
+        ("an unknown field", "PATCH", "/api/users/1", "application/json", br#"{"is_admin":true}"#.to_vec(), 400),
+        ("a NUL in a username", "POST", "/api/users", "application/json", br#"{"username":"ma\u0000l","email":"mal@example.com","password":"longenough"}"#.to_vec(), 400),
+        ("a NUL in a full name", "PATCH", "/api/users/1", "application/json", br#"{"full_name":"a\u0000b"}"#.to_vec(), 400),
+        ("a benchmark past its bound", "POST", "/api/analysis/benchmark", "application/json", br#"{"reads":100000000,"writes":100000000}"#.to_vec(), 400),
+        ("a negative benchmark", "POST", "/api/analysis/benchmark", "application/json", br#"{"reads":-1,"writes":1}"#.to_vec(), 400),
+        ("a GraphQL batch", "POST", "/graphql", "application/json", br#"[{"query":"{ users { total } }"}]"#.to_vec(), 400),
+        ("a query that is not text", "POST", "/graphql", "application/json", br#"{"query":5}"#.to_vec(), 400),
+        ("no query", "POST", "/graphql", "application/json", br#"{"variables":{}}"#.to_vec(), 400),
+        ("variables that are not an object", "POST", "/graphql", "application/json", br#"{"query":"{ users { total } }","variables":"x"}"#.to_vec(), 400),
+        ("a bug report too long", "POST", "/api/bugs", "application/json", format!(r#"{{"title":"t","description":"{}"}}"#, "d".repeat(60_000)).into_bytes(), 400),
+    ]);
+    let mut failures = Vec::new();
+    for (what, method, path, ct, body, status) in cases {
+        let r = a
+            .request(method, path, &[], Some((ct, body)))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {method} {path}: {e}"));
+        check(
+            &r,
+            status,
+            &format!("{what}: {method} {path}"),
+            &mut failures,
+        );
+    }
+
+    // GraphQL bombs: refused by the limits before anything runs, in JSON, as a 400.
+    let aliases: String = (0..300)
+        .map(|i| format!("a{i}: users {{ total }} "))
+        .collect();
+    let cheap_aliases: String = (0..2500).map(|i| format!("t{i}: __typename ")).collect();
+    let deep_introspection = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }";
+    let mut fragments = String::from("query { ...F0 }\n");
+    for i in 0..40 {
+        fragments.push_str(&format!(
+            "fragment F{i} on Query {{ users {{ total }} ...F{n} ...F{n} }}\n",
+            n = i + 1
+        ));
+    }
+    fragments.push_str("fragment F40 on Query { users { total } }\n");
+    let cycle = "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
+    let braces = format!(
+        "{{{}{}",
+        "users { items { ".repeat(1_500),
+        "}".repeat(3_001)
+    );
+    let directives: String = (0..2000).map(|_| "@include(if: true) ").collect();
+    let directive_bomb = format!("{{ users {directives} {{ total }} }}");
+    let bombs: Vec<(&str, String)> = vec![
+        ("an alias bomb", format!("{{ {aliases} }}")),
+        (
+            "an alias bomb of cheap fields",
+            format!("{{ {cheap_aliases} }}"),
+        ),
+        ("deep introspection", deep_introspection.to_owned()),
+        ("a fragment bomb", fragments),
+        ("a fragment cycle", cycle.to_owned()),
+        ("nesting past the parser", braces),
+        ("a directive bomb", directive_bomb),
+        ("not GraphQL", "SELECT * FROM users".to_owned()),
+        ("an unknown field", "{ users { password } }".to_owned()),
+        (
+            "a mutation hidden in a query",
+            "{ deleteUser(id: 1) }".to_owned(),
+        ),
+        (
+            "a subscription",
+            "subscription { users { total } }".to_owned(),
+        ),
+    ];
+    for (what, query) in bombs {
+        let r = a
+            .request(
+                "POST",
+                "/graphql",
+                &[],
+                Some(("application/json", gql(&query, json!({})))),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        check(&r, 400, what, &mut failures);
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        if !(v["errors"][0]["message"].is_string() && v["data"].is_null()) {
+            let v: String = v.to_string().chars().take(300).collect();
+            failures.push(format!("{what}: GraphQL's own errors are not kept: {v}"));
+        }
+    }
+    // A variable of the wrong type is refused before the mutation runs.
+    let r = a
+        .request(
+            "POST",
+            "/graphql",
+            &[],
+            Some((
+                "application/json",
+                gql(
+                    "mutation($id: Int!) { deleteUser(id: $id) }",
+                    json!({"id": {"$gt": 0}}),
+                ),
+            )),
+        )
+        .await
+        .unwrap();
+    check(&r, 400, "an operator as an Int variable", &mut failures);
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Still serving, nothing changed, no instance died, no session made or lost.
+    assert_eq!(usernames(&a).await, ["ann", "abe"]);
+    let r = a
+        .request(
+            "POST",
+            "/graphql",
+            &[],
+            Some(("application/json", gql("{ users { total } }", json!({})))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, &r.json()["data"]["users"]["total"]),
+        (200, &json!(2))
+    );
+    assert_eq!(db_snapshot(&db).await, before, "the rows are as they were");
+    assert_eq!(instance_pids(&up), pids, "no backend instance died");
+    assert_eq!(
+        up.control.registry.sessions().await.unwrap().len(),
+        sessions_before
+    );
     up.shutdown().await.unwrap();
 }

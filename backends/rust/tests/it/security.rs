@@ -159,11 +159,12 @@ async fn graphql_depth_and_alias_bombs_are_refused() {
     let backend = Backend::start().await;
     backend.stacks.insert(stack.descriptor.clone());
     let api = Api::new(&backend, &stack.descriptor.session);
-    let aliases: String = (0..300)
+    let aliases: String = (0..150)
         .map(|i| format!("a{i}: users {{ total }} "))
         .collect();
     let r = api.graphql(&format!("{{ {aliases} }}"), json!({})).await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 400, "refused before it ran: {:?}", r.body);
+    assert_eq!(r.field(), "query");
     assert!(
         r.body["errors"][0]["message"]
             .as_str()
@@ -174,6 +175,22 @@ async fn graphql_depth_and_alias_bombs_are_refused() {
         r.body
     );
     assert!(r.body["data"].is_null());
+    // Fields complexity does not count are limited by number.
+    let typenames: String = (0..600).map(|i| format!("t{i}: __typename ")).collect();
+    let r = api.graphql(&format!("{{ {typenames} }}"), json!({})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("600 fields"),
+        "{:?}",
+        r.body
+    );
+    // Errors of fields that ran keep GraphQL's 200.
+    let r = api.graphql("{ user(id: 999) { id } }", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["errors"][0]["extensions"]["code"], "not_found");
     let r = api.call("GET", "/graphql", None).await;
     assert_eq!(r.status, 200, "GraphiQL is served");
 }
