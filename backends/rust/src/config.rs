@@ -130,6 +130,14 @@ impl Limits {
                 ),
             ));
         }
+        // PostgreSQL text cannot hold NUL, and bcrypt stops reading at one: refused everywhere
+        // alike rather than stored on one engine and a 503 on another.
+        if v.contains('\0') {
+            return Err(ApiError::invalid(
+                "password",
+                "a password cannot contain the NUL character",
+            ));
+        }
         Ok(())
     }
 
@@ -175,6 +183,7 @@ mod tests {
         }
         assert!(l.password("short").is_err());
         assert!(l.password(&"x".repeat(73)).is_err());
+        assert!(l.password("long enough\0but NUL").is_err());
         assert!(l.password("long enough").is_ok());
     }
 }

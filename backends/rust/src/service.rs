@@ -431,6 +431,13 @@ impl Session {
                         ),
                     ));
                 }
+                if q.contains('\0') {
+                    // No row can hold it (see `Limits::password`), and PostgreSQL refuses it.
+                    return Err(ApiError::invalid(
+                        "q",
+                        "search text cannot contain the NUL character",
+                    ));
+                }
                 let lower = q.to_lowercase();
                 let email_index = self.crypto.as_ref().map(|c| c.index(&lower));
                 Search::Text { lower, email_index }

@@ -558,14 +558,15 @@ pub async fn db_snapshot(url: &str) -> Vec<String> {
     .fetch_all(&mut conn)
     .await
     .unwrap();
+    // Columns are joined by the ASCII unit separator, which no accepted input holds.
     for r in rows {
         let mut line = r.get::<i64, _>(0).to_string();
         for i in 1..7 {
-            line.push('|');
+            line.push('\u{1f}');
             line.push_str(&r.get::<String, _>(i));
         }
         for i in 7..9 {
-            line.push('|');
+            line.push('\u{1f}');
             line.push_str(&r.get::<i64, _>(i).to_string());
         }
         out.push(line);

@@ -1191,3 +1191,390 @@ async fn malformed_bodies_and_graphql_bombs_are_refused_and_change_nothing() {
     );
     up.shutdown().await.unwrap();
 }
+
+/// SQL that would do harm if it were ever spliced into a statement, and MongoDB operators
+/// written as text: each must be stored and shown exactly as sent, or refused by its field.
+const INJECTIONS: &[&str] = &[
+    "' OR 1=1 --",
+    "' OR '1'='1",
+    "\"; DROP TABLE users; --",
+    "'; DELETE FROM users; --",
+    "Robert'); DROP TABLE users;--",
+    "1; UPDATE users SET password='x' --",
+    "' UNION SELECT username, password FROM users --",
+    "admin'--",
+    "x' AND SLEEP(5) AND 'a'='a",
+    "'; SELECT pg_sleep(5); --",
+    "\\'; DROP TABLE users; --",
+    "%' OR '%'='",
+    "%_%",
+    "!%!_!",
+    "`users`",
+    "{\"$gt\": \"\"}",
+    "{\"$ne\": null}",
+    "{\"$where\": \"sleep(5000) || true\"}",
+    "$where",
+    "'; return true; var x='",
+    "{\"$regex\": \".*\"}",
+    "ünïcödé ✓ 𝄞",
+    "nul\u{0}byte",
+];
+
+/// What a session's test stack is called, its choices, and the administrator's URL of its
+/// database server (`None`: an embedded SQLite file).
+type Target = (&'static str, Value, Option<String>);
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_is_stored_as_text_or_refused_on_every_database() {
+    let pg = engine("STACKLAB_TEST_POSTGRES_URL");
+    let redis = engine("STACKLAB_TEST_REDIS_URL");
+    let my = engine("STACKLAB_TEST_MYSQL_URL");
+    let memcached = engine("STACKLAB_TEST_MEMCACHED_ADDR");
+    let dir = temp_dir("hostile-inject");
+    let data = dir.join("data");
+    let (pg2, redis2, my2, mc2) = (pg.clone(), redis.clone(), my.clone(), memcached.clone());
+    let up = start_up(&dir, 1, move |_, c| {
+        c.shared.postgres_url = pg2.map(stacklab_types::Secret::new);
+        c.shared.redis_url = redis2.map(stacklab_types::Secret::new);
+        c.shared.mysql_url = my2.map(stacklab_types::Secret::new);
+        c.shared.memcached_addr = mc2;
+    })
+    .await;
+    let port = up.addrs.edge.port();
+    let mut targets: Vec<Target> = vec![(
+        "embedded SQLite",
+        json!({"password_storage": "plaintext"}),
+        None,
+    )];
+    if let (Some(pg), Some(_)) = (&pg, &redis) {
+        targets.push((
+            "shared PostgreSQL + Redis",
+            json!({"provisioner": "shared", "database": "postgres", "cache": "redis", "password_storage": "plaintext", "write_policy": "write-through"}),
+            Some(pg.clone()),
+        ));
+    }
+    if let (Some(my), Some(_)) = (&my, &memcached) {
+        targets.push((
+            "shared MariaDB + Memcached",
+            json!({"provisioner": "shared", "database": "mysql", "cache": "memcached", "password_storage": "plaintext"}),
+            Some(my.clone()),
+        ));
+    }
+    let pids = instance_pids(&up);
+    let mut failures: Vec<String> = Vec::new();
+    for (label, choices, admin_url) in targets {
+        let mut b = Browser::new(&data, port);
+        let code = new_session(&mut b, choices).await;
+        let base1 = new_user(&mut b, "base1").await;
+        new_user(&mut b, "base2").await;
+        let db = session_db_url(&data, &code, admin_url.as_deref());
+        let before = db_snapshot(&db).await;
+        let post = |path: &str, body: Value| {
+            let b = b.clone();
+            let path = path.to_owned();
+            async move {
+                b.request(
+                    "POST",
+                    &path,
+                    &[],
+                    Some(("application/json", body.to_string().into_bytes())),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let gql_call = |query: &'static str, variables: Value| {
+            let b = b.clone();
+            async move {
+                b.request(
+                    "POST",
+                    "/graphql",
+                    &[],
+                    Some(("application/json", gql(query, variables))),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let mut stored_names: Vec<String> = vec![String::new()];
+        for (i, p) in INJECTIONS.iter().enumerate() {
+            let what = |field: &str| format!("{label}: {field} = {p:?}");
+            let password = format!("pw {p} pw");
+            // As a full name and a password: text, kept verbatim (or refused by its field).
+            let r = post(
+                "/api/users",
+                json!({"username": format!("inj{i}"), "email": format!("inj{i}@example.com"),
+                       "password": password, "full_name": p}),
+            )
+            .await;
+            if r.status == 201 {
+                let u = r.json();
+                if u["full_name"] != *p || u["stored_password"] != password.as_str() {
+                    failures.push(format!("{}: not stored verbatim: {u}", what("full_name")));
+                }
+                stored_names.push((*p).to_owned());
+                let id = u["id"].as_i64().unwrap();
+                let got = b
+                    .request("GET", &format!("/api/users/{id}"), &[], None)
+                    .await
+                    .unwrap();
+                if got.status != 200 || got.json()["full_name"] != *p {
+                    failures.push(format!(
+                        "{}: read back as {}",
+                        what("full_name"),
+                        got.text()
+                    ));
+                }
+                let ok = post(
+                    &format!("/api/users/{id}/verify-password"),
+                    json!({"password": password}),
+                )
+                .await;
+                let bad = post(
+                    &format!("/api/users/{id}/verify-password"),
+                    json!({"password": p}),
+                )
+                .await;
+                if ok.status != 200 || ok.json()["ok"] != true || bad.json()["ok"] != false {
+                    failures.push(format!(
+                        "{}: verify-password {} / {}",
+                        what("password"),
+                        ok.text(),
+                        bad.text()
+                    ));
+                }
+            } else {
+                check(&r, 400, &what("full_name and password"), &mut failures);
+            }
+            // As a username and in an email address: refused by the field's rules, or kept.
+            for (field, body) in [
+                (
+                    "username",
+                    json!({"username": p, "email": format!("u{i}@example.com"), "password": "longenough"}),
+                ),
+                (
+                    "email",
+                    json!({"username": format!("em{i}"), "email": format!("{p}@example.com"), "password": "longenough"}),
+                ),
+            ] {
+                let r = post("/api/users", body.clone()).await;
+                match r.status {
+                    201 => {
+                        if r.json()[field] != body[field] {
+                            failures.push(format!("{}: stored as {}", what(field), r.text()));
+                        }
+                    }
+                    _ => {
+                        check(&r, 400, &what(field), &mut failures);
+                        if r.status == 400 && r.field() != field {
+                            failures.push(format!("{}: refusal names {}", what(field), r.text()));
+                        }
+                    }
+                }
+            }
+            // As a search: only rows that hold the text.
+            let r = b
+                .request(
+                    "GET",
+                    &format!("/api/users?limit=100&q={}", urlencode(p)),
+                    &[],
+                    None,
+                )
+                .await
+                .unwrap();
+            if r.status == 200 {
+                let needle = p.trim().to_lowercase();
+                for u in r.json()["items"].as_array().unwrap() {
+                    let hay = format!("{} {}", u["username"], u["email"]).to_lowercase();
+                    if !hay.contains(&needle) {
+                        failures.push(format!("{}: search found {u}", what("q")));
+                    }
+                }
+            } else {
+                check(&r, 400, &what("q"), &mut failures);
+            }
+            // As a change of a full name.
+            let r = b
+                .request(
+                    "PATCH",
+                    &format!("/api/users/{}", base1["id"]),
+                    &[],
+                    Some((
+                        "application/json",
+                        json!({"full_name": p}).to_string().into_bytes(),
+                    )),
+                )
+                .await
+                .unwrap();
+            if r.status == 200 {
+                if r.json()["full_name"] != *p {
+                    failures.push(format!(
+                        "{}: patched as {}",
+                        what("PATCH full_name"),
+                        r.text()
+                    ));
+                }
+            } else {
+                check(&r, 400, &what("PATCH full_name"), &mut failures);
+            }
+            // Through GraphQL, as variables.
+            let r = gql_call(
+                "mutation($u: String!, $e: String!, $p: String!, $f: String) { createUser(input: {username: $u, email: $e, password: $p, fullName: $f}) { id fullName storedPassword } }",
+                json!({"u": format!("gq{i}"), "e": format!("gq{i}@example.com"), "p": password, "f": p}),
+            )
+            .await;
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            if r.status != 200
+                || (v["data"]["createUser"]["fullName"] != *p
+                    && v["errors"][0]["extensions"]["code"] != "invalid")
+            {
+                failures.push(format!(
+                    "{}: GraphQL createUser: {} {}",
+                    what("fullName"),
+                    r.status,
+                    r.text()
+                ));
+            }
+            let r = gql_call(
+                "query($q: String) { users(q: $q, limit: 100) { items { username email } } }",
+                json!({"q": p}),
+            )
+            .await;
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let needle = p.trim().to_lowercase();
+            match v["data"]["users"]["items"].as_array() {
+                Some(items) => {
+                    for u in items {
+                        let hay = format!("{} {}", u["username"], u["email"]).to_lowercase();
+                        if !hay.contains(&needle) {
+                            failures.push(format!("{}: GraphQL search found {u}", what("q")));
+                        }
+                    }
+                }
+                None if v["errors"][0]["extensions"]["code"] == "invalid" => {}
+                None => failures.push(format!("{}: GraphQL search: {}", what("q"), r.text())),
+            }
+        }
+        // MongoDB operators as JSON values, where text is expected: refused, never a match.
+        for field in ["username", "email", "password", "full_name"] {
+            let mut body =
+                json!({"username": "opx", "email": "opx@example.com", "password": "longenough"});
+            body[field] = json!({"$gt": ""});
+            check(
+                &post("/api/users", body).await,
+                400,
+                &format!("{label}: {field} as an operator"),
+                &mut failures,
+            );
+            let r = b
+                .request(
+                    "PATCH",
+                    &format!("/api/users/{}", base1["id"]),
+                    &[],
+                    Some((
+                        "application/json",
+                        json!({field: {"$ne": null}}).to_string().into_bytes(),
+                    )),
+                )
+                .await
+                .unwrap();
+            check(
+                &r,
+                400,
+                &format!("{label}: PATCH {field} as an operator"),
+                &mut failures,
+            );
+        }
+        let r = post(
+            &format!("/api/users/{}/verify-password", base1["id"]),
+            json!({"password": {"$ne": null}}),
+        )
+        .await;
+        check(
+            &r,
+            400,
+            &format!("{label}: verify-password with an operator"),
+            &mut failures,
+        );
+        let r = gql_call(
+            "mutation($f: String) { updateUser(id: 1, input: {fullName: $f}) { id } }",
+            json!({"f": {"$gt": ""}}),
+        )
+        .await;
+        check(
+            &r,
+            400,
+            &format!("{label}: GraphQL operator variable"),
+            &mut failures,
+        );
+        for path in [
+            "/api/users/1%20OR%201=1",
+            "/api/users/1;DROP%20TABLE%20users",
+            "/api/users?limit=1;DROP%20TABLE%20users",
+            "/api/users?offset=-1",
+            "/api/users?limit=1e9",
+        ] {
+            let r = b.request("GET", path, &[], None).await.unwrap();
+            check(&r, 400, &format!("{label}: GET {path}"), &mut failures);
+        }
+
+        // The rows: the first two as they were (base1's full name aside), every other row new,
+        // every full name one of the texts sent, the same tables.
+        let after = db_snapshot(&db).await;
+        let tables = |s: &[String]| {
+            s.iter()
+                .filter(|l| l.starts_with("table "))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        if tables(&after) != tables(&before) {
+            failures.push(format!(
+                "{label}: tables changed: {:?} → {:?}",
+                tables(&before),
+                tables(&after)
+            ));
+        }
+        let rows_before: Vec<&String> =
+            before.iter().filter(|l| !l.starts_with("table ")).collect();
+        let rows_after: Vec<&String> = after.iter().filter(|l| !l.starts_with("table ")).collect();
+        if rows_after.len() < rows_before.len() || rows_after[1] != rows_before[1] {
+            failures.push(format!("{label}: base2 changed or rows went missing"));
+        }
+        let cols = |l: &str| l.split('\u{1f}').map(str::to_owned).collect::<Vec<_>>();
+        let (b1, a1) = (cols(rows_before[0]), cols(rows_after[0]));
+        if b1[..5] != a1[..5] || b1[6] != a1[6] {
+            failures.push(format!(
+                "{label}: base1 changed beyond its full name: {a1:?}"
+            ));
+        }
+        for row in &rows_after[2..] {
+            let c = cols(row);
+            if !stored_names.iter().any(|n| n == &c[5]) && !INJECTIONS.contains(&c[5].as_str()) {
+                failures.push(format!("{label}: a row not made by this test: {row}"));
+            }
+        }
+        assert_eq!(usernames(&b).await[..2], ["base1", "base2"]);
+        let r = b.send("DELETE", "/api/session", None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(instance_pids(&up), pids, "no backend instance died");
+    up.shutdown().await.unwrap();
+}
