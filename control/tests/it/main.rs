@@ -13,5 +13,6 @@ mod binary;
 mod docker;
 mod helpers;
 mod hostile;
+mod isolation;
 mod lifecycle;
 mod shared;
