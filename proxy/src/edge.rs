@@ -598,8 +598,15 @@ fn rewrite_request_headers(
             h.insert(header::HOST, header_value(authority.as_str()));
         }
     }
-    if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(&X_FORWARDED_HOST, host);
+    // The host the request came for, never one the client made up: without a Host (an
+    // HTTP/1.1 request may omit it, or name it in `Connection`) the client's own goes too.
+    match h.get(header::HOST).cloned() {
+        Some(host) => {
+            h.insert(&X_FORWARDED_HOST, host);
+        }
+        None => {
+            h.remove(&X_FORWARDED_HOST);
+        }
     }
 }
 
@@ -777,6 +784,37 @@ mod tests {
             ["a=1; stacklab_session=CODE"],
             "split cookies are one field toward the member"
         );
+    }
+
+    /// Found by `fuzz/` (cookie_header): with no Host, the client's x-forwarded-host went
+    /// through to the member as if the proxy had set it.
+    #[test]
+    fn a_forged_forwarded_host_never_reaches_the_member() {
+        let conn = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true, false);
+        let ctx = Ctx {
+            protocol: Protocol::H1,
+            request_id: "rid".parse().unwrap(),
+            member: None,
+            upstream: None,
+            session: None,
+        };
+        for connection in [None, Some("host")] {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+            h.insert("host", "localhost:8443".parse().unwrap());
+            if let Some(c) = connection {
+                h.insert("connection", c.parse().unwrap());
+            } else {
+                h.remove("host");
+            }
+            rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
+            assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        h.insert("host", "localhost:8443".parse().unwrap());
+        rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
+        assert_eq!(h["x-forwarded-host"], "localhost:8443");
     }
 
     #[test]
