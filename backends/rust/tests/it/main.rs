@@ -7,5 +7,5 @@
 
 mod conformance;
 mod helpers;
-mod suite;
 mod security;
+mod suite;
