@@ -36,6 +36,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 /// Request head (request line and headers) size; past it, `431`.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// `limits.max_header_fields` when not set: members built on hyper (the backends) answer more
+/// than 100 fields with an empty `431`; this leaves room for the few the proxy adds.
+pub const DEFAULT_MAX_HEADER_FIELDS: usize = 90;
 /// Request body size; past it, `413`.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Time a client has to send a request head once it has started one; past it, `408`.
@@ -155,6 +158,7 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub max_header_bytes: Option<usize>,
+    pub max_header_fields: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
@@ -295,6 +299,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_client: usize,
     pub max_header_bytes: usize,
+    /// Header fields a request may have (all `Cookie` fields counting as one).
+    pub max_header_fields: usize,
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -688,6 +694,11 @@ impl RawConfig {
                 "limits.max_header_bytes",
                 l.max_header_bytes,
                 DEFAULT_MAX_HEADER_BYTES,
+            ),
+            max_header_fields: c.positive(
+                "limits.max_header_fields",
+                l.max_header_fields,
+                DEFAULT_MAX_HEADER_FIELDS,
             ),
             max_body_bytes: c.positive(
                 "limits.max_body_bytes",

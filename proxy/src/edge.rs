@@ -76,10 +76,6 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-/// Header fields a request may have (all `Cookie` fields counting as one, as they are joined
-/// before forwarding). Members built on hyper, like the backends, answer more than 100 with an
-/// empty `431`; this leaves room for the few the proxy adds and answers in JSON instead.
-pub const MAX_HEADER_FIELDS: usize = 90;
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -196,10 +192,11 @@ async fn serve(
     }
     let cookies = req.headers().get_all(header::COOKIE).iter().count();
     let fields = req.headers().len() - cookies.saturating_sub(1);
-    if fields > MAX_HEADER_FIELDS {
+    // All `Cookie` fields count as one: they are joined before forwarding.
+    if fields > cfg.limits.max_header_fields {
         return Err(ProxyError::TooManyHeaders {
             count: fields,
-            limit: MAX_HEADER_FIELDS,
+            limit: cfg.limits.max_header_fields,
         });
     }
 

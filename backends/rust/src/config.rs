@@ -23,6 +23,11 @@ pub struct Limits {
     pub bcrypt_cost: u32,
     /// Operations one `POST /api/analysis/benchmark` may run, reads and writes each.
     pub max_benchmark_ops: u32,
+    /// GraphQL: nesting depth, complexity (fields, lists weighted) and field selections
+    /// written out (aliases and `__typename` included) a query may have.
+    pub graphql_max_depth: usize,
+    pub graphql_max_complexity: usize,
+    pub graphql_max_fields: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +43,9 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             bcrypt_cost: crate::password::DEFAULT_BCRYPT_COST,
             max_benchmark_ops: 2000,
+            graphql_max_depth: 6,
+            graphql_max_complexity: 200,
+            graphql_max_fields: 500,
         }
     }
 }
@@ -209,6 +217,9 @@ struct RawSection {
     descriptor_ttl_ms: Option<u64>,
     bcrypt_cost: Option<u32>,
     max_body_bytes: Option<usize>,
+    graphql_max_depth: Option<usize>,
+    graphql_max_complexity: Option<usize>,
+    graphql_max_fields: Option<usize>,
 }
 
 impl ServeConfig {
@@ -246,6 +257,28 @@ impl ServeConfig {
                 "must be between 4 and 16".to_owned(),
             ));
         }
+        let mut positive = |key: &str, v: Option<usize>, d: usize| match v {
+            Some(0) => {
+                errors.push((format!("backend.{key}"), "must be at least 1".to_owned()));
+                d
+            }
+            other => other.unwrap_or(d),
+        };
+        let graphql_max_depth = positive(
+            "graphql_max_depth",
+            raw.graphql_max_depth,
+            defaults.limits.graphql_max_depth,
+        );
+        let graphql_max_complexity = positive(
+            "graphql_max_complexity",
+            raw.graphql_max_complexity,
+            defaults.limits.graphql_max_complexity,
+        );
+        let graphql_max_fields = positive(
+            "graphql_max_fields",
+            raw.graphql_max_fields,
+            defaults.limits.graphql_max_fields,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -256,6 +289,9 @@ impl ServeConfig {
                 limits: Limits {
                     bcrypt_cost,
                     max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.limits.max_body_bytes),
+                    graphql_max_depth,
+                    graphql_max_complexity,
+                    graphql_max_fields,
                     ..defaults.limits
                 },
                 max_sessions: raw.max_sessions.unwrap_or(defaults.max_sessions).max(1),

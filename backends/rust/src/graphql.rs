@@ -14,21 +14,16 @@ use async_graphql::{
 };
 use std::sync::Arc;
 
-/// Nesting depth a query may have.
-pub const MAX_DEPTH: usize = 6;
-/// Complexity (fields, with lists weighted) a query may have.
-pub const MAX_COMPLEXITY: usize = 200;
-/// Field selections (aliases included, `__typename` included) a query document may write out,
-/// over all its operations and fragments.
-pub const MAX_FIELDS: usize = 500;
-
 pub type UsersSchema = Schema<Query, Mutation, EmptySubscription>;
 
-pub fn schema() -> UsersSchema {
+/// The schema with the limits of `backend.graphql_max_depth`, `graphql_max_complexity` and
+/// `graphql_max_fields` (field selections written out over all operations and fragments,
+/// aliases and `__typename` included).
+pub fn schema(limits: &crate::config::Limits) -> UsersSchema {
     Schema::build(Query, Mutation, EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .extension(FieldLimit(MAX_FIELDS))
+        .limit_depth(limits.graphql_max_depth)
+        .limit_complexity(limits.graphql_max_complexity)
+        .extension(FieldLimit(limits.graphql_max_fields))
         .finish()
 }
 

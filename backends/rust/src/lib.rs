@@ -57,10 +57,11 @@ impl App {
         admin_token: Secret,
     ) -> Arc<Self> {
         let config = Arc::new(config);
+        let schema = graphql::schema(&config.limits);
         Arc::new(Self {
             sessions: sessions::Sessions::new(source, Arc::clone(&config)),
             config,
-            schema: graphql::schema(),
+            schema,
             admin_token,
         })
     }
