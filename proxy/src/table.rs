@@ -181,7 +181,9 @@ impl Routing {
             sessions: cur.sessions.clone(),
         };
         change(&mut draft)?;
-        let version = draft.version + 1;
+        // Saturating: the feed sets the version, and a feed at u64::MAX must not wrap the
+        // table back to 0 (or panic) on the next admin change.
+        let version = draft.version.saturating_add(1);
         let next = self.build(&cur, draft, version);
         self.current.store(Arc::new(next));
         self.changed.send_replace(version);
@@ -467,6 +469,24 @@ mod tests {
         ));
         assert_eq!(routing.load().version, v);
         assert_eq!(routing.load().pools["p"].members.len(), 1);
+    }
+
+    /// Found by `fuzz/` (feed_structured): a feed line at version u64::MAX, then a change
+    /// through the admin API, overflowed the version (a panic in debug builds, back to 0 in
+    /// release ones).
+    #[test]
+    fn the_version_does_not_wrap_after_the_feed_sets_the_highest() {
+        let routing = Routing::new(Metrics::new());
+        routing
+            .apply_versioned(RouteUpdate::PutPool { pool: pool("p") }, u64::MAX)
+            .unwrap();
+        assert_eq!(routing.load().version, u64::MAX);
+        let v = routing
+            .apply(RouteUpdate::PutPool { pool: pool("q") })
+            .unwrap();
+        assert_eq!(v, u64::MAX);
+        assert_eq!(routing.load().version, u64::MAX);
+        assert!(routing.load().pools.contains_key("q"));
     }
 
     #[test]
