@@ -69,6 +69,10 @@ pub struct SharedConfig {
     pub redis_url: Option<Secret>,
     /// `host:port` of Memcached (no credentials: it has none).
     pub memcached_addr: Option<String>,
+    /// Up to 4 characters of a-z and 0-9 in every name made on the servers (`s<instance>_…`),
+    /// so control nodes sharing servers never take each other's sessions for leftovers.
+    /// Empty: names are `s_<id>`, and every such name on the servers is this control's.
+    pub instance: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +103,7 @@ struct RawShared {
     mongodb_url: Option<Secret>,
     redis_url: Option<Secret>,
     memcached_addr: Option<String>,
+    instance: Option<String>,
 }
 
 fn section<T: Default + for<'de> Deserialize<'de>>(
@@ -240,6 +245,18 @@ impl ControlConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let instance = shared.instance.clone().unwrap_or_default();
+        if instance.len() > 4
+            || !instance
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            errors.push((
+                "shared.instance".into(),
+                "at most 4 characters of a-z and 0-9 (names on the servers stay within MySQL's 32)"
+                    .into(),
+            ));
+        }
         Ok(ControlConfig {
             addr,
             registry_url,
@@ -268,6 +285,7 @@ impl ControlConfig {
                 mongodb_url: non_empty(shared.mongodb_url),
                 redis_url: non_empty(shared.redis_url),
                 memcached_addr: shared.memcached_addr.filter(|a| !a.is_empty()),
+                instance,
             },
         })
     }

@@ -61,6 +61,17 @@ pub fn state_label(state: MemberState) -> &'static str {
 }
 
 /// Records one proxied attempt's outcome for passive health.
+/// A member that could not be connected to: with its port closed (the process is gone), every
+/// request sent its way until `consecutive_failures` is reached would fail too, so it is
+/// ejected by this one failure.
+pub fn passive_unreachable(proxy: &Proxy, pool: &str, member: &Member) {
+    let threshold = proxy.config.load().passive_health.consecutive_failures;
+    member
+        .passive_failures
+        .fetch_max(threshold.saturating_sub(1), Relaxed);
+    passive_result(proxy, pool, member, false);
+}
+
 pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
     if ok {
         if member.passive_failures.load(Relaxed) != 0 {

@@ -4,7 +4,8 @@
 //! runtime; each keeps idle connections per member. A request goes to the member the pool
 //! picks; when that fails it may go to another, under three rules:
 //!
-//! - a connection that could not be made (nothing was sent) is retried for any method;
+//! - a connection that could not be made (nothing was sent) is retried for any method, without
+//!   drawing on the retry budget, and ejects the member at once (its port is closed);
 //! - a connection that broke before the response began is retried only for idempotent methods
 //!   (GET, HEAD, OPTIONS, PUT, DELETE) — POST and PATCH may have been applied;
 //! - only bodies the proxy still holds (up to `limits.retry_buffer_bytes`) can be sent again,
@@ -272,8 +273,12 @@ pub async fn forward(
                     });
                 }
                 member.failures.fetch_add(1, Relaxed);
-                health::passive_result(proxy, pool_name, &member, false);
                 let connect = e.is_connect();
+                if connect {
+                    health::passive_unreachable(proxy, pool_name, &member);
+                } else {
+                    health::passive_result(proxy, pool_name, &member, false);
+                }
                 proxy
                     .metrics
                     .upstream_requests
@@ -301,7 +306,9 @@ pub async fn forward(
                 if !may_retry {
                     return Err(err);
                 }
-                if !proxy.retry_budget.withdraw(proxy.clock.now_ms()) {
+                // A connect failure sent nothing anywhere: retrying it adds no load to any
+                // member, so it does not draw on the budget (which guards against retry storms).
+                if !connect && !proxy.retry_budget.withdraw(proxy.clock.now_ms()) {
                     proxy
                         .metrics
                         .retries_denied

@@ -179,10 +179,6 @@ pub fn resource_id(code: &str) -> String {
         .to_owned()
 }
 
-/// Database and user names made from a resource id: `s_<id>`, valid unquoted everywhere.
-pub fn engine_name(code: &str) -> String {
-    format!("s_{code}")
-}
 
 /// The cache spec every provisioner starts from.
 pub fn cache_spec(req: &ProvisionRequest<'_>) -> CacheSpec {

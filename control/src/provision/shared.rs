@@ -1,7 +1,8 @@
 //! `shared`: a database and a keyspace of the session's own on servers named in `[shared]`.
 //!
-//! Every name made here is `s_<code>` ([`engine_name`]), so teardown and the search for
-//! leftovers work from the session code alone. A code is checked before it goes anywhere near
+//! Every name made here is `s<instance>_<code>` (`Shared::engine_name`; `s_<code>` with no
+//! `shared.instance`), so teardown and the search for leftovers work from the session code
+//! alone, and only this instance's names are ever taken for leftovers. A code is checked before it goes anywhere near
 //! DDL (26 characters of lower-case Crockford base32, so `s_<code>` is a plain identifier that
 //! needs no quoting on any engine); anything else is refused.
 //!
@@ -41,7 +42,7 @@
 
 use super::embedded::{make_sqlite, remove_sqlite, sqlite_codes};
 use super::{
-    cache_spec, engine_name, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
+    cache_spec, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
 };
 use crate::config::SharedConfig;
 use crate::seal::random_password;
@@ -156,6 +157,11 @@ impl Shared {
         }
     }
 
+    /// Database, role, user and key-prefix name of a session: `s<instance>_<id>`.
+    fn engine_name(&self, code: &str) -> String {
+        format!("s{}_{code}", self.cfg.instance)
+    }
+
     /// `text` with credentials in URLs and every known password replaced.
     fn scrub(&self, text: &str, extra: &str) -> String {
         let mut out = crate::redact_url(text);
@@ -217,9 +223,11 @@ pub fn valid_code(code: &str) -> bool {
             .all(|b| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b))
 }
 
-/// The code in an engine name `s_<code>`, if it is one.
-fn code_of(name: &str) -> Option<String> {
-    name.strip_prefix("s_")
+/// The code in an engine name `s<instance>_<code>`, if it is one of `instance`'s.
+fn code_of(instance: &str, name: &str) -> Option<String> {
+    name.strip_prefix('s')?
+        .strip_prefix(instance)?
+        .strip_prefix('_')
         .filter(|c| valid_code(c))
         .map(str::to_owned)
 }
@@ -532,7 +540,11 @@ impl Provisioner for Shared {
             ("Redis", found.3),
         ] {
             match names {
-                Ok(names) => codes.extend(names.iter().filter_map(|n| code_of(n))),
+                Ok(names) => codes.extend(
+                    names
+                        .iter()
+                        .filter_map(|n| code_of(&self.cfg.instance, n)),
+                ),
                 Err(e) => tracing::warn!(
                     engine,
                     error = %self.scrub(&e, ""),
@@ -600,9 +612,9 @@ impl Shared {
             CacheEngine::Redis => {
                 let (url, at) = self.make_redis(req.code, steps).await?;
                 spec.url = url;
-                spec.key_prefix = format!("{}:", engine_name(req.code));
+                spec.key_prefix = format!("{}:", self.engine_name(req.code));
                 spec.shared = true;
-                let name = engine_name(req.code);
+                let name = self.engine_name(req.code);
                 Ok((
                     spec,
                     format!("ACL user {name}, keys {name}:* on {at}"),
@@ -612,13 +624,13 @@ impl Shared {
             CacheEngine::Memcached => {
                 let at = self.make_memcached(req.code, steps).await?;
                 spec.url = Secret::new(at.clone());
-                spec.key_prefix = format!("{}:", engine_name(req.code));
+                spec.key_prefix = format!("{}:", self.engine_name(req.code));
                 spec.shared = true;
                 Ok((
                     spec,
                     format!(
                         "keys {}:* on {at} (a key prefix only: no isolation)",
-                        engine_name(req.code)
+                        self.engine_name(req.code)
                     ),
                     vec![NOTE_MEMCACHED.replace("<code>", req.code)],
                 ))
@@ -633,7 +645,7 @@ impl Shared {
         code: &str,
         steps: &Steps,
     ) -> Result<(), ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         match engine {
             DatabaseEngine::Sqlite => {
                 steps
@@ -686,7 +698,7 @@ impl Shared {
         code: &str,
         steps: &Steps,
     ) -> Result<(), ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         match engine {
             CacheEngine::Redis if self.cfg.redis_url.is_some() => {
                 self.step(
@@ -808,7 +820,7 @@ impl Shared {
         code: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         let (parts, at) = self
             .pg_parts()
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
@@ -1028,7 +1040,7 @@ impl Shared {
         code: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         let (parts, at) = self
             .mysql_parts()
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
@@ -1253,7 +1265,7 @@ impl Shared {
         code: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         let (parts, at) = self
             .mongo_parts()
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
@@ -1435,7 +1447,7 @@ impl Shared {
         code: &str,
         steps: &Steps,
     ) -> Result<(Secret, String), ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         let (parts, at) = self
             .redis_parts()
             .map_err(|m| ProvisionError::new(CACHE, m))?;
@@ -1602,7 +1614,7 @@ impl Shared {
 
     /// Checks the server answers a write and a read of a key under the session's prefix.
     async fn make_memcached(&self, code: &str, steps: &Steps) -> Result<String, ProvisionError> {
-        let name = engine_name(code);
+        let name = self.engine_name(code);
         let addr = self
             .memcached_addr()
             .map_err(|m| ProvisionError::new(CACHE, m))?;
@@ -1772,7 +1784,10 @@ mod tests {
     fn only_session_codes_make_names() {
         let code = crate::seal::session_code();
         assert!(valid_code(&code));
-        assert_eq!(code_of(&engine_name(&code)), Some(code));
+        assert_eq!(code_of("", &format!("s_{code}")), Some(code.clone()));
+        assert_eq!(code_of("t1", &format!("st1_{code}")), Some(code.clone()));
+        assert_eq!(code_of("", &format!("st1_{code}")), None, "another instance's");
+        assert_eq!(code_of("t1", &format!("s_{code}")), None, "another instance's");
         for bad in [
             "",
             "s_x",
@@ -1782,8 +1797,8 @@ mod tests {
         ] {
             assert!(!valid_code(bad), "{bad}");
         }
-        assert_eq!(code_of("s_postgres"), None);
-        assert_eq!(code_of("postgres"), None);
+        assert_eq!(code_of("", "s_postgres"), None);
+        assert_eq!(code_of("", "postgres"), None);
     }
 
     #[test]

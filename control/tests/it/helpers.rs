@@ -50,6 +50,7 @@ pub fn configs(dir: &Path, instances: usize) -> (Config, ControlConfig) {
             .unwrap();
     ccfg.backends.instances = instances;
     ccfg.backends.command = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
+    ccfg.shared.instance = shared_tag(&dir.join("data"));
     ccfg.reaper_interval = Duration::from_secs(3600);
     (cfg, ccfg)
 }
@@ -524,7 +525,7 @@ pub fn session_db_url(data_dir: &Path, code: &str, admin_url: Option<&str>) -> S
             "sqlite://{}?mode=ro",
             data_dir.join("sessions").join(format!("{id}.db")).display()
         ),
-        Some(admin) => with_database(admin, &format!("s_{id}")),
+        Some(admin) => with_database(admin, &shared_name(data_dir, &id)),
     }
 }
 
@@ -573,4 +574,21 @@ pub async fn db_snapshot(url: &str) -> Vec<String> {
     }
     let _ = conn.close().await;
     out
+}
+
+/// The `[shared] instance` tag `configs` gives a test's control, from its data folder: tests
+/// running at once share the engines, and a control only takes names of its own instance for
+/// leftovers (the same data folder, as in a restart test, keeps the same tag).
+pub fn shared_tag(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data_dir.display().to_string().as_bytes());
+    digest[..4]
+        .iter()
+        .map(|b| (b"abcdefghijklmnopqrstuvwxyz0123456789"[(*b as usize) % 36]) as char)
+        .collect()
+}
+
+/// The name a `shared` session's database, role, user and key prefix have on the engines.
+pub fn shared_name(data_dir: &Path, id: &str) -> String {
+    format!("s{}_{id}", shared_tag(data_dir))
 }

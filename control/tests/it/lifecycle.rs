@@ -238,13 +238,28 @@ async fn an_instance_that_dies_is_replaced_and_one_killed_by_a_drill_is_not() {
     assert_eq!(up.control.instances.list().len(), 1);
     load.advance(50).await;
     let (ok, failed) = load.stop().await;
-    assert!(
-        failed.is_empty(),
-        "{} of {} idempotent requests failed: {:?}",
-        failed.len(),
-        ok + failed.len() as u64,
-        &failed[..failed.len().min(5)]
-    );
+    if !failed.is_empty() {
+        // What the proxy did about it, for whoever reads the failure.
+        let m = admin(up.addrs.admin, "GET", "/metrics", None, None)
+            .await
+            .text();
+        let retries: Vec<&str> = m
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("retries")
+                        || l.contains("ejections")
+                        || l.contains("upstream_requests"))
+            })
+            .collect();
+        panic!(
+            "{} of {} idempotent requests failed: {:?}\n{}",
+            failed.len(),
+            ok + failed.len() as u64,
+            &failed[..failed.len().min(5)],
+            retries.join("\n")
+        );
+    }
     assert_eq!(
         up.control.instances.list().len(),
         1,
@@ -668,7 +683,10 @@ async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
         "write-through fills the session's Redis"
     );
 
-    let name = format!("s_{}", stacklab_control::provision::resource_id(&code));
+    let name = shared_name(
+        &dir.join("data"),
+        &stacklab_control::provision::resource_id(&code),
+    );
     let mut admin_pg = sqlx::PgConnection::connect(&pg).await.unwrap();
     let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(&name)
