@@ -179,7 +179,6 @@ pub fn resource_id(code: &str) -> String {
         .to_owned()
 }
 
-
 /// The cache spec every provisioner starts from.
 pub fn cache_spec(req: &ProvisionRequest<'_>) -> CacheSpec {
     CacheSpec {

@@ -41,9 +41,7 @@
 //!   text protocol for teardown.
 
 use super::embedded::{make_sqlite, remove_sqlite, sqlite_codes};
-use super::{
-    cache_spec, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
-};
+use super::{cache_spec, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
 use crate::config::SharedConfig;
 use crate::seal::random_password;
 use async_trait::async_trait;
@@ -540,11 +538,9 @@ impl Provisioner for Shared {
             ("Redis", found.3),
         ] {
             match names {
-                Ok(names) => codes.extend(
-                    names
-                        .iter()
-                        .filter_map(|n| code_of(&self.cfg.instance, n)),
-                ),
+                Ok(names) => {
+                    codes.extend(names.iter().filter_map(|n| code_of(&self.cfg.instance, n)))
+                }
                 Err(e) => tracing::warn!(
                     engine,
                     error = %self.scrub(&e, ""),
@@ -1786,8 +1782,16 @@ mod tests {
         assert!(valid_code(&code));
         assert_eq!(code_of("", &format!("s_{code}")), Some(code.clone()));
         assert_eq!(code_of("t1", &format!("st1_{code}")), Some(code.clone()));
-        assert_eq!(code_of("", &format!("st1_{code}")), None, "another instance's");
-        assert_eq!(code_of("t1", &format!("s_{code}")), None, "another instance's");
+        assert_eq!(
+            code_of("", &format!("st1_{code}")),
+            None,
+            "another instance's"
+        );
+        assert_eq!(
+            code_of("t1", &format!("s_{code}")),
+            None,
+            "another instance's"
+        );
         for bad in [
             "",
             "s_x",

@@ -218,12 +218,14 @@ async fn sessions_never_see_each_other_on_any_provisioner() {
         let db_a = sa["database"]["url"].as_str().unwrap().to_owned();
         assert_ne!(db_a, db_b, "{label}: one database each");
         if db_b.starts_with("postgres") {
-            let err = sqlx::PgConnection::connect(&with_database(&db_b, &shared_name(&data, &id_a)))
-                .await
-                .err();
+            let err =
+                sqlx::PgConnection::connect(&with_database(&db_b, &shared_name(&data, &id_a)))
+                    .await
+                    .err();
             assert!(err.is_some(), "{label}: B's role opens A's database");
         } else if db_b.starts_with("mysql") {
-            match sqlx::MySqlConnection::connect(&with_database(&db_b, &shared_name(&data, &id_a))).await
+            match sqlx::MySqlConnection::connect(&with_database(&db_b, &shared_name(&data, &id_a)))
+                .await
             {
                 Err(_) => {}
                 Ok(_) => panic!("{label}: B's user opens A's database"),
