@@ -882,12 +882,22 @@ fn docker_section(o: &Options) -> anyhow::Result<Option<String>> {
     let to = local[from..]
         .find("\n[backend]")
         .map_or(local.len(), |i| from + i);
-    let section = local[from..to].replacen("instance = \"stacklab\"", "instance = \"drill\"", 1);
     let bin = std::path::absolute(&o.stacklab)?;
-    Ok(Some(format!(
-        "{section}\n[docker.backend]\nimage = \"stacklab/debian:local\"\nbinary = \"{}\"\n",
-        bin.display()
-    )))
+    let mut section = local[from..to].to_owned();
+    for (from, to) in [
+        ("instance = \"stacklab\"", "instance = \"drill\"".to_owned()),
+        (
+            "image = \"stacklab/backend:local\"",
+            "image = \"stacklab/debian:local\"".to_owned(),
+        ),
+        ("binary = \"\"", format!("binary = \"{}\"", bin.display())),
+    ] {
+        if !section.contains(from) {
+            bail!("docker-local.toml's [docker] has no line `{from}`");
+        }
+        section = section.replacen(from, &to, 1);
+    }
+    Ok(Some(section))
 }
 
 fn skipped(name: &str) -> Outcome {
