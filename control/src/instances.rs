@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// An instance dying this soon after its start counts as dying young.
 const YOUNG: Duration = Duration::from_secs(10);
+/// A replacement that could not start is tried again after this (doubling, at most the max).
+const REPLACE_RETRY_MIN: Duration = Duration::from_secs(1);
+const REPLACE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct Instances {
@@ -152,7 +155,22 @@ impl Control {
                     () = control.shutdown.cancelled() => return,
                 }
                 if let Err(e) = control.start_instance_of(&pool, kind).await {
-                    tracing::error!(error = %e, "cannot replace a backend instance");
+                    control.metrics.replacement_failures.inc();
+                    // Tried again later (the back-off grows), unless the pool is full anyway.
+                    let again = (delay * 2).clamp(REPLACE_RETRY_MIN, REPLACE_RETRY_MAX);
+                    let full = control.instances.count(&pool) >= control.cfg.backends.max_instances;
+                    tracing::error!(error = %e, retry_in = ?(!full).then_some(again), "cannot replace a backend instance");
+                    if !full {
+                        if let Some(tx) = control
+                            .instances
+                            .replace
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .as_ref()
+                        {
+                            let _ = tx.send((pool, kind, again));
+                        }
+                    }
                 }
             }
         });

@@ -20,6 +20,8 @@ pub struct ControlMetrics {
     pub instance_exits: IntCounterVec,
     pub feed_followers: IntGauge,
     pub bugs: IntCounter,
+    /// Replacement instances that could not start (tried again with a back-off).
+    pub replacement_failures: IntCounter,
     /// Sessions made again (`POST /api/session/reprovision`), by provisioner.
     pub reprovisioned: IntCounterVec,
     /// Sessions' resources that stopped on their own, by provisioner and role.
@@ -94,6 +96,11 @@ impl ControlMetrics {
         .expect("metric");
         let bugs = IntCounter::new("stacklab_control_bug_reports_total", "Bug reports filed.")
             .expect("metric");
+        let replacement_failures = IntCounter::new(
+            "stacklab_control_instance_replacement_failures_total",
+            "Replacement backend instances that could not start (each is tried again).",
+        )
+        .expect("metric");
         let reprovisioned = IntCounterVec::new(
             Opts::new(
                 "stacklab_control_sessions_reprovisioned_total",
@@ -122,6 +129,7 @@ impl ControlMetrics {
             Box::new(feed_followers.clone()),
             Box::new(bugs.clone()),
             Box::new(reprovisioned.clone()),
+            Box::new(replacement_failures.clone()),
             Box::new(lost.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -138,6 +146,7 @@ impl ControlMetrics {
             instance_exits,
             feed_followers,
             bugs,
+            replacement_failures,
             reprovisioned,
             lost,
         }

@@ -794,3 +794,44 @@ async fn an_unreachable_docker_engine_is_an_unavailable_choice_and_nothing_else_
     );
     up.shutdown().await.unwrap();
 }
+
+/// A replacement that cannot start (here the program refuses to run while a marker file
+/// exists) is tried again, with a growing back-off, until one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_that_fails_to_start_is_tried_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("replace-retry");
+    let marker = dir.join("refuse");
+    let wrapper = dir.join("stacklab-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] && exit 1\nexec '{}' \"$@\"\n",
+            marker.display(),
+            env!("CARGO_BIN_EXE_stacklab")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = wrapper.clone();
+    let up = start_up(&dir, 1, move |_, c| c.backends.command = Some(command)).await;
+    let first = up.control.instances.list()[0].clone();
+    std::fs::write(&marker, "").unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &first.pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    eventually("a replacement failed to start", || async {
+        up.control.metrics.replacement_failures.get() >= 1
+    })
+    .await;
+    assert!(up.control.instances.list().is_empty());
+    std::fs::remove_file(&marker).unwrap();
+    eventually("a replacement started after the failures", || async {
+        up.control.instances.list().len() == 1
+    })
+    .await;
+    assert_ne!(up.control.instances.list()[0].id, first.id);
+    up.shutdown().await.unwrap();
+}
