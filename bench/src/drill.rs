@@ -1571,6 +1571,8 @@ async fn db_container_kill(o: &Options) -> anyhow::Result<Outcome> {
         let load_victim = Load::start(&edge, std::slice::from_ref(&victim), 2, 0, victim_seconds);
         let load_others = Load::start(&edge, &others, GETS - 2, POSTS, o.seconds);
         load_others.until(o.seconds, 0.25).await;
+        // Taken before the command: the container dies while `docker kill` runs.
+        let killed_at_ms = load_victim.now_ms();
         let kill = std::process::Command::new("docker")
             .args(["kill", &container])
             .output()
@@ -1579,7 +1581,6 @@ async fn db_container_kill(o: &Options) -> anyhow::Result<Outcome> {
             bail!("docker kill {container}: {}", String::from_utf8_lossy(&kill.stderr));
         }
         let killed = Instant::now();
-        let killed_at_ms = load_victim.now_ms();
         let mut detect_ms = None;
         while killed.elapsed() < Duration::from_secs(20) {
             if matches!(
@@ -1621,6 +1622,10 @@ async fn db_container_kill(o: &Options) -> anyhow::Result<Outcome> {
             .filter(|r| r.failed() && !r.json_error)
             .count();
         let after = Tally::of(victim_recs.iter().filter(|r| r.at_ms >= back_at_ms));
+        let victim_failure = before
+            .first_failure
+            .clone()
+            .or_else(|| after.first_failure.clone());
         // The victim serves again once re-made: a user can be created and read.
         let fresh = edge
             .call(
@@ -1657,6 +1662,10 @@ async fn db_container_kill(o: &Options) -> anyhow::Result<Outcome> {
             r.status,
             fresh.status,
         );
+        let mut figures = figures;
+        if let (false, Some(f)) = (fails.is_empty(), victim_failure) {
+            figures.push_str(&format!(" victim_failure=\"{f}\""));
+        }
         Ok(finish(name, figures, fails, Some(&others_t)))
     }
     .await;

@@ -541,6 +541,10 @@ impl Control {
         choices.cache_policy = session.snapshot().cache_policy;
         self.provision_into(session, provisioner.as_ref(), &choices, steps)
             .await?;
+        // Once more now that it is ready: a backend that fetched the old descriptor just
+        // before the first call (a request in flight then) would keep it, and its dead
+        // engines, for `descriptor_ttl`.
+        self.forget_on_backends(&session.code).await;
         self.metrics
             .reprovisioned
             .with_label_values(&[choices.provisioner.as_str()])

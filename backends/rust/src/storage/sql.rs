@@ -84,10 +84,20 @@ impl SqlStore {
                  CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"],
         };
         for stmt in ddl {
-            sqlx::query(stmt)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| self.fail("set up the schema", &e))?;
+            // Two instances opening a new session's database at once both run this, and
+            // PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent one
+            // (a unique violation in its catalog): tried again, the table then exists.
+            let mut attempt = 0;
+            loop {
+                match sqlx::query(stmt).execute(&self.pool).await {
+                    Ok(_) => break,
+                    Err(_) if attempt < 3 => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                    }
+                    Err(e) => return Err(self.fail("set up the schema", &e)),
+                }
+            }
         }
         Ok(())
     }
