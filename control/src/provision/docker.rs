@@ -1139,6 +1139,22 @@ impl Provisioner for Docker {
     }
 }
 
+/// Removes a container, running or not, with its anonymous volumes.
+pub(super) async fn force_remove(
+    api: &bollard::Docker,
+    name: &str,
+) -> Result<(), bollard::errors::Error> {
+    api.remove_container(
+        name,
+        Some(RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        }),
+    )
+    .await
+}
+
 fn label_filter(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_owned(),
@@ -1154,7 +1170,7 @@ fn status_code(e: &bollard::errors::Error) -> Option<u16> {
 }
 
 /// A Docker API error as a person reads it: the engine's own message when there is one.
-fn api_text(e: &bollard::errors::Error) -> String {
+pub(super) fn api_text(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
@@ -1540,18 +1556,7 @@ impl Inner {
 
     /// Removes a container and its anonymous volumes; one already gone is no error.
     async fn remove_container(&self, name: &str) -> Result<(), String> {
-        let gone = match self
-            .api()
-            .remove_container(
-                name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
+        let gone = match force_remove(self.api(), name).await {
             Ok(()) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(format!("cannot remove container {name}: {}", api_text(&e))),

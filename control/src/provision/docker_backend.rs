@@ -17,12 +17,12 @@
 //! control however it dies. Those a crash left are removed at the next start
 //! ([`remove_stale`]).
 
-use super::docker::{BackendSpec, LABEL_INSTANCE, LABEL_ROLE};
+use super::docker::{api_text, force_remove, BackendSpec, LABEL_INSTANCE, LABEL_ROLE};
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
+    ListContainersOptions, StartContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use stacklab_types::Secret;
@@ -66,13 +66,6 @@ pub struct Started {
     pub stop: oneshot::Sender<()>,
     /// Fires once it has exited and been removed; carries how it ended.
     pub exited: oneshot::Receiver<String>,
-}
-
-fn text(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The uid:gid owning `dir` (the container runs as them, so it can use the files).
@@ -157,7 +150,7 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
         format!(
             "cannot create the backend container from {}: {}",
             l.spec.image,
-            text(&e)
+            api_text(&e)
         )
     })?;
     match attach_and_start(api, &name, l).await {
@@ -186,12 +179,12 @@ async fn attach_and_start(
             }),
         )
         .await
-        .map_err(|e| format!("cannot attach to the backend container: {}", text(&e)))?;
+        .map_err(|e| format!("cannot attach to the backend container: {}", api_text(&e)))?;
     let mut output = attached.output;
     let mut input = attached.input;
     api.start_container(name, None::<StartContainerOptions>)
         .await
-        .map_err(|e| format!("cannot start the backend container: {}", text(&e)))?;
+        .map_err(|e| format!("cannot start the backend container: {}", api_text(&e)))?;
     input
         .write_all(format!("{}\n", l.token.expose()).as_bytes())
         .await
@@ -310,16 +303,7 @@ async fn wait_exit(api: &bollard::Docker, name: &str) -> String {
 }
 
 async fn remove(api: &bollard::Docker, name: &str) {
-    let _ = api
-        .remove_container(
-            name,
-            Some(RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            }),
-        )
-        .await;
+    let _ = force_remove(api, name).await;
 }
 
 /// Removes backend containers of `instance` a previous run left (they stop by themselves

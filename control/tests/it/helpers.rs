@@ -196,37 +196,8 @@ impl Browser {
         path: &str,
         body: Option<(&str, String)>,
     ) -> Result<Answer, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("https://localhost:{}{path}", self.port));
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", format!("stacklab_session={c}"));
-        }
-        let req = match body {
-            Some((ct, text)) => req
-                .header("content-type", ct)
-                .body(Full::new(Bytes::from(text))),
-            None => req.body(Full::new(Bytes::new())),
-        }
-        .unwrap();
-        let mut send = self.sender().await;
-        let res = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        let body = body.map(|(ct, text)| (ct, text.into_bytes()));
+        self.request(method, path, &[], body).await
     }
 
     /// A request exactly as given: extra headers (sent after the cookie, if the browser holds
