@@ -7,9 +7,13 @@
 //! - [`error`]: the JSON error body every public and admin endpoint answers with.
 //! - [`routes`]: pools, members and session routes, and the route feed's messages that control
 //!   sends and proxies follow.
+//! - [`runtime`]: a runtime's manifest (`backends/<name>/runtime.toml`), read by control and
+//!   the conformance suite.
+//! - [`stack`]: the stack descriptor backends fetch; [`secret`]: values that never print.
 
 pub mod error;
 pub mod routes;
+pub mod runtime;
 pub mod secret;
 pub mod stack;
 
