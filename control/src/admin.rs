@@ -24,6 +24,7 @@
 
 use crate::api::{error, json_body, ok_json};
 use crate::sessions::EndReason;
+use crate::Caller;
 use crate::Control;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -62,13 +63,36 @@ pub fn owns(method: &Method, path: &str) -> bool {
     )
 }
 
-/// Answers an admin request control owns (see [`owns`]).
+/// What a runtime instance's credential may do: fetch a session's stack descriptor and
+/// record a cache policy the session changed.
+fn runtime_may(method: &Method, path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    path.starts_with("/admin/")
+        && matches!(
+            (method, segs.as_slice()),
+            (&Method::GET, ["stacks", _]) | (&Method::PUT, ["stacks", _, "cache-policy"])
+        )
+}
+
+/// Answers an admin request control owns (see [`owns`]), and every `/admin/` request that
+/// carries a runtime's credential (the proxy's own paths included: 403).
 pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<RespBody> {
-    if !control.authorized(req.headers()) {
-        let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", "send the admin token as `Authorization: Bearer <token>` (admin.token, STACKLAB_ADMIN_TOKEN, or <data_dir>/admin.token)");
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return res;
+    match control.caller(req.headers()) {
+        Caller::Admin => {}
+        Caller::Runtime if runtime_may(req.method(), req.uri().path()) => {}
+        Caller::Runtime => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the runtime credential reads stack descriptors and records cache policies only; this call needs the admin token",
+            )
+        }
+        Caller::Nobody => {
+            let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", "send the admin token as `Authorization: Bearer <token>` (admin.token, STACKLAB_ADMIN_TOKEN, or <data_dir>/admin.token)");
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return res;
+        }
     }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -158,7 +182,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             publish_and_keep(control, &name, RouteUpdate::PutPool { pool }).await
         }
         (&Method::DELETE, ["pools", name]) => {
-            if *name == control.cfg.backends.pool || *name == "control" {
+            if control.runtimes.is_runtime_pool(name) || *name == "control" {
                 return error(
                     StatusCode::CONFLICT,
                     "in_use",
@@ -343,9 +367,10 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
         (&Method::POST, ["control", "reap"]) => {
             let ended = control.reap_once().await;
             let leftovers = control.reap_leftovers().await;
+            let pools = control.stop_idle_pools().await;
             ok_json(
                 StatusCode::OK,
-                &json!({"ended": ended, "leftovers_removed": leftovers}),
+                &json!({"ended": ended, "leftovers_removed": leftovers, "pools_stopped": pools}),
             )
         }
         (&Method::GET, ["bugs"]) => {
@@ -404,7 +429,9 @@ impl AdminExtension for Extension {
     fn handle(&self, req: Request<Incoming>) -> AdminFuture {
         let control = Arc::clone(&self.0);
         Box::pin(async move {
-            if owns(req.method(), req.uri().path()) {
+            let runtime = req.uri().path().starts_with("/admin/")
+                && control.caller(req.headers()) == Caller::Runtime;
+            if runtime || owns(req.method(), req.uri().path()) {
                 Ok(handle(&control, req).await)
             } else {
                 Err(req)

@@ -130,7 +130,22 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segs.as_slice()) {
         (&Method::GET, ["api", "options"]) => {
-            ok_json(StatusCode::OK, &crate::choices::options(control.as_ref()))
+            let runtimes: Vec<_> = control
+                .runtimes
+                .offers()
+                .await
+                .into_iter()
+                .map(|(m, available)| crate::choices::RuntimeOffer {
+                    name: m.name.clone(),
+                    label: m.label.clone(),
+                    description: m.description.clone(),
+                    available,
+                })
+                .collect();
+            ok_json(
+                StatusCode::OK,
+                &crate::choices::options(control.as_ref(), &runtimes),
+            )
         }
         (&Method::POST, ["api", "sessions"]) => create(control, req).await,
         (_, ["api", "sessions"]) => error(

@@ -20,7 +20,9 @@ const FIELDS: &[Field] = &[
         name: "runtime",
         label: "Runtime",
         description: "The server program that answers your API calls.",
-        values: &[("rust", "Rust (hyper)", "A Rust service on hyper and tokio, serving REST and GraphQL.")],
+        // The runtimes are this install's (`backends/*/runtime.toml`, [`crate::runtimes`]):
+        // `options` lists them, and session creation checks the name.
+        values: &[("rust", "", "")],
     },
     Field {
         name: "protocol",
@@ -207,7 +209,20 @@ impl Choices {
                 }
             };
             if let Some(v) = value {
-                if !f.values.iter().any(|(name, ..)| *name == v) {
+                if f.name == "runtime" {
+                    if v.is_empty()
+                        || !v
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    {
+                        return Err(ChoiceError {
+                            field: "runtime".into(),
+                            message: format!(
+                                "`{v}` is not a runtime name; GET /api/options lists the runtimes"
+                            ),
+                        });
+                    }
+                } else if !f.values.iter().any(|(name, ..)| *name == v) {
                     return Err(ChoiceError {
                         field: f.name.into(),
                         message: format!(
@@ -286,8 +301,18 @@ pub trait Offer {
     fn cache(&self, provisioner: &str, engine: CacheEngine) -> Result<(), String>;
 }
 
+/// A runtime as `GET /api/options` shows it.
+#[derive(Debug, Clone)]
+pub struct RuntimeOffer {
+    pub name: String,
+    pub label: String,
+    pub description: String,
+    /// Why it cannot run here, if it cannot.
+    pub available: Result<(), String>,
+}
+
 /// `GET /api/options`: every choice, its default, and what this install can offer.
-pub fn options(offer: &dyn Offer) -> Value {
+pub fn options(offer: &dyn Offer, runtimes: &[RuntimeOffer]) -> Value {
     let provisioners: Vec<&str> = FIELDS
         .iter()
         .find(|f| f.name == "provisioner")
@@ -299,6 +324,19 @@ pub fn options(offer: &dyn Offer) -> Value {
     let choices: Vec<Value> = FIELDS
         .iter()
         .map(|f| {
+            if f.name == "runtime" {
+                let options: Vec<Value> = runtimes
+                    .iter()
+                    .map(|r| {
+                        let mut o = json!({"value": r.name, "label": r.label, "description": r.description, "available": r.available.is_ok()});
+                        if let Err(why) = &r.available {
+                            o["reason"] = json!(why);
+                        }
+                        o
+                    })
+                    .collect();
+                return json!({"field": f.name, "label": f.label, "description": f.description, "default": f.values[0].0, "options": options});
+            }
             let options: Vec<Value> = f
                 .values
                 .iter()
@@ -375,6 +413,7 @@ mod tests {
             ),
             (json!({"colour": "red"}), "colour"),
             (json!({"protocol": 3}), "protocol"),
+            (json!({"runtime": "Py thon"}), "runtime"),
             (json!([1]), "body"),
         ] {
             assert_eq!(Choices::parse(&body).unwrap_err().field, field, "{body}");

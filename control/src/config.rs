@@ -9,6 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where runtimes' manifests are looked for, relative to the working directory.
+pub const DEFAULT_RUNTIMES_DIR: &str = "backends";
+/// A runtime pool started on demand stops 10 minutes after its last session ended.
+pub const DEFAULT_RUNTIME_IDLE_STOP_MS: u64 = 600_000;
+
 /// A config problem: the key at fault and what to do.
 pub type KeyError = (String, String);
 
@@ -21,8 +26,12 @@ pub struct ControlConfig {
     pub registry_url: Option<Secret>,
     /// How often expired sessions are looked for.
     pub reaper_interval: Duration,
-    /// Backend instances `up` and `control` start as child processes.
+    /// Backend instances `up` and `control` start as child processes, per runtime.
     pub backends: BackendPoolConfig,
+    /// The credential runtime instances get (on stdin): it reads stack descriptors and
+    /// records cache-policy changes, nothing else. `None`: `<data_dir>/runtime.token`,
+    /// generated at first start (`STACKLAB_RUNTIME_TOKEN` overrides both).
+    pub runtime_token: Option<Secret>,
     /// The UI's topology view may add and kill instances (a local install's failover drill).
     pub drills_from_ui: bool,
     /// Defaults for every session's cache.
@@ -40,14 +49,19 @@ pub struct ControlConfig {
 
 #[derive(Debug, Clone)]
 pub struct BackendPoolConfig {
-    /// The pool sessions are routed to.
-    pub pool: String,
-    /// Instances started at start (`STACKLAB_BACKEND_INSTANCES`).
+    /// Where runtimes are found: each folder with a `runtime.toml` ([`crate::runtimes`]).
+    /// The Rust runtime (this binary) is there even when the folder is not.
+    pub runtimes_dir: PathBuf,
+    /// Runtimes whose pools start with control and are kept (the rest start on demand).
+    pub warm_runtimes: Vec<String>,
+    /// A pool started on demand stops this long after its last session has ended.
+    pub idle_stop: Duration,
+    /// Instances a runtime's pool starts with (`STACKLAB_BACKEND_INSTANCES`).
     pub instances: usize,
     /// How many of those run as Docker containers (`[docker.backend]`) instead of child
     /// processes (`STACKLAB_BACKEND_CONTAINERS`).
     pub containers: usize,
-    /// Most instances the pool may grow to through the admin API.
+    /// Most instances one pool may grow to through the admin API.
     pub max_instances: usize,
     /// The program run as `PROGRAM backend …`; empty: this binary.
     pub command: Option<PathBuf>,
@@ -81,7 +95,10 @@ struct RawControl {
     addr: Option<String>,
     registry_url: Option<Secret>,
     reaper_interval_ms: Option<u64>,
-    backend_pool: Option<String>,
+    runtimes_dir: Option<PathBuf>,
+    warm_runtimes: Option<Vec<String>>,
+    runtime_idle_stop_ms: Option<u64>,
+    runtime_token: Option<Secret>,
     backend_instances: Option<usize>,
     backend_containers: Option<usize>,
     max_backend_instances: Option<usize>,
@@ -188,11 +205,30 @@ impl ControlConfig {
                 format!("{instances} is more than control.max_backend_instances ({max_instances})"),
             ));
         }
-        let pool = raw.backend_pool.unwrap_or_else(|| "rust".to_owned());
-        if !stacklab_proxy::config::valid_name(&pool) {
+        let warm_runtimes = raw.warm_runtimes.unwrap_or_else(|| vec!["rust".to_owned()]);
+        for (i, w) in warm_runtimes.iter().enumerate() {
+            if w.is_empty()
+                || !w
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                errors.push((
+                    format!("control.warm_runtimes[{i}]"),
+                    format!("`{w}` is not a runtime name (lowercase letters and digits)"),
+                ));
+            }
+        }
+        let mut runtime_token = non_empty(raw.runtime_token);
+        if let Some(v) = env("STACKLAB_RUNTIME_TOKEN").filter(|v| !v.is_empty()) {
+            runtime_token = Some(Secret::new(v));
+        }
+        if runtime_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
             errors.push((
-                "control.backend_pool".into(),
-                "a pool name is letters, digits, `-` and `_`".into(),
+                "control.runtime_token".into(),
+                "at least 16 characters (or empty, to generate <data_dir>/runtime.token)".into(),
             ));
         }
         for (i, p) in raw.proxies.iter().enumerate() {
@@ -263,8 +299,17 @@ impl ControlConfig {
             reaper_interval: Duration::from_millis(
                 raw.reaper_interval_ms.unwrap_or(10_000).max(10),
             ),
+            runtime_token,
             backends: BackendPoolConfig {
-                pool,
+                runtimes_dir: raw
+                    .runtimes_dir
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIMES_DIR)),
+                warm_runtimes,
+                idle_stop: Duration::from_millis(
+                    raw.runtime_idle_stop_ms
+                        .unwrap_or(DEFAULT_RUNTIME_IDLE_STOP_MS),
+                ),
                 instances,
                 containers,
                 max_instances,

@@ -2,10 +2,13 @@
 //! ([`crate::provision::docker_backend`]): started, health-checked, registered in the route
 //! table, watched, and replaced (by one of the same kind) when they die on their own.
 //!
-//! Each instance is `<program> backend --addr 127.0.0.1:0 --control-url <admin> --token-stdin`.
-//! The admin token goes through the child's stdin (never its arguments or environment), and
-//! the child exits when its stdin closes — so when control dies, however it dies, its
-//! instances follow it instead of living on as orphans. An instance killed through the admin
+//! Each instance is its runtime's start command ([`crate::runtimes`]; `stacklab backend` for
+//! Rust) with `--addr 127.0.0.1:0 --control-url <admin> --token-stdin`, as
+//! `backends/CONTRACT.md` says. The runtime credential — which reads stack descriptors and
+//! nothing else, never the admin token — goes through the child's stdin (never its arguments
+//! or environment, which is scrubbed of secrets), and the child exits when its stdin closes:
+//! so when control dies, however it dies, its instances follow it instead of living on as
+//! orphans. An instance killed through the admin
 //! API (the failover drill) is not replaced; one that dies on its own is, with a back-off that
 //! grows while instances keep dying young.
 
@@ -32,8 +35,9 @@ pub struct Instances {
     running: Mutex<HashMap<String, Running>>,
     /// Instances that died young in a row (resets when one lives past [`YOUNG`]).
     young_deaths: AtomicU32,
-    /// Serializes starts, so `max_instances` holds under concurrent requests.
-    starting: tokio::sync::Mutex<()>,
+    /// Starts under way, by pool: counted with the running ones against `max_instances`, so
+    /// the cap holds while several start at once.
+    pending: Mutex<HashMap<String, usize>>,
     /// Replacements to start: (pool, after this delay), taken by the replacer task.
     replace: Mutex<Option<mpsc::UnboundedSender<(String, InstanceKind, Duration)>>>,
 }
@@ -104,7 +108,7 @@ impl Instances {
         Self {
             running: Mutex::default(),
             young_deaths: AtomicU32::new(0),
-            starting: tokio::sync::Mutex::new(()),
+            pending: Mutex::default(),
             replace: Mutex::new(None),
         }
     }
@@ -122,7 +126,22 @@ impl Instances {
         v
     }
 
-    fn count(&self, pool: &str) -> usize {
+    /// Takes a start slot in `pool` unless it already has `max` instances (running or
+    /// starting); the slot is given back when the returned guard drops.
+    fn reserve(&self, pool: &str, max: usize) -> Option<Reserved<'_>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pending.get(pool).copied().unwrap_or(0);
+        if self.count(pool) + n >= max {
+            return None;
+        }
+        pending.insert(pool.to_owned(), n + 1);
+        Some(Reserved {
+            instances: self,
+            pool: pool.to_owned(),
+        })
+    }
+
+    pub fn count(&self, pool: &str) -> usize {
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -132,9 +151,28 @@ impl Instances {
     }
 }
 
+/// A start slot of [`Instances::reserve`].
+struct Reserved<'a> {
+    instances: &'a Instances,
+    pool: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut pending = self
+            .instances
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pending.get_mut(&self.pool) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 impl Control {
-    /// Starts `control.backend_instances` instances (in parallel) and clears instances a
-    /// previous run left in the registry.
+    /// Starts the warm runtimes' pools (`control.backend_instances` instances each, in
+    /// parallel) and clears instances a previous run left in the registry.
     pub async fn start_backend_pool(self: &Arc<Self>) -> anyhow::Result<()> {
         if let Ok(stale) = self.registry.instances().await {
             for row in stale {
@@ -174,7 +212,6 @@ impl Control {
                 }
             }
         });
-        let pool = self.cfg.backends.pool.clone();
         let containers = self.cfg.backends.containers;
         if containers > 0 {
             if let (Ok(api), Some(cfg)) = (self.docker.api(), self.docker.config()) {
@@ -187,18 +224,152 @@ impl Control {
                 }
             }
         }
-        let starts = (0..self.cfg.backends.instances).map(|n| {
+        let warm: Vec<String> = self
+            .runtimes
+            .all()
+            .iter()
+            .filter(|r| r.warm)
+            .map(|r| r.manifest.name.clone())
+            .collect();
+        for name in warm {
+            // Containers run the Rust binary ([docker.backend]); other runtimes run as processes.
+            let containers = if name == "rust" { containers } else { 0 };
+            self.start_runtime_pool(&name, containers)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the {name} pool: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts `control.backend_instances` instances of `runtime` in parallel (the first
+    /// `containers` of them as containers), making its pool if the route table has none.
+    async fn start_runtime_pool(
+        self: &Arc<Self>,
+        runtime: &str,
+        containers: usize,
+    ) -> Result<(), String> {
+        self.ensure_pool_spec(runtime);
+        let starts = (0..self.cfg.backends.instances.max(1)).map(|n| {
             let kind = if n < containers {
                 InstanceKind::Container
             } else {
                 InstanceKind::Process
             };
-            self.start_instance_of(&pool, kind)
+            self.start_instance_of(runtime, kind)
         });
         for r in futures_util::future::join_all(starts).await {
-            r.map_err(|e| anyhow::anyhow!("cannot start a backend instance: {e}"))?;
+            r.map_err(|e| format!("cannot start a {runtime} instance: {e}"))?;
+        }
+        if let Some(rt) = self.runtimes.get(runtime) {
+            rt.last_used_ms.store(self.clock.now_ms(), Relaxed);
         }
         Ok(())
+    }
+
+    /// Adds `pool` to the route table, balanced and health-checked like the Rust pool of the
+    /// config (or p2c-EWMA with `/healthz` checks), unless it is there.
+    pub fn ensure_pool_spec(&self, pool: &str) {
+        if self.routes.pool(pool).is_some() {
+            return;
+        }
+        let like = self.routes.pool("rust");
+        let spec = stacklab_types::routes::PoolSpec {
+            name: pool.to_owned(),
+            algorithm: like.as_ref().map(|p| p.algorithm).unwrap_or_default(),
+            protocol: like.as_ref().map(|p| p.protocol).unwrap_or_default(),
+            members: vec![],
+            health: Some(
+                like.and_then(|p| p.health)
+                    .unwrap_or_else(|| serde_json::from_str("{}").expect("health defaults")),
+            ),
+        };
+        let _ = self.routes.publish(RouteUpdate::PutPool { pool: spec });
+    }
+
+    /// Makes sure `runtime`'s pool has instances before a session of it is served: starts
+    /// the pool (a step the session's person sees) when it has none.
+    pub async fn ensure_runtime_pool(
+        self: &Arc<Self>,
+        runtime: &str,
+        steps: &crate::provision::Steps,
+    ) -> Result<(), crate::provision::ProvisionError> {
+        let Some(rt) = self.runtimes.get(runtime) else {
+            return Err(crate::provision::ProvisionError::new(
+                Some("runtime"),
+                format!("no runtime `{runtime}` here"),
+            ));
+        };
+        rt.last_used_ms.store(self.clock.now_ms(), Relaxed);
+        let _one = rt.lifecycle.lock().await;
+        let n = self.instances.count(runtime);
+        if n > 0 {
+            steps.skip(
+                "runtime",
+                &format!("{} pool already running ({n} instances)", rt.manifest.label),
+            );
+            return Ok(());
+        }
+        let want = self.cfg.backends.instances.max(1);
+        steps
+            .run(
+                "runtime",
+                &format!("started the {} pool ({want} instances)", rt.manifest.label),
+                async {
+                    self.start_runtime_pool(runtime, 0)
+                        .await
+                        .map_err(|e| crate::provision::ProvisionError::new(Some("runtime"), e))
+                },
+            )
+            .await
+    }
+
+    /// Stops the pools of runtimes that are not warm and that no live session has used for
+    /// `control.runtime_idle_stop_ms` (called by the reaper). Returns the pools stopped.
+    pub async fn stop_idle_pools(&self) -> Vec<String> {
+        let now = self.clock.now_ms();
+        let mut stopped = Vec::new();
+        for rt in self.runtimes.all().iter().filter(|r| !r.warm) {
+            let name = rt.manifest.name.as_str();
+            if self
+                .sessions
+                .all()
+                .iter()
+                .any(|s| s.choices.runtime == name)
+            {
+                rt.last_used_ms.store(now, Relaxed);
+                continue;
+            }
+            let idle = self.cfg.backends.idle_stop.as_millis() as u64;
+            if self.instances.count(name) == 0
+                || now.saturating_sub(rt.last_used_ms.load(Relaxed)) < idle
+            {
+                continue;
+            }
+            let _one = rt.lifecycle.lock().await;
+            // A session may have asked for it while we waited for the lock.
+            if self
+                .sessions
+                .all()
+                .iter()
+                .any(|s| s.choices.runtime == name)
+            {
+                continue;
+            }
+            let ids: Vec<String> = self
+                .instances
+                .list()
+                .into_iter()
+                .filter(|i| i.pool == name)
+                .map(|i| i.id)
+                .collect();
+            for id in ids {
+                let _ = self.kill_instance(name, &id).await;
+            }
+            self.metrics.pools_stopped.inc();
+            tracing::info!(runtime = name, "stopped an idle runtime pool");
+            stopped.push(name.to_owned());
+        }
+        stopped
     }
 
     /// Starts one child-process instance (see [`Control::start_instance_of`]).
@@ -212,19 +383,26 @@ impl Control {
         pool: &str,
         kind: InstanceKind,
     ) -> Result<InstanceInfo, String> {
-        if pool != self.cfg.backends.pool {
+        let Some(runtime) = self.runtimes.get(pool) else {
             return Err(format!(
-                "control runs instances for pool `{}` only",
-                self.cfg.backends.pool
+                "control runs instances for the runtimes' pools only ({})",
+                self.runtimes.names().join(", ")
+            ));
+        };
+        self.runtimes.available(runtime).await?;
+        if kind == InstanceKind::Container && pool != "rust" {
+            return Err(format!(
+                "{} instances run as processes here ([docker.backend] holds the Rust runtime only)",
+                runtime.manifest.label
             ));
         }
-        let _one_at_a_time = self.instances.starting.lock().await;
         let max = self.cfg.backends.max_instances;
-        if self.instances.count(pool) >= max {
+        let Some(_slot) = self.instances.reserve(pool, max) else {
             return Err(format!(
                 "pool `{pool}` already has control.max_backend_instances ({max}) instances"
             ));
-        }
+        };
+        self.ensure_pool_spec(pool);
         let admin = self
             .admin_url
             .get()
@@ -318,16 +496,13 @@ impl Control {
             .expect("just inserted"))
     }
 
-    /// `PROGRAM backend …` as a child process.
+    /// The runtime's start command as a child process.
     async fn launch_process(&self, pool: &str, admin: &str) -> Result<Launched, String> {
-        let program = match &self.cfg.backends.command {
-            Some(p) => p.clone(),
-            None => {
-                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
-            }
-        };
+        let runtime = self.runtimes.get(pool).ok_or("not a runtime")?;
+        let argv = self.runtimes.start_argv(runtime);
+        let program = std::path::PathBuf::from(&argv[0]);
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.arg("backend").args([
+        cmd.args(&argv[1..]).args([
             "--addr",
             "127.0.0.1:0",
             "--control-url",
@@ -337,6 +512,7 @@ impl Control {
         if let Some(file) = &self.config_file {
             cmd.arg("--config").arg(file);
         }
+        crate::runtimes::scrub_env(&mut cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -347,7 +523,7 @@ impl Control {
         let pid = child.id().unwrap_or(0);
         let mut stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let token_line = format!("{}\n", self.admin_token.expose());
+        let token_line = format!("{}\n", self.runtime_token.expose());
         stdin
             .write_all(token_line.as_bytes())
             .await
@@ -403,7 +579,7 @@ impl Control {
                 instance: &cfg.instance,
                 pool,
                 admin_url: admin,
-                token: &self.admin_token,
+                token: &self.runtime_token,
                 data_dir: &self.data_dir,
                 config_file: self.config_file.as_deref(),
                 ready_timeout: self.cfg.backends.ready_timeout,

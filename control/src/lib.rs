@@ -12,6 +12,7 @@
 //! - [`provision`]: the provisioners (`embedded`, `shared`, `docker`) behind one trait.
 //! - [`registry`]: sessions, instances and bug reports in SQLite or PostgreSQL.
 //! - [`routes`]: control's route table and the feed proxies follow.
+//! - [`runtimes`]: the runtimes sessions may choose, their availability and pools.
 //! - [`instances`]: backend instances as child processes, watched and replaced.
 //! - [`api`]: the public API (through the edge); [`admin`]: the admin API.
 //! - [`events`]: a session's SSE stream; [`seal`]: secrets at rest, codes, passwords;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod provision;
 pub mod registry;
 pub mod routes;
+pub mod runtimes;
 pub mod seal;
 pub mod serve;
 pub mod sessions;
@@ -49,6 +51,9 @@ pub struct Control {
     pub sessions_cfg: SessionsConfig,
     pub data_dir: PathBuf,
     pub admin_token: Secret,
+    /// What runtime instances are given instead of the admin token ([`Caller::Runtime`]).
+    pub runtime_token: Secret,
+    pub runtimes: runtimes::Runtimes,
     pub clock: clock::Clock,
     pub registry: registry::Registry,
     pub sealer: seal::Sealer,
@@ -139,6 +144,26 @@ impl Control {
                 .pool_idle_timeout(std::time::Duration::from_secs(30))
                 .build(hyper_util::client::legacy::connect::HttpConnector::new());
         let metrics = metrics::ControlMetrics::new();
+        let runtime_token = match &opts.cfg.runtime_token {
+            Some(t) => t.clone(),
+            None => {
+                stacklab_proxy::config::load_or_create_token(&opts.data_dir.join("runtime.token"))
+                    .context("cannot prepare <data_dir>/runtime.token")?
+            }
+        };
+        let stacklab = match &opts.cfg.backends.command {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("cannot find this program")?,
+        };
+        let runtimes = runtimes::Runtimes::load(
+            &opts.cfg.backends.runtimes_dir,
+            &opts.cfg.backends.warm_runtimes,
+            stacklab,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        if runtime_token.expose() == opts.admin_token.expose() {
+            anyhow::bail!("control.runtime_token is the admin token: give runtimes a credential of their own (or leave it empty)");
+        }
         Ok(Arc::new(Control {
             routes: routes::RouteState::new(pools),
             instances: instances::Instances::new(),
@@ -147,6 +172,8 @@ impl Control {
             sessions_cfg: opts.sessions,
             data_dir: opts.data_dir,
             admin_token: opts.admin_token,
+            runtime_token,
+            runtimes,
             clock: clock::Clock::default(),
             registry,
             sealer,
@@ -176,14 +203,39 @@ impl Control {
         }
     }
 
-    /// Checks `Authorization: Bearer <token>` in constant time.
-    pub fn authorized(&self, headers: &http::HeaderMap) -> bool {
-        !self.admin_token.is_empty()
-            && headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                .is_some_and(|t| self.admin_token.matches(t))
+    /// Who sent an admin request, by its `Authorization: Bearer <token>` (compared in
+    /// constant time).
+    pub fn caller(&self, headers: &http::HeaderMap) -> Caller {
+        let Some(given) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        else {
+            return Caller::Nobody;
+        };
+        if !self.admin_token.is_empty() && self.admin_token.matches(given) {
+            Caller::Admin
+        } else if !self.runtime_token.is_empty() && self.runtime_token.matches(given) {
+            Caller::Runtime
+        } else {
+            Caller::Nobody
+        }
     }
+
+    /// Whether the request carries the admin token.
+    pub fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        self.caller(headers) == Caller::Admin
+    }
+}
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token: everything.
+    Admin,
+    /// A runtime instance's credential: stack descriptors and cache-policy reports only.
+    Runtime,
+    /// No token, or a wrong one.
+    Nobody,
 }
 
 /// Removes `user:password@` from URLs in an error text, so a connection error never shows

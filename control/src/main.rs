@@ -61,8 +61,10 @@ enum Command {
         /// Control's admin URL instead of `backend.control_url`.
         #[arg(long)]
         control_url: Option<String>,
-        /// Read the admin token from the first line of stdin, and exit when stdin closes
-        /// (how control runs its instances: they die with it).
+        /// Read the runtime credential from the first line of stdin, and exit when stdin
+        /// closes (how control runs its instances: they die with it). Without it: the
+        /// credential is `STACKLAB_RUNTIME_TOKEN`, else `control.runtime_token`, else
+        /// `<data_dir>/runtime.token` (control writes it there).
         #[arg(long)]
         token_stdin: bool,
     },
@@ -399,10 +401,23 @@ fn run_backend(
         stdin_lines = Some(stdin);
         stacklab_types::Secret::new(line.trim().to_owned())
     } else {
-        std::env::var("STACKLAB_ADMIN_TOKEN")
-            .ok()
-            .map(stacklab_types::Secret::new)
-            .unwrap_or_else(|| cfg.admin.token.clone())
+        let from_config = ControlConfig::from_sections(cfg.other.get("control"), None, &|k| {
+            std::env::var(k).ok()
+        })
+        .ok()
+        .and_then(|c| c.runtime_token);
+        let file = cfg.data_dir.join("runtime.token");
+        match from_config.or_else(|| {
+            std::fs::read_to_string(&file)
+                .ok()
+                .map(|t| stacklab_types::Secret::new(t.trim().to_owned()))
+        }) {
+            Some(t) if !t.is_empty() => t,
+            _ => {
+                eprintln!("stacklab backend: no runtime credential: use --token-stdin, STACKLAB_RUNTIME_TOKEN, control.runtime_token, or start control first (it writes {})", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,6 +22,8 @@ pub struct ControlMetrics {
     pub bugs: IntCounter,
     /// Replacement instances that could not start (tried again with a back-off).
     pub replacement_failures: IntCounter,
+    /// Runtime pools stopped for having no session ([`crate::Control::stop_idle_pools`]).
+    pub pools_stopped: IntCounter,
     /// Sessions made again (`POST /api/session/reprovision`), by provisioner.
     pub reprovisioned: IntCounterVec,
     /// Sessions' resources that stopped on their own, by provisioner and role.
@@ -96,6 +98,11 @@ impl ControlMetrics {
         .expect("metric");
         let bugs = IntCounter::new("stacklab_control_bug_reports_total", "Bug reports filed.")
             .expect("metric");
+        let pools_stopped = IntCounter::new(
+            "stacklab_control_runtime_pools_stopped_total",
+            "Runtime pools started on demand and stopped after their last session.",
+        )
+        .expect("metric");
         let replacement_failures = IntCounter::new(
             "stacklab_control_instance_replacement_failures_total",
             "Replacement backend instances that could not start (each is tried again).",
@@ -130,6 +137,7 @@ impl ControlMetrics {
             Box::new(bugs.clone()),
             Box::new(reprovisioned.clone()),
             Box::new(replacement_failures.clone()),
+            Box::new(pools_stopped.clone()),
             Box::new(lost.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -147,6 +155,7 @@ impl ControlMetrics {
             feed_followers,
             bugs,
             replacement_failures,
+            pools_stopped,
             reprovisioned,
             lost,
         }

@@ -318,6 +318,27 @@ impl Control {
                 }
             }
         };
+        let Some(runtime) = self.runtimes.get(&choices.runtime) else {
+            self.metrics.rejected.with_label_values(&["invalid"]).inc();
+            return Err(CreateError::Invalid {
+                field: "runtime".into(),
+                message: format!(
+                    "`{}` is not a runtime here; choose one of {}",
+                    choices.runtime,
+                    self.runtimes.names().join(", ")
+                ),
+            });
+        };
+        if let Err(why) = self.runtimes.available(runtime).await {
+            self.metrics
+                .rejected
+                .with_label_values(&["unavailable"])
+                .inc();
+            return Err(CreateError::Unavailable {
+                field: "runtime".into(),
+                message: format!("{} cannot run here: {why}", runtime.manifest.label),
+            });
+        }
         provisioner
             .database(choices.database)
             .map_err(|why| refuse("database", why))?;
@@ -331,7 +352,7 @@ impl Control {
         let session = Arc::new(Session::new(
             code.clone(),
             choices.clone(),
-            self.cfg.backends.pool.clone(),
+            choices.runtime.clone(),
             client.to_owned(),
             now,
             hard,
@@ -373,7 +394,9 @@ impl Control {
             return Err(CreateError::Registry(crate::redact_url(&e.to_string())));
         }
         // The route exists while provisioning, so `GET /api/session` and the event stream
-        // work from the first moment; backends answer 503 until the stack is ready.
+        // work from the first moment; backends answer 503 until the stack is ready. Its
+        // runtime's pool exists from now on; its instances may still be starting.
+        self.ensure_pool_spec(&session.pool);
         if choices.cache == stacklab_types::stack::CacheEngine::Memory {
             *session.member.lock().unwrap_or_else(|e| e.into_inner()) =
                 self.least_pinned_member(&session.pool);
@@ -413,7 +436,14 @@ impl Control {
             cache_max_bytes: self.cfg.cache_max_bytes,
             cache_ttl_ms: self.cfg.cache_ttl_ms,
         };
-        let result = provisioner.provision(&req, &steps).await;
+        // The runtime's pool starts (when it is not running) while the engines are made.
+        let (result, pool) = tokio::join!(
+            provisioner.provision(&req, &steps),
+            self.ensure_runtime_pool(&choices.runtime, &steps)
+        );
+        // A pool that cannot start fails the session like its engines would (what was made
+        // is removed with it).
+        let result = pool.and(result);
         // Ended while it was being made (deleted, or the reaper's provisioning limit): what
         // was made is removed here, since the ending's teardown ran before it existed.
         if !self
@@ -701,14 +731,18 @@ impl Control {
     /// is dropped), best effort: an instance that misses it re-fetches the descriptor within
     /// `descriptor_ttl` and finds the session gone.
     async fn forget_on_backends(&self, code: &str) {
-        let Some(pool) = self.routes.pool(&self.cfg.backends.pool) else {
-            return;
-        };
-        let calls = pool.members.iter().map(|m| {
+        let members: Vec<_> = self
+            .runtimes
+            .names()
+            .into_iter()
+            .filter_map(|name| self.routes.pool(name))
+            .flat_map(|p| p.members)
+            .collect();
+        let calls = members.iter().map(|m| {
             let req = http::Request::delete(format!("http://{}/internal/sessions/{code}", m.addr))
                 .header(
                     http::header::AUTHORIZATION,
-                    format!("Bearer {}", self.admin_token.expose()),
+                    format!("Bearer {}", self.runtime_token.expose()),
                 )
                 .body(http_body_util::Full::new(bytes::Bytes::new()));
             let client = self.http.clone();
@@ -911,6 +945,7 @@ impl Control {
                     () = control.shutdown.cancelled() => return,
                 }
                 control.reap_once().await;
+                control.stop_idle_pools().await;
             }
         })
     }
@@ -937,9 +972,14 @@ impl Control {
     /// Re-pins sessions whose instance is gone (or that need a pin and have none), spreading
     /// them over the members left. Their in-process cache starts empty on the new instance.
     pub fn repin(&self) {
-        let Some(pool) = self.routes.pool(&self.cfg.backends.pool) else {
-            return;
-        };
+        for name in self.runtimes.names() {
+            if let Some(pool) = self.routes.pool(name) {
+                self.repin_in(&pool);
+            }
+        }
+    }
+
+    fn repin_in(&self, pool: &stacklab_types::routes::PoolSpec) {
         let alive: HashSet<String> = pool
             .members
             .iter()

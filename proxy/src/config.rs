@@ -968,11 +968,18 @@ pub fn ensure_admin_token(cfg: &mut Config) -> std::io::Result<PathBuf> {
     if !cfg.admin.token.is_empty() {
         return Ok(path);
     }
-    if let Ok(existing) = std::fs::read_to_string(&path) {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    cfg.admin.token = load_or_create_token(&path)?;
+    Ok(path)
+}
+
+/// The token kept in `path` (at least 16 characters), or a new random one of 40 written there
+/// with mode 0600: the admin token, and control's runtime credential beside it.
+pub fn load_or_create_token(path: &Path) -> std::io::Result<Secret> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim();
         if existing.len() >= 16 {
-            cfg.admin.token = Secret::new(existing);
-            return Ok(path);
+            return Ok(Secret::new(existing));
         }
     }
     use rand::Rng;
@@ -981,15 +988,13 @@ pub fn ensure_admin_token(cfg: &mut Config) -> std::io::Result<PathBuf> {
         .take(40)
         .map(char::from)
         .collect();
-    std::fs::create_dir_all(&cfg.data_dir)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     use std::io::Write;
-    opts.open(&path)?.write_all(token.as_bytes())?;
-    cfg.admin.token = Secret::new(token);
-    Ok(path)
+    opts.open(path)?.write_all(token.as_bytes())?;
+    Ok(Secret::new(token))
 }
 
 /// Problems in a pool spec, with paths relative to the pool. Used for config and admin input.

@@ -11,8 +11,9 @@
 //! the owner of the data directory (mounted at the same path, for embedded sessions' SQLite
 //! files), and is labelled `stacklab.instance`, `stacklab.role=backend`, `stacklab.pool`.
 //!
-//! As with a process, the admin token goes through stdin (an attached stream, never the
-//! container's environment or command), and the instance exits when stdin closes: Docker
+//! As with a process, the runtime credential (never the admin token) goes through stdin (an
+//! attached stream, never the container's environment or command), and the instance exits
+//! when stdin closes: Docker
 //! closes it when control's attach connection goes (`stdin_once`), so containers die with
 //! control however it dies. Those a crash left are removed at the next start
 //! ([`remove_stale`]).
@@ -47,6 +48,7 @@ pub struct Launch<'a> {
     pub instance: &'a str,
     pub pool: &'a str,
     pub admin_url: &'a str,
+    /// The runtime credential ([`crate::Caller::Runtime`]).
     pub token: &'a Secret,
     pub data_dir: &'a Path,
     pub config_file: Option<&'a Path>,

@@ -15,4 +15,5 @@ mod helpers;
 mod hostile;
 mod isolation;
 mod lifecycle;
+mod runtimes;
 mod shared;

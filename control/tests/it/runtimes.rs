@@ -1,0 +1,288 @@
+//! Runtimes as a choice: each with a pool of its own, started on demand and stopped when
+//! idle, offered with the reason when it cannot run; and the credential instances get.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// A runtimes folder: `rust`, `twin` (the Rust binary again under another name, so a second
+/// runtime's pool can be tested without another toolchain) and `broken` (its check fails).
+fn runtimes_dir(dir: &Path) -> PathBuf {
+    let root = dir.join("backends");
+    for (name, text) in [
+        ("rust", "name = \"rust\"\nlabel = \"Rust (hyper)\"\ndescription = \"The Rust one.\"\nstart = [\"{stacklab}\", \"backend\"]\n"),
+        ("twin", "name = \"twin\"\nlabel = \"Twin\"\ndescription = \"The Rust one under another name.\"\ncheck = [\"true\"]\nstart = [\"{stacklab}\", \"backend\"]\n"),
+        ("broken", "name = \"broken\"\nlabel = \"Broken\"\ndescription = \"Cannot run.\"\ncheck = [\"sh\", \"-c\", \"echo 'the broken toolchain is missing: run setup.sh' >&2; exit 1\"]\nstart = [\"./nothing\"]\n"),
+    ] {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join("runtime.toml"), text).unwrap();
+    }
+    root
+}
+
+fn pool_of(up: &stacklab_control::serve::Up, pool: &str) -> Vec<String> {
+    up.control
+        .instances
+        .list()
+        .into_iter()
+        .filter(|i| i.pool == pool)
+        .map(|i| i.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle() {
+    let dir = temp_dir("runtimes");
+    let root = runtimes_dir(&dir);
+    let up = start_up(&dir, 1, move |_, c| {
+        c.backends.runtimes_dir = root;
+        c.backends.idle_stop = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let data = dir.join("data");
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+
+    // Offered with the reason when it cannot run.
+    let r = b.get("/api/options").await;
+    let options = r.json();
+    let runtime = options["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "runtime")
+        .unwrap()
+        .clone();
+    assert_eq!(runtime["default"], "rust");
+    let names: Vec<&str> = runtime["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rust", "broken", "twin"]);
+    let broken = &runtime["options"][1];
+    assert_eq!(broken["available"], false);
+    assert_eq!(
+        broken["reason"],
+        "the broken toolchain is missing: run setup.sh"
+    );
+    assert_eq!(runtime["options"][2]["label"], "Twin");
+    assert_eq!(runtime["options"][2]["available"], true);
+
+    // Refused by field, nothing made.
+    let r = b.post("/api/sessions", json!({"runtime": "broken"})).await;
+    assert_eq!(
+        (r.status, r.field()),
+        (503, "runtime".into()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("run setup.sh"), "{}", r.text());
+    let r = b.post("/api/sessions", json!({"runtime": "cobol"})).await;
+    assert_eq!(
+        (r.status, r.field()),
+        (400, "runtime".into()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("rust, broken, twin"), "{}", r.text());
+    assert_eq!(up.control.sessions.len(), 0);
+    assert_eq!(pool_of(&up, "rust").len(), 1, "the warm pool");
+    assert!(pool_of(&up, "twin").is_empty(), "not started for nobody");
+
+    // The first session of a runtime starts its pool, as a step it sees.
+    let r = b.post("/api/sessions", json!({"runtime": "twin"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let step = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "runtime")
+        .cloned()
+        .unwrap();
+    assert_eq!(step["status"], "done", "{step}");
+    assert!(
+        step["detail"].as_str().unwrap().contains("Twin pool"),
+        "{step}"
+    );
+    let twins = pool_of(&up, "twin");
+    assert_eq!(twins.len(), 1);
+    assert!(twins[0].starts_with("twin-"), "{twins:?}");
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let member = r.headers["x-stacklab-member"].to_str().unwrap().to_owned();
+    assert_eq!(member, twins[0], "served by its runtime's pool");
+    let topo = b.get("/api/topology").await.json();
+    assert!(
+        topo["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "twin" && p["members"][0]["id"] == twins[0].as_str()),
+        "{topo}"
+    );
+    assert_eq!(topo["session"]["pool"], "twin");
+
+    // A second session finds it running.
+    let mut b2 = Browser::new(&data, up.addrs.edge.port());
+    let r = b2.post("/api/sessions", json!({"runtime": "twin"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let step = r.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "runtime")
+        .cloned()
+        .unwrap();
+    assert_eq!(step["status"], "skipped", "{step}");
+    assert_eq!(pool_of(&up, "twin"), twins);
+
+    // Idle: kept while a session uses it, stopped the idle time after the last one ended.
+    let token = Some(TOKEN);
+    let admin = up.addrs.admin;
+    assert_eq!(b.send("DELETE", "/api/session", None).await.status, 200);
+    // Longer than the idle stop, shorter than a session's idle expiry.
+    up.control.clock.advance(700_000);
+    let r = stacklab_control_reap(admin, token).await;
+    assert_eq!(r["pools_stopped"], json!([]), "b2's session still uses it");
+    assert_eq!(b2.send("DELETE", "/api/session", None).await.status, 200);
+    let r = stacklab_control_reap(admin, token).await;
+    assert_eq!(r["pools_stopped"], json!([]), "idle only from now");
+    up.control.clock.advance(599_000);
+    let r = stacklab_control_reap(admin, token).await;
+    assert_eq!(r["pools_stopped"], json!([]), "not idle long enough");
+    up.control.clock.advance(2_000);
+    let r = stacklab_control_reap(admin, token).await;
+    assert_eq!(r["pools_stopped"], json!(["twin"]));
+    assert!(pool_of(&up, "twin").is_empty());
+    assert_eq!(
+        pool_of(&up, "rust").len(),
+        1,
+        "a warm pool is never stopped"
+    );
+    assert_eq!(up.control.metrics.pools_stopped.get(), 1);
+
+    // And it starts again for the next one.
+    let mut b3 = Browser::new(&data, up.addrs.edge.port());
+    let r = b3.post("/api/sessions", json!({"runtime": "twin"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(pool_of(&up, "twin").len(), 1);
+    let r = b3
+        .post(
+            "/api/users",
+            json!({"username": "bob", "email": "bob@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    up.shutdown().await.unwrap();
+}
+
+async fn stacklab_control_reap(
+    admin: std::net::SocketAddr,
+    token: Option<&str>,
+) -> serde_json::Value {
+    let r = crate::helpers::admin(admin, "POST", "/admin/control/reap", token, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_get_a_credential_that_reads_descriptors_and_nothing_else() {
+    let dir = temp_dir("runtime-token");
+    // As an operator might run it: the admin token in control's environment (each test is a
+    // process of its own under nextest). Its children must not inherit it.
+    std::env::set_var("STACKLAB_ADMIN_TOKEN", TOKEN);
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let data = dir.join("data");
+    let admin = up.addrs.admin;
+    let file = data.join("runtime.token");
+    let runtime = std::fs::read_to_string(&file).unwrap();
+    assert!(runtime.len() >= 16);
+    assert_ne!(runtime, TOKEN);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    let r = b.post("/api/sessions", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let code = r.json()["code"].as_str().unwrap().to_owned();
+
+    // What it is for.
+    let r = admin_call(admin, "GET", &format!("/admin/stacks/{code}"), &runtime).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["database"]["engine"], "sqlite");
+    let r = crate::helpers::admin(
+        admin,
+        "PUT",
+        &format!("/admin/stacks/{code}/cache-policy"),
+        Some(&runtime),
+        Some(json!({"policy": "lfu"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Nothing else: control's paths and the proxy's alike answer 403 with the JSON error.
+    for (method, path) in [
+        ("GET", "/admin/routes"),
+        ("GET", "/admin/control/sessions"),
+        ("GET", "/admin/topology"),
+        ("POST", "/admin/pools/rust/instances"),
+        ("DELETE", "/admin/pools/rust"),
+        ("GET", "/admin/bugs"),
+        ("GET", "/admin/pools"),
+        ("GET", "/admin/sessions"),
+        ("POST", "/admin/reload"),
+        ("GET", &format!("/admin/sessions/{code}/requests")),
+        ("DELETE", &format!("/admin/sessions/{code}")),
+    ] {
+        let r = admin_call(admin, method, path, &runtime).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "forbidden".into()),
+            "{method} {path}: {}",
+            r.text()
+        );
+        assert!(!r.text().contains(&runtime), "never echoed");
+    }
+    assert_eq!(up.control.sessions.len(), 1, "nothing changed");
+    assert_eq!(pool_of(&up, "rust").len(), 1);
+    // The admin token still does everything; no token is still 401.
+    assert_eq!(
+        admin_call(admin, "GET", "/admin/routes", TOKEN)
+            .await
+            .status,
+        200
+    );
+    let r = crate::helpers::admin(admin, "GET", &format!("/admin/stacks/{code}"), None, None).await;
+    assert_eq!(r.status, 401);
+
+    // The instance holds the runtime credential only: not in its arguments or environment,
+    // and the admin token nowhere.
+    let pid = up.control.instances.list()[0].pid;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    for (what, bytes) in [("arguments", &cmdline), ("environment", &environ)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(&runtime), "the credential is in its {what}");
+        assert!(!text.contains(TOKEN), "the admin token is in its {what}");
+    }
+    up.shutdown().await.unwrap();
+}
+
+async fn admin_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> crate::helpers::Answer {
+    crate::helpers::admin(addr, method, path, Some(token), None).await
+}
