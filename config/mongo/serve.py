@@ -60,7 +60,9 @@ def make_admin(storage_path: str, password: str) -> None:
     boot = server(storage_path, 0, require_auth=False)
     boot.start()
     try:
-        client = pymongo.MongoClient(boot.uri, directConnection=True, serverSelectionTimeoutMS=10_000)
+        client = pymongo.MongoClient(
+            boot.uri, directConnection=True, serverSelectionTimeoutMS=10_000
+        )
         try:
             client.admin.command("createUser", ADMIN_USER, pwd=password, roles=["root"])
         finally:
@@ -75,7 +77,9 @@ def main() -> int:
     parser.add_argument("--storage-path", required=True)
     parser.add_argument("--password-file", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     with open(args.password_file, encoding="utf-8") as f:
         password = f.readline().strip()
