@@ -126,6 +126,13 @@ const FIELDS: &[Field] = &[
     },
 ];
 
+/// What `GET /api/options` says beside MongoDB: what this project's own tests ran it against.
+pub const MONGODB_NOTE: &str = "No MongoDB server can be installed where stacklab is built, so \
+its tests (scripts/test) run MongoDB against SecantusDB, a MongoDB-wire-compatible stand-in \
+with authentication: it is single-node (no replica sets, no sharding) and its usersInfo \
+ignores forAllDBs, so a session's user that outlived its database is not found by the leftover \
+sweep. STACKLAB_TEST_MONGO_URL points the same tests at a real MongoDB server.";
+
 /// The policies each cache engine offers, the first being its default.
 pub fn policies(cache: CacheEngine) -> &'static [&'static str] {
     match cache {
@@ -346,6 +353,9 @@ pub fn options(offer: &dyn Offer, runtimes: &[RuntimeOffer]) -> Value {
                     match f.name {
                         "provisioner" => reason = offer.provisioner(value).err(),
                         "database" | "cache" => {
+                            if f.name == "database" && *value == "mongodb" {
+                                o["note"] = json!(MONGODB_NOTE);
+                            }
                             let mut by = Vec::new();
                             let mut why = Vec::new();
                             for p in &provisioners {
@@ -417,6 +427,41 @@ mod tests {
             (json!([1]), "body"),
         ] {
             assert_eq!(Choices::parse(&body).unwrap_err().field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn mongodb_says_what_it_was_tested_against() {
+        struct All;
+        impl Offer for All {
+            fn provisioner(&self, _: &str) -> Result<(), String> {
+                Ok(())
+            }
+            fn database(&self, _: &str, _: DatabaseEngine) -> Result<(), String> {
+                Ok(())
+            }
+            fn cache(&self, _: &str, _: CacheEngine) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let all = options(&All);
+        let databases = all["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["field"] == "database")
+            .unwrap()["options"]
+            .as_array()
+            .unwrap()
+            .clone();
+        for o in &databases {
+            let note = o["note"].as_str();
+            if o["value"] == "mongodb" {
+                let note = note.expect("MongoDB has a note");
+                assert!(note.contains("SecantusDB") && note.contains("STACKLAB_TEST_MONGO_URL"));
+            } else {
+                assert_eq!(note, None, "{o}");
+            }
         }
     }
 }

@@ -8,8 +8,8 @@
 //! # Layout
 //! - [`sql`]: SQLite, PostgreSQL and MySQL/MariaDB through sqlx's `Any` driver, with the few
 //!   dialect differences (placeholders, DDL, catalog size queries) in one place.
-//! - [`mongo`]: MongoDB through the `mongodb` crate (tested only against a server given in
-//!   `STACKLAB_TEST_MONGO_URL`; none can be installed on this project's machine).
+//! - [`mongo`]: MongoDB through the `mongodb` crate (tested against the wire-compatible stand-in
+//!   scripts/test starts, or a real server given in `STACKLAB_TEST_MONGO_URL`).
 
 pub mod mongo;
 pub mod sql;
@@ -112,9 +112,8 @@ pub async fn connect(
         DatabaseEngine::Sqlite | DatabaseEngine::Postgres | DatabaseEngine::Mysql => Ok(Arc::new(
             sql::SqlStore::connect(spec, max_connections).await?,
         )),
-        DatabaseEngine::Mongodb => Err(StoreError::Unavailable(
-            "the MongoDB adapter is not part of this build yet; choose sqlite, postgres or mysql"
-                .into(),
+        DatabaseEngine::Mongodb => Ok(Arc::new(
+            mongo::MongoStore::connect(spec, max_connections).await?,
         )),
     }
 }

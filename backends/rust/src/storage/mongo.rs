@@ -6,16 +6,18 @@
 //! are built from typed values here, never from the client's JSON, so an operator such as
 //! `{"$gt": ""}` sent as a value is only ever a string.
 //!
-//! No MongoDB server can be installed on the machine this project is built on; this adapter
-//! is tested only when `STACKLAB_TEST_MONGO_URL` points at one (see the README).
+//! No MongoDB server can be installed on the machine this project is built on: scripts/test
+//! runs this adapter's tests against SecantusDB, a MongoDB-wire-compatible stand-in, or
+//! against the real server `STACKLAB_TEST_MONGO_URL` names (see the README).
 
 use super::{Changes, DbStats, NewUser, Search, StoreError, StoredUser, UserStore};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use stacklab_types::stack::{DatabaseEngine, DatabaseSpec};
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct MongoStore {
@@ -80,9 +82,18 @@ fn to_user(d: &Document) -> StoredUser {
 }
 
 impl MongoStore {
-    pub async fn connect(spec: &DatabaseSpec) -> Result<Self, StoreError> {
-        let client = Client::with_uri_str(spec.url.expose())
-            .await
+    /// The driver's own pool, bounded as the SQL stores' are: at most `max_connections`
+    /// connections, idle ones closed after a minute, 5 s to find the server.
+    pub async fn connect(spec: &DatabaseSpec, max_connections: u32) -> Result<Self, StoreError> {
+        let mut opts = ClientOptions::parse(spec.url.expose()).await.map_err(|e| {
+            StoreError::Unavailable(format!("the MongoDB URL is not valid: {}", e.kind))
+        })?;
+        opts.max_pool_size = Some(max_connections.max(1));
+        opts.min_pool_size = Some(0);
+        opts.max_idle_time = Some(Duration::from_secs(60));
+        opts.server_selection_timeout = Some(Duration::from_secs(5));
+        opts.connect_timeout = Some(Duration::from_secs(5));
+        let client = Client::with_options(opts)
             .map_err(|e| StoreError::Unavailable(format!("cannot reach MongoDB: {}", e.kind)))?;
         let name = spec
             .database

@@ -59,16 +59,11 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The MongoDB server to test against. None can be installed on this project's machine, so
-/// MongoDB is tested only when one is given; its absence is not a failure even under CI.
+/// The MongoDB server to test against: scripts/test starts a wire-compatible stand-in
+/// (SecantusDB, config/mongo/serve.py) unless the caller names a real server; like every engine,
+/// its absence fails under CI.
 pub fn mongo_url() -> Option<String> {
-    let url = std::env::var("STACKLAB_TEST_MONGO_URL")
-        .ok()
-        .filter(|v| !v.is_empty());
-    if url.is_none() {
-        eprintln!("MongoDB is tested only when STACKLAB_TEST_MONGO_URL is set (no server can be installed here)");
-    }
-    url
+    engine_url("STACKLAB_TEST_MONGO_URL")
 }
 
 /// Makes a fresh database of its own for one session and returns its URL.
