@@ -23,7 +23,9 @@ from ..errors import Conflict, StoreUnavailable
 from . import Changes, NewUser, Search, StoredUser, regex_literal
 
 TIMEOUT_MS = 5000
-_INDEX = re.compile(r"index: (\S+)")
+# "E11000 duplicate key error collection: db.users index: users_email_key dup key: …" from
+# MongoDB; "UNIQUE constraint failed: index 'idx_users_email_key'" from SQLite-backed stand-ins.
+_INDEX = re.compile(r"index:? '?([\w.$-]+)")
 
 
 def _unavailable(what: str, e: Exception) -> StoreUnavailable:
@@ -39,8 +41,9 @@ def _conflict(e: DuplicateKeyError) -> Conflict:
     pattern = details.get("keyPattern") or {}
     if pattern:
         return Conflict("email" if "email_key" in pattern else "username")
-    m = _INDEX.search(str(details.get("errmsg") or e))
-    return Conflict("email" if m and "email_key" in m.group(1) else "username")
+    text = str(details.get("errmsg") or e)
+    m = _INDEX.search(text)
+    return Conflict("email" if "email_key" in (m.group(1) if m else text) else "username")
 
 
 def _num(d: dict, key: str) -> int:
