@@ -4,7 +4,9 @@
 #
 #   backends/python/setup.sh        # venv at ${STACKLAB_PYTHON_VENV:-~/.cache/stacklab-python-venv}
 #
-# The interpreter is ${STACKLAB_PYTHON:-python3} (3.11 or newer).
+# The interpreter is ${STACKLAB_PYTHON:-python3} (3.11 or newer). With STACKLAB_PYTHON_WHEELS=DIR
+# the packages come from the wheels in DIR only (no index: how config/images/build.sh python
+# bakes the venv into an image with no network), still checked against the hashes.
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 venv=${STACKLAB_PYTHON_VENV:-$HOME/.cache/stacklab-python-venv}
@@ -28,7 +30,11 @@ have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
 if [[ $want != "$have" ]]; then
     echo "setup.sh: installing the Python runtime's packages into $venv" >&2
     rm -f -- "$venv/.requirements.sha256"
+    source=()
+    if [[ -n ${STACKLAB_PYTHON_WHEELS:-} ]]; then
+        source=(--no-index --find-links "$STACKLAB_PYTHON_WHEELS")
+    fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        --require-hashes --only-binary=:all: -r "$requirements"
+        --require-hashes --only-binary=:all: "${source[@]}" -r "$requirements"
     echo "$want" >"$venv/.requirements.sha256"
 fi

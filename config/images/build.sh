@@ -15,7 +15,8 @@
 #      and, when asked by name, stacklab/backend:local: this project's own `stacklab` binary
 #      over the same base, for backend instances run as containers ([docker.backend]); and
 #      stacklab/python:local: the Python runtime (backends/python) with its virtualenv baked
-#      in (pip installs requirements.txt, every package pinned with its hash, from PyPI).
+#      in: the host's pip downloads the wheels of requirements.txt (every one pinned with its
+#      hash) for the image's Python, and the build installs them with no index.
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -289,8 +290,22 @@ build_python() {
     mkdir "$ctx/python"
     (cd "$root/backends/python" && tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude=tests \
         bin stacklab_python requirements.txt setup.sh pyproject.toml runtime.toml) | tar -x -C "$ctx/python"
-    log "building $tag"
+    # The wheels for the image's interpreter (Debian's python3 of this release, as the host's).
+    local pyver
+    pyver=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")') \
+        || die "the image's Python version is that of /usr/bin/python3, which is missing"
+    log "downloading the Python runtime's wheels for Python $pyver"
     out=$(mktemp)
+    if ! python3 -m pip download --quiet --disable-pip-version-check --no-input --require-hashes \
+            --only-binary=:all: --python-version "$pyver" --implementation cp \
+            --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+            --platform manylinux_2_34_x86_64 --platform linux_x86_64 \
+            -d "$ctx/wheels" -r "$root/backends/python/requirements.txt" >"$out" 2>&1; then
+        tail -n 20 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "pip could not download backends/python/requirements.txt"
+    fi
+    log "building $tag"
     ((FORCE)) && cache=(--no-cache)
     if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
             --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/python" \
