@@ -121,7 +121,9 @@ def create_app(rt: Runtime) -> Flask:
     @app.errorhandler(ApiError)
     def api_error(e: ApiError) -> Response:
         if e.status >= 500:
-            log.warning("request failed: %s %s", e.code, getattr(e, "detail", e.message))
+            # The proxy's request id ties this line to the inspector's capture.
+            log.warning("request %s failed: %s %s", request.headers.get("x-request-id", "-"), e.code,
+                        getattr(e, "detail", e.message))
         return Response(e.json(), status=e.status, content_type="application/json")
 
     @app.errorhandler(HTTPException)
@@ -142,7 +144,8 @@ def create_app(rt: Runtime) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> Response:
-        log.error("request failed: %s %s", request.method, request.path, exc_info=e)
+        log.error("request %s failed: %s %s", request.headers.get("x-request-id", "-"), request.method,
+                  request.path, exc_info=e)
         return api_error(ApiError.internal(type(e).__name__))
 
     return app

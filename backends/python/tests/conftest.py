@@ -195,7 +195,7 @@ class Instance:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_DEADLINE)
-                raise AssertionError("the instance did not exit within the deadline after stdin closed")
+                raise AssertionError("the instance did not exit within the deadline after stdin closed") from None
         return self.proc.returncode
 
 

@@ -164,7 +164,7 @@ def test_items_are_newest_first_capped_with_previews():
 def test_many_operations_keep_the_bound_and_the_order():
     """Stale heap ranks (every read pushes one) never pick a wrong victim or grow without end."""
     c = MemoryCache("lru", 10 * 100)
-    for round_ in range(50):
+    for _ in range(50):
         for i in range(100):
             c.set(f"k{i:02}", VAL, None)
             c.get(f"k{(i * 7) % 100:02}")
@@ -260,8 +260,8 @@ def test_redis_and_memcached_keep_to_their_prefix(python, make_stack):
         from conftest import wait_until
 
         # memcached's LRU crawler lists new items within a moment.
-        listed = wait_until(f"{cache} lists both items", lambda: (
-            {i["key"] for i in api_a.call("GET", "/api/cache").body["items"]} == {"user:1", "user:2"}))
+        listed = wait_until(f"{cache} lists both items", lambda api=api_a: (
+            {i["key"] for i in api.call("GET", "/api/cache").body["items"]} == {"user:1", "user:2"}))
         assert listed
         assert api_a.call("DELETE", "/api/cache").body["items"] == []
         assert api_b.call("GET", "/api/users/1").headers["x-stacklab-cache"] == "hit", "the other session's entry stayed"
