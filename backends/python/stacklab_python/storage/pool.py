@@ -3,7 +3,8 @@
 At most ``size`` connections per session, opened on demand; a caller waits at most
 ``acquire_timeout`` for one (then the database counts as unavailable); connections idle longer
 than ``idle_timeout`` are closed when the pool is next used; a connection that failed is
-dropped rather than handed out again.
+dropped rather than handed out again, and one idle longer than ``check_after`` is first
+checked with ``check`` (a database restarted under it is then noticed before a query fails).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ class PoolTimeout(Exception):
 
 class Pool:
     def __init__(self, factory: Callable[[], object], size: int, acquire_timeout: float = 5.0,
-                 idle_timeout: float = 60.0):
+                 idle_timeout: float = 60.0, check: Callable[[object], None] | None = None,
+                 check_after: float = 2.0):
         self._factory = factory
+        self._check = check
+        self._check_after = check_after
         self._size = max(1, size)
         self._acquire_timeout = acquire_timeout
         self._idle_timeout = idle_timeout
@@ -54,8 +58,11 @@ class Pool:
                 if self._closed:
                     raise PoolTimeout("the pool is closed")
                 if self._idle:
-                    conn, _ = self._idle.pop()
+                    conn, returned = self._idle.pop()
                     self._out += 1
+                    if self._check is not None and time.monotonic() - returned > self._check_after:
+                        stale.append(conn)  # checked below, outside the lock
+                        conn = _CHECK
                     break
                 if self._out + len(self._idle) < self._size:
                     self._out += 1
@@ -65,6 +72,13 @@ class Pool:
                 if left <= 0:
                     raise PoolTimeout(f"no connection free within {self._acquire_timeout:g} s")
                 self._cond.wait(left)
+        if conn is _CHECK:
+            conn = stale.pop()
+            try:
+                self._check(conn)
+            except Exception:  # noqa: BLE001 - any failure means: open a new one
+                _close(conn)
+                conn = None
         for c in stale:
             _close(c)
         if conn is None:
@@ -94,6 +108,9 @@ class Pool:
             self._cond.notify_all()
         for c, _ in idle:
             _close(c)
+
+
+_CHECK = object()
 
 
 def _close(conn) -> None:

@@ -110,6 +110,14 @@ def _mysql_factory(url: str):
 
 
 _FACTORIES = {"sqlite": _sqlite_factory, "postgres": _postgres_factory, "mysql": _mysql_factory}
+
+
+def _ping(conn) -> None:
+    """A round trip: raises when the server went away while the connection sat idle."""
+    if hasattr(conn, "ping"):  # PyMySQL
+        conn.ping(reconnect=False)
+    else:
+        conn.execute("SELECT 1")
 _MYSQL_KEY = re.compile(r"for key '([^']*)'")
 
 
@@ -119,7 +127,7 @@ class SqlStore:
         self._name = ENGINE_NAMES[engine]
         self._p = "?" if engine == "sqlite" else "%s"
         factory = _FACTORIES[engine](url)
-        self._pool = Pool(factory, max_connections)
+        self._pool = Pool(factory, max_connections, check=None if engine == "sqlite" else _ping)
         try:
             self._init()
         except StoreUnavailable as e:
@@ -161,7 +169,8 @@ class SqlStore:
         return "email" if "email_key" in text else "username"
 
     def _run(self, what: str, sql: str, params: tuple = (), fetch: str | None = None):
-        """Runs one statement on a pooled connection: fetch None (rowcount), 'one' or 'all'."""
+        """Runs one statement on a pooled connection: fetch None (rowcount), 'one', 'all' or
+        'lastrowid'. A unique violation keeps the connection; any other failure drops it."""
         try:
             with self._pool.connection() as conn:
                 cur = conn.cursor()
@@ -174,12 +183,16 @@ class SqlStore:
                     if fetch == "lastrowid":
                         return cur.lastrowid
                     return cur.rowcount
+                except Exception as e:  # noqa: BLE001 - sorted below
+                    field = self._unique_violation(e)
+                    if field is None:
+                        raise
+                    conflict = Conflict(field)
                 finally:
                     cur.close()
-        except (Conflict, StoreUnavailable):
-            raise
         except Exception as e:  # noqa: BLE001 - every driver error becomes a StoreError
             raise self._fail(what, e) from None
+        raise conflict
 
     def _init(self) -> None:
         # Two instances opening a new session's database at once both run this, and
