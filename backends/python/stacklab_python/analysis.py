@@ -16,7 +16,7 @@ import threading
 import time
 
 from .config import Limits
-from .errors import ApiError, StoreError, from_cache_error, CacheError
+from .errors import ApiError, CacheError, StoreError, from_cache_error
 from .passwords import MODES, Hasher
 from .service import Session, Trace
 from .storage import NewUser

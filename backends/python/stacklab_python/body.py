@@ -111,9 +111,8 @@ def fields(value: object, spec: dict[str, tuple[str, bool]], what: str, strict: 
                 raise ApiError.invalid(name, f"missing field `{name}`; fix the body and send it again")
             continue
         if not _is(kind, v):
-            raise ApiError.bad_request(
-                f"the body is not the JSON this takes: `{name}` must be {kind}, not {_kind_of(v)}", name
-            )
+            got = "an integer out of range" if kind == U32 and _kind_of(v) == "an integer" else _kind_of(v)
+            raise ApiError.bad_request(f"the body is not the JSON this takes: `{name}` must be {kind}, not {got}", name)
         out[name] = v
     return out
 
@@ -132,7 +131,7 @@ def _kind_of(v: object) -> str:
     if isinstance(v, bool):
         return "a boolean"
     if isinstance(v, int):
-        return "an integer out of range" if not isinstance(v, bool) else "a boolean"
+        return "an integer"
     if isinstance(v, float):
         return "a floating point number"
     if isinstance(v, str):

@@ -15,15 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-
 import time
 from dataclasses import dataclass
 
+from . import cache as caches
 from . import storage
 from .cache import NoCache
 from .config import Limits
 from .crypto import FieldCrypto
-from .errors import ApiError, CacheError, Conflict, StoreError
+from .errors import ApiError, CacheError, Conflict, StoreError, from_cache_error
 from .passwords import Hasher
 from .storage import Changes, NewUser, Search, StoredUser
 
@@ -294,8 +294,6 @@ class Session:
 
 def open_session(descriptor: dict, limits: Limits, db_connections: int) -> Session:
     """Connects the descriptor's store and cache; an engine that cannot be reached is a 503."""
-    from . import cache as caches
-
     db = descriptor["database"]
     try:
         store = storage.connect(db, db_connections)
@@ -303,12 +301,11 @@ def open_session(descriptor: dict, limits: Limits, db_connections: int) -> Sessi
         raise ApiError.unavailable(db["engine"], str(e)) from None
     try:
         cache = caches.connect(descriptor["cache"])
-    except Exception as e:
+    except CacheError as e:
         store.close()
-        if isinstance(e, CacheError):
-            from .errors import from_cache_error
-
-            raise from_cache_error(e) from None
+        raise from_cache_error(e) from None
+    except BaseException:
+        store.close()
         raise
     try:
         return Session(descriptor, store, cache, limits)
@@ -316,5 +313,3 @@ def open_session(descriptor: dict, limits: Limits, db_connections: int) -> Sessi
         store.close()
         cache.close()
         raise
-
-
