@@ -13,7 +13,10 @@
 #        stacklab/redis:local      Redis
 #        stacklab/memcached:local  Memcached
 #      and, when asked by name, stacklab/backend:local: this project's own `stacklab` binary
-#      over the same base, for backend instances run as containers ([docker.backend]).
+#      over the same base, for backend instances run as containers ([docker.backend]); and
+#      stacklab/python:local: the Python runtime (backends/python) with its virtualenv baked
+#      in: the host's pip downloads the wheels of requirements.txt (every one pinned with its
+#      hash) for the image's Python, and the build installs them with no index.
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -24,7 +27,7 @@
 #
 # Usage:
 #   config/images/build.sh [--force] [--binary PATH] [ENGINE...]
-#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend
+#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
 #              made with `cargo build --release -p stacklab-control` when missing)
 #     --force  rebuild images that exist already (else they are skipped); the base too when
@@ -48,7 +51,7 @@ while (($#)); do
         --force) FORCE=1 ;;
         --check) CHECK=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        postgres | mariadb | redis | memcached | backend) ENGINES+=("$1") ;;
+        postgres | mariadb | redis | memcached | backend | python) ENGINES+=("$1") ;;
         --binary) shift; BINARY=${1:-} ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -273,9 +276,56 @@ build_backend() {
     log "$tag built in $(elapsed "$start") s"
 }
 
+# The Python runtime's image: a build context of the Dockerfile and backends/python (the
+# package, its scripts and requirements.txt; no bytecode, no tests).
+build_python() {
+    local start=$EPOCHREALTIME tag=stacklab/python:local ctx root out cache=()
+    if image_exists "$tag" && ((!FORCE)); then
+        log "$tag exists: skipped (--force rebuilds it, e.g. after a change of backends/python)"
+        return 0
+    fi
+    root=$(cd "$HERE/../.." && pwd)
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-python.XXXXXX")
+    cp "$HERE/python/Dockerfile" "$ctx/"
+    mkdir "$ctx/python"
+    (cd "$root/backends/python" && tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude=tests \
+        bin stacklab_python requirements.txt setup.sh pyproject.toml runtime.toml) | tar -x -C "$ctx/python"
+    # The wheels for the image's interpreter (Debian's python3 of this release, as the host's).
+    local pyver
+    pyver=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")') \
+        || die "the image's Python version is that of /usr/bin/python3, which is missing"
+    log "downloading the Python runtime's wheels for Python $pyver"
+    out=$(mktemp)
+    if ! python3 -m pip download --quiet --disable-pip-version-check --no-input --require-hashes \
+            --only-binary=:all: --python-version "$pyver" --implementation cp \
+            --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+            --platform manylinux_2_34_x86_64 --platform linux_x86_64 \
+            -d "$ctx/wheels" -r "$root/backends/python/requirements.txt" >"$out" 2>&1; then
+        tail -n 20 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "pip could not download backends/python/requirements.txt"
+    fi
+    log "building $tag"
+    ((FORCE)) && cache=(--no-cache)
+    if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
+            --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/python" \
+            -t "$tag" "$ctx" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -rf "$out" "$ctx"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
 build_base
 for engine in "${ENGINES[@]}"; do
-    if [[ $engine == backend ]]; then build_backend; else build_engine "$engine"; fi
+    case $engine in
+        backend) build_backend ;;
+        python) build_python ;;
+        *) build_engine "$engine" ;;
+    esac
 done
 
 echo

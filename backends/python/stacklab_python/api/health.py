@@ -1,0 +1,12 @@
+"""``GET /healthz``: liveness, for control's and the proxy's checks."""
+
+from flask import Blueprint
+
+from ..app import json_response
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return json_response(200, {"status": "ok"})

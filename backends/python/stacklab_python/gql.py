@@ -1,0 +1,298 @@
+"""GraphQL over the same service as REST (CONTRACT.md §7), on graphql-core 3.
+
+The schema is the Rust runtime's (async-graphql), field for field, with its 64-bit ``Int``
+(``createdAt`` is Unix milliseconds, beyond GraphQL's usual 32 bits). Three limits are checked
+before anything runs, in async-graphql's order and with its counting rules, so one query is
+refused alike by every runtime:
+
+1. fields written out in the document (aliases and ``__typename`` included; a fragment's
+   fields counted once, where it is defined) ≤ ``graphql_max_fields``;
+2. complexity ≤ ``graphql_max_complexity``: over every operation with fragments inlined, a field
+   costs 1 + its children, ``users`` costs 10 × its children, ``__typename`` costs nothing;
+3. depth ≤ ``graphql_max_depth``: the longest chain of nested fields (``__typename`` not counted).
+
+A request refused before it ran gets a 400 from the HTTP layer; errors of fields that ran keep
+GraphQL's 200 and carry the REST error's ``code`` and ``field`` in ``extensions``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from graphql import (
+    DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLArgument,
+    GraphQLBoolean, GraphQLError, GraphQLField, GraphQLInputField, GraphQLInputObjectType, GraphQLList,
+    GraphQLNonNull, GraphQLObjectType, GraphQLScalarType, GraphQLSchema, GraphQLString,
+    InlineFragmentNode, IntValueNode, OperationDefinitionNode, OperationType, SelectionSetNode,
+    execute, get_named_type, parse, validate,
+)
+from graphql.error import GraphQLSyntaxError
+
+from .config import Limits
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not I64_MIN <= value <= I64_MAX:
+        raise GraphQLError(f"Int cannot represent value: {value!r} (a 64-bit whole number is expected)")
+    return value
+
+
+def _int_literal(node, _variables=None) -> int:
+    if not isinstance(node, IntValueNode):
+        raise GraphQLError("Int cannot represent a non-integer value")
+    return _int(int(node.value))
+
+
+class _SchemaScalar(GraphQLScalarType):
+    """A scalar allowed to take a standard scalar's name. graphql-core refuses to redefine
+    `Int`, but the contract's `Int` is async-graphql's: every integer type is named `Int`, and
+    i64 has 64 bits. The standard 32-bit `GraphQLInt` appears nowhere in this schema."""
+
+    reserved_types: dict = {}
+
+
+Int = _SchemaScalar(
+    "Int", description="A 64-bit signed whole number.",
+    serialize=_int, parse_value=_int, parse_literal=_int_literal,
+)
+
+
+def _nn(t):
+    return GraphQLNonNull(t)
+
+
+def _api_error(e: ApiError) -> GraphQLError:
+    ext = {"code": e.code}
+    if e.field is not None:
+        ext["field"] = e.field
+    return GraphQLError(e.message, extensions=ext)
+
+
+def _resolver(fn):
+    """Runs a service call with the request's session and trace; errors become GraphQL errors
+    with the REST error's message, code and field (never an internal detail)."""
+
+    def resolve(_root, info, **args):
+        ctx = info.context
+        try:
+            return fn(ctx["session"], ctx["trace"], **args)
+        except ApiError as e:
+            if e.status >= 500:
+                log.warning("GraphQL field %s failed: %s", info.field_name, getattr(e, "detail", e.message))
+            raise _api_error(e) from None
+        except GraphQLError:
+            raise
+        except Exception:
+            log.exception("GraphQL field %s failed", info.field_name)
+            raise _api_error(ApiError.internal("resolver")) from None
+
+    return resolve
+
+
+def _user_field(t, key: str) -> GraphQLField:
+    return GraphQLField(t, resolve=lambda u, _info: u[key])
+
+
+UserType = GraphQLObjectType("User", lambda: {
+    "id": _user_field(_nn(Int), "id"),
+    "username": _user_field(_nn(GraphQLString), "username"),
+    "email": _user_field(_nn(GraphQLString), "email"),
+    "fullName": _user_field(_nn(GraphQLString), "full_name"),
+    "storedPassword": _user_field(_nn(GraphQLString), "stored_password"),
+    "storedEmail": _user_field(_nn(GraphQLString), "stored_email"),
+    "createdAt": _user_field(_nn(Int), "created_at"),
+    "updatedAt": _user_field(_nn(Int), "updated_at"),
+})
+
+UserPageType = GraphQLObjectType("UserPage", lambda: {
+    "items": _user_field(_nn(GraphQLList(_nn(UserType))), "items"),
+    "total": _user_field(_nn(Int), "total"),
+    "limit": _user_field(_nn(Int), "limit"),
+    "offset": _user_field(_nn(Int), "offset"),
+})
+
+CreateUserInput = GraphQLInputObjectType("CreateUserInput", {
+    "username": GraphQLInputField(_nn(GraphQLString)),
+    "email": GraphQLInputField(_nn(GraphQLString)),
+    "password": GraphQLInputField(_nn(GraphQLString)),
+    "fullName": GraphQLInputField(GraphQLString, out_name="full_name"),
+})
+
+UpdateUserInput = GraphQLInputObjectType("UpdateUserInput", {
+    "username": GraphQLInputField(GraphQLString),
+    "email": GraphQLInputField(GraphQLString),
+    "password": GraphQLInputField(GraphQLString),
+    "fullName": GraphQLInputField(GraphQLString, out_name="full_name"),
+})
+
+Query = GraphQLObjectType("Query", {
+    "users": GraphQLField(
+        _nn(UserPageType),
+        args={"q": GraphQLArgument(GraphQLString), "limit": GraphQLArgument(Int), "offset": GraphQLArgument(Int)},
+        resolve=_resolver(lambda s, t, q=None, limit=None, offset=None: s.list(q, limit, offset, t).to_json()),
+        description="Users whose username (or email) contains `q`, case-insensitive; a page of them.",
+    ),
+    "user": GraphQLField(
+        _nn(UserType), args={"id": GraphQLArgument(_nn(Int))},
+        resolve=_resolver(lambda s, t, id: s.get(id, t)),
+    ),
+})
+
+Mutation = GraphQLObjectType("Mutation", {
+    "createUser": GraphQLField(
+        _nn(UserType), args={"input": GraphQLArgument(_nn(CreateUserInput))},
+        resolve=_resolver(lambda s, t, input: s.create(
+            input["username"], input["email"], input["password"], input.get("full_name"), t)),
+    ),
+    "updateUser": GraphQLField(
+        _nn(UserType), args={"id": GraphQLArgument(_nn(Int)), "input": GraphQLArgument(_nn(UpdateUserInput))},
+        resolve=_resolver(lambda s, t, id, input: s.update(id, input, t)),
+    ),
+    "deleteUser": GraphQLField(
+        _nn(GraphQLBoolean), args={"id": GraphQLArgument(_nn(Int))},
+        resolve=_resolver(lambda s, t, id: s.delete(id, t) or True),
+    ),
+    "verifyPassword": GraphQLField(
+        _nn(GraphQLBoolean), args={"id": GraphQLArgument(_nn(Int)), "password": GraphQLArgument(_nn(GraphQLString))},
+        resolve=_resolver(lambda s, t, id, password: s.verify_password(id, password, t)),
+    ),
+})
+
+SCHEMA = GraphQLSchema(query=Query, mutation=Mutation)
+
+
+# --- the limits ------------------------------------------------------------------------------
+
+def count_fields(doc: DocumentNode) -> int:
+    """Field selections written out: every operation and fragment definition, nested ones
+    included, aliases and ``__typename`` included; a spread counts 0."""
+
+    def count(s: SelectionSetNode | None) -> int:
+        n = 0
+        for sel in (s.selections if s else ()):
+            if isinstance(sel, FieldNode):
+                n += 1 + count(sel.selection_set)
+            elif isinstance(sel, InlineFragmentNode):
+                n += count(sel.selection_set)
+        return n
+
+    return sum(
+        count(d.selection_set) for d in doc.definitions
+        if isinstance(d, (OperationDefinitionNode, FragmentDefinitionNode))
+    )
+
+
+def complexity_and_depth(doc: DocumentNode) -> tuple[int, int]:
+    """async-graphql's numbers: over every operation, fragments inlined (a fragment already
+    being expanded is not entered again), ``__typename`` not visited."""
+    fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
+    max_depth = 0
+
+    def walk(s: SelectionSetNode | None, parent, depth: int, expanding: frozenset) -> int:
+        nonlocal max_depth
+        total = 0
+        for sel in (s.selections if s else ()):
+            if isinstance(sel, FieldNode):
+                name = sel.name.value
+                if name == "__typename":
+                    continue
+                max_depth = max(max_depth, depth + 1)
+                field = parent.fields.get(name) if isinstance(parent, GraphQLObjectType) else None
+                child_type = get_named_type(field.type) if field is not None else None
+                children = walk(sel.selection_set, child_type, depth + 1, expanding)
+                if parent is Query and name == "users":
+                    total += 10 * children
+                else:
+                    total += 1 + children
+            elif isinstance(sel, InlineFragmentNode):
+                t = SCHEMA.get_type(sel.type_condition.name.value) if sel.type_condition else parent
+                total += walk(sel.selection_set, t, depth, expanding)
+            elif isinstance(sel, FragmentSpreadNode):
+                name = sel.name.value
+                f = fragments.get(name)
+                if f is None or name in expanding:
+                    continue
+                total += walk(f.selection_set, SCHEMA.get_type(f.type_condition.name.value), depth,
+                              expanding | {name})
+        return total
+
+    complexity = 0
+    for d in doc.definitions:
+        if isinstance(d, OperationDefinitionNode):
+            root = {OperationType.QUERY: Query, OperationType.MUTATION: Mutation}.get(d.operation)
+            complexity += walk(d.selection_set, root, 0, frozenset())
+    return complexity, max_depth
+
+
+@dataclass
+class Outcome:
+    """What the HTTP layer answers: ``refused`` (400) or not, and the GraphQL response."""
+
+    refused: bool
+    response: dict
+
+
+def _refused(errors: list[GraphQLError]) -> Outcome:
+    return Outcome(True, {"data": None, "errors": [e.formatted for e in errors]})
+
+
+def run(limits: Limits, query: str, operation_name: str | None, variables: dict | None, context: dict) -> Outcome:
+    try:
+        doc = parse(query)
+    except GraphQLSyntaxError as e:
+        return _refused([e])
+    except RecursionError:
+        return _refused([GraphQLError("the query is nested too deeply to be parsed")])
+    try:
+        fields = count_fields(doc)
+        if fields > limits.graphql_max_fields:
+            return _refused([GraphQLError(
+                f"the query selects {fields} fields (aliases included); at most {limits.graphql_max_fields} are allowed"
+            )])
+        complexity, depth = complexity_and_depth(doc)
+        if complexity > limits.graphql_max_complexity:
+            return _refused([GraphQLError("Query is too complex.")])
+        if depth > limits.graphql_max_depth:
+            return _refused([GraphQLError("Query is nested too deep.")])
+        errors = validate(SCHEMA, doc)
+    except RecursionError:
+        return _refused([GraphQLError("the query is nested too deeply to be checked")])
+    if errors:
+        return _refused(errors)
+    result = execute(SCHEMA, doc, context_value=context, variable_values=variables, operation_name=operation_name)
+    errors = result.errors or []
+    if result.data is None and errors and all(not e.path for e in errors):
+        return _refused(errors)
+    response: dict = {"data": result.data}
+    if errors:
+        response["errors"] = [e.formatted for e in errors]
+    return Outcome(False, response)
+
+
+GRAPHIQL = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>GraphiQL — stacklab (Python)</title>
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <link rel="stylesheet" href="https://unpkg.com/graphiql/graphiql.min.css">
+  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
+</head>
+<body>
+  <div id="graphiql">Loading GraphiQL…</div>
+  <script crossorigin src="https://unpkg.com/react/umd/react.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/react-dom/umd/react-dom.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/graphiql/graphiql.min.js"></script>
+  <script>
+    const fetcher = GraphiQL.createFetcher({ url: "/graphql" });
+    ReactDOM.render(React.createElement(GraphiQL, { fetcher }), document.getElementById("graphiql"));
+  </script>
+</body>
+</html>
+"""
