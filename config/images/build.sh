@@ -279,17 +279,22 @@ build_backend() {
 # The Python runtime's image: a build context of the Dockerfile and backends/python (the
 # package, its scripts and requirements.txt; no bytecode, no tests).
 build_python() {
-    local start=$EPOCHREALTIME tag=stacklab/python:local ctx root out cache=()
-    if image_exists "$tag" && ((!FORCE)); then
-        log "$tag exists: skipped (--force rebuilds it, e.g. after a change of backends/python)"
-        return 0
-    fi
+    local start=$EPOCHREALTIME tag=stacklab/python:local ctx root out cache=() source have
     root=$(cd "$HERE/../.." && pwd)
     ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-python.XXXXXX")
     cp "$HERE/python/Dockerfile" "$ctx/"
     mkdir "$ctx/python"
     (cd "$root/backends/python" && tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude=tests \
         bin stacklab_python requirements.txt setup.sh pyproject.toml runtime.toml) | tar -x -C "$ctx/python"
+    # The image is labelled with a hash of what it was built from, so a change of
+    # backends/python (or of the recipe) rebuilds it and an unchanged one is kept.
+    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$source" ]] && ((!FORCE)); then
+        log "$tag is up to date with backends/python: skipped (--force rebuilds it)"
+        rm -rf "$ctx"
+        return 0
+    fi
     # The wheels for the image's interpreter (Debian's python3 of this release, as the host's).
     local pyver
     pyver=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")') \
@@ -309,6 +314,7 @@ build_python() {
     ((FORCE)) && cache=(--no-cache)
     if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
             --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/python" \
+            --label "org.stacklab.source=$source" \
             -t "$tag" "$ctx" >"$out" 2>&1; then
         tail -n 40 "$out" >&2
         rm -rf "$out" "$ctx"

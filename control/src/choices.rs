@@ -444,7 +444,7 @@ mod tests {
                 Ok(())
             }
         }
-        let all = options(&All);
+        let all = options(&All, &[]);
         let databases = all["choices"]
             .as_array()
             .unwrap()

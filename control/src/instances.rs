@@ -232,8 +232,6 @@ impl Control {
             .map(|r| r.manifest.name.clone())
             .collect();
         for name in warm {
-            // Containers run the Rust binary ([docker.backend]); other runtimes run as processes.
-            let containers = if name == "rust" { containers } else { 0 };
             self.start_runtime_pool(&name, containers)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot start the {name} pool: {e}"))?;
@@ -315,7 +313,7 @@ impl Control {
                 "runtime",
                 &format!("started the {} pool ({want} instances)", rt.manifest.label),
                 async {
-                    self.start_runtime_pool(runtime, 0)
+                    self.start_runtime_pool(runtime, self.cfg.backends.containers)
                         .await
                         .map_err(|e| crate::provision::ProvisionError::new(Some("runtime"), e))
                 },
@@ -390,12 +388,6 @@ impl Control {
             ));
         };
         self.runtimes.available(runtime).await?;
-        if kind == InstanceKind::Container && pool != "rust" {
-            return Err(format!(
-                "{} instances run as processes here ([docker.backend] holds the Rust runtime only)",
-                runtime.manifest.label
-            ));
-        }
         let max = self.cfg.backends.max_instances;
         let Some(_slot) = self.instances.reserve(pool, max) else {
             return Err(format!(

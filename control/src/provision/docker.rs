@@ -454,6 +454,9 @@ pub struct BackendSpec {
     /// A `stacklab` binary mounted read-only over the image's; `self`: control's own
     /// executable (then any image with a C library will do).
     pub binary: Option<PathBuf>,
+    /// Images of the other runtimes, by runtime name: each image's own entrypoint is that
+    /// runtime's start command (`config/images/build.sh python` makes `stacklab/python:local`).
+    pub runtime_images: std::collections::BTreeMap<String, String>,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     pub pids: i64,
@@ -464,6 +467,7 @@ impl Default for BackendSpec {
         Self {
             image: "stacklab/backend:local".into(),
             binary: None,
+            runtime_images: [("python".to_owned(), "stacklab/python:local".to_owned())].into(),
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids: 512,
@@ -476,6 +480,7 @@ impl Default for BackendSpec {
 struct RawBackend {
     image: Option<String>,
     binary: Option<String>,
+    runtime_images: Option<std::collections::BTreeMap<String, String>>,
     memory_mb: Option<u64>,
     cpus: Option<f64>,
     pids: Option<i64>,
@@ -704,6 +709,7 @@ impl DockerConfig {
                     PathBuf::from(b)
                 }
             }),
+            runtime_images: rb.runtime_images.unwrap_or(d.runtime_images),
             memory_bytes: rb
                 .memory_mb
                 .map_or(d.memory_bytes, |m| (m as i64).saturating_mul(1024 * 1024)),
@@ -712,6 +718,14 @@ impl DockerConfig {
         };
         if backend.image.trim().is_empty() {
             err("docker.backend.image", "must name an image".into());
+        }
+        for (runtime, image) in &backend.runtime_images {
+            if image.trim().is_empty() || runtime == "rust" {
+                err(
+                    &format!("docker.backend.runtime_images.{runtime}"),
+                    "name an image (the Rust runtime's is docker.backend.image)".into(),
+                );
+            }
         }
         if let Some(b) = &backend.binary {
             if !b.is_absolute() {

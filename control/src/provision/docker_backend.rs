@@ -86,14 +86,33 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
     std::fs::create_dir_all(data_dir.join("sessions"))
         .map_err(|e| format!("cannot make {}: {e}", data_dir.join("sessions").display()))?;
     let mut binds = vec![format!("{0}:{0}:rw", data_dir.display())];
-    let mut cmd = vec![
-        "backend".to_owned(),
+    // The Rust runtime is this binary's `backend` (the image's, or ours mounted over it);
+    // another runtime's image starts it with its own entrypoint.
+    let (image, entrypoint, mut cmd) = if l.pool == "rust" {
+        if let Some(binary) = &l.spec.binary {
+            binds.push(format!("{}:{BINARY_IN_IMAGE}:ro", binary.display()));
+        }
+        (
+            l.spec.image.clone(),
+            Some(vec![BINARY_IN_IMAGE.to_owned()]),
+            vec!["backend".to_owned()],
+        )
+    } else {
+        let image = l.spec.runtime_images.get(l.pool).ok_or_else(|| {
+            format!(
+                "no image for the {} runtime: name one in [docker.backend] runtime_images",
+                l.pool
+            )
+        })?;
+        (image.clone(), None, Vec::new())
+    };
+    cmd.extend([
         "--addr".into(),
         "127.0.0.1:0".into(),
         "--control-url".into(),
         l.admin_url.to_owned(),
         "--token-stdin".into(),
-    ];
+    ]);
     if let Some(file) = l.config_file {
         let file: PathBuf = std::path::absolute(file)
             .map_err(|e| format!("cannot resolve the config file: {e}"))?;
@@ -101,17 +120,14 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
         cmd.push("--config".into());
         cmd.push(file.display().to_string());
     }
-    if let Some(binary) = &l.spec.binary {
-        binds.push(format!("{}:{BINARY_IN_IMAGE}:ro", binary.display()));
-    }
     let labels = HashMap::from([
         (LABEL_INSTANCE.to_owned(), l.instance.to_owned()),
         (LABEL_ROLE.to_owned(), ROLE_BACKEND.to_owned()),
         (LABEL_POOL.to_owned(), l.pool.to_owned()),
     ]);
     let body = ContainerCreateBody {
-        image: Some(l.spec.image.clone()),
-        entrypoint: Some(vec![BINARY_IN_IMAGE.to_owned()]),
+        image: Some(image.clone()),
+        entrypoint,
         cmd: Some(cmd),
         user: owner_of(&data_dir),
         labels: Some(labels),
@@ -151,7 +167,7 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
     .map_err(|e| {
         format!(
             "cannot create the backend container from {}: {}",
-            l.spec.image,
+            image,
             api_text(&e)
         )
     })?;

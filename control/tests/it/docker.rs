@@ -1272,3 +1272,108 @@ async fn measure() {
         );
     }
 }
+
+/// The Python runtime's pool with an instance in its own image (`config/images/build.sh
+/// python`) beside a process: started for the first Python session, serving it, and a drill
+/// that kills the container under load fails no idempotent request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_pool_runs_an_instance_in_its_own_image() {
+    use crate::helpers::{admin, start_up, temp_dir, Browser, Load, TOKEN};
+    use serde_json::json;
+    let Some(api) = engine().await else { return };
+    let cfg = config("py", 0);
+    let instance = cfg.instance.clone();
+    let dir = temp_dir("docker-python");
+    let docker = Some(cfg.clone());
+    let backends = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backends");
+    let up = start_up(&dir, 2, move |_, c| {
+        c.docker = docker;
+        c.backends.containers = 1;
+        c.backends.runtimes_dir = backends;
+        // Only the Python pool is under test: no Rust containers.
+        c.backends.warm_runtimes = vec![];
+    })
+    .await;
+    assert!(up.control.instances.list().is_empty(), "nothing is warm");
+
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let r = b
+        .post(
+            "/api/sessions",
+            json!({"runtime": "python", "cache": "none"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = up.control.instances.list();
+    let mut kinds: Vec<&str> = list.iter().map(|i| i.kind).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["container", "process"], "{list:?}");
+    assert!(list.iter().all(|i| i.pool == "python"), "{list:?}");
+    let boxed = list.iter().find(|i| i.kind == "container").unwrap().clone();
+
+    let found = containers(&api, &instance, Some((LABEL_ROLE, "backend"))).await;
+    assert_eq!(found.len(), 1, "one backend container");
+    let info = api
+        .inspect_container(&name_of(&found[0]), None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let c = info.config.unwrap();
+    assert_eq!(c.image.as_deref(), Some("stacklab/python:local"));
+    assert_eq!(
+        c.labels
+            .unwrap_or_default()
+            .get("stacklab.pool")
+            .map(String::as_str),
+        Some("python")
+    );
+    let runtime_token = std::fs::read_to_string(dir.join("data/runtime.token")).unwrap();
+    let shown = format!("{:?} {:?} {:?}", c.env, c.cmd, c.entrypoint);
+    assert!(
+        !shown.contains(TOKEN) && !shown.contains(&runtime_token),
+        "credentials go over stdin only: {shown}"
+    );
+    let host = info.host_config.unwrap();
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "pia", "email": "pia@example.com", "password": "longenough"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.headers["x-stacklab-member"]
+            .to_str()
+            .unwrap()
+            .starts_with("python-"),
+        "{:?}",
+        r.headers
+    );
+
+    let load = Load::start(&b, "/api/users?limit=5", 4);
+    load.advance(50).await;
+    let r = admin(
+        up.addrs.admin,
+        "DELETE",
+        &format!("/admin/pools/python/instances/{}", boxed.id),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    load.advance(50).await;
+    let (ok, failed) = load.stop().await;
+    assert!(
+        failed.is_empty(),
+        "{} of {} idempotent requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    up.shutdown().await.unwrap();
+    assert!(
+        containers(&api, &instance, None).await.is_empty(),
+        "nothing of this instance is left after control stops"
+    );
+}
