@@ -99,14 +99,19 @@ impl Control {
     /// [`Control::restore`] and [`serve`] do.
     pub async fn open(opts: Options) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context;
-        std::fs::create_dir_all(&opts.data_dir)
+        use stacklab_proxy::config::{create_private_dir, create_private_file};
+        let files = opts.data_dir.join("sessions");
+        create_private_dir(&files)
+            .and_then(|()| create_private_dir(&opts.data_dir))
             .with_context(|| format!("cannot make the data dir {}", opts.data_dir.display()))?;
         let registry_url = match &opts.cfg.registry_url {
             Some(u) => u.expose().to_owned(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                opts.data_dir.join("registry.db").display()
-            ),
+            None => {
+                let file = opts.data_dir.join("registry.db");
+                create_private_file(&file)
+                    .with_context(|| format!("cannot make {}", file.display()))?;
+                format!("sqlite://{}?mode=rwc", file.display())
+            }
         };
         let registry = registry::Registry::connect(&registry_url)
             .await
@@ -127,7 +132,6 @@ impl Control {
                 }
             }
         }
-        let files = opts.data_dir.join("sessions");
         let mut provisioners: BTreeMap<&'static str, Arc<dyn Provisioner>> = BTreeMap::new();
         let embedded = Arc::new(provision::embedded::Embedded::new(files.clone()));
         provisioners.insert(embedded.name(), embedded);

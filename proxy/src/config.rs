@@ -968,9 +968,37 @@ pub fn ensure_admin_token(cfg: &mut Config) -> std::io::Result<PathBuf> {
     if !cfg.admin.token.is_empty() {
         return Ok(path);
     }
-    std::fs::create_dir_all(&cfg.data_dir)?;
+    create_private_dir(&cfg.data_dir)?;
     cfg.admin.token = load_or_create_token(&path)?;
     Ok(path)
+}
+
+/// Makes `dir` (and its parents) and leaves it readable by its owner only (0700): the data
+/// folder holds tokens, the master key, the registry and sessions' databases.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes `path` (empty) unless it exists, and leaves it readable by its owner only (0600).
+/// Made before SQLite opens it, its `-wal` and `-shm` files get the same mode.
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// The token kept in `path` (at least 16 characters), or a new random one of 40 written there

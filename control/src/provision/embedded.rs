@@ -31,8 +31,9 @@ pub async fn make_sqlite(dir: &Path, code: &str) -> Result<DatabaseSpec, Provisi
             format!("cannot {what} the SQLite file: {e}"),
         )
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail("make the folder for", &e))?;
+    stacklab_proxy::config::create_private_dir(dir).map_err(|e| fail("make the folder for", &e))?;
     let path = file_for(dir, code);
+    stacklab_proxy::config::create_private_file(&path).map_err(|e| fail("create", &e))?;
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let mut conn = sqlx::SqliteConnection::connect(&url)
         .await

@@ -9,6 +9,7 @@ mod backend_suite {
     pub mod helpers;
     pub mod suite;
 }
+mod at_rest;
 mod binary;
 mod docker;
 mod helpers;

@@ -1,0 +1,58 @@
+//! What a session leaves on disk is readable by stacklab's user only.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_folder_its_registry_and_sessions_databases_are_private() {
+    let dir = temp_dir("at-rest");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let data = dir.join("data");
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    let r = b.post("/api/sessions", json!({"database": "sqlite"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let code = r.json()["code"].as_str().unwrap().to_owned();
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    assert_eq!(mode(&data), 0o700, "the data folder");
+    assert_eq!(mode(&data.join("sessions")), 0o700, "the sessions folder");
+    // (The admin token is given to this test, so no admin.token is written.)
+    for file in [
+        "registry.db",
+        "runtime.token",
+        "control.key",
+        "tls/self-signed.key",
+    ] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let id = stacklab_control::provision::resource_id(&code);
+    let db = data.join("sessions").join(format!("{id}.db"));
+    assert_eq!(mode(&db), 0o600, "the session's SQLite file");
+    // SQLite's journal files take the database file's mode.
+    for entry in std::fs::read_dir(data.join("sessions")).unwrap().flatten() {
+        assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+    }
+    for entry in std::fs::read_dir(&data).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("registry.db") {
+            assert_eq!(mode(&entry.path()), 0o600, "{name}");
+        }
+    }
+    up.shutdown().await.unwrap();
+}
