@@ -66,6 +66,29 @@ impl async_graphql::extensions::Extension for FieldLimit {
                 None,
             ));
         }
+        // Fragments spread into one another multiply: 48 small fragments can stand for 2^24
+        // selections, which validation would walk one by one. Counted spread out (each
+        // fragment once, memoized) and refused here, before validation runs.
+        let mut spread = Spread {
+            fragments: &doc.fragments,
+            counted: std::collections::HashMap::new(),
+            open: std::collections::HashSet::new(),
+        };
+        let expanded = doc
+            .operations
+            .iter()
+            .map(|(_, op)| spread.count(&op.node.selection_set.node))
+            .fold(0usize, usize::saturating_add);
+        if expanded > self.0 {
+            return Err(async_graphql::ServerError::new(
+                format!(
+                    "the query selects {} fields once its fragments are spread (aliases included); at most {} are allowed",
+                    if expanded == usize::MAX { "countless".to_owned() } else { expanded.to_string() },
+                    self.0
+                ),
+                None,
+            ));
+        }
         Ok(doc)
     }
 }
@@ -82,6 +105,51 @@ fn count_fields(set: &async_graphql::parser::types::SelectionSet) -> usize {
             Selection::FragmentSpread(_) => 0,
         })
         .sum()
+}
+
+/// Field selections of a selection set with its fragment spreads spread out; each fragment is
+/// counted once. A spread of a fragment being counted (a cycle) counts 0: validation refuses
+/// cycles with its own error.
+struct Spread<'a> {
+    fragments: &'a std::collections::HashMap<
+        async_graphql::Name,
+        async_graphql::Positioned<async_graphql::parser::types::FragmentDefinition>,
+    >,
+    counted: std::collections::HashMap<async_graphql::Name, usize>,
+    open: std::collections::HashSet<async_graphql::Name>,
+}
+
+impl Spread<'_> {
+    fn count(&mut self, set: &async_graphql::parser::types::SelectionSet) -> usize {
+        use async_graphql::parser::types::Selection;
+        set.items
+            .iter()
+            .map(|s| match &s.node {
+                Selection::Field(f) => {
+                    1usize.saturating_add(self.count(&f.node.selection_set.node))
+                }
+                Selection::InlineFragment(i) => self.count(&i.node.selection_set.node),
+                Selection::FragmentSpread(f) => self.fragment(&f.node.fragment_name.node),
+            })
+            .fold(0, usize::saturating_add)
+    }
+
+    fn fragment(&mut self, name: &async_graphql::Name) -> usize {
+        if let Some(n) = self.counted.get(name) {
+            return *n;
+        }
+        let fragments = self.fragments;
+        let Some(def) = fragments.get(name) else {
+            return 0;
+        };
+        if !self.open.insert(name.clone()) {
+            return 0;
+        }
+        let n = self.count(&def.node.selection_set.node);
+        self.open.remove(name);
+        self.counted.insert(name.clone(), n);
+        n
+    }
 }
 
 #[derive(SimpleObject)]
