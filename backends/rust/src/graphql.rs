@@ -27,8 +27,9 @@ pub fn schema(limits: &crate::config::Limits) -> UsersSchema {
         .finish()
 }
 
-/// Refuses a document that writes out more than this many field selections, as soon as it is
-/// parsed (complexity does not count introspection fields such as `__typename`).
+/// Refuses a document that writes out more than this many field selections, or selects more
+/// once its fragments are spread, as soon as it is parsed (complexity does not count
+/// introspection fields such as `__typename`).
 struct FieldLimit(usize);
 
 impl async_graphql::extensions::ExtensionFactory for FieldLimit {
@@ -39,14 +40,17 @@ impl async_graphql::extensions::ExtensionFactory for FieldLimit {
 
 #[async_trait::async_trait]
 impl async_graphql::extensions::Extension for FieldLimit {
-    async fn parse_query(
+    // Checked as the request is prepared, on the document parsed here (and kept for the
+    // schema), before async-graphql's own recursion-depth check: that check walks fragment
+    // spreads without memo, so a fragment bomb would cost it exponential time first.
+    async fn prepare_request(
         &self,
         ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        query: &str,
-        variables: &async_graphql::Variables,
-        next: async_graphql::extensions::NextParseQuery<'_>,
-    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
+        request: async_graphql::Request,
+        next: async_graphql::extensions::NextPrepareRequest<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::Request> {
+        let mut request = next.run(ctx, request).await?;
+        let doc = request.parsed_query()?;
         let fields = doc
             .operations
             .iter()
@@ -67,8 +71,8 @@ impl async_graphql::extensions::Extension for FieldLimit {
             ));
         }
         // Fragments spread into one another multiply: 48 small fragments can stand for 2^24
-        // selections, which validation would walk one by one. Counted spread out (each
-        // fragment once, memoized) and refused here, before validation runs.
+        // selections, which the depth check and validation would walk one by one. Counted
+        // spread out (each fragment once, memoized) and refused here, before either runs.
         let mut spread = Spread {
             fragments: &doc.fragments,
             counted: std::collections::HashMap::new(),
@@ -89,7 +93,7 @@ impl async_graphql::extensions::Extension for FieldLimit {
                 None,
             ));
         }
-        Ok(doc)
+        Ok(request)
     }
 }
 

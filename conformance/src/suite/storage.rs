@@ -119,7 +119,8 @@ pub async fn encryption(runtime: &Runtime) {
         let key = &stack.descriptor.encryption_key;
         let raw_email = raw_column(&stack, id, "email").await;
         assert!(
-            raw_email.starts_with("v1:") && !raw_email.to_lowercase().contains("eve"),
+            // (`@` is never in base64: the address is not there in clear.)
+            raw_email.starts_with("v1:") && !raw_email.contains('@'),
             "{what}: {raw_email}"
         );
         assert_eq!(
@@ -130,7 +131,7 @@ pub async fn encryption(runtime: &Runtime) {
         assert_eq!(r.body["stored_email"], raw_email, "{what}");
         let raw_name = raw_column(&stack, id, "full_name").await;
         assert!(
-            raw_name.starts_with("v1:") && !raw_name.contains("Adams"),
+            raw_name.starts_with("v1:") && !raw_name.contains(' '),
             "{what}: {raw_name}"
         );
         assert_eq!(
