@@ -323,3 +323,50 @@ pub fn graphiql() -> String {
         .endpoint("/graphql")
         .finish()
 }
+
+#[cfg(test)]
+mod tests {
+    /// 82 fragments standing for 2^40 selections: refused by the field limit at once, before
+    /// async-graphql's own depth check would walk them.
+    #[tokio::test]
+    async fn fragment_bombs_are_refused_before_anything_walks_them() {
+        let schema = super::schema(&crate::config::Limits::default());
+        let mut q = String::from("{ ...A0 }\n");
+        for i in 0..40 {
+            q += &format!(
+                "fragment A{i} on Query {{ ...A{n} ...B{n} }}\nfragment B{i} on Query {{ ...A{n} ...B{n} }}\n",
+                n = i + 1
+            );
+        }
+        q += "fragment A40 on Query { __typename }\nfragment B40 on Query { __typename }\n";
+        let started = std::time::Instant::now();
+        let res = schema.execute(q.as_str()).await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            res.errors[0]
+                .message
+                .contains("1099511627776 fields once its fragments are spread"),
+            "{:?}",
+            res.errors
+        );
+        // A fragment spread twice counts twice; a cycle is left to async-graphql's own checks.
+        let res = schema
+            .execute("{ ...F ...F } fragment F on Query { __typename }")
+            .await;
+        assert!(res.errors.is_empty(), "{:?}", res.errors);
+        let res = schema
+            .execute(
+                "{ ...A } fragment A on Query { __typename ...B } fragment B on Query { ...A }",
+            )
+            .await;
+        assert!(
+            !res.errors.is_empty() && res.data == async_graphql::Value::Null,
+            "{:?}",
+            res.errors
+        );
+    }
+}
