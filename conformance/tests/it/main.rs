@@ -86,7 +86,7 @@ macro_rules! runtimes {
     };
 }
 
-runtimes!(rust);
+runtimes!(python, rust);
 
 /// A runtime added to `backends/` is not silently left out of the suite.
 #[test]
