@@ -29,6 +29,12 @@ pub enum ApiError {
     SessionMissing,
     #[error("the session is unknown or has expired")]
     SessionExpired,
+    /// An internal endpoint was called without a credential.
+    #[error("send the runtime credential this instance was started with as `Authorization: Bearer <credential>`")]
+    Unauthorized,
+    /// An internal endpoint was called with a credential that is not this instance's.
+    #[error("the runtime credential is wrong; send the one this instance was started with")]
+    Forbidden,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{engine} is unavailable: {reason}")]
@@ -52,7 +58,8 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } | ApiError::Refused(_) => StatusCode::CONFLICT,
-            ApiError::SessionMissing => StatusCode::UNAUTHORIZED,
+            ApiError::SessionMissing | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::SessionExpired => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +78,8 @@ impl ApiError {
             ApiError::Refused(_) => "refused",
             ApiError::SessionMissing => "session_missing",
             ApiError::SessionExpired => "session_expired",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -27,8 +27,9 @@ pub fn schema(limits: &crate::config::Limits) -> UsersSchema {
         .finish()
 }
 
-/// Refuses a document that writes out more than this many field selections, as soon as it is
-/// parsed (complexity does not count introspection fields such as `__typename`).
+/// Refuses a document that writes out more than this many field selections, or selects more
+/// once its fragments are spread, as soon as it is parsed (complexity does not count
+/// introspection fields such as `__typename`).
 struct FieldLimit(usize);
 
 impl async_graphql::extensions::ExtensionFactory for FieldLimit {
@@ -39,14 +40,17 @@ impl async_graphql::extensions::ExtensionFactory for FieldLimit {
 
 #[async_trait::async_trait]
 impl async_graphql::extensions::Extension for FieldLimit {
-    async fn parse_query(
+    // Checked as the request is prepared, on the document parsed here (and kept for the
+    // schema), before async-graphql's own recursion-depth check: that check walks fragment
+    // spreads without memo, so a fragment bomb would cost it exponential time first.
+    async fn prepare_request(
         &self,
         ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        query: &str,
-        variables: &async_graphql::Variables,
-        next: async_graphql::extensions::NextParseQuery<'_>,
-    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
+        request: async_graphql::Request,
+        next: async_graphql::extensions::NextPrepareRequest<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::Request> {
+        let mut request = next.run(ctx, request).await?;
+        let doc = request.parsed_query()?;
         let fields = doc
             .operations
             .iter()
@@ -66,7 +70,30 @@ impl async_graphql::extensions::Extension for FieldLimit {
                 None,
             ));
         }
-        Ok(doc)
+        // Fragments spread into one another multiply: 48 small fragments can stand for 2^24
+        // selections, which the depth check and validation would walk one by one. Counted
+        // spread out (each fragment once, memoized) and refused here, before either runs.
+        let mut spread = Spread {
+            fragments: &doc.fragments,
+            counted: std::collections::HashMap::new(),
+            open: std::collections::HashSet::new(),
+        };
+        let expanded = doc
+            .operations
+            .iter()
+            .map(|(_, op)| spread.count(&op.node.selection_set.node))
+            .fold(0usize, usize::saturating_add);
+        if expanded > self.0 {
+            return Err(async_graphql::ServerError::new(
+                format!(
+                    "the query selects {} fields once its fragments are spread (aliases included); at most {} are allowed",
+                    if expanded == usize::MAX { "countless".to_owned() } else { expanded.to_string() },
+                    self.0
+                ),
+                None,
+            ));
+        }
+        Ok(request)
     }
 }
 
@@ -82,6 +109,51 @@ fn count_fields(set: &async_graphql::parser::types::SelectionSet) -> usize {
             Selection::FragmentSpread(_) => 0,
         })
         .sum()
+}
+
+/// Field selections of a selection set with its fragment spreads spread out; each fragment is
+/// counted once. A spread of a fragment being counted (a cycle) counts 0: validation refuses
+/// cycles with its own error.
+struct Spread<'a> {
+    fragments: &'a std::collections::HashMap<
+        async_graphql::Name,
+        async_graphql::Positioned<async_graphql::parser::types::FragmentDefinition>,
+    >,
+    counted: std::collections::HashMap<async_graphql::Name, usize>,
+    open: std::collections::HashSet<async_graphql::Name>,
+}
+
+impl Spread<'_> {
+    fn count(&mut self, set: &async_graphql::parser::types::SelectionSet) -> usize {
+        use async_graphql::parser::types::Selection;
+        set.items
+            .iter()
+            .map(|s| match &s.node {
+                Selection::Field(f) => {
+                    1usize.saturating_add(self.count(&f.node.selection_set.node))
+                }
+                Selection::InlineFragment(i) => self.count(&i.node.selection_set.node),
+                Selection::FragmentSpread(f) => self.fragment(&f.node.fragment_name.node),
+            })
+            .fold(0, usize::saturating_add)
+    }
+
+    fn fragment(&mut self, name: &async_graphql::Name) -> usize {
+        if let Some(n) = self.counted.get(name) {
+            return *n;
+        }
+        let fragments = self.fragments;
+        let Some(def) = fragments.get(name) else {
+            return 0;
+        };
+        if !self.open.insert(name.clone()) {
+            return 0;
+        }
+        let n = self.count(&def.node.selection_set.node);
+        self.open.remove(name);
+        self.counted.insert(name.clone(), n);
+        n
+    }
 }
 
 #[derive(SimpleObject)]
@@ -250,4 +322,51 @@ pub fn graphiql() -> String {
     async_graphql::http::GraphiQLSource::build()
         .endpoint("/graphql")
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    /// 82 fragments standing for 2^40 selections: refused by the field limit at once, before
+    /// async-graphql's own depth check would walk them.
+    #[tokio::test]
+    async fn fragment_bombs_are_refused_before_anything_walks_them() {
+        let schema = super::schema(&crate::config::Limits::default());
+        let mut q = String::from("{ ...A0 }\n");
+        for i in 0..40 {
+            q += &format!(
+                "fragment A{i} on Query {{ ...A{n} ...B{n} }}\nfragment B{i} on Query {{ ...A{n} ...B{n} }}\n",
+                n = i + 1
+            );
+        }
+        q += "fragment A40 on Query { __typename }\nfragment B40 on Query { __typename }\n";
+        let started = std::time::Instant::now();
+        let res = schema.execute(q.as_str()).await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            res.errors[0]
+                .message
+                .contains("1099511627776 fields once its fragments are spread"),
+            "{:?}",
+            res.errors
+        );
+        // A fragment spread twice counts twice; a cycle is left to async-graphql's own checks.
+        let res = schema
+            .execute("{ ...F ...F } fragment F on Query { __typename }")
+            .await;
+        assert!(res.errors.is_empty(), "{:?}", res.errors);
+        let res = schema
+            .execute(
+                "{ ...A } fragment A on Query { __typename ...B } fragment B on Query { ...A }",
+            )
+            .await;
+        assert!(
+            !res.errors.is_empty() && res.data == async_graphql::Value::Null,
+            "{:?}",
+            res.errors
+        );
+    }
 }

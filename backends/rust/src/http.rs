@@ -9,7 +9,7 @@
 //! | `GET /api/cache`, `PUT /api/cache/policy`, `DELETE /api/cache` | the session's cache |
 //! | `GET /api/analysis`, `POST /api/analysis/benchmark` | size, rows, speed |
 //! | `GET /graphql` (GraphiQL), `POST /graphql` | GraphQL |
-//! | `DELETE /internal/sessions/{code}` | close a session's connections (bearer token) |
+//! | `DELETE /internal/sessions/{code}` | forget a session: its descriptor, its connections (runtime credential: `401` without it, `403` when wrong) |
 //!
 //! Data responses carry `x-stacklab-cache` and `Server-Timing` (`backend`, `cache`, `db`).
 //! Bodies must be JSON (`415` otherwise), within `limits.max_body_bytes` (`413`); unknown
@@ -39,7 +39,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             if e.status().is_server_error() {
                 tracing::warn!(error = %e, "request failed");
             }
-            json(e.status(), e.json())
+            let mut res = json(e.status(), e.json());
+            if matches!(e, ApiError::Unauthorized) {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            res
         }
     };
     let t = trace.snapshot();
@@ -244,16 +249,16 @@ async fn route(
             return Ok(res);
         }
         (&Method::DELETE, ["internal", "sessions", code]) => {
-            let authorized = req
+            let offered = req
                 .headers()
                 .get(header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                .is_some_and(|t| !app.admin_token.is_empty() && app.admin_token.matches(t));
-            if !authorized {
-                return Err(ApiError::invalid(
-                    "authorization",
-                    "send the admin token as `Authorization: Bearer <token>`",
-                ));
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            match offered {
+                None => return Err(ApiError::Unauthorized),
+                Some(t) if app.credential.is_empty() || !app.credential.matches(t) => {
+                    return Err(ApiError::Forbidden)
+                }
+                Some(_) => {}
             }
             app.sessions.close(code).await;
             return ok(StatusCode::OK, &serde_json::json!({"closed": code}));

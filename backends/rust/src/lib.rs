@@ -38,8 +38,9 @@ pub struct App {
     pub config: Arc<config::BackendConfig>,
     pub sessions: sessions::Sessions,
     pub schema: graphql::UsersSchema,
-    /// For the internal endpoints control calls.
-    pub admin_token: Secret,
+    /// The runtime credential control started this instance with (the first line of its
+    /// stdin): it authenticates this instance to control, and control to the internal endpoints.
+    pub credential: Secret,
 }
 
 impl std::fmt::Debug for App {
@@ -54,7 +55,7 @@ impl App {
     pub fn new(
         config: config::BackendConfig,
         source: Arc<dyn sessions::StackSource>,
-        admin_token: Secret,
+        credential: Secret,
     ) -> Arc<Self> {
         let config = Arc::new(config);
         let schema = graphql::schema(&config.limits);
@@ -62,7 +63,7 @@ impl App {
             sessions: sessions::Sessions::new(source, Arc::clone(&config)),
             config,
             schema,
-            admin_token,
+            credential,
         })
     }
 }

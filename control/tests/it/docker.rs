@@ -718,16 +718,22 @@ async fn an_unreachable_engine_is_reported_and_nothing_else_breaks() {
 // Measurements (ignored: run by hand, see the module doc)
 // ---------------------------------------------------------------------------------------------
 
-/// The backend's conformance suite (the same function `backends/rust` runs on the engines
-/// `scripts/test` starts) on the containers of docker sessions: PostgreSQL × Redis with
-/// write-through and MariaDB × Memcached with cache-aside, each against a second docker
-/// session for isolation.
+/// The conformance suite's users contract (`stacklab_conformance::suite::users`, the same
+/// check every runtime passes on the engines `scripts/test` starts) on the containers of docker
+/// sessions: PostgreSQL × Redis with write-through and MariaDB × Memcached with cache-aside,
+/// each against a second docker session for isolation. The Rust runtime runs as its own
+/// process, from its manifest, against the kit's descriptor server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conformance_suite_passes_on_docker_sessions() {
-    use crate::backend_suite::helpers::{Db, Kv, Stack};
+    use stacklab_conformance::engines::{new_key, Db, Kv, Stack};
+    use stacklab_conformance::{runtime, suite};
     use stacklab_types::stack::{Encryption, PasswordStorage, StackDescriptor, WritePolicy};
     use stacklab_types::Secret;
     let Some(api) = engine().await else { return };
+    let Some(rust) = runtime::runtime("rust") else {
+        return;
+    };
+    let lab = suite::Lab::start(&rust).await;
     let cfg = config("conf", 0);
     let docker = Docker::start(Some(cfg.clone()), files_dir("docker", "conf")).await;
     let pairs = [
@@ -759,6 +765,7 @@ async fn the_conformance_suite_passes_on_docker_sessions() {
             .enumerate()
             .map(|(n, p)| Stack {
                 db,
+                kv,
                 descriptor: StackDescriptor {
                     session: format!("DOCKER{n}{}", &ids[n][..16]).to_uppercase(),
                     runtime: "rust".into(),
@@ -768,13 +775,13 @@ async fn the_conformance_suite_passes_on_docker_sessions() {
                     write_policy: policy,
                     password_storage: PasswordStorage::Bcrypt,
                     encryption: Encryption::None,
-                    encryption_key: stacklab_backend::crypto::new_key(),
+                    encryption_key: new_key(),
                     pepper: Secret::new("a-pepper-from-control"),
                 },
             })
             .collect();
         let combo = format!("docker {database} x {cache} ({policy:?})");
-        crate::backend_suite::suite::run(&stacks[0], Some(&stacks[1]), kv, policy, &combo).await;
+        suite::users(&lab, &stacks[0], Some(&stacks[1]), &combo).await;
         for id in &ids {
             docker.teardown(id, &Steps::silent()).await.unwrap();
             nothing_left(&api, &cfg, id, &[]).await;

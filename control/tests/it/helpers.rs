@@ -394,20 +394,9 @@ impl Load {
     }
 }
 
-/// An engine's address from `scripts/test`. Under CI (`STACKLAB_REQUIRE_SERVICES=1`) a missing
-/// one fails the test; only outside CI does the test skip, and it says so.
-pub fn engine(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{var} is not set, and STACKLAB_REQUIRE_SERVICES=1: run the tests with scripts/test")
-        }
-        _ => {
-            eprintln!("not run: {var} is not set (outside CI; scripts/test sets it)");
-            None
-        }
-    }
-}
+/// An engine's address from `scripts/test`: the conformance kit's one definition (under CI a
+/// missing engine fails the test; elsewhere the test skips, saying so).
+pub use stacklab_conformance::engine_url as engine;
 
 /// A fresh folder for a provisioner's files.
 pub fn files_dir(kind: &str, tag: &str) -> PathBuf {

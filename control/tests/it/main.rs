@@ -1,14 +1,7 @@
 //! control's integration tests: real proxy, control and backend processes on port 0, real
-//! engines from `scripts/test`.
+//! engines from `scripts/test`. The runtime contract itself is checked by `stacklab-conformance`
+//! (whose users check `docker.rs` also runs on docker sessions).
 
-/// The backend's conformance suite (and its helpers), included by path so the docker tests
-/// run the very same checks on the containers a docker session gets.
-#[path = "../../../backends/rust/tests/it"]
-#[allow(dead_code, unused_imports)]
-mod backend_suite {
-    pub mod helpers;
-    pub mod suite;
-}
 mod at_rest;
 mod binary;
 mod docker;

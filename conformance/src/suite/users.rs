@@ -1,18 +1,36 @@
-//! The users contract as one function, run by `conformance.rs` over every database × cache
-//! pair on the engines `scripts/test` starts, and by control's docker tests on the containers
-//! the docker provisioner makes (control includes this file and `helpers.rs` by path).
+//! The users contract on one stack: create, conflicts, reads through the cache per write
+//! policy, update, search (wildcards and quotes are text), passwords, delete, the cache view,
+//! analysis and GraphQL; then a second session on the same engines, which sees none of it.
 
-use super::helpers::*;
+use super::Lab;
+use crate::engines::{stack, Db, Kv, Stack};
+use crate::raw::raw_column;
+use crate::Runtime;
 use serde_json::json;
-use stacklab_types::stack::WritePolicy;
+use stacklab_types::stack::{Encryption, PasswordStorage, WritePolicy};
 
-/// The whole users contract on `stack` (its cache engine is `kv`, its write policy `policy`),
-/// then, with `other`, that a second session on the same engines sees none of it. `combo`
+/// The users contract for one database × cache pair and write policy on `runtime`, with a
+/// second session on the same engines for isolation.
+pub async fn combo(runtime: &Runtime, db: Db, kv: Kv, policy: WritePolicy) {
+    let Some(one) = stack(db, kv, policy, PasswordStorage::Bcrypt, Encryption::None).await else {
+        return;
+    };
+    let Some(other) = stack(db, kv, policy, PasswordStorage::Plaintext, Encryption::None).await
+    else {
+        return;
+    };
+    let lab = Lab::start(runtime).await;
+    let combo = format!("{}: {db:?} x {kv:?} ({policy:?})", runtime.name());
+    users(&lab, &one, Some(&other), &combo).await;
+}
+
+/// The whole users contract on `stack` served by `lab` (its cache engine and write policy are
+/// the descriptor's), then, with `other`, that a second session sees none of it. `combo`
 /// names the run in failures.
-pub async fn run(stack: &Stack, other: Option<&Stack>, kv: Kv, policy: WritePolicy, combo: &str) {
-    let backend = Backend::start().await;
-    backend.stacks.insert(stack.descriptor.clone());
-    let api = Api::new(&backend, &stack.descriptor.session);
+pub async fn users(lab: &Lab, stack: &Stack, other: Option<&Stack>, combo: &str) {
+    let (kv, policy) = (stack.kv, stack.descriptor.write_policy);
+    lab.serve(stack);
+    let api = lab.api(stack);
 
     // Create.
     let ann = api.call("POST", "/api/users", Some(json!({"username": "Ann", "email": "ann@example.com", "password": "correct horse", "full_name": "Ann Lee"}))).await;
@@ -219,8 +237,8 @@ pub async fn run(stack: &Stack, other: Option<&Stack>, kv: Kv, policy: WritePoli
 
     // A second session on the same engine never sees the first one's rows.
     let Some(other) = other else { return };
-    backend.stacks.insert(other.descriptor.clone());
-    let api2 = Api::new(&backend, &other.descriptor.session);
+    lab.serve(other);
+    let api2 = lab.api(other);
     let r = api2.call("GET", "/api/users", None).await;
     assert_eq!(r.body["total"], 0, "{combo}: sessions are isolated");
     let r = api2.call("GET", "/api/users/2", None).await;
