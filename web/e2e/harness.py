@@ -150,9 +150,12 @@ class Stacklab:
         )
         self._log = open(self.log_path, "ab")
         # Its own process group, so that whatever it leaves behind can be found and ended.
+        # From the repository, as a person runs it: control finds the runtimes other than the
+        # built-in Rust one under `runtimes_dir` ("backends", relative to the working
+        # directory), e.g. backends/python/runtime.toml.
         self.proc = subprocess.Popen(
             [str(binary), "up", "--config", str(config)],
-            cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=self._log, start_new_session=True,
         )
         up = threading.Event()
