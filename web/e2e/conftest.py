@@ -50,6 +50,13 @@ def _missing(why: str):
 
 
 @pytest.fixture
+def missing():
+    """missing(why): what a test does when something it needs cannot run here — skip saying
+    why, or fail under STACKLAB_REQUIRE_SERVICES=1."""
+    return _missing
+
+
+@pytest.fixture
 def server(tmp_path, request):
     s = Stacklab(tmp_path)
     try:
