@@ -111,9 +111,12 @@ def free_tcp_ports(n: int) -> list[int]:
 class Stacklab:
     """One `stacklab up` with its own data dir, ports and log; stopped with SIGTERM."""
 
-    def __init__(self, workdir: Path, instances: int = 2):
+    def __init__(self, workdir: Path, instances: int = 2, config: dict[str, str] | None = None):
         self.dir = workdir
         self.instances = instances
+        # Keys of config/stacklab.toml set to other values (TOML text), e.g.
+        # {"runtimes_dir": '"/tmp/x"'}: each must be a `key = ...` line there.
+        self.config = config or {}
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.admin_port = 0
@@ -137,6 +140,9 @@ class Stacklab:
             # The UI as it is in the work tree, not the copy built into the binary.
             text, n = re.subn(r'(?m)^static_dir = ".*"$', f"static_dir = {json.dumps(str(WEB))}", text)
             assert n == 1, "config/stacklab.toml has no `static_dir = ...` line to set"
+        for key, value in self.config.items():
+            text, n = re.subn(rf"(?m)^{re.escape(key)} = .*$", lambda _: f"{key} = {value}", text)
+            assert n == 1, f"config/stacklab.toml has no single `{key} = ...` line to set"
         config.write_text(text)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STACKLAB_")}
         env.update(

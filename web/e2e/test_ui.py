@@ -5,8 +5,11 @@ test asserts is summed up in web/e2e/README.md."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from harness import Browser, Stacklab
+import pytest
+
+from harness import REPO, Browser, Stacklab
 
 MS = re.compile(r"^(\d+(\.\d+)? ms|<0\.01 ms|\d+\.\d\d s)$")
 PARTS = ["proxy", "backend", "cache", "db"]
@@ -721,3 +724,48 @@ def test_python_runtime(server, open_browser, shot, missing):
                   "[e.dataset.runtime, e.dataset.stack, e.classList.contains('compared')]")
     assert runs == [["rust", "sqlite|memory", True], ["python", "sqlite|memory", True]], runs
     shot(b, "compare")
+
+
+# --------------------------------------------------------------------------------------------
+# 7. A runtime this install cannot run: shown, disabled with its check's words, never chosen
+# --------------------------------------------------------------------------------------------
+
+FORTRAN_WHY = "gfortran is not installed: apt-get install gfortran"
+
+
+def runtimes_with_fortran(tmp: Path) -> dict[str, str]:
+    """A runtimes_dir with the repository's Python runtime and a Fortran one whose check fails
+    (Rust is built into the binary)."""
+    d = tmp / "runtimes"
+    (d / "fortran").mkdir(parents=True)
+    (d / "python").symlink_to(REPO / "backends" / "python")
+    (d / "fortran" / "runtime.toml").write_text(
+        'name = "fortran"\nlabel = "Fortran (fcgi)"\n'
+        'description = "A Fortran service behind FastCGI."\n'
+        f'check = ["sh", "-c", "echo \'{FORTRAN_WHY}\' >&2; exit 1"]\n'
+        'start = ["./bin/none"]\n')
+    return {"runtimes_dir": f'"{d}"'}
+
+
+@pytest.mark.parametrize("server", [runtimes_with_fortran], indirect=True)
+def test_runtime_unavailable(server, open_browser, shot):
+    b = open_browser()
+    # A person who chose Fortran before (the choices are remembered) gets the default back.
+    b.driver.get(server.url)
+    b.js("localStorage.setItem('stacklab.choices', JSON.stringify({runtime: 'fortran'}))")
+    open_page(b, server)
+    _, options = server.public("GET", "/api/options")
+    fortran = next(o for c in options["choices"] if c["field"] == "runtime"
+                   for o in c["options"] if o["value"] == "fortran")
+    assert fortran["available"] is False and fortran["reason"].endswith(FORTRAN_WHY), fortran
+    assert b.text('label[for="opt-runtime-fortran"]') == "Fortran (fcgi)"
+    assert b.text("#opt-runtime-fortran-desc") == "A Fortran service behind FastCGI."
+    assert b.js("return document.getElementById('opt-runtime-fortran').disabled")
+    assert b.text("#opt-runtime-fortran-why") == f"Not available: {fortran['reason']}"
+    assert b.js("return document.getElementById('opt-runtime-rust').checked")
+    assert not b.js("return document.getElementById('opt-runtime-python').disabled")
+    # A click on it changes nothing.
+    b.el('label[for="opt-runtime-fortran"]').click()
+    assert b.js("return document.getElementById('opt-runtime-rust').checked")
+    assert "Rust (hyper)" in b.text("#launch-summary")
+    shot(b, "launcher")
