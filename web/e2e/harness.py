@@ -144,7 +144,9 @@ class Stacklab:
             text, n = re.subn(rf"(?m)^{re.escape(key)} = .*$", lambda _: f"{key} = {value}", text)
             assert n == 1, f"config/stacklab.toml has no single `{key} = ...` line to set"
         config.write_text(text)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STACKLAB_")}
+        # None of the caller's stacklab settings, but where the Python runtime's virtualenv is.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("STACKLAB_") or k == "STACKLAB_PYTHON_VENV"}
         env.update(
             STACKLAB_EDGE_ADDR=f"127.0.0.1:{self.port}",
             STACKLAB_HTTP_ADDR=f"127.0.0.1:{http_port}",
