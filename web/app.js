@@ -29,17 +29,24 @@
  *              #delete-user "Delete"; #verify-password-input, #verify-password "Verify password",
  *              #verify-result[data-ok]), #exchange (article[data-testid=exchange][data-action]
  *              [data-status][data-cache] with [data-testid=exchange-request|exchange-response|
- *              exchange-stored-password|exchange-timing|cache-outcome]), #console-error
+ *              exchange-stored-password|exchange-timing|cache-outcome], and
+ *              [data-testid=exchange-runtime][data-runtime] naming the runtime of the member that
+ *              answered), #console-error
  *   Cache      #cache-engine, #cache-policy, #cache-policies (button[data-policy][aria-pressed]),
  *              #cache-policy-note, #cache-stats (dd[data-stat]), #cache-items
  *              (tr[data-testid=cache-item][data-key]), #cache-flush "Flush cache", #cache-refresh
  *   Inspector  #inspector-list (li[data-testid=inspector-row][data-protocol][data-status] > button),
  *              #inspector-detail ([data-testid=inspector-timing], [data-testid=inspector-headers],
- *              [data-testid=inspector-body])
+ *              [data-testid=inspector-body], [data-testid=inspector-member],
+ *              [data-testid=inspector-runtime][data-runtime])
  *   Analysis   #analysis-overview ([data-testid=db-size|db-rows|hit-ratio]), #benchmark-form
- *              (#bench-reads #bench-writes, #run-benchmark "Run benchmark"), #benchmark-table,
- *              #latency-chart (svg), #hashing-chart (li[data-mode])
- *   Topology   #topology-diagram (section[data-testid=pool][data-pool],
+ *              (#bench-reads #bench-writes, #run-benchmark "Run benchmark"), #benchmark-runtime
+ *              [data-runtime], #benchmark-table, #latency-chart (svg), #hashing-chart
+ *              (li[data-mode]), #benchmark-runs (this page's runs across sessions:
+ *              #benchmark-runs-table tr[data-testid=bench-run][data-runtime][data-stack], class
+ *              "compared" when that stack was run on more than one runtime)
+ *   Topology   #topology-diagram (section[data-testid=pool][data-pool], the session's first, a
+ *              runtime's labelled [data-testid=pool-runtime][data-runtime];
  *              li[data-testid=member][data-member][data-state] with
  *              [data-testid=member-kind][data-kind=process|container|external]), buttons
  *              "Add instance" (#add-{pool}, the kind from radios #add-{pool}-kind-process and

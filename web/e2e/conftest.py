@@ -1,6 +1,7 @@
 """Fixtures: each test gets its own `stacklab up` (free ports, temp data dir, 2 backend
-instances, stopped with SIGTERM at the end), a way to open headless Chromium on it, and a
-`shot(view)` that keeps a screenshot under target/ui-screenshots/<test>-<view>.png."""
+instances per runtime pool, run from the repository, stopped with SIGTERM at the end), a way
+to open headless Chromium on it, and a `shot(view)` that keeps a screenshot under
+target/ui-screenshots/<test>-<view>.png."""
 
 from __future__ import annotations
 
@@ -50,8 +51,18 @@ def _missing(why: str):
 
 
 @pytest.fixture
+def missing():
+    """missing(why): what a test does when something it needs cannot run here — skip saying
+    why, or fail under STACKLAB_REQUIRE_SERVICES=1."""
+    return _missing
+
+
+@pytest.fixture
 def server(tmp_path, request):
-    s = Stacklab(tmp_path)
+    """A `stacklab up` for the test. Parametrized indirectly with a function of the test's
+    tmp_path, it runs with the config keys that function returns set (Stacklab's `config`)."""
+    setup = getattr(request, "param", None)
+    s = Stacklab(tmp_path, config=setup(tmp_path) if setup else None)
     try:
         s.start()
     except Missing as e:
@@ -86,7 +97,7 @@ def open_browser(server, tmp_path, request):
 @pytest.fixture
 def shot(request):
     """shot(browser, view): a whole-page screenshot kept as a test artifact."""
-    test = re.sub(r"^test_", "", request.node.name)
+    test = re.sub(r"^test_", "", request.node.originalname)
     for old in SHOTS_DIR.glob(f"{test}-*.png"):
         old.unlink()  # a run's screenshots are that run's only
 
@@ -104,7 +115,7 @@ def pytest_runtest_makereport(item, call):
     rep = yield
     if rep.when == "call" and rep.failed:
         # What the page looked like, what the browser said, what the server logged.
-        test = re.sub(r"^test_", "", item.name)
+        test = re.sub(r"^test_", "", item.originalname)
         for i, b in enumerate(getattr(item, "browsers", [])):
             try:
                 path = b.screenshot(SHOTS_DIR / f"{test}-FAILED{i or ''}.png")

@@ -111,9 +111,12 @@ def free_tcp_ports(n: int) -> list[int]:
 class Stacklab:
     """One `stacklab up` with its own data dir, ports and log; stopped with SIGTERM."""
 
-    def __init__(self, workdir: Path, instances: int = 2):
+    def __init__(self, workdir: Path, instances: int = 2, config: dict[str, str] | None = None):
         self.dir = workdir
         self.instances = instances
+        # Keys of config/stacklab.toml set to other values (TOML text), e.g.
+        # {"runtimes_dir": '"/tmp/x"'}: each must be a `key = ...` line there.
+        self.config = config or {}
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.admin_port = 0
@@ -137,8 +140,13 @@ class Stacklab:
             # The UI as it is in the work tree, not the copy built into the binary.
             text, n = re.subn(r'(?m)^static_dir = ".*"$', f"static_dir = {json.dumps(str(WEB))}", text)
             assert n == 1, "config/stacklab.toml has no `static_dir = ...` line to set"
+        for key, value in self.config.items():
+            text, n = re.subn(rf"(?m)^{re.escape(key)} = .*$", lambda _: f"{key} = {value}", text)
+            assert n == 1, f"config/stacklab.toml has no single `{key} = ...` line to set"
         config.write_text(text)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STACKLAB_")}
+        # None of the caller's stacklab settings, but where the Python runtime's virtualenv is.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("STACKLAB_") or k == "STACKLAB_PYTHON_VENV"}
         env.update(
             STACKLAB_EDGE_ADDR=f"127.0.0.1:{self.port}",
             STACKLAB_HTTP_ADDR=f"127.0.0.1:{http_port}",
@@ -150,9 +158,12 @@ class Stacklab:
         )
         self._log = open(self.log_path, "ab")
         # Its own process group, so that whatever it leaves behind can be found and ended.
+        # From the repository, as a person runs it: control finds the runtimes other than the
+        # built-in Rust one under `runtimes_dir` ("backends", relative to the working
+        # directory), e.g. backends/python/runtime.toml.
         self.proc = subprocess.Popen(
             [str(binary), "up", "--config", str(config)],
-            cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=self._log, start_new_session=True,
         )
         up = threading.Event()

@@ -5,12 +5,19 @@ test asserts is summed up in web/e2e/README.md."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from harness import Browser, Stacklab
+import pytest
+
+from harness import REPO, Browser, Stacklab
 
 MS = re.compile(r"^(\d+(\.\d+)? ms|<0\.01 ms|\d+\.\d\d s)$")
 PARTS = ["proxy", "backend", "cache", "db"]
 RUST_POOL = 'section[data-testid=pool][data-pool="rust"]'
+
+
+def pool_css(pool: str) -> str:
+    return f'section[data-testid=pool][data-pool="{pool}"]'
 
 # --------------------------------------------------------------------------------------------
 # Steps a person takes, shared by the tests
@@ -59,6 +66,7 @@ return {
   protocol: text('exchange-protocol'), error: text('exchange-error'),
   member: [...a.querySelectorAll('.badge')].map((x) => x.textContent)
     .find((t) => t.startsWith('answered by '))?.slice(12) ?? null,
+  runtime: q('exchange-runtime') && { value: q('exchange-runtime').dataset.runtime, label: text('exchange-runtime') },
   timing: bar && {
     total: Number(bar.dataset.total),
     parts: [...bar.querySelectorAll('[data-part]')].map((s) => ({
@@ -69,9 +77,12 @@ return {
 
 
 def exchange(b: Browser, action: str) -> dict:
-    """Waits for the console to show the answer of `action`."""
-    return b.wait(lambda: (x := b.js(EXCHANGE_JS)) and x["action"] == action and x,
-                  f"the console to show the answer of {action!r}", timeout=15)
+    """Waits for the console to show the answer of `action`; every one is also kept in
+    `b.exchanges` (what answered each, for the runtime checks)."""
+    x = b.wait(lambda: (x := b.js(EXCHANGE_JS)) and x["action"] == action and x,
+               f"the console to show the answer of {action!r}", timeout=15)
+    b.__dict__.setdefault("exchanges", []).append(x)
+    return x
 
 
 def act(b: Browser, button: str, action: str) -> dict:
@@ -221,6 +232,39 @@ def check_inspector(b: Browser, protocol: str, password: str):
     assert b.each(f"{detail} [data-testid=inspector-timing] [data-part]", "e.dataset.part") == PARTS
 
 
+def check_cache_view(b: Browser):
+    """Cache: the read user is there, hits counted; the policy switches lru → lfu."""
+    tab(b, "cache")
+    items = "#cache-items tr[data-testid=cache-item]"
+    b.wait(lambda: b.count(items) >= 1, "cache items after the reads")
+    assert b.text("#cache-engine") == "memory" and b.text("#cache-policy") == "lru"
+    assert any(k.startswith("user:") for k in b.each(items, "e.dataset.key"))
+    assert int(b.text('#cache-stats dd[data-stat="hits"]')) >= 1
+    policy = '#cache-policies button[data-policy="{}"]'.format
+    assert b.attr(policy("lru"), "aria-pressed") == "true"
+    b.click(policy("lfu"))
+    b.wait(lambda: b.attr(policy("lfu"), "aria-pressed") == "true"
+           and b.text("#cache-policy") == "lfu", "the policy to become lfu")
+    assert b.attr(policy("lru"), "aria-pressed") == "false"
+    assert "LFU" in b.text("#cache-policy-note")
+
+
+def run_analysis(b: Browser):
+    """Analysis: the overview (1 user), then a benchmark: its table, chart and hashing bars."""
+    tab(b, "analysis")
+    b.wait(lambda: b.text('#analysis-overview [data-testid="db-rows"]') == "1",
+           "the database's rows (1 user)")
+    b.fill("#bench-reads", "50")
+    b.fill("#bench-writes", "50")
+    b.click("#run-benchmark")
+    b.wait(lambda: b.visible("#benchmark-result") and b.count("#latency-chart svg polyline") == 3,
+           "the benchmark's chart", timeout=60)
+    assert b.count("#benchmark-table tbody tr") == 3
+    modes = b.each("#hashing-chart li[data-mode]", "e.dataset.mode")
+    assert {"plaintext", "sha256", "bcrypt", "argon2id"} <= set(modes), modes
+    assert b.text("#benchmark-status").startswith("Done in")
+
+
 # --------------------------------------------------------------------------------------------
 # 1. The whole journey
 # --------------------------------------------------------------------------------------------
@@ -264,38 +308,13 @@ def test_journey(server, open_browser, shot):
     console_round(b, "rest", bcrypt_stored, "r")
     shot(b, "console-rest")
 
-    # Cache: the read user is there; the policy switches lru → lfu.
-    tab(b, "cache")
-    items = "#cache-items tr[data-testid=cache-item]"
-    b.wait(lambda: b.count(items) >= 1, "cache items after the reads")
-    assert b.text("#cache-engine") == "memory" and b.text("#cache-policy") == "lru"
-    assert any(k.startswith("user:") for k in b.each(items, "e.dataset.key"))
-    assert int(b.text('#cache-stats dd[data-stat="hits"]')) >= 1
-    policy = '#cache-policies button[data-policy="{}"]'.format
-    assert b.attr(policy("lru"), "aria-pressed") == "true"
-    b.click(policy("lfu"))
-    b.wait(lambda: b.attr(policy("lfu"), "aria-pressed") == "true"
-           and b.text("#cache-policy") == "lfu", "the policy to become lfu")
-    assert b.attr(policy("lru"), "aria-pressed") == "false"
-    assert "LFU" in b.text("#cache-policy-note")
+    check_cache_view(b)
     shot(b, "cache")
 
     check_inspector(b, "h2", "correct horse battery")
     shot(b, "inspector")
 
-    # Analysis: overview, then a benchmark and its chart.
-    tab(b, "analysis")
-    b.wait(lambda: b.text('#analysis-overview [data-testid="db-rows"]') == "1",
-           "the database's rows (1 user)")
-    b.fill("#bench-reads", "50")
-    b.fill("#bench-writes", "50")
-    b.click("#run-benchmark")
-    b.wait(lambda: b.visible("#benchmark-result") and b.count("#latency-chart svg polyline") == 3,
-           "the benchmark's chart", timeout=60)
-    assert b.count("#benchmark-table tbody tr") == 3
-    modes = b.each("#hashing-chart li[data-mode]", "e.dataset.mode")
-    assert {"plaintext", "sha256", "bcrypt", "argon2id"} <= set(modes), modes
-    assert b.text("#benchmark-status").startswith("Done in")
+    run_analysis(b)
     shot(b, "analysis")
 
     # Topology: proxy → pools → instances → this session's database and cache.
@@ -446,8 +465,9 @@ def test_expired_session(server, open_browser, shot):
 # --------------------------------------------------------------------------------------------
 
 
-def members(b: Browser) -> dict[str, str]:
-    return dict(b.each(f"{RUST_POOL} li[data-testid=member]", "[e.dataset.member, e.dataset.state]"))
+def members(b: Browser, pool: str = "rust") -> dict[str, str]:
+    return dict(b.each(f"{pool_css(pool)} li[data-testid=member]",
+                       "[e.dataset.member, e.dataset.state]"))
 
 
 def counter(b: Browser, name: str) -> int:
@@ -460,18 +480,27 @@ def test_failover_drill(server, open_browser, shot):
     launch(b, protocol="rest")
     serving = add_user(b, "steady", "keeps-working")["member"]
     assert serving
+    failover_drill(b, "rust", serving, shot)
+
+
+def failover_drill(b: Browser, pool: str, serving: str, shot):
+    """Topology, under 20 requests a second: Kill instance on `serving` (of `pool`), 3 s more,
+    Add instance to `pool` (a new healthy member joins), 1 s more, Stop traffic: no request
+    failed and every one sent was ok."""
+    def now():  # the pool's members and their states, as the diagram shows them
+        return members(b, pool)
 
     def state():  # what a timeout reports
         return {k: b.text(f"#{k}") for k in ["traffic-sent", "traffic-ok", "traffic-failed",
                 "traffic-last-error", "traffic-status", "topology-status", "topology-error"]
-                } | {"members": members(b)}
+                } | {"members": now()}
 
     def wait(cond, what, timeout=10.0):
         return b.wait(cond, what, timeout, show=state)
 
     tab(b, "topology")
-    wait(lambda: list(members(b).values()) == ["healthy", "healthy"], "two healthy instances")
-    before = members(b)
+    wait(lambda: list(now().values()) == ["healthy", "healthy"], "two healthy instances")
+    before = now()
     assert serving in before, (serving, before)
 
     b.click("#traffic-toggle")
@@ -479,16 +508,16 @@ def test_failover_drill(server, open_browser, shot):
     shot(b, "traffic")
 
     # Kill the instance that serves this session.
-    b.click(f"#kill-rust-{serving}")
-    wait(lambda: members(b).get(serving, "gone") != "healthy", f"{serving} to leave the pool")
+    b.click(f"#kill-{pool}-{serving}")
+    wait(lambda: now().get(serving, "gone") != "healthy", f"{serving} to leave the pool")
     sent = counter(b, "sent")
     wait(lambda: counter(b, "sent") >= sent + 60, "3 s of traffic after the kill")
     shot(b, "killed")
 
     # Add an instance: the pool is back to two healthy members.
-    b.click("#add-rust")
-    wait(lambda: [m for m, s in members(b).items() if s == "healthy" and m not in before]
-         and list(members(b).values()).count("healthy") == 2, "a new healthy instance", 20)
+    b.click(f"#add-{pool}")
+    wait(lambda: [m for m, s in now().items() if s == "healthy" and m not in before]
+         and list(now().values()).count("healthy") == 2, "a new healthy instance", 20)
     sent = counter(b, "sent")
     wait(lambda: counter(b, "sent") >= sent + 20, "1 s of traffic with the new instance")
 
@@ -569,3 +598,174 @@ def test_reprovision(server, open_browser, shot):
     assert b.js("return document.getElementById('add-rust-kind-container').disabled")
     assert b.text("#add-rust-kind-container-why") == f"Not available: {docker['reason']}"
     shot(b, "topology")
+
+
+# --------------------------------------------------------------------------------------------
+# 6. The same journey on the Python runtime, chosen in the launcher; then one Rust run of the
+#    same stack, compared with it
+# --------------------------------------------------------------------------------------------
+
+PYTHON = ("python", "Python (Flask)")
+
+
+def answered_by(b: Browser, runtime: tuple[str, str], since: int = 0):
+    """Every console answer since exchange `since` came from an instance of that runtime's
+    pool, and the page named the runtime beside it."""
+    pool, label = runtime
+    seen = b.exchanges[since:]
+    assert seen, "no exchanges"
+    for x in seen:
+        assert x["member"] and x["member"].startswith(f"{pool}-"), x
+        assert x["runtime"] == {"value": pool, "label": label}, x
+
+
+def test_python_runtime(server, open_browser, shot, missing):
+    b = open_browser()
+    open_page(b, server)
+
+    # Runtime offers every runtime the server found, each with its sentence; one that cannot
+    # run here is disabled with the server's reason.
+    status, options = server.public("GET", "/api/options")
+    assert status == 200
+    runtimes = next(c for c in options["choices"] if c["field"] == "runtime")["options"]
+    assert {"rust", "python"} <= {o["value"] for o in runtimes}, runtimes
+    for o in runtimes:
+        box = f'opt-runtime-{o["value"]}'
+        assert b.text(f'label[for="{box}"]') == o["label"], o
+        assert b.text(f"#{box}-desc") == o["description"] and o["description"], o
+        assert b.js("return document.getElementById(arguments[0]).disabled", box) \
+            == (o["available"] is False), o
+        if o["available"] is False:
+            assert b.text(f"#{box}-why") == f"Not available: {o['reason']}", o
+    python = next(o for o in runtimes if o["value"] == "python")
+    assert python["label"] == PYTHON[1]
+    if python["available"] is False:
+        missing(f"the Python runtime cannot run here: {python['reason']} "
+                "(backends/python/setup.sh makes its venv)")
+    shot(b, "launcher")
+
+    # --- REST on Python. Its pool starts with this first Python session: the `runtime` step.
+    launch(b, runtime="python", protocol="rest", password_storage="bcrypt")
+    assert b.text('#stack-fields dd[data-field="runtime"]') == PYTHON[1]
+    steps = dict(b.each("#steps li[data-testid=step]", "[e.dataset.name, e.dataset.status]"))
+    assert steps.get("runtime") == "done", steps
+    assert MS.match(b.text('#steps li[data-name="runtime"] .step-ms')), b.text("#steps")
+    b.exchanges = []
+    console_round(b, "rest", bcrypt_stored, "p")
+    answered_by(b, PYTHON)
+    shot(b, "console-rest")
+
+    check_cache_view(b)
+    shot(b, "cache")
+
+    check_inspector(b, "h2", "correct horse battery")
+    detail = "#inspector-detail"
+    assert b.text(f"{detail} [data-testid=inspector-member]").startswith("python-")
+    assert b.text(f"{detail} [data-testid=inspector-runtime]") == PYTHON[1]
+    shot(b, "inspector")
+
+    run_analysis(b)
+    assert b.attr("#benchmark-runtime", "data-runtime") == "python"
+    assert b.text("#benchmark-runtime").startswith(f"Ran on {PYTHON[1]}, instance python-")
+    assert b.each("#benchmark-runs-table tr[data-testid=bench-run]", "e.dataset.runtime") \
+        == ["python"]
+    shot(b, "analysis")
+
+    # Topology: the session's pool is Python's, drawn first and labelled; Rust's is there too.
+    tab(b, "topology")
+    py = pool_css("python")
+    b.wait(lambda: b.count(f'{py} li[data-testid=member][data-state="healthy"]') == 2,
+           "two healthy python instances")
+    assert b.each("section[data-testid=pool]", "e.dataset.pool")[0] == "python"
+    assert "your session" in b.text(py)
+    assert b.text(f"{py} [data-testid=pool-runtime]") == PYTHON[1]
+    assert b.text(f'{pool_css("rust")} [data-testid=pool-runtime]') == "Rust (hyper)"
+    assert "your session" not in b.text(pool_css("rust"))
+    assert all(m.startswith("python-") for m in members(b, "python")), members(b, "python")
+    assert b.count("#topology-diagram button[id^=kill-python-]") == 2 and b.visible("#add-python")
+    shot(b, "topology")
+
+    # Kill the Python instance serving this session under traffic: nothing fails.
+    failover_drill(b, "python", b.exchanges[-1]["member"], shot)
+
+    # --- GraphQL on Python: a second session, the same round.
+    b.click("#end-session")
+    b.wait(lambda: b.phase() == "choosing", "the launcher after End session")
+    launch(b, runtime="python", protocol="graphql", password_storage="plaintext")
+    assert b.text('#stack-fields dd[data-field="runtime"]') == PYTHON[1]
+    since = len(b.exchanges)
+    console_round(b, "graphql", plaintext_stored, "q")
+    answered_by(b, PYTHON, since)
+    shot(b, "console-graphql")
+    # The inspector: a GraphQL request, answered by a Python instance.
+    tab(b, "inspector")
+    b.wait(lambda: any(r["title"] == "POST /graphql" for r in inspector_rows(b)),
+           "the GraphQL requests in the inspector", timeout=15)
+    post = next(r for r in inspector_rows(b) if r["title"] == "POST /graphql")
+    b.click(f'#inspector-list li[data-key="{post["key"]}"] button')
+    b.wait(lambda: b.count("#inspector-detail [data-testid=inspector-timing]") == 1,
+           "the request's detail")
+    assert b.text("#inspector-detail [data-testid=inspector-member]").startswith("python-")
+    assert b.text("#inspector-detail [data-testid=inspector-runtime]") == PYTHON[1]
+    shot(b, "inspector-graphql")
+
+    # --- The same stack on Rust: its benchmark sits beside Python's, marked as compared.
+    b.click("#end-session")
+    b.wait(lambda: b.phase() == "choosing", "the launcher after End session")
+    launch(b, runtime="rust", protocol="rest", password_storage="bcrypt")
+    assert b.text('#stack-fields dd[data-field="runtime"]') == "Rust (hyper)"
+    exchange(b, "search")
+    since = len(b.exchanges)
+    check_exchange(add_user(b, "ferris", "crab-claws-1"), status=201, cache="bypass")
+    answered_by(b, ("rust", "Rust (hyper)"), since)
+    run_analysis(b)
+    assert b.attr("#benchmark-runtime", "data-runtime") == "rust"
+    runs = b.each("#benchmark-runs-table tr[data-testid=bench-run]",
+                  "[e.dataset.runtime, e.dataset.stack, e.classList.contains('compared')]")
+    assert runs == [["rust", "sqlite|memory", True], ["python", "sqlite|memory", True]], runs
+    shot(b, "compare")
+
+
+# --------------------------------------------------------------------------------------------
+# 7. A runtime this install cannot run: shown, disabled with its check's words, never chosen
+# --------------------------------------------------------------------------------------------
+
+FORTRAN_WHY = "gfortran is not installed: apt-get install gfortran"
+
+
+def runtimes_with_fortran(tmp: Path) -> dict[str, str]:
+    """A runtimes_dir with the repository's Python runtime and a Fortran one whose check fails
+    (Rust is built into the binary)."""
+    d = tmp / "runtimes"
+    (d / "fortran").mkdir(parents=True)
+    (d / "python").symlink_to(REPO / "backends" / "python")
+    (d / "fortran" / "runtime.toml").write_text(
+        'name = "fortran"\nlabel = "Fortran (fcgi)"\n'
+        'description = "A Fortran service behind FastCGI."\n'
+        f'check = ["sh", "-c", "echo \'{FORTRAN_WHY}\' >&2; exit 1"]\n'
+        'start = ["./bin/none"]\n')
+    return {"runtimes_dir": f'"{d}"'}
+
+
+@pytest.mark.parametrize("server", [runtimes_with_fortran], indirect=True)
+def test_runtime_unavailable(server, open_browser, shot):
+    b = open_browser()
+    # A person who chose Fortran before (the choices are remembered) gets the default back.
+    b.driver.get(server.url)
+    b.js("localStorage.setItem('stacklab.choices', JSON.stringify({runtime: 'fortran'}))")
+    open_page(b, server)
+    _, options = server.public("GET", "/api/options")
+    fortran = next(o for c in options["choices"] if c["field"] == "runtime"
+                   for o in c["options"] if o["value"] == "fortran")
+    assert fortran["available"] is False and fortran["reason"].endswith(FORTRAN_WHY), fortran
+    assert b.text('label[for="opt-runtime-fortran"]') == "Fortran (fcgi)"
+    assert b.text("#opt-runtime-fortran-desc") == "A Fortran service behind FastCGI."
+    assert b.js("return document.getElementById('opt-runtime-fortran').disabled")
+    assert b.text("#opt-runtime-fortran-why") == f"Not available: {fortran['reason']}"
+    assert b.js("return document.getElementById('opt-runtime-rust').checked")
+    assert not b.js("return document.getElementById('opt-runtime-python').disabled")
+    # A click on it changes nothing.
+    b.el('label[for="opt-runtime-fortran"]').click()
+    assert b.js("return document.getElementById('opt-runtime-rust').checked")
+    assert "Rust (hyper)" in b.text("#launch-summary")
+    shot(b, "launcher")

@@ -1,11 +1,14 @@
 // Analysis: the database's size and rows, the cache's hit ratio (GET /api/analysis), and a
 // benchmark run on demand (POST /api/analysis/benchmark {reads, writes}, each 1..2000 by
 // default): p50/p95/p99 and ops/s for writes, database reads and cached reads, their latency
-// distribution as an inline SVG chart, and the cost of hashing a password in each mode.
+// distribution as an inline SVG chart, and the cost of hashing a password in each mode; which
+// runtime (and instance) ran it; and every run of this page, across sessions, in one table so
+// runtimes can be compared on the same stack.
 
 import { h, s, byId, fill, pair, fieldError } from "./dom.js";
 import { formatBytes, formatCount, formatMs, formatPercent, formatRate } from "./lib/format.js";
 import { chartGeometry, barLengths } from "./lib/histogram.js";
+import { benchRun, addRun, comparedStacks } from "./lib/benchruns.js";
 
 const MAX_OPS = 2000; // backend limits.max_benchmark_ops default; the server's answer wins
 const SERIES = [
@@ -15,9 +18,12 @@ const SERIES = [
 ];
 
 /**
- * @param {{request: Function, announce: Function, session: () => object}} ctx
+ * @param {{request: Function, announce: Function, session: () => object, choices: () => object[]}} ctx
  */
 export function createAnalysis(ctx) {
+  // This page's benchmark runs, newest first; a new session keeps them (that is the point).
+  let runs = [];
+
   async function loadOverview() {
     const answer = await ctx.request("GET", "/api/analysis");
     const box = byId("analysis-overview");
@@ -82,7 +88,16 @@ export function createAnalysis(ctx) {
         byId("benchmark-status").textContent = `The benchmark did not run: ${answer.error.message}`;
         return;
       }
-      renderResult(answer.data || {});
+      const run = benchRun({
+        result: answer.data,
+        stack: ctx.session()?.stack,
+        member: answer.headers.get("x-stacklab-member"),
+        choices: ctx.choices(),
+        at: Date.now(),
+      });
+      runs = addRun(runs, run);
+      renderResult(answer.data || {}, run);
+      renderRuns();
       byId("benchmark-status").textContent = `Done in ${formatMs(answer.ms)}.`;
       ctx.announce("Benchmark finished.");
       loadOverview();
@@ -94,7 +109,9 @@ export function createAnalysis(ctx) {
 
   byId("analysis-refresh").addEventListener("click", () => loadOverview());
 
-  function renderResult(d) {
+  function renderResult(d, run) {
+    byId("benchmark-runtime").textContent = `Ran on ${run.runtimeLabel}${run.member ? `, instance ${run.member}` : ""}, ${run.stackLabel}.`;
+    byId("benchmark-runtime").dataset.runtime = run.runtime;
     const rows = SERIES.filter((x) => d[x.key]);
     fill(byId("benchmark-table").tBodies[0], rows.map((x) => {
       const f = d[x.key];
@@ -114,6 +131,24 @@ export function createAnalysis(ctx) {
     }
     drawChart(rows.map((x) => ({ ...x, samples: Array.isArray(d[x.key].samples_ms) ? d[x.key].samples_ms : [] })));
     drawHashing(Array.isArray(d.password_hashing) ? d.password_hashing : []);
+  }
+
+  function renderRuns() {
+    const compared = new Set(comparedStacks(runs));
+    byId("benchmark-runs").hidden = runs.length === 0;
+    fill(byId("benchmark-runs-table").tBodies[0], runs.map((r) =>
+      h("tr", {
+        class: compared.has(r.stackKey) ? "compared" : null,
+        dataset: { testid: "bench-run", runtime: r.runtime, stack: r.stackKey },
+      },
+      h("th", { scope: "row" }, r.runtimeLabel),
+      h("td", null, r.stackLabel),
+      h("td", { class: "num" }, formatMs(r.writeP50)),
+      h("td", { class: "num" }, formatMs(r.dbP50)),
+      h("td", { class: "num" }, formatMs(r.dbP99)),
+      h("td", { class: "num" }, formatMs(r.cachedP50)),
+      h("td", { class: "num" }, r.mode ? `${formatMs(r.hashMs)} (${r.mode})` : formatMs(r.hashMs)),
+      h("td", null, h("code", null, r.member || "–")))));
   }
 
   function drawChart(series) {
@@ -170,6 +205,7 @@ export function createAnalysis(ctx) {
       fill(byId("analysis-overview"));
       byId("benchmark-result").hidden = true;
       byId("benchmark-status").textContent = "";
+      byId("benchmark-runtime").textContent = "";
       fill(byId("benchmark-table").tBodies[0]);
       fill(byId("latency-chart"));
       fill(byId("hashing-chart"));

@@ -1,12 +1,13 @@
 // Console: add, search, read, update and delete users and verify a password, over the session's
 // own protocol (REST or GraphQL). Each action shows the request it sent, the answer, the
-// stored_password, the cache outcome (x-stacklab-cache), the member that answered, and the
-// Server-Timing breakdown as a timing bar.
+// stored_password, the cache outcome (x-stacklab-cache), the member that answered and its
+// runtime, and the Server-Timing breakdown as a timing bar.
 
 import { h, byId, fill, statusBadge, cacheBadge, fieldError } from "./dom.js";
 import { buildRequest, readResult, describeRequest } from "./lib/users.js";
 import { breakdownFromHeader } from "./lib/timing.js";
 import { formatMs, prettyJson, formatClock } from "./lib/format.js";
+import { runtimeOfMember, runtimeLabel } from "./lib/runtimes.js";
 import { timingBar } from "./timingbar.js";
 
 const TITLES = {
@@ -45,7 +46,7 @@ function negotiated(path) {
 
 /**
  * @param {{request: Function, announce: (msg: string) => void, protocol: () => string,
- *   onDataRequest: () => void}} ctx
+ *   onDataRequest: () => void, choices: () => object[]}} ctx
  */
 export function createConsole(ctx) {
   const rows = new Map(); // id → user
@@ -110,6 +111,7 @@ export function createConsole(ctx) {
     const cache = hdr.get("x-stacklab-cache");
     const timing = hdr.get("server-timing");
     const member = hdr.get("x-stacklab-member");
+    const runtime = runtimeOfMember(ctx.choices(), member);
     const requestId = hdr.get("x-request-id");
     const proto = negotiated(req.path);
     const b = breakdownFromHeader(timing);
@@ -120,6 +122,13 @@ export function createConsole(ctx) {
         statusBadge(answer.status),
         cacheBadge(cache),
         member ? h("span", { class: "badge" }, `answered by ${member}`) : null,
+        runtime
+          ? h("span", {
+            class: "badge runtime",
+            title: `${member} is an instance of the ${runtime.value} pool`,
+            dataset: { testid: "exchange-runtime", runtime: runtime.value },
+          }, runtimeLabel(runtime))
+          : null,
         proto ? h("span", { class: "badge", dataset: { testid: "exchange-protocol" } }, `over ${proto}`) : null,
         h("span", { class: "badge" }, `${formatMs(answer.ms)} in the browser`)),
       h("div", { class: "exchange-grid" },

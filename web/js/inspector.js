@@ -1,12 +1,14 @@
 // Inspector: this session's captured requests, newest first, live from the `request` event (or
 // polled every 2 s while shown when the stream is not open). Each row shows method, path,
 // the protocol the browser actually negotiated, status, cache outcome and total time;
-// selecting one shows its headers, body and a timing bar of proxy, backend, cache and database.
+// selecting one shows the member that answered and its runtime, its headers, body and a timing
+// bar of proxy, backend, cache and database.
 
 import { h, byId, fill, statusBadge, cacheBadge, pair } from "./dom.js";
 import { mergeRequests, isWatching } from "./lib/state.js";
 import { breakdownFromCapture } from "./lib/timing.js";
 import { formatMs, formatClock, prettyJson } from "./lib/format.js";
+import { runtimeOfMember, runtimeLabel } from "./lib/runtimes.js";
 import { timingBar } from "./timingbar.js";
 import { poller } from "./poll.js";
 
@@ -14,7 +16,7 @@ const MAX = 100;
 const keyOf = (r) => r.request_id ?? `${r.at_unix_ms}|${r.method}|${r.path}`;
 
 /**
- * @param {{request: Function, isLive: () => boolean}} ctx
+ * @param {{request: Function, isLive: () => boolean, choices: () => object[]}} ctx
  */
 export function createInspector(ctx) {
   let requests = [];
@@ -111,6 +113,7 @@ export function createInspector(ctx) {
     const r = requests.find((x) => keyOf(x) === key);
     if (!r) return;
     const headers = Array.isArray(r.headers) ? r.headers : [];
+    const runtime = runtimeOfMember(ctx.choices(), r.member);
     const detail = byId("inspector-detail");
     fill(detail,
       h("h3", { id: "inspector-detail-title", tabindex: "-1" }, `${r.method} ${r.path}${r.query ? `?${r.query}` : ""}`),
@@ -119,7 +122,8 @@ export function createInspector(ctx) {
       h("dl", { class: "facts" },
         pair("at", formatClock(r.at_unix_ms)),
         pair("request id", r.request_id ?? "–"),
-        pair("answered by", r.member ?? "the proxy itself"),
+        pair("answered by", r.member ?? "the proxy itself", { dataset: { testid: "inspector-member" } }),
+        runtime ? pair("runtime", runtimeLabel(runtime), { dataset: { testid: "inspector-runtime", runtime: runtime.value } }) : null,
         pair("total", formatMs(r.total_ms)),
         pair("upstream", formatMs(r.upstream_ms)),
         pair("proxy", formatMs(r.proxy_ms)),

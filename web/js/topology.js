@@ -1,5 +1,6 @@
 // Topology: proxy → pools → instances → this session's database and cache, refreshed every
-// second while shown. Each instance says what it runs as (a process, a Docker container, or
+// second while shown. Each runtime's pool is named after it and labelled with the runtime
+// (the session's pool first, marked "your session"). Each instance says what it runs as (a process, a Docker container, or
 // external: not control's). Where the install allows drills ("drills": true), "Add instance"
 // per pool, as a process or — where /api/options shows Docker available — a container, and
 // "Kill instance" per instance; and, always, "Start traffic": GET /api/users?limit=1 at a
@@ -11,6 +12,7 @@ import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges,
   canKill, canAdd, shapeKey, kindText, kindDescription, containerOffer, INSTANCE_KINDS,
 } from "./lib/topology.js";
+import { runtimeOfPool, runtimeLabel } from "./lib/runtimes.js";
 import { newCounters, started, finished, due, answerOk } from "./lib/traffic.js";
 import { formatCount, formatMs } from "./lib/format.js";
 import { poller } from "./poll.js";
@@ -98,6 +100,7 @@ export function createTopology(ctx) {
         pools.length === 0 ? h("p", { class: "muted" }, "No pools reported.") : null,
         pools.map((p) => {
           const titleId = `pool-${p.name}-title`;
+          const runtime = runtimeOfPool(ctx.choices?.() || [], p.name);
           return h("section", {
             class: ["pool", sess?.pool === p.name ? "mine" : null],
             "aria-labelledby": titleId,
@@ -105,6 +108,10 @@ export function createTopology(ctx) {
           },
           h("h4", { id: titleId },
             `${p.name}`,
+            runtime
+              ? h("span", { class: "badge runtime", dataset: { testid: "pool-runtime", runtime: runtime.value } },
+                runtimeLabel(runtime))
+              : null,
             h("span", { class: "muted", id: `pool-${p.name}-summary` }),
             sess?.pool === p.name ? h("span", { class: "badge good" }, "your session") : null),
           h("ul", { class: "members" }, p.members.map((m) => {
