@@ -232,22 +232,23 @@ impl Control {
             .map(|r| r.manifest.name.clone())
             .collect();
         for name in warm {
-            self.start_runtime_pool(&name, containers)
+            self.start_runtime_pool(&name, self.cfg.backends.instances, containers)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot start the {name} pool: {e}"))?;
         }
         Ok(())
     }
 
-    /// Starts `control.backend_instances` instances of `runtime` in parallel (the first
-    /// `containers` of them as containers), making its pool if the route table has none.
+    /// Starts `count` instances of `runtime` in parallel (the first `containers` of them as
+    /// containers), making its pool if the route table has none.
     async fn start_runtime_pool(
         self: &Arc<Self>,
         runtime: &str,
+        count: usize,
         containers: usize,
     ) -> Result<(), String> {
         self.ensure_pool_spec(runtime);
-        let starts = (0..self.cfg.backends.instances.max(1)).map(|n| {
+        let starts = (0..count).map(|n| {
             let kind = if n < containers {
                 InstanceKind::Container
             } else {
@@ -299,6 +300,11 @@ impl Control {
         };
         rt.last_used_ms.store(self.clock.now_ms(), Relaxed);
         let _one = rt.lifecycle.lock().await;
+        if rt.warm {
+            // Started with control (its instances, or members added through the admin API).
+            steps.skip("runtime", &format!("{} pool kept warm", rt.manifest.label));
+            return Ok(());
+        }
         let n = self.instances.count(runtime);
         if n > 0 {
             steps.skip(
@@ -307,13 +313,14 @@ impl Control {
             );
             return Ok(());
         }
+        // A pool started for a session has at least one instance, whatever a warm pool has.
         let want = self.cfg.backends.instances.max(1);
         steps
             .run(
                 "runtime",
                 &format!("started the {} pool ({want} instances)", rt.manifest.label),
                 async {
-                    self.start_runtime_pool(runtime, self.cfg.backends.containers)
+                    self.start_runtime_pool(runtime, want, self.cfg.backends.containers)
                         .await
                         .map_err(|e| crate::provision::ProvisionError::new(Some("runtime"), e))
                 },
