@@ -50,19 +50,7 @@ impl Runtime {
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| format!("cannot run `{}`: {e}", argv.join(" ")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let last = |b: &[u8]| {
-            String::from_utf8_lossy(b)
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-        };
-        Err(last(&out.stderr)
-            .or_else(|| last(&out.stdout))
-            .unwrap_or_else(|| format!("`{}` exited with {}", argv.join(" "), out.status)))
+        Manifest::check_outcome(&argv, &out)
     }
 }
 

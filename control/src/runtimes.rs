@@ -178,19 +178,7 @@ async fn run_check(argv: &[String]) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("cannot run `{}`: {e}", argv[0])),
         Ok(Ok(out)) => out,
     };
-    if out.status.success() {
-        return Ok(());
-    }
-    let last = |b: &[u8]| {
-        String::from_utf8_lossy(b)
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_owned())
-    };
-    Err(last(&out.stderr)
-        .or_else(|| last(&out.stdout))
-        .unwrap_or_else(|| format!("`{}` failed ({})", argv.join(" "), out.status)))
+    Manifest::check_outcome(argv, &out)
 }
 
 #[cfg(test)]

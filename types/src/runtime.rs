@@ -114,6 +114,24 @@ impl Manifest {
         self.resolve(&self.start, stacklab)
     }
 
+    /// What a finished `check` says: `Ok` when it exited 0, else the reason a person reads —
+    /// its last non-empty line on stderr, else on stdout, else its exit status.
+    pub fn check_outcome(argv: &[String], out: &std::process::Output) -> Result<(), String> {
+        if out.status.success() {
+            return Ok(());
+        }
+        let last = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_owned())
+        };
+        Err(last(&out.stderr)
+            .or_else(|| last(&out.stdout))
+            .unwrap_or_else(|| format!("`{}` failed ({})", argv.join(" "), out.status)))
+    }
+
     fn resolve(&self, argv: &[String], stacklab: &Path) -> Vec<String> {
         argv.iter()
             .map(|a| {
