@@ -124,7 +124,7 @@ def create_app(rt: Runtime) -> Flask:
             # The proxy's request id ties this line to the inspector's capture.
             log.warning("request %s failed: %s %s", request.headers.get("x-request-id", "-"), e.code,
                         getattr(e, "detail", e.message))
-        return Response(e.json(), status=e.status, content_type="application/json")
+        return Response(e.json(), status=e.status, content_type="application/json", headers=e.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:

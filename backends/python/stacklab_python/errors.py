@@ -12,12 +12,15 @@ import json
 class ApiError(Exception):
     """An error the client sees: ``{"error": {"code", "message", "field"?}}``."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        # Response headers the error needs besides its JSON body (a 401's challenge).
+        self.headers = headers or {}
 
     def body(self) -> dict:
         detail = {"code": self.code, "message": self.message}
@@ -75,7 +78,9 @@ class ApiError(Exception):
 
     @classmethod
     def unauthorized(cls) -> ApiError:
-        return cls(401, "unauthorized", "send the runtime credential as `Authorization: Bearer <token>`")
+        # A 401 names the scheme it wants (RFC 9110 §11.6.1): the runtime credential is a bearer token.
+        return cls(401, "unauthorized", "send the runtime credential as `Authorization: Bearer <token>`",
+                   headers={"WWW-Authenticate": "Bearer"})
 
     @classmethod
     def forbidden(cls) -> ApiError:

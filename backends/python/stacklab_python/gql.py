@@ -1,15 +1,17 @@
 """GraphQL over the same service as REST (CONTRACT.md §7), on graphql-core 3.
 
 The schema is the Rust runtime's (async-graphql), field for field, with its 64-bit ``Int``
-(``createdAt`` is Unix milliseconds, beyond GraphQL's usual 32 bits). Three limits are checked
-before anything runs, in async-graphql's order and with its counting rules, so one query is
-refused alike by every runtime:
+(``createdAt`` is Unix milliseconds, beyond GraphQL's usual 32 bits). These limits are checked
+before anything runs (validation included), in the Rust runtime's order and with its counting
+rules, so one query is refused alike by every runtime:
 
 1. fields written out in the document (aliases and ``__typename`` included; a fragment's
    fields counted once, where it is defined) ≤ ``graphql_max_fields``;
-2. complexity ≤ ``graphql_max_complexity``: over every operation with fragments inlined, a field
+2. fields once the operations' fragments are spread ≤ ``graphql_max_fields`` too (a fragment
+   bomb of 2^24 selections is refused here, having cost one pass over the document);
+3. complexity ≤ ``graphql_max_complexity``: over every operation with fragments inlined, a field
    costs 1 + its children, ``users`` costs 10 × its children, ``__typename`` costs nothing;
-3. depth ≤ ``graphql_max_depth``: the longest chain of nested fields (``__typename`` not counted).
+4. depth ≤ ``graphql_max_depth``: the longest chain of nested fields (``__typename`` not counted).
 
 A request refused before it ran gets a 400 from the HTTP layer; errors of fields that ran keep
 GraphQL's 200 and carry the REST error's ``code`` and ``field`` in ``extensions``.
@@ -168,6 +170,23 @@ SCHEMA = GraphQLSchema(query=Query, mutation=Mutation)
 
 
 # --- the limits ------------------------------------------------------------------------------
+#
+# Fragments spread into one another multiply: 48 fragments of two spreads each stand for 2^24
+# selections in a document of 4 KB. Every count below therefore takes each fragment once and
+# remembers its result (a fragment's numbers do not depend on where it is spread: its type
+# condition, not the spread's place, is its parent type), so counting is linear in the size of
+# the document, whatever it spreads. A spread of a fragment still being counted (a cycle) counts
+# 0 here; validation refuses cycles afterwards with its own error, and an unknown fragment
+# likewise. The counts recurse once per level of nesting or of spreading; a document too deep
+# for Python's stack is refused by ``run`` (``RecursionError``).
+
+# Where a spread-out count stops being a number worth printing (Rust's saturated usize).
+COUNTLESS = 2**64 - 1
+
+
+def _fragments(doc: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
+
 
 def count_fields(doc: DocumentNode) -> int:
     """Field selections written out: every operation and fragment definition, nested ones
@@ -188,45 +207,86 @@ def count_fields(doc: DocumentNode) -> int:
     )
 
 
-def complexity_and_depth(doc: DocumentNode) -> tuple[int, int]:
-    """async-graphql's numbers: over every operation, fragments inlined (a fragment already
-    being expanded is not entered again), ``__typename`` not visited."""
-    fragments = {d.name.value: d for d in doc.definitions if isinstance(d, FragmentDefinitionNode)}
-    max_depth = 0
+def count_spread_fields(doc: DocumentNode) -> int:
+    """Field selections of every operation with its fragment spreads spread out (aliases and
+    ``__typename`` included), each fragment counted once and remembered; at most
+    ``COUNTLESS``."""
+    fragments = _fragments(doc)
+    counted: dict[str, int] = {}
+    open_: set[str] = set()
 
-    def walk(s: SelectionSetNode | None, parent, depth: int, expanding: frozenset) -> int:
-        nonlocal max_depth
-        total = 0
+    def count(s: SelectionSetNode | None) -> int:
+        n = 0
+        for sel in (s.selections if s else ()):
+            if isinstance(sel, FieldNode):
+                n += 1 + count(sel.selection_set)
+            elif isinstance(sel, InlineFragmentNode):
+                n += count(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode):
+                n += fragment(sel.name.value)
+        return n
+
+    def fragment(name: str) -> int:
+        if name in counted:
+            return counted[name]
+        f = fragments.get(name)
+        if f is None or name in open_:
+            return 0
+        open_.add(name)
+        n = counted[name] = min(count(f.selection_set), COUNTLESS)
+        open_.discard(name)
+        return n
+
+    total = sum(count(d.selection_set) for d in doc.definitions if isinstance(d, OperationDefinitionNode))
+    return min(total, COUNTLESS)
+
+
+def complexity_and_depth(doc: DocumentNode) -> tuple[int, int]:
+    """async-graphql's numbers: over every operation, fragments inlined, ``__typename`` not
+    visited. Each fragment's complexity and depth (below the spread) are computed once."""
+    fragments = _fragments(doc)
+    known: dict[str, tuple[int, int]] = {}
+    open_: set[str] = set()
+
+    def walk(s: SelectionSetNode | None, parent) -> tuple[int, int]:
+        """(complexity, depth) of a selection set: depth is its deepest chain of fields."""
+        total = depth = 0
         for sel in (s.selections if s else ()):
             if isinstance(sel, FieldNode):
                 name = sel.name.value
                 if name == "__typename":
                     continue
-                max_depth = max(max_depth, depth + 1)
                 field = parent.fields.get(name) if isinstance(parent, GraphQLObjectType) else None
                 child_type = get_named_type(field.type) if field is not None else None
-                children = walk(sel.selection_set, child_type, depth + 1, expanding)
-                if parent is Query and name == "users":
-                    total += 10 * children
-                else:
-                    total += 1 + children
+                children, below = walk(sel.selection_set, child_type)
+                total += 10 * children if parent is Query and name == "users" else 1 + children
+                depth = max(depth, 1 + below)
             elif isinstance(sel, InlineFragmentNode):
                 t = SCHEMA.get_type(sel.type_condition.name.value) if sel.type_condition else parent
-                total += walk(sel.selection_set, t, depth, expanding)
+                c, d = walk(sel.selection_set, t)
+                total, depth = total + c, max(depth, d)
             elif isinstance(sel, FragmentSpreadNode):
-                name = sel.name.value
-                f = fragments.get(name)
-                if f is None or name in expanding:
-                    continue
-                total += walk(f.selection_set, SCHEMA.get_type(f.type_condition.name.value), depth,
-                              expanding | {name})
-        return total
+                c, d = fragment(sel.name.value)
+                total, depth = total + c, max(depth, d)
+        return total, depth
 
-    complexity = 0
+    def fragment(name: str) -> tuple[int, int]:
+        if name in known:
+            return known[name]
+        f = fragments.get(name)
+        if f is None or name in open_:
+            return 0, 0
+        open_.add(name)
+        known[name] = walk(f.selection_set, SCHEMA.get_type(f.type_condition.name.value))
+        open_.discard(name)
+        return known[name]
+
+    complexity = max_depth = 0
     for d in doc.definitions:
         if isinstance(d, OperationDefinitionNode):
             root = {OperationType.QUERY: Query, OperationType.MUTATION: Mutation}.get(d.operation)
-            complexity += walk(d.selection_set, root, 0, frozenset())
+            c, depth = walk(d.selection_set, root)
+            complexity, max_depth = complexity + c, max(max_depth, depth)
     return complexity, max_depth
 
 
@@ -254,6 +314,12 @@ def run(limits: Limits, query: str, operation_name: str | None, variables: dict 
         if fields > limits.graphql_max_fields:
             return _refused([GraphQLError(
                 f"the query selects {fields} fields (aliases included); at most {limits.graphql_max_fields} are allowed"
+            )])
+        spread = count_spread_fields(doc)
+        if spread > limits.graphql_max_fields:
+            return _refused([GraphQLError(
+                f"the query selects {'countless' if spread == COUNTLESS else spread} fields once its fragments "
+                f"are spread (aliases included); at most {limits.graphql_max_fields} are allowed"
             )])
         complexity, depth = complexity_and_depth(doc)
         if complexity > limits.graphql_max_complexity:

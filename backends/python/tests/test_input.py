@@ -138,9 +138,9 @@ def test_internal_endpoint_needs_the_credential(python, control, make_stack):
     assert api.call("POST", "/api/users", GOOD).status == 201
     path = f"/internal/sessions/{d['session']}"
     r = python.request("DELETE", path)
-    assert (r.status, r.code) == (401, "unauthorized")
+    assert (r.status, r.code, r.headers.get("www-authenticate")) == (401, "unauthorized", "Bearer")
     r = python.request("DELETE", path, headers={"Authorization": "Basic abc"})
-    assert (r.status, r.code) == (401, "unauthorized")
+    assert (r.status, r.code, r.headers.get("www-authenticate")) == (401, "unauthorized", "Bearer")
     r = python.request("DELETE", path, headers={"Authorization": "Bearer wrong"})
     assert (r.status, r.code) == (403, "forbidden")
     assert control.credential not in r.raw.decode()
@@ -202,3 +202,68 @@ def test_complexity_and_depth_count_as_async_graphql_does(query, complexity, dep
     from stacklab_python.gql import complexity_and_depth
 
     assert complexity_and_depth(parse(query)) == (complexity, depth)
+
+
+def fragment_bomb(levels: int, leaf_a: str = "users { total }", leaf_b: str = "users { items { id } }") -> str:
+    """2 × ``levels`` + 2 fragments, A_i and B_i each spreading both A_{i+1} and B_{i+1}: a few
+    KB standing for 2^levels spreads of the leaves."""
+    q = "{ ...A0 }\n"
+    for i in range(levels):
+        q += f"fragment A{i} on Query {{ ...A{i + 1} ...B{i + 1} }}\nfragment B{i} on Query {{ ...A{i + 1} ...B{i + 1} }}\n"
+    return q + f"fragment A{levels} on Query {{ {leaf_a} }}\nfragment B{levels} on Query {{ {leaf_b} }}\n"
+
+
+def test_fragment_bombs_are_counted_once_per_fragment():
+    """The counts take each fragment once: exact numbers for a document whose spreads could
+    not be walked one by one (2^200), so a count that walked them would never answer."""
+    from graphql import parse
+
+    from stacklab_python.gql import COUNTLESS, complexity_and_depth, count_fields, count_spread_fields
+
+    doc = parse(fragment_bomb(24))
+    assert count_fields(doc) == 2 + 3  # written out: the two leaves
+    # Leaves of 2 and 3 fields, spread 2^23 times each.
+    assert count_spread_fields(doc) == 5 * 2**23
+    # users { total } = 10, users { items { id } } = 20; deepest chain users.items.id.
+    assert complexity_and_depth(doc) == (30 * 2**23, 3)
+    huge = parse(fragment_bomb(200))
+    assert count_spread_fields(huge) == COUNTLESS
+    assert complexity_and_depth(huge) == (30 * 2**199, 3)
+    # A cycle counts 0 where it closes, and ends.
+    cycle = parse("{ ...A } fragment A on Query { users { total } ...B } fragment B on Query { ...A }")
+    assert count_spread_fields(cycle) == 2 and complexity_and_depth(cycle) == (10, 2)
+
+
+class Untouchable(dict):
+    """A GraphQL context that fails the test if a resolver reaches for the session."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"the query ran (it read {key!r} from the context)")
+
+
+@pytest.mark.parametrize("query,message", [
+    (fragment_bomb(24), "the query selects 41943040 fields once its fragments are spread"),
+    (fragment_bomb(70), "the query selects countless fields once its fragments are spread"),
+    # Nothing to count once spread: validation refuses what remains, still without expanding.
+    (fragment_bomb(24, "...Nope", "...Nope"), "Unknown fragment 'Nope'."),
+    (fragment_bomb(24, "...A0", "...B0"), "Cannot spread fragment"),
+    ("{ ...A } fragment A on Query { users { total } ...B } fragment B on Query { ...A }",
+     "Cannot spread fragment"),
+])
+def test_fragment_bombs_are_refused_before_anything_runs(query, message):
+    from stacklab_python import gql
+    from stacklab_python.config import Limits
+
+    out = gql.run(Limits(), query, None, None, Untouchable())
+    assert out.refused and out.response["data"] is None, out.response
+    assert out.response["errors"][0]["message"].startswith(message), out.response
+
+
+def test_a_fragment_bomb_gets_the_refusal_and_the_instance_goes_on(api):
+    r = api.graphql(fragment_bomb(24))
+    assert (r.status, r.code, r.field) == (400, "invalid", "query"), r.raw
+    assert r.body["data"] is None
+    assert "41943040 fields once its fragments are spread" in r.body["error"]["message"], r.raw
+    assert "x-stacklab-cache" not in r.headers  # no user was read
+    r = api.graphql("{ users { total } }")
+    assert r.status == 200 and r.body == {"data": {"users": {"total": 1}}}, r.raw
