@@ -322,9 +322,13 @@ async fn route(
                 policy: String,
             }
             let b: Body = read_json(app, req).await?;
-            session.cache.set_policy(&b.policy).await?;
+            // One canonical name everywhere (CONTRACT.md, "Cache policies"): the engine gets,
+            // the view shows and control records `allkeys-lfu` for ` ALLKEYS-LFU `, so the
+            // registry and the engine never disagree; anything else is refused by the engine.
+            let policy = crate::cache::canonical_policy(&b.policy);
+            session.cache.set_policy(&policy).await?;
             app.sessions
-                .cache_policy_changed(&session.descriptor.session, &b.policy)
+                .cache_policy_changed(&session.descriptor.session, &policy)
                 .await;
             cache_view(&session).await
         }

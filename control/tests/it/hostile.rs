@@ -1582,3 +1582,150 @@ async fn injection_is_stored_as_text_or_refused_on_every_database() {
     assert_eq!(instance_pids(&up), pids, "no backend instance died");
     up.shutdown().await.unwrap();
 }
+
+/// A session's stack as control describes it, with the Redis made the session's own (as the
+/// docker provisioner's is: the whole server, CONFIG allowed; the shared one refuses policy
+/// changes), everything else — the descriptor fetch and the policy report — going to the real
+/// control.
+#[derive(Debug)]
+struct OwnRedis(
+    stacklab_backend::sessions::ControlStacks,
+    stacklab_types::Secret,
+);
+
+#[async_trait::async_trait]
+impl stacklab_backend::sessions::StackSource for OwnRedis {
+    async fn fetch(
+        &self,
+        session: &str,
+    ) -> Result<Option<stacklab_types::stack::StackDescriptor>, stacklab_backend::error::ApiError>
+    {
+        let mut d = self.0.fetch(session).await?;
+        if let Some(d) = &mut d {
+            d.cache.shared = false;
+            d.cache.url = self.1.clone();
+        }
+        Ok(d)
+    }
+    async fn cache_policy_changed(&self, session: &str, policy: &str) {
+        self.0.cache_policy_changed(session, policy).await;
+    }
+}
+
+/// Issue 22 §16: a policy name in another case or with spaces is applied to Redis, shown and
+/// recorded by control under its one canonical name, so the registry and Redis agree; control
+/// itself takes canonical names only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
+    let (Some(pg), Some(redis_url)) = (
+        engine("STACKLAB_TEST_POSTGRES_URL"),
+        engine("STACKLAB_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let dir = temp_dir("policy-canonical");
+    let (pg2, redis2) = (pg.clone(), redis_url.clone());
+    let up = start_up(&dir, 1, move |_, c| {
+        c.shared.postgres_url = Some(stacklab_types::Secret::new(pg2));
+        c.shared.redis_url = Some(stacklab_types::Secret::new(redis2));
+    })
+    .await;
+    let data = dir.join("data");
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    let code = new_session(
+        &mut b,
+        json!({"provisioner": "shared", "database": "postgres", "cache": "redis"}),
+    )
+    .await;
+    let credential = std::fs::read_to_string(data.join("runtime.token")).unwrap();
+    let source = OwnRedis(
+        stacklab_backend::sessions::ControlStacks::new(
+            format!("http://{}", up.addrs.admin),
+            stacklab_types::Secret::new(credential.trim()),
+        ),
+        stacklab_types::Secret::new(redis_url.clone()),
+    );
+    let app = stacklab_backend::App::new(
+        stacklab_backend::config::BackendConfig::default(),
+        Arc::new(source),
+        stacklab_types::Secret::new("unused-internal-token"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stacklab_backend::run(listener, app, stop.clone()));
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let put = http::Request::put(format!("http://{backend}/api/cache/policy"))
+        .header("x-stacklab-session", &code)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"policy": " ALLKEYS-LFU "}).to_string(),
+        )))
+        .unwrap();
+    let res = client.request(put).await.unwrap();
+    let status = res.status();
+    let view: Value = serde_json::from_slice(
+        &http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["policy"], "allkeys-lfu", "the cache view: {view}");
+
+    let redis = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut rc = redis.get_multiplexed_async_connection().await.unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    let recorded = admin(
+        up.addrs.admin,
+        "GET",
+        &format!("/admin/stacks/{code}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    let session = b.get("/api/session").await;
+    // Control takes canonical names only, from a runtime as from anyone.
+    let loose = admin(
+        up.addrs.admin,
+        "PUT",
+        &format!("/admin/stacks/{code}/cache-policy"),
+        Some(TOKEN),
+        Some(json!({"policy": "ALLKEYS-LRU"})),
+    )
+    .await;
+    let after = admin(
+        up.addrs.admin,
+        "GET",
+        &format!("/admin/stacks/{code}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    let _ = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async::<()>(&mut rc)
+        .await;
+    stop.cancel();
+    assert_eq!(got[1], "allkeys-lfu", "Redis's own CONFIG GET");
+    assert_eq!(
+        recorded.json()["cache"]["policy"],
+        "allkeys-lfu",
+        "control's record"
+    );
+    assert_eq!(session.json()["stack"]["cache_policy"], "allkeys-lfu");
+    assert_eq!((loose.status, loose.field()), (400, "policy".into()));
+    assert_eq!(after.json()["cache"]["policy"], "allkeys-lfu", "unchanged");
+    let _ = b.send("DELETE", "/api/session", None).await;
+    up.shutdown().await.unwrap();
+}
