@@ -1729,3 +1729,228 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
     let _ = b.send("DELETE", "/api/session", None).await;
     up.shutdown().await.unwrap();
 }
+
+/// Issue 22 §6: what a page on another site can make a browser send — a form or `text/plain`
+/// body (empty or not), or any body with a foreign `Origin` — never creates, re-provisions or
+/// ends a session or files a report; the edge's own origin and `control.allowed_origins` pass,
+/// and clients that are not browsers (no `Origin`) pass with JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_are_refused_and_change_nothing() {
+    let dir = temp_dir("cross-site");
+    let up = start_up(&dir, 1, |_, c| {
+        c.allowed_origins = vec!["https://ui.example".into()];
+    })
+    .await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let own = format!("https://localhost:{port}");
+    let live = |up: &stacklab_control::serve::Up| up.control.sessions.len();
+    let anon = Browser::new(&data, port);
+    let json_ct = "application/json";
+    // Creation: forms, text/plain, no content type, a foreign or opaque Origin.
+    for (what, headers, ct, body, status) in [
+        ("an empty text/plain body", vec![], "text/plain", "", 415),
+        ("a text/plain body", vec![], "text/plain", "{}", 415),
+        (
+            "a form body",
+            vec![],
+            "application/x-www-form-urlencoded",
+            "a=b",
+            415,
+        ),
+        (
+            "an empty multipart body",
+            vec![],
+            "multipart/form-data; boundary=x",
+            "",
+            415,
+        ),
+        ("no body and no content type", vec![], "", "", 415),
+        (
+            "a foreign Origin",
+            vec![("origin", "https://evil.example")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "an opaque Origin",
+            vec![("origin", "null")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "a sibling port",
+            vec![("origin", "https://localhost:1")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "a foreign Origin and a form",
+            vec![("origin", "https://evil.example")],
+            "text/plain",
+            "",
+            403,
+        ),
+    ] {
+        let r = anon
+            .request(
+                "POST",
+                "/api/sessions",
+                &headers,
+                Some((ct, body.as_bytes().to_vec())),
+            )
+            .await
+            .unwrap();
+        refused(&r, status, what);
+        assert!(r.headers.get("set-cookie").is_none(), "{what}: no cookie");
+        assert_eq!(live(&up), 0, "{what}: no session was created");
+        if status == 403 {
+            assert_eq!(
+                (r.code(), r.field()),
+                ("cross_origin".into(), "origin".into())
+            );
+        }
+    }
+    // The edge's own origin (default port or not), and a configured one, may create.
+    let mut b = Browser::new(&data, port);
+    let r = b
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("origin", own.as_str())],
+            Some((json_ct, b"{}".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let code = r.json()["code"].as_str().unwrap().to_owned();
+    b.cookie = Some(code.clone());
+    new_user(&mut b, "keepme").await;
+    let r = anon
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("origin", "https://UI.example:443")],
+            Some((json_ct, b"{}".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "a configured origin: {}", r.text());
+    assert_eq!(live(&up), 2);
+    // With the session's cookie: re-provision, end, report, drill.
+    for (what, method, path, headers, ct, body, status) in [
+        (
+            "re-provision, empty text/plain",
+            "POST",
+            "/api/session/reprovision",
+            vec![],
+            "text/plain",
+            "",
+            415,
+        ),
+        (
+            "re-provision, a form",
+            "POST",
+            "/api/session/reprovision",
+            vec![],
+            "application/x-www-form-urlencoded",
+            "x=1",
+            415,
+        ),
+        (
+            "re-provision, foreign Origin",
+            "POST",
+            "/api/session/reprovision",
+            vec![("origin", "https://evil.example")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "end, foreign Origin",
+            "DELETE",
+            "/api/session",
+            vec![("origin", "https://evil.example")],
+            "",
+            "",
+            403,
+        ),
+        (
+            "a bug, text/plain",
+            "POST",
+            "/api/bugs",
+            vec![],
+            "text/plain",
+            r#"{"title":"t","description":"d"}"#,
+            415,
+        ),
+        (
+            "a bug, foreign Origin",
+            "POST",
+            "/api/bugs",
+            vec![("origin", "https://evil.example")],
+            json_ct,
+            r#"{"title":"t","description":"d"}"#,
+            403,
+        ),
+        (
+            "a drill, foreign Origin",
+            "DELETE",
+            "/api/topology/pools/rust/instances/x",
+            vec![("origin", "https://evil.example")],
+            "",
+            "",
+            403,
+        ),
+        (
+            "a new instance, no body",
+            "POST",
+            "/api/topology/pools/rust/instances",
+            vec![],
+            "",
+            "",
+            415,
+        ),
+    ] {
+        let r = b
+            .request(method, path, &headers, Some((ct, body.as_bytes().to_vec())))
+            .await
+            .unwrap();
+        refused(&r, status, what);
+        let s = b.get("/api/session").await;
+        assert_eq!(s.status, 200, "{what}: the session lives on");
+        assert_eq!(s.json()["state"], "ready", "{what}: not re-provisioned");
+        assert_eq!(
+            usernames(&b).await,
+            ["keepme"],
+            "{what}: the data is as it was"
+        );
+    }
+    let r = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
+    assert_eq!(
+        r.json()["bugs"].as_array().unwrap().len(),
+        0,
+        "no report filed"
+    );
+    assert_eq!(live(&up), 2);
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_cross_site_refused_total{reason=\"origin\"} 8"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stacklab_control_cross_site_refused_total{reason=\"content_type\"} 9"),
+        "{m}"
+    );
+    // The edge's own origin may end the session; a client without Origin may with JSON.
+    let r = b
+        .request("DELETE", "/api/session", &[("origin", own.as_str())], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(live(&up), 1);
+    up.shutdown().await.unwrap();
+}
