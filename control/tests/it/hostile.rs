@@ -1954,3 +1954,263 @@ async fn cross_site_requests_are_refused_and_change_nothing() {
     assert_eq!(live(&up), 1);
     up.shutdown().await.unwrap();
 }
+
+/// One request to a backend instance as the proxy sends it (the session in
+/// `x-stacklab-session`): status, headers, JSON body.
+async fn backend_call(
+    addr: std::net::SocketAddr,
+    code: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, http::HeaderMap, Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("x-stacklab-session", code);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+        .await
+        .expect("the backend answers within a minute")
+        .unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+/// Issue 22 §4: hashing is bounded per instance (a hash that cannot start within
+/// `hash_wait_ms` is `503 busy` with `Retry-After`, and the user is not created), a GraphQL
+/// request may ask for `graphql_max_hashes` hashes at most (aliases, fragments and password
+/// changes through variables counted; refused before anything runs), and benchmarks run one
+/// per session (`409 benchmark_running`) and `max_concurrent_benchmarks` per instance
+/// (`503 busy`); `GET /healthz` counts each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_and_benchmarks_are_bounded_per_instance_and_request() {
+    let dir = temp_dir("amplifiers");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let (mut a, mut b) = (Browser::new(&data, port), Browser::new(&data, port));
+    let one = new_session(&mut a, json!({"password_storage": "bcrypt"})).await;
+    let two = new_session(&mut b, json!({"password_storage": "argon2id"})).await;
+    let credential = std::fs::read_to_string(data.join("runtime.token")).unwrap();
+    let source = stacklab_backend::sessions::ControlStacks::new(
+        format!("http://{}", up.addrs.admin),
+        stacklab_types::Secret::new(credential.trim()),
+    );
+    let defaults = stacklab_backend::config::BackendConfig::default();
+    let config = stacklab_backend::config::BackendConfig {
+        limits: stacklab_backend::config::Limits {
+            // ~250 ms of CPU per hash: far longer than the wait.
+            bcrypt_cost: 12,
+            max_concurrent_hashes: 1,
+            hash_wait: Duration::from_millis(20),
+            graphql_max_hashes: 3,
+            max_concurrent_benchmarks: 1,
+            ..defaults.limits
+        },
+        ..defaults
+    };
+    let app = stacklab_backend::App::new(
+        config,
+        Arc::new(source),
+        stacklab_types::Secret::new("unused-internal-token"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stacklab_backend::run(listener, app, stop.clone()));
+    let health = || async move {
+        let (s, _, v) = backend_call(backend, "", "GET", "/healthz", None).await;
+        assert_eq!(s, 200);
+        v["limits"].clone()
+    };
+
+    let (s, _, v) = backend_call(
+        backend,
+        &one,
+        "POST",
+        "/api/users",
+        Some(json!({"username": "ann", "email": "ann@example.com", "password": "pw-ann-long"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let graphql = |query: String, variables: Value| {
+        let one = one.clone();
+        async move {
+            backend_call(
+                backend,
+                &one,
+                "POST",
+                "/graphql",
+                Some(json!({"query": query, "variables": variables})),
+            )
+            .await
+        }
+    };
+
+    // Per request: aliases, a fragment and password changes through variables all count.
+    let verify = |prefix: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| format!("{prefix}{i}: verifyPassword(id: {id}, password: \"pw-ann-long\") "))
+            .collect()
+    };
+    let hashed_before = health().await["hashing"]["started"].as_u64().unwrap();
+    for (what, query, variables) in [
+        ("four aliases", format!("mutation {{ {} }}", verify("v", 4)), json!({})),
+        (
+            "a fragment",
+            format!(
+                "mutation {{ {} ...F }} fragment F on Mutation {{ {} }}",
+                verify("v", 2),
+                verify("w", 2)
+            ),
+            json!({}),
+        ),
+        (
+            "password changes in variables",
+            format!(
+                "mutation($i: UpdateUserInput!) {{ {} a: updateUser(id: {id}, input: $i) {{ id }} b: updateUser(id: {id}, input: $i) {{ id }} }}",
+                verify("v", 2)
+            ),
+            json!({"i": {"password": "another-long-one"}}),
+        ),
+        (
+            "an inline password and a sign-up",
+            format!(
+                "mutation {{ {} u: updateUser(id: {id}, input: {{password: \"another-long-one\"}}) {{ id }} c: createUser(input: {{username: \"bob\", email: \"bob@example.com\", password: \"pw-bob-long\"}}) {{ id }} }}",
+                verify("v", 2)
+            ),
+            json!({}),
+        ),
+    ] {
+        let (s, _, v) = graphql(query, variables).await;
+        assert_eq!(s, 400, "{what}: {v}");
+        assert_eq!(v["error"]["field"], "query", "{what}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("password hashes"),
+            "{what}: {v}"
+        );
+    }
+    let h = health().await;
+    assert_eq!(h["hashing"]["started"], hashed_before, "nothing ran: {h}");
+    assert_eq!(h["graphql_hashes_refused"], 4, "{h}");
+    // At the limit, and updates without a password, run.
+    let (s, _, v) = graphql(format!("mutation {{ {} }}", verify("v", 3)), json!({})).await;
+    assert_eq!((s, &v["data"]["v2"]), (200, &json!(true)), "{v}");
+    let names: String = (0..5)
+        .map(|i| format!("n{i}: updateUser(id: {id}, input: {{fullName: \"N {i}\"}}) {{ id }} "))
+        .collect();
+    let (s, _, v) = graphql(format!("mutation {{ {names} }}"), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["errors"].is_null(), "{v}");
+
+    // Per instance: one hash at a time, a 20 ms wait; six sign-ups at once.
+    let signups: Vec<_> = (0..6)
+        .map(|i| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                backend_call(
+                    backend,
+                    &one,
+                    "POST",
+                    "/api/users",
+                    Some(json!({"username": format!("burst{i}"), "email": format!("burst{i}@example.com"), "password": "pw-burst-long"})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut created, mut busy) = (0u64, 0u64);
+    for t in signups {
+        let (s, headers, v) = t.await.unwrap();
+        match s {
+            201 => created += 1,
+            503 => {
+                busy += 1;
+                assert_eq!(v["error"]["code"], "busy", "{v}");
+                assert_eq!(headers["retry-after"], "1");
+            }
+            _ => panic!("a sign-up answered {s}: {v}"),
+        }
+    }
+    assert!(busy >= 1 && created >= 1, "created {created}, busy {busy}");
+    let (_, _, v) = backend_call(backend, &one, "GET", "/api/users?q=burst", None).await;
+    assert_eq!(v["total"], created, "a refused sign-up made no row: {v}");
+    assert!(health().await["hashing"]["refused"].as_u64().unwrap() >= busy);
+
+    // Benchmarks: one per session, one per instance here.
+    let long = {
+        let one = one.clone();
+        tokio::spawn(async move {
+            backend_call(
+                backend,
+                &one,
+                "POST",
+                "/api/analysis/benchmark",
+                Some(json!({"reads": 2000, "writes": 2000})),
+            )
+            .await
+        })
+    };
+    eventually("the benchmark runs", || async {
+        health().await["benchmarks"]["running"] == 1
+    })
+    .await;
+    let body = Some(json!({"reads": 1, "writes": 1}));
+    let (s, _, v) = backend_call(
+        backend,
+        &one,
+        "POST",
+        "/api/analysis/benchmark",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("benchmark_running")),
+        "{v}"
+    );
+    let (s, headers, v) = backend_call(
+        backend,
+        &two,
+        "POST",
+        "/api/analysis/benchmark",
+        body.clone(),
+    )
+    .await;
+    assert_eq!((s, &v["error"]["code"]), (503, &json!("busy")), "{v}");
+    assert_eq!(headers["retry-after"], "1");
+    let (s, _, v) = long.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let (s, _, v) = backend_call(backend, &two, "POST", "/api/analysis/benchmark", body).await;
+    assert_eq!(s, 200, "free again: {v}");
+    let h = health().await;
+    assert_eq!(
+        (
+            &h["benchmarks"]["refused_session"],
+            &h["benchmarks"]["refused_busy"]
+        ),
+        (&json!(1), &json!(1)),
+        "{h}"
+    );
+    stop.cancel();
+    up.shutdown().await.unwrap();
+}
