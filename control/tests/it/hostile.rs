@@ -2214,3 +2214,48 @@ async fn hashing_and_benchmarks_are_bounded_per_instance_and_request() {
     stop.cancel();
     up.shutdown().await.unwrap();
 }
+
+/// Issue 22 §9: a password in GraphQL `variables` — under any variable name, in an input
+/// object, in a batch — or inline with an escaped quote or as a block string is masked in the
+/// captured requests and in a bug report, as REST's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_passwords_are_masked_in_captures_and_bug_reports() {
+    let dir = temp_dir("gql-mask");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let code = new_session(&mut b, json!({"protocol": "graphql"})).await;
+    let user = new_user(&mut b, "ann").await;
+    let id = user["id"].as_i64().unwrap();
+    let bodies = [
+        json!({"query": format!("mutation($p: String!) {{ verifyPassword(id: {id}, password: $p) }}"), "variables": {"p": "secret-one-long"}}),
+        json!({"query": format!("mutation($i: UpdateUserInput!) {{ updateUser(id: {id}, input: $i) {{ id }} }}"), "variables": {"i": {"password": "secret-two-long"}}}),
+        json!({"query": format!("mutation {{ verifyPassword(id: {id}, password: \"a\\\"secret-three\") }}")}),
+        json!({"query": format!("mutation {{ verifyPassword(id: {id}, password: \"\"\"secret-four\"x\"\"\") }}")}),
+    ];
+    for body in &bodies {
+        let r = b.post("/graphql", body.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = b.get("/api/requests?limit=20").await;
+    let captured = r.text();
+    assert!(captured.contains("/graphql"), "{captured}");
+    let r = b
+        .post(
+            "/api/bugs",
+            json!({"title": "login", "description": "verifyPassword says false"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bugs = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
+    assert_eq!(bugs.json()["bugs"][0]["session"], code.as_str());
+    for (what, text) in [
+        ("captured requests", &captured),
+        ("the bug report", &bugs.text()),
+    ] {
+        assert!(text.contains("********"), "{what}: {text}");
+        for secret in ["secret-one", "secret-two", "secret-three", "secret-four"] {
+            assert!(!text.contains(secret), "{what} show {secret}: {text}");
+        }
+    }
+    up.shutdown().await.unwrap();
+}
