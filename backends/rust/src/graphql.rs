@@ -410,7 +410,8 @@ mod tests {
     /// async-graphql's own depth check would walk them.
     #[tokio::test]
     async fn fragment_bombs_are_refused_before_anything_walks_them() {
-        let schema = super::schema(&crate::config::Limits::default());
+        let limits = crate::config::Limits::default();
+        let schema = super::schema(&limits, crate::guard::Guards::new(&limits));
         let mut q = String::from("{ ...A0 }\n");
         for i in 0..40 {
             q += &format!(
