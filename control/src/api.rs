@@ -401,10 +401,20 @@ fn create_error(e: CreateError, outcome: &str) -> Response<RespBody> {
             &field,
             message,
         ),
-        CreateError::RateLimited { limit } => {
-            let mut res = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("at most {limit} sessions per minute from one address; wait a minute and try again"));
+        CreateError::RateLimited {
+            limit,
+            retry_after_s,
+        } => {
+            let mut res = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "at most {limit} new sessions per minute from one address (an IPv6 /64 \
+                     counts as one); the next is possible in {retry_after_s} s"
+                ),
+            );
             res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             res
         }
         CreateError::OutOfCapacity { limit } => {

@@ -2259,3 +2259,57 @@ async fn graphql_passwords_are_masked_in_captures_and_bug_reports() {
     }
     up.shutdown().await.unwrap();
 }
+
+/// Issue 22 §5 (part): new sessions per client are a token bucket on control's clock, not a
+/// counter per calendar minute — a burst at the end of one minute and another at the start of
+/// the next are not twice the limit — and an IPv6 /64 counts as one client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_creation_rate_is_a_bucket_not_a_calendar_minute() {
+    let dir = temp_dir("bucket");
+    let up = start_up(&dir, 1, |cfg, _| {
+        cfg.sessions.max_new_per_client_per_minute = 3;
+    })
+    .await;
+    let anon = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let create = || async {
+        anon.request(
+            "POST",
+            "/api/sessions",
+            &[],
+            Some(("application/json", b"{}".to_vec())),
+        )
+        .await
+        .unwrap()
+    };
+    // 1 s before a calendar minute ends: three, then refused.
+    let now = up.control.clock.now_ms();
+    up.control.clock.advance(MINUTE - now % MINUTE - 1000);
+    for _ in 0..3 {
+        assert_eq!(create().await.status, 201);
+    }
+    let r = create().await;
+    refused(&r, 429, "a 4th within the minute");
+    assert_eq!(r.headers["retry-after"], "20", "one token per 20 s");
+    // The calendar minute turns: still refused (a counter per minute would allow three more).
+    up.control.clock.advance(2000);
+    refused(&create().await, 429, "right after the minute turned");
+    // A token comes back every 20 s, one at a time.
+    up.control.clock.advance(18_000);
+    assert_eq!(create().await.status, 201, "20 s after the burst");
+    refused(&create().await, 429, "the one token was used");
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_sessions_rejected_total{reason=\"rate\"} 3"),
+        "{m}"
+    );
+    // Addresses of one IPv6 /64 share a bucket; another /64 and IPv4 have their own.
+    use stacklab_control::sessions::client_key;
+    assert_eq!(
+        client_key("2001:db8:1:2::1"),
+        client_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    );
+    assert_ne!(client_key("2001:db8:1:2::1"), client_key("2001:db8:1:3::1"));
+    assert_eq!(client_key("::ffff:10.0.0.1"), "10.0.0.1");
+    assert_eq!(client_key("10.0.0.1"), "10.0.0.1");
+    up.shutdown().await.unwrap();
+}
