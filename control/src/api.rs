@@ -15,6 +15,15 @@
 //!
 //! The session comes from `x-stacklab-session`, which only the proxy sets (it strips the
 //! client's); bad input answers a JSON 4xx naming the field and changes nothing.
+//!
+//! Every state-changing request (any method but GET, HEAD and OPTIONS) passes
+//! [`same_origin`] first: a page on another site can make a browser send a form or a
+//! `text/plain` body with the user's cookie (no preflight needed), so such a request must
+//! carry JSON (`POST`/`PUT`/`PATCH`: `content-type: application/json`, which a cross-site page
+//! cannot send without a CORS preflight control never grants) and, when the browser names an
+//! `Origin`, that origin must be the edge's own (the host the request came to) or one of
+//! `control.allowed_origins`. Clients that are not browsers send no `Origin` and pass on the
+//! content type alone.
 
 use crate::sessions::{CreateError, EndReason, Session};
 use crate::Control;
@@ -91,6 +100,77 @@ pub async fn json_body(req: Request<Incoming>, limit: usize) -> Result<Value, Re
     })
 }
 
+/// An origin as compared: lowercase, no trailing `/`, no default port.
+pub fn normal_origin(origin: &str) -> String {
+    let o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    if let Some(h) = o.strip_prefix("https://") {
+        return format!("https://{}", h.strip_suffix(":443").unwrap_or(h));
+    }
+    if let Some(h) = o.strip_prefix("http://") {
+        return format!("http://{}", h.strip_suffix(":80").unwrap_or(h));
+    }
+    o
+}
+
+/// Refuses a state-changing request a page on another site could have made (see the module
+/// doc): 403 `cross_origin` naming `origin`, or 415 `unsupported_media_type`. Runs before
+/// anything is read or changed.
+pub fn same_origin<B>(control: &Control, req: &Request<B>) -> Result<(), Response<RespBody>> {
+    let h = req.headers();
+    if let Some(origin) = h.get(header::ORIGIN) {
+        // The host the request came to: the proxy sets x-forwarded-host from the Host it got
+        // (never the client's own header of that name); straight to control, the Host itself.
+        let host = h
+            .get("x-forwarded-host")
+            .or_else(|| h.get(header::HOST))
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let scheme = h
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("https");
+        let origin = origin.to_str().map(normal_origin).unwrap_or_default();
+        let own = host.map(|host| normal_origin(&format!("{scheme}://{host}")));
+        let allowed = own.as_deref() == Some(origin.as_str())
+            || control.cfg.allowed_origins.contains(&origin);
+        if !allowed {
+            control
+                .metrics
+                .cross_site_refused
+                .with_label_values(&["origin"])
+                .inc();
+            return Err(field_error(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "origin",
+                "this request comes from a page on another origin, which may not change a \
+                 session here; use the stacklab UI on this address (or add the page's origin to \
+                 control.allowed_origins)",
+            ));
+        }
+    }
+    let needs_json = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let is_json = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if needs_json && !is_json {
+        control
+            .metrics
+            .cross_site_refused
+            .with_label_values(&["content_type"])
+            .inc();
+        return Err(field_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "content-type",
+            "send a JSON body (`{}` will do) with `content-type: application/json`",
+        ));
+    }
+    Ok(())
+}
+
 /// The client address the proxy saw: the last `x-forwarded-for` entry (the proxy appends it).
 fn client_addr<B>(req: &Request<B>) -> String {
     req.headers()
@@ -128,6 +208,11 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if let Err(res) = same_origin(control, &req) {
+            return res;
+        }
+    }
     match (&method, segs.as_slice()) {
         (&Method::GET, ["api", "options"]) => {
             let runtimes: Vec<_> = control
@@ -316,10 +401,20 @@ fn create_error(e: CreateError, outcome: &str) -> Response<RespBody> {
             &field,
             message,
         ),
-        CreateError::RateLimited { limit } => {
-            let mut res = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("at most {limit} sessions per minute from one address; wait a minute and try again"));
+        CreateError::RateLimited {
+            limit,
+            retry_after_s,
+        } => {
+            let mut res = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "at most {limit} new sessions per minute from one address (an IPv6 /64 \
+                     counts as one); the next is possible in {retry_after_s} s"
+                ),
+            );
             res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             res
         }
         CreateError::OutOfCapacity { limit } => {

@@ -41,6 +41,10 @@ pub struct ControlConfig {
     pub max_bug_bytes: usize,
     /// Proxies' admin addresses, where control reads captured requests (`up`: its own).
     pub proxies: Vec<String>,
+    /// Origins (`https://host[:port]`, lowercase, no path) besides the edge's own (the Host a
+    /// request came to) whose pages may change state through the public API: a request
+    /// carrying another `Origin` is refused (`api::same_origin`).
+    pub allowed_origins: Vec<String>,
     pub shared: SharedConfig,
     /// The `[docker]` section (validated by `provision::docker::DockerConfig::from_section`);
     /// `None`: docker is off. `from_sections` leaves it `None`; the binary sets it.
@@ -110,6 +114,8 @@ struct RawControl {
     max_bug_bytes: Option<usize>,
     #[serde(default)]
     proxies: Vec<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +245,22 @@ impl ControlConfig {
                 ));
             }
         }
+        let mut allowed_origins = Vec::new();
+        for (i, o) in raw.allowed_origins.iter().enumerate() {
+            let lower = o.trim().trim_end_matches('/').to_ascii_lowercase();
+            let host = lower
+                .strip_prefix("https://")
+                .or_else(|| lower.strip_prefix("http://"));
+            match host {
+                Some(h) if !h.is_empty() && !h.contains(['/', '?', '#', '@', ' ']) => {
+                    allowed_origins.push(crate::api::normal_origin(&lower));
+                }
+                _ => errors.push((
+                    format!("control.allowed_origins[{i}]"),
+                    format!("`{o}` is not an origin: give `https://host[:port]`, without a path"),
+                )),
+            }
+        }
         if let Some(a) = shared.memcached_addr.as_ref().filter(|a| !a.is_empty()) {
             if a.parse::<SocketAddr>().is_err() && !a.contains(':') {
                 errors.push((
@@ -323,6 +345,7 @@ impl ControlConfig {
             cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
             max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),
             proxies: raw.proxies,
+            allowed_origins,
             docker: None,
             shared: SharedConfig {
                 postgres_url: non_empty(shared.postgres_url),

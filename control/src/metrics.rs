@@ -28,6 +28,9 @@ pub struct ControlMetrics {
     pub reprovisioned: IntCounterVec,
     /// Sessions' resources that stopped on their own, by provisioner and role.
     pub lost: IntCounterVec,
+    /// State-changing public requests refused as possibly cross-site, by reason (`origin`:
+    /// an Origin not the edge's own nor allowed; `content_type`: not JSON).
+    pub cross_site_refused: IntCounterVec,
 }
 
 impl ControlMetrics {
@@ -124,6 +127,14 @@ impl ControlMetrics {
             &["provisioner", "role"],
         )
         .expect("metric");
+        let cross_site_refused = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_cross_site_refused_total",
+                "State-changing public requests refused as possibly cross-site, by reason (origin, content_type).",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
         for c in [
             Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(created.clone()),
@@ -139,6 +150,7 @@ impl ControlMetrics {
             Box::new(replacement_failures.clone()),
             Box::new(pools_stopped.clone()),
             Box::new(lost.clone()),
+            Box::new(cross_site_refused.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -158,6 +170,7 @@ impl ControlMetrics {
             pools_stopped,
             reprovisioned,
             lost,
+            cross_site_refused,
         }
     }
 

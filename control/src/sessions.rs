@@ -170,8 +170,8 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Live {
     map: Mutex<HashMap<String, Arc<Session>>>,
-    /// Client address → (minute, sessions created in it).
-    created: Mutex<HashMap<String, (u64, u32)>>,
+    /// Client (an IPv4 address, an IPv6 /64: [`client_key`]) → its creation bucket.
+    created: Mutex<HashMap<String, Bucket>>,
     /// Codes being ended right now.
     ending: Mutex<HashSet<String>>,
 }
@@ -217,6 +217,38 @@ impl Live {
     }
 }
 
+/// A client's token bucket for new sessions: `max_new_per_client_per_minute` tokens, refilled
+/// at that many per minute (on control's clock), one taken per session. Unlike a counter per
+/// calendar minute, it cannot be doubled by a burst at 11:59:59 and another at 12:00:00.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    /// The tokens at `now`.
+    fn level(&self, now: u64, limit: u32) -> f64 {
+        let refill = now.saturating_sub(self.at_ms) as f64 * f64::from(limit) / 60_000.0;
+        (self.tokens + refill).min(f64::from(limit))
+    }
+}
+
+/// The key a client's limits are counted under: its IPv4 address, or the /64 of its IPv6
+/// address (one host is given a whole /64, so per-address limits would not hold it).
+pub fn client_key(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        _ => client.to_owned(),
+    }
+}
+
 /// Why a session could not be created.
 #[derive(Debug)]
 pub enum CreateError {
@@ -224,8 +256,9 @@ pub enum CreateError {
     Invalid { field: String, message: String },
     /// 503: a choice this install cannot offer now.
     Unavailable { field: String, message: String },
-    /// 429: too many sessions from this address this minute.
-    RateLimited { limit: u32 },
+    /// 429: too many sessions from this address in the last minute; a new one may be made in
+    /// `retry_after_s` seconds.
+    RateLimited { limit: u32, retry_after_s: u64 },
     /// 503: the server holds as many sessions as it may.
     OutOfCapacity { limit: usize },
     /// 503: provisioning failed; the steps say where.
@@ -360,24 +393,34 @@ impl Control {
         ));
         {
             let limit = self.sessions_cfg.max_new_per_client_per_minute;
-            let minute = now / 60_000;
             let mut created = self
                 .sessions
                 .created
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            created.retain(|_, (m, _)| *m == minute);
-            let entry = created.entry(client.to_owned()).or_insert((minute, 0));
-            if entry.1 >= limit {
+            // Full buckets say nothing a new one would not: dropped, so the map holds only
+            // the clients of the last minute.
+            created.retain(|_, b| b.level(now, limit) < f64::from(limit));
+            let entry = created.entry(client_key(client)).or_insert(Bucket {
+                tokens: f64::from(limit),
+                at_ms: now,
+            });
+            let tokens = entry.level(now, limit);
+            if tokens < 1.0 {
                 self.metrics.rejected.with_label_values(&["rate"]).inc();
-                return Err(CreateError::RateLimited { limit });
+                let wait_ms = (1.0 - tokens) * 60_000.0 / f64::from(limit);
+                return Err(CreateError::RateLimited {
+                    limit,
+                    retry_after_s: (wait_ms / 1000.0).ceil().max(1.0) as u64,
+                });
             }
             let max = self.sessions_cfg.max_live;
             if self.sessions.len() >= max {
                 self.metrics.rejected.with_label_values(&["capacity"]).inc();
                 return Err(CreateError::OutOfCapacity { limit: max });
             }
-            entry.1 += 1;
+            entry.tokens = tokens - 1.0;
+            entry.at_ms = now;
             // Inserted under the same lock as the capacity check, so concurrent creations
             // cannot pass `max_live` together.
             self.sessions.insert(Arc::clone(&session));

@@ -179,16 +179,79 @@ pub fn mask_and_cut(body: &[u8], max: usize) -> (String, bool) {
 }
 
 /// Replaces the value after any key containing `password` (any case) in JSON
-/// (`"password": "x"`), GraphQL (`password: "x"`, also inside an escaped query string) and
-/// form encoding (`password=x`).
+/// (`"password": "x"`), GraphQL (`password: "x"`, `password: """x"""`, also inside an escaped
+/// query string, whose escaped quotes cannot end the value early) and form encoding
+/// (`password=x`); in a GraphQL request, also the variables a `password` argument takes
+/// (`verifyPassword(id: 1, password: $p)` masks `"p"` in `variables`, whatever its name).
+/// The text keeps its shape: only values are replaced.
 pub fn mask_passwords(text: &str) -> String {
+    let mut masked = mask_after(text, "password");
+    for name in password_variables(text) {
+        masked = mask_after(&masked, &format!("\"{}\"", name.to_ascii_lowercase()));
+    }
+    masked
+}
+
+/// The variables bound to an argument whose name contains `password`, in the `query` of a
+/// GraphQL request sent as JSON (one operation or a batch); none for anything else.
+fn password_variables(text: &str) -> Vec<String> {
+    let start = text.trim_start();
+    if !(start.starts_with('{') || start.starts_with('[')) || !text.contains('$') {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let ops = match &v {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let mut names = Vec::new();
+    for query in ops.iter().filter_map(|op| op["query"].as_str()) {
+        let lower = query.to_ascii_lowercase();
+        let b = query.as_bytes();
+        let mut search = 0;
+        while let Some(found) = lower[search..].find("password") {
+            let mut i = search + found + "password".len();
+            search = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if b.get(i) != Some(&b':') {
+                continue;
+            }
+            i += 1;
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if b.get(i) != Some(&b'$') {
+                continue;
+            }
+            let name_start = i + 1;
+            let mut e = name_start;
+            while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'_') {
+                e += 1;
+            }
+            if e > name_start && !names.iter().any(|n| n == &query[name_start..e]) {
+                names.push(query[name_start..e].to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Masks the value after every key that contains `needle` (matched lower-case).
+fn mask_after(text: &str, needle: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
     let mut search = 0;
-    while let Some(found) = lower[search..].find("password") {
-        let key_end = search + found + "password".len();
+    while let Some(found) = lower[search..].find(needle) {
+        let key_end = search + found + needle.len();
         search = key_end;
         // Skip the rest of the key name, closing quotes and escapes, spaces, then `:` or `=`.
         let mut i = key_end;
@@ -205,9 +268,16 @@ pub fn mask_passwords(text: &str) -> String {
         while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
             i += 1;
         }
-        let (start, end) = if text[i..].starts_with("\\\"") {
-            let s = i + 2;
-            (s, text[s..].find("\\\"").map_or(bytes.len(), |e| s + e))
+        let rest = &text[i..];
+        let (start, end) = if let Some(inner) = rest.strip_prefix(r#"\"\"\""#) {
+            // A GraphQL block string inside a JSON string.
+            let s = i + 6;
+            (s, inner.find(r#"\"\"\""#).map_or(bytes.len(), |e| s + e))
+        } else if rest.starts_with("\\\"") {
+            (i + 2, escaped_string_end(bytes, i + 2))
+        } else if let Some(inner) = rest.strip_prefix(r#"""""#) {
+            let s = i + 3;
+            (s, inner.find(r#"""""#).map_or(bytes.len(), |e| s + e))
         } else if bytes.get(i) == Some(&b'"') {
             let s = i + 1;
             let mut e = s;
@@ -221,7 +291,7 @@ pub fn mask_passwords(text: &str) -> String {
                 .map_or(bytes.len(), |e| i + e);
             (i, e)
         };
-        if end > start {
+        if end > start && start >= copied {
             out.push_str(&text[copied..start]);
             out.push_str(MASK);
             copied = end;
@@ -230,6 +300,34 @@ pub fn mask_passwords(text: &str) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// Where a GraphQL string written inside a JSON string ends (at its closing `\"`), reading
+/// JSON's escapes and then GraphQL's: JSON `\\` is a GraphQL backslash, which escapes what
+/// follows, so `\\\"` is a quote inside the value, not its end. A bare `"` ends the JSON
+/// string, and the value with it.
+fn escaped_string_end(b: &[u8], from: usize) -> usize {
+    let mut e = from;
+    let mut gql_escape = false;
+    while e < b.len() {
+        match (b[e], b.get(e + 1)) {
+            (b'"', _) => return e,
+            (b'\\', Some(b'\\')) => {
+                gql_escape = !gql_escape;
+                e += 2;
+            }
+            (b'\\', Some(b'"')) if !gql_escape => return e,
+            (b'\\', _) => {
+                gql_escape = false;
+                e += 2;
+            }
+            _ => {
+                gql_escape = false;
+                e += 1;
+            }
+        }
+    }
+    b.len()
 }
 
 #[cfg(test)]
@@ -256,6 +354,42 @@ mod tests {
         assert!(masked.contains(r#"password: \"********\""#), "{masked}");
         assert_eq!(mask_passwords("no secrets here"), "no secrets here");
         assert_eq!(mask_passwords("the password field"), "the password field");
+    }
+
+    #[test]
+    fn graphql_variables_escapes_and_block_strings_are_masked() {
+        // A variable bound to a password argument, whatever its name; others kept.
+        let body = r#"{"query":"mutation($p: String!, $id: Int!) { verifyPassword(id: $id, password: $p) }","variables":{"id":7,"p":"hunter2-long"}}"#;
+        let masked = mask_passwords(body);
+        assert!(!masked.contains("hunter2"), "{masked}");
+        assert!(masked.contains(r#""p":"********""#), "{masked}");
+        assert!(masked.contains(r#""id":7"#), "{masked}");
+        // A batch, an input object, a number.
+        let body = r#"[{"query":"mutation($s: String) { a: verifyPassword(id: 1, password: $s) }","variables":{"s":"one-secret"}},{"query":"mutation($i: UpdateUserInput!) { updateUser(id: 1, input: $i) { id } }","variables":{"i":{"password":"two-secret"}}}]"#;
+        let masked = mask_passwords(body);
+        assert!(
+            !masked.contains("one-secret") && !masked.contains("two-secret"),
+            "{masked}"
+        );
+        // An escaped quote inside an inline value does not end it early.
+        let body = r#"{"query":"mutation { verifyPassword(id: 1, password: \"a\\\"b-secret\") }"}"#;
+        let masked = mask_passwords(body);
+        assert!(!masked.contains("secret"), "{masked}");
+        assert!(masked.ends_with(r#"\") }"}"#), "{masked}");
+        // Block strings, escaped in JSON and raw.
+        let body =
+            r#"{"query":"mutation { verifyPassword(id: 1, password: \"\"\"a\"b-secret\"\"\") }"}"#;
+        assert!(
+            !mask_passwords(body).contains("secret"),
+            "{}",
+            mask_passwords(body)
+        );
+        let raw = r#"mutation { verifyPassword(id: 1, password: """a"b-secret""") }"#;
+        assert!(
+            !mask_passwords(raw).contains("secret"),
+            "{}",
+            mask_passwords(raw)
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ export function createTopology(ctx) {
     const checked = document.querySelector(`input[name="add-${CSS.escape(pool)}-kind"]:checked`);
     const kind = checked ? checked.value : kindFor.get(pool) || "process";
     btn.disabled = true;
-    const answer = await ctx.request("POST", addInstancePath(pool, kind));
+    const answer = await ctx.request("POST", addInstancePath(pool, kind), { body: {} });
     btn.disabled = false;
     const what = kind === "container" ? "a container instance" : "an instance";
     if (answer.error) {

@@ -4,24 +4,23 @@ reads, writes and hashes, measured on demand (CONTRACT.md §9).
 The benchmark is bounded (``max_benchmark_ops`` reads and writes each), writes rows of its own
 (usernames ``bench-…``) and removes them after, so a session's data is left as it was. Writes go
 straight to the store with a precomputed password so the figure is the database's, not the hash
-function's; hashing is measured per mode on its own. One benchmark runs at a time per instance,
-so two cannot take every thread and connection between them.
+function's; hashing is measured per mode on its own (through the hashing gate). One benchmark
+per session at a time, at most ``max_concurrent_benchmarks`` per instance (:mod:`.guard`), so
+benchmarks cannot take every thread and connection between them.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-import threading
 import time
 
 from .config import Limits
 from .errors import ApiError, CacheError, StoreError, from_cache_error
+from .guard import guards
 from .passwords import MODES, Hasher
 from .service import Session, Trace
 from .storage import NewUser
-
-_one_at_a_time = threading.Lock()
 
 
 def overview(session: Session) -> dict:
@@ -64,12 +63,8 @@ def benchmark(session: Session, limits: Limits, reads: int, writes: int) -> dict
         raise ApiError.invalid("reads", f"reads is between 1 and {top}")
     if not 1 <= writes <= top:
         raise ApiError.invalid("writes", f"writes is between 1 and {top}")
-    if not _one_at_a_time.acquire(timeout=60):
-        raise ApiError.unavailable("the benchmark", "another benchmark has been running for a minute")
-    try:
+    with guards().benchmark(session.code):
         return _run(session, limits, reads, writes)
-    finally:
-        _one_at_a_time.release()
 
 
 def _store(fn, *args):

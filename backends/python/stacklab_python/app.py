@@ -124,7 +124,12 @@ def create_app(rt: Runtime) -> Flask:
             # The proxy's request id ties this line to the inspector's capture.
             log.warning("request %s failed: %s %s", request.headers.get("x-request-id", "-"), e.code,
                         getattr(e, "detail", e.message))
-        return Response(e.json(), status=e.status, content_type="application/json", headers=e.headers)
+        res = Response(e.json(), status=e.status, content_type="application/json", headers=e.headers)
+        if e.code == "busy":
+            from .guard import RETRY_AFTER_SECS
+
+            res.headers["Retry-After"] = str(RETRY_AFTER_SECS)
+        return res
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:

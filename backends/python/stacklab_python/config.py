@@ -6,6 +6,7 @@ Every length limit is here, named, so the answer to a too-long value can say whi
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,12 @@ class Limits:
     graphql_max_depth: int = 6
     graphql_max_complexity: int = 200
     graphql_max_fields: int = 500
+    # Bounds of guard.py (CONTRACT.md §9a): hashing fields per GraphQL document, hashes at once
+    # per instance and how long one waits for a turn, benchmarks at once per instance.
+    graphql_max_hashes: int = 10
+    max_concurrent_hashes: int = field(default_factory=lambda: 2 * (os.cpu_count() or 1))
+    hash_wait_ms: int = 1000
+    max_concurrent_benchmarks: int = 2
 
     def username(self, v: str) -> str:
         v = v.strip()
@@ -114,7 +121,8 @@ class ConfigError(Exception):
 _INT_KEYS = {
     "max_sessions", "session_idle_ms", "db_connections_per_session", "descriptor_ttl_ms",
     "bcrypt_cost", "max_body_bytes", "graphql_max_depth", "graphql_max_complexity",
-    "graphql_max_fields",
+    "graphql_max_fields", "graphql_max_hashes", "max_concurrent_hashes", "hash_wait_ms",
+    "max_concurrent_benchmarks",
 }
 _STR_KEYS = {"addr", "control_url"}
 
@@ -185,6 +193,9 @@ def from_section(section: object) -> ServeConfig:
     depth = positive("graphql_max_depth", d.graphql_max_depth)
     complexity = positive("graphql_max_complexity", d.graphql_max_complexity)
     fields = positive("graphql_max_fields", d.graphql_max_fields)
+    hashes = positive("graphql_max_hashes", d.graphql_max_hashes)
+    concurrent_hashes = positive("max_concurrent_hashes", d.max_concurrent_hashes)
+    benchmarks = positive("max_concurrent_benchmarks", d.max_concurrent_benchmarks)
     if problems:
         raise ConfigError(problems)
     b = BackendConfig()
@@ -195,6 +206,10 @@ def from_section(section: object) -> ServeConfig:
         graphql_max_depth=depth,
         graphql_max_complexity=complexity,
         graphql_max_fields=fields,
+        graphql_max_hashes=hashes,
+        max_concurrent_hashes=concurrent_hashes,
+        hash_wait_ms=get("hash_wait_ms", d.hash_wait_ms),
+        max_concurrent_benchmarks=benchmarks,
     )
     return ServeConfig(
         addr=addr,

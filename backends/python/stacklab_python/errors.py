@@ -100,6 +100,16 @@ class ApiError(Exception):
         )
 
     @classmethod
+    def busy(cls, message: str) -> ApiError:
+        # A bounded resource (hashing, benchmarks) is taken; answered with Retry-After (app.py).
+        return cls(503, "busy", message)
+
+    @classmethod
+    def benchmark_running(cls) -> ApiError:
+        return cls(409, "benchmark_running",
+                   "this session is running a benchmark already; wait for its result")
+
+    @classmethod
     def internal(cls, detail: str) -> ApiError:
         # The detail goes to the log (see app.py), never to the client.
         err = cls(500, "internal", "the backend failed; retry, and report a bug if it persists")

@@ -26,13 +26,14 @@ from graphql import (
     DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLArgument,
     GraphQLBoolean, GraphQLError, GraphQLField, GraphQLInputField, GraphQLInputObjectType, GraphQLList,
     GraphQLNonNull, GraphQLObjectType, GraphQLScalarType, GraphQLSchema, GraphQLString,
-    InlineFragmentNode, IntValueNode, OperationDefinitionNode, OperationType, SelectionSetNode,
-    execute, get_named_type, parse, validate,
+    InlineFragmentNode, IntValueNode, NullValueNode, ObjectValueNode, OperationDefinitionNode,
+    OperationType, SelectionSetNode, VariableNode, execute, get_named_type, parse, validate,
 )
 from graphql.error import GraphQLSyntaxError
 
 from .config import Limits
 from .errors import ApiError
+from .guard import guards
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,46 @@ def count_fields(doc: DocumentNode) -> int:
     )
 
 
+def count_hashes(doc: DocumentNode, variables: dict | None) -> int:
+    """Fields that hash a password (CONTRACT.md §9a): ``verifyPassword``, ``createUser``, and an
+    ``updateUser`` whose input sets a non-null password, inline or through variables (a variable
+    not given counts); over every operation and fragment, aliases included."""
+    variables = variables if isinstance(variables, dict) else {}
+
+    def sets_password(f: FieldNode) -> bool:
+        arg = next((a.value for a in f.arguments or () if a.name.value == "input"), None)
+        if isinstance(arg, ObjectValueNode):
+            v = next((x.value for x in arg.fields if x.name.value == "password"), None)
+            if v is None or isinstance(v, NullValueNode):
+                return False
+            if isinstance(v, VariableNode):
+                return variables.get(v.name.value, 0) is not None
+            return True
+        if isinstance(arg, VariableNode):
+            if arg.name.value not in variables:
+                return True
+            given = variables[arg.name.value]
+            return isinstance(given, dict) and given.get("password") is not None
+        return False
+
+    def count(s: SelectionSetNode | None) -> int:
+        n = 0
+        for sel in (s.selections if s else ()):
+            if isinstance(sel, FieldNode):
+                name = sel.name.value
+                own = 1 if name in ("verifyPassword", "createUser") else \
+                    int(name == "updateUser" and sets_password(sel))
+                n += own + count(sel.selection_set)
+            elif isinstance(sel, InlineFragmentNode):
+                n += count(sel.selection_set)
+        return n
+
+    return sum(
+        count(d.selection_set) for d in doc.definitions
+        if isinstance(d, (OperationDefinitionNode, FragmentDefinitionNode))
+    )
+
+
 def count_spread_fields(doc: DocumentNode) -> int:
     """Field selections of every operation with its fragment spreads spread out (aliases and
     ``__typename`` included), each fragment counted once and remembered; at most
@@ -320,6 +361,15 @@ def run(limits: Limits, query: str, operation_name: str | None, variables: dict 
             return _refused([GraphQLError(
                 f"the query selects {'countless' if spread == COUNTLESS else spread} fields once its fragments "
                 f"are spread (aliases included); at most {limits.graphql_max_fields} are allowed"
+            )])
+        hashes = count_hashes(doc, variables)
+        if hashes > limits.graphql_max_hashes:
+            guards().graphql_refused()
+            return _refused([GraphQLError(
+                f"the query asks for {hashes} password hashes (verifyPassword, createUser, "
+                "updateUser with a password; aliases included); at most "
+                f"{limits.graphql_max_hashes} are allowed in one request, so send the rest in "
+                "further requests"
             )])
         complexity, depth = complexity_and_depth(doc)
         if complexity > limits.graphql_max_complexity:

@@ -7,27 +7,23 @@ bcrypt with its cost in the string; ``bcrypt-pepper``, where HMAC-SHA-256 under 
 be cracked; argon2id with its parameters in the PHC string — the RustCrypto defaults, so both
 runtimes write the same strings.
 
-Hashing is slow on purpose; at most ``HASH_CONCURRENCY`` hashes run at once in an instance, so
-a burst of sign-ups queues instead of taking every core (the C libraries release the GIL).
+Hashing is slow on purpose; at most ``max_concurrent_hashes`` hashes run at once in an
+instance, and one that cannot start within ``hash_wait_ms`` is ``503 busy`` (:mod:`.guard`), so
+a burst of sign-ups cannot take every core (the C libraries release the GIL).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import threading
 
 import argon2
 import bcrypt
 
 from .errors import ApiError
+from .guard import guards
 
 MODES = ("plaintext", "sha256", "bcrypt", "bcrypt-pepper", "argon2id")
-
-# Hashes running at once in this instance; the rest wait their turn.
-HASH_CONCURRENCY = max(2, os.cpu_count() or 2)
-_slots = threading.BoundedSemaphore(HASH_CONCURRENCY)
 
 # argon2 0.5's `Argon2::default()`: Argon2id v19, m=19456 KiB, t=2, p=1, 32-byte hash, 16-byte salt.
 _argon2 = argon2.PasswordHasher(
@@ -51,12 +47,10 @@ class Hasher:
         return f"Hasher(mode={self.mode!r}, bcrypt_cost={self.bcrypt_cost})"
 
     def hash(self, password: str) -> str:
-        with _slots:
-            return self._hash(password)
+        return guards().hash(lambda: self._hash(password))
 
     def verify(self, password: str, stored: str) -> bool:
-        with _slots:
-            return self._verify(password, stored)
+        return guards().hash(lambda: self._verify(password, stored))
 
     def _hash(self, password: str) -> str:
         if self.mode == "plaintext":

@@ -176,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import waitress
 
+    from . import guard
     from .app import Runtime, create_app
     from .sessions import ControlStacks, Sessions
 
     sessions = Sessions(ControlStacks(control_url, credential), cfg.backend)
+    guard.configure(cfg.backend.limits)
     app = InFlight(create_app(Runtime(cfg.backend, sessions, credential)))
     try:
         server = waitress.create_server(

@@ -190,7 +190,7 @@ def test_policy_switch_through_the_api_changes_what_is_evicted(python, make_stac
     assert api.call("GET", "/api/users/1").headers["x-stacklab-cache"] == "hit"
     r = api.call("PUT", "/api/cache/policy", {"policy": "FIFO"})
     assert r.status == 200 and r.body["policy"] == "fifo", r.raw
-    assert control.policies == [(d["session"], "FIFO")], "control is told, as the client sent it"
+    assert control.policies == [(d["session"], "fifo")], "control is told the canonical name"
     api.call("GET", "/api/users/4")  # FIFO evicts user 1 although it was read last
     cached = {i["key"] for i in api.call("GET", "/api/cache").body["items"]}
     assert cached == {"user:2", "user:3", "user:4"}, cached

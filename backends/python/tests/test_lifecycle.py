@@ -16,7 +16,8 @@ def test_first_line_health_and_exit_on_stdin_eof(control):
     inst = start_process(PYTHON_START, control.credential, control.url)
     assert inst.url.startswith("http://127.0.0.1:") and inst.port > 0
     r = inst.request("GET", "/healthz")
-    assert (r.status, r.body) == (200, {"status": "ok"})
+    assert (r.status, r.body["status"]) == (200, "ok")
+    assert set(r.body["limits"]) == {"hashing", "benchmarks", "graphql_hashes_refused"}, r.body
     assert r.headers["content-type"] == "application/json"
     assert r.headers["server-timing"].startswith("backend;dur=")
     # The credential is in neither the arguments nor the environment of the process.

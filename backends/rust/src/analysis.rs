@@ -4,7 +4,9 @@
 //! The benchmark is bounded (`limits.max_benchmark_ops` reads and writes each), writes rows of
 //! its own (usernames `bench-…`) and removes them after, so a session's data is left as it was.
 //! Writes go straight to the store with a precomputed password so the figure is the
-//! database's, not the hash function's; hashing is measured per mode on its own.
+//! database's, not the hash function's; hashing is measured per mode on its own (through the
+//! instance's hashing gate, like any hash). One benchmark per session at a time, and at most
+//! `max_concurrent_benchmarks` per instance ([`crate::guard`]).
 
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -187,6 +189,7 @@ pub async fn benchmark(
             mode,
             bcrypt_cost: limits.bcrypt_cost,
             pepper: stacklab_types::Secret::new("benchmark-pepper"),
+            gate: std::sync::Arc::clone(&session.hasher.gate),
         };
         let mut lat = Vec::new();
         for _ in 0..3 {

@@ -22,6 +22,13 @@ use stacklab_types::stack::{CacheEngine, CacheSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A policy name as every engine, the cache view and control know it: trimmed and lowercased,
+/// so ` ALLKEYS-LFU ` means `allkeys-lfu`. The one normalization; whether the result is a
+/// policy of the engine is the engine's to say ([`CacheError::UnknownPolicy`]).
+pub fn canonical_policy(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
 /// Items listed by [`Cache::items`] at most.
 pub const MAX_LISTED_ITEMS: usize = 20;
 /// Bytes of a value shown in a listing.

@@ -28,7 +28,29 @@ pub struct Limits {
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     pub graphql_max_fields: usize,
+    /// Hashing fields (`verifyPassword`, `createUser`, an `updateUser` setting a password) one
+    /// GraphQL document may hold ([`crate::guard`]).
+    pub graphql_max_hashes: usize,
+    /// Password hashes running at once in this instance, and how long a hash waits for a
+    /// turn before the request is answered `503 busy` ([`crate::guard`]).
+    pub max_concurrent_hashes: usize,
+    pub hash_wait: Duration,
+    /// Benchmarks running at once in this instance (one per session in any case).
+    pub max_concurrent_benchmarks: usize,
 }
+
+/// Hashes at once when the config says nothing: two per core (a hash is CPU-bound, so more
+/// only adds memory and latency).
+pub fn default_max_concurrent_hashes() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// How long a hash waits for a turn when the config says nothing.
+pub const DEFAULT_HASH_WAIT: Duration = Duration::from_millis(1000);
+/// Hashing fields per GraphQL document when the config says nothing.
+pub const DEFAULT_GRAPHQL_MAX_HASHES: usize = 10;
+/// Benchmarks at once per instance when the config says nothing.
+pub const DEFAULT_MAX_CONCURRENT_BENCHMARKS: usize = 2;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -46,6 +68,10 @@ impl Default for Limits {
             graphql_max_depth: 6,
             graphql_max_complexity: 200,
             graphql_max_fields: 500,
+            graphql_max_hashes: DEFAULT_GRAPHQL_MAX_HASHES,
+            max_concurrent_hashes: default_max_concurrent_hashes(),
+            hash_wait: DEFAULT_HASH_WAIT,
+            max_concurrent_benchmarks: DEFAULT_MAX_CONCURRENT_BENCHMARKS,
         }
     }
 }
@@ -220,6 +246,10 @@ struct RawSection {
     graphql_max_depth: Option<usize>,
     graphql_max_complexity: Option<usize>,
     graphql_max_fields: Option<usize>,
+    graphql_max_hashes: Option<usize>,
+    max_concurrent_hashes: Option<usize>,
+    hash_wait_ms: Option<u64>,
+    max_concurrent_benchmarks: Option<usize>,
 }
 
 impl ServeConfig {
@@ -279,6 +309,21 @@ impl ServeConfig {
             raw.graphql_max_fields,
             defaults.limits.graphql_max_fields,
         );
+        let graphql_max_hashes = positive(
+            "graphql_max_hashes",
+            raw.graphql_max_hashes,
+            defaults.limits.graphql_max_hashes,
+        );
+        let max_concurrent_hashes = positive(
+            "max_concurrent_hashes",
+            raw.max_concurrent_hashes,
+            defaults.limits.max_concurrent_hashes,
+        );
+        let max_concurrent_benchmarks = positive(
+            "max_concurrent_benchmarks",
+            raw.max_concurrent_benchmarks,
+            defaults.limits.max_concurrent_benchmarks,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -292,6 +337,12 @@ impl ServeConfig {
                     graphql_max_depth,
                     graphql_max_complexity,
                     graphql_max_fields,
+                    graphql_max_hashes,
+                    max_concurrent_hashes,
+                    hash_wait: raw
+                        .hash_wait_ms
+                        .map_or(defaults.limits.hash_wait, Duration::from_millis),
+                    max_concurrent_benchmarks,
                     ..defaults.limits
                 },
                 max_sessions: raw.max_sessions.unwrap_or(defaults.max_sessions).max(1),

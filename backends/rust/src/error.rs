@@ -37,6 +37,12 @@ pub enum ApiError {
     Forbidden,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    /// A bounded resource (hashing, benchmarks) is taken: `503 busy` with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
+    /// The session runs a benchmark already.
+    #[error("this session is running a benchmark already; wait for its result")]
+    BenchmarkRunning,
     #[error("{engine} is unavailable: {reason}")]
     Unavailable { engine: String, reason: String },
     #[error("internal error: {0}")]
@@ -62,7 +68,8 @@ impl ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::SessionExpired => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BenchmarkRunning => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +89,8 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Busy(_) => "busy",
+            ApiError::BenchmarkRunning => "benchmark_running",
             ApiError::Internal(_) => "internal",
         }
     }

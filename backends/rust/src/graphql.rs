@@ -3,7 +3,10 @@
 //!
 //! Depth, complexity and the number of fields are limited so one query cannot fan out without
 //! end (an alias bomb asking for `users` a thousand times is refused before it runs, and so is
-//! one asking for `__typename` thousands of times, which complexity does not count). Errors
+//! one asking for `__typename` thousands of times, which complexity does not count), and so is
+//! one asking for more password hashes (`verifyPassword`, `createUser`, an `updateUser` that
+//! sets a password) than `graphql_max_hashes`, each being tens of milliseconds of CPU
+//! ([`crate::guard`]). Errors
 //! carry the REST error's `code` and `field` in `extensions`; a request refused before anything
 //! ran is answered `400` by the HTTP layer.
 
@@ -16,25 +19,35 @@ use std::sync::Arc;
 
 pub type UsersSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// The schema with the limits of `backend.graphql_max_depth`, `graphql_max_complexity` and
+/// The schema with the limits of `backend.graphql_max_depth`, `graphql_max_complexity`,
 /// `graphql_max_fields` (field selections written out over all operations and fragments,
-/// aliases and `__typename` included).
-pub fn schema(limits: &crate::config::Limits) -> UsersSchema {
+/// aliases and `__typename` included) and `graphql_max_hashes` (counted in `guards`).
+pub fn schema(limits: &crate::config::Limits, guards: Arc<crate::guard::Guards>) -> UsersSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(limits.graphql_max_depth)
         .limit_complexity(limits.graphql_max_complexity)
-        .extension(FieldLimit(limits.graphql_max_fields))
+        .extension(FieldLimit(Arc::new(DocumentLimits {
+            max_fields: limits.graphql_max_fields,
+            max_hashes: limits.graphql_max_hashes,
+            guards,
+        })))
         .finish()
 }
 
-/// Refuses a document that writes out more than this many field selections, or selects more
-/// once its fragments are spread, as soon as it is parsed (complexity does not count
-/// introspection fields such as `__typename`).
-struct FieldLimit(usize);
+/// What a document may write out, checked as soon as it is parsed: field selections
+/// (complexity does not count introspection fields such as `__typename`) and hashing fields.
+#[derive(Debug)]
+struct DocumentLimits {
+    max_fields: usize,
+    max_hashes: usize,
+    guards: Arc<crate::guard::Guards>,
+}
+
+struct FieldLimit(Arc<DocumentLimits>);
 
 impl async_graphql::extensions::ExtensionFactory for FieldLimit {
     fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(FieldLimit(self.0))
+        Arc::new(FieldLimit(Arc::clone(&self.0)))
     }
 }
 
@@ -50,6 +63,8 @@ impl async_graphql::extensions::Extension for FieldLimit {
         next: async_graphql::extensions::NextPrepareRequest<'_>,
     ) -> async_graphql::ServerResult<async_graphql::Request> {
         let mut request = next.run(ctx, request).await?;
+        let variables = request.variables.clone();
+        let variables = &variables;
         let doc = request.parsed_query()?;
         let fields = doc
             .operations
@@ -61,11 +76,33 @@ impl async_graphql::extensions::Extension for FieldLimit {
                     .map(|f| count_fields(&f.node.selection_set.node)),
             )
             .sum::<usize>();
-        if fields > self.0 {
+        if fields > self.0.max_fields {
             return Err(async_graphql::ServerError::new(
                 format!(
                     "the query selects {fields} fields (aliases included); at most {} are allowed",
-                    self.0
+                    self.0.max_fields
+                ),
+                None,
+            ));
+        }
+        let hashes = doc
+            .operations
+            .iter()
+            .map(|(_, op)| count_hashes(&op.node.selection_set.node, variables))
+            .chain(
+                doc.fragments
+                    .values()
+                    .map(|f| count_hashes(&f.node.selection_set.node, variables)),
+            )
+            .sum::<usize>();
+        if hashes > self.0.max_hashes {
+            self.0.guards.graphql_refused();
+            return Err(async_graphql::ServerError::new(
+                format!(
+                    "the query asks for {hashes} password hashes (verifyPassword, createUser, \
+                     updateUser with a password; aliases included); at most {} are allowed in \
+                     one request, so send the rest in further requests",
+                    self.0.max_hashes
                 ),
                 None,
             ));
@@ -83,18 +120,61 @@ impl async_graphql::extensions::Extension for FieldLimit {
             .iter()
             .map(|(_, op)| spread.count(&op.node.selection_set.node))
             .fold(0usize, usize::saturating_add);
-        if expanded > self.0 {
+        if expanded > self.0.max_fields {
             return Err(async_graphql::ServerError::new(
                 format!(
                     "the query selects {} fields once its fragments are spread (aliases included); at most {} are allowed",
                     if expanded == usize::MAX { "countless".to_owned() } else { expanded.to_string() },
-                    self.0
+                    self.0.max_fields
                 ),
                 None,
             ));
         }
         Ok(request)
     }
+}
+
+/// Fields that hash a password, written out in a selection set (nested ones included). An
+/// `updateUser` counts when its input sets a password, inline or through variables; one whose
+/// variable is not given (a default in the document) counts, to be safe.
+fn count_hashes(
+    set: &async_graphql::parser::types::SelectionSet,
+    variables: &async_graphql::Variables,
+) -> usize {
+    use async_graphql::parser::types::Selection;
+    use async_graphql_value::{ConstValue, Value};
+    let given = |v: &async_graphql::Name| !matches!(variables.get(v), Some(ConstValue::Null));
+    let sets_password =
+        |f: &async_graphql::parser::types::Field| match f.get_argument("input").map(|v| &v.node) {
+            Some(Value::Object(input)) => match input.get("password") {
+                None | Some(Value::Null) => false,
+                Some(Value::Variable(v)) => given(v),
+                Some(_) => true,
+            },
+            Some(Value::Variable(v)) => match variables.get(v) {
+                None => true,
+                Some(ConstValue::Object(input)) => {
+                    !matches!(input.get("password"), None | Some(ConstValue::Null))
+                }
+                Some(_) => false,
+            },
+            _ => false,
+        };
+    set.items
+        .iter()
+        .map(|s| match &s.node {
+            Selection::Field(f) => {
+                let own = match f.node.name.node.as_str() {
+                    "verifyPassword" | "createUser" => 1,
+                    "updateUser" => usize::from(sets_password(&f.node)),
+                    _ => 0,
+                };
+                own + count_hashes(&f.node.selection_set.node, variables)
+            }
+            Selection::InlineFragment(i) => count_hashes(&i.node.selection_set.node, variables),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
 }
 
 /// Field selections written out in a selection set, nested ones included (the parser bounds
@@ -330,7 +410,8 @@ mod tests {
     /// async-graphql's own depth check would walk them.
     #[tokio::test]
     async fn fragment_bombs_are_refused_before_anything_walks_them() {
-        let schema = super::schema(&crate::config::Limits::default());
+        let limits = crate::config::Limits::default();
+        let schema = super::schema(&limits, crate::guard::Guards::new(&limits));
         let mut q = String::from("{ ...A0 }\n");
         for i in 0..40 {
             q += &format!(

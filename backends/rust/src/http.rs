@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /healthz` | liveness, for the proxy's active checks |
+//! | `GET /healthz` | liveness, for the proxy's active checks; `limits`: the counters of [`crate::guard`] |
 //! | `POST /api/users`, `GET /api/users?q=&limit=&offset=` | create; search and list |
 //! | `GET`, `PATCH`, `DELETE /api/users/{id}` | one user |
 //! | `POST /api/users/{id}/verify-password` | `{"password"}` → `{"ok": bool}` |
@@ -43,6 +43,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             if matches!(e, ApiError::Unauthorized) {
                 res.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            if matches!(e, ApiError::Busy(_)) {
+                res.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::guard::RETRY_AFTER_SECS),
+                );
             }
             res
         }
@@ -238,7 +244,10 @@ async fn route(
 
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => {
-            return ok(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            return ok(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "limits": app.sessions.guards.snapshot()}),
+            )
         }
         (&Method::GET, ["graphql"]) => {
             let mut res = Response::new(Full::new(Bytes::from(crate::graphql::graphiql())));
@@ -322,9 +331,13 @@ async fn route(
                 policy: String,
             }
             let b: Body = read_json(app, req).await?;
-            session.cache.set_policy(&b.policy).await?;
+            // One canonical name everywhere (CONTRACT.md, "Cache policies"): the engine gets,
+            // the view shows and control records `allkeys-lfu` for ` ALLKEYS-LFU `, so the
+            // registry and the engine never disagree; anything else is refused by the engine.
+            let policy = crate::cache::canonical_policy(&b.policy);
+            session.cache.set_policy(&policy).await?;
             app.sessions
-                .cache_policy_changed(&session.descriptor.session, &b.policy)
+                .cache_policy_changed(&session.descriptor.session, &policy)
                 .await;
             cache_view(&session).await
         }
@@ -335,6 +348,7 @@ async fn route(
         (&Method::GET, ["api", "analysis"]) => crate::analysis::overview(&session).await,
         (&Method::POST, ["api", "analysis", "benchmark"]) => {
             let input: crate::analysis::BenchmarkInput = read_json(app, req).await?;
+            let _slot = app.sessions.guards.benchmark(&code)?;
             crate::analysis::benchmark(&session, &app.config.limits, input).await
         }
         (_, ["api", "users"])

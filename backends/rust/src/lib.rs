@@ -12,6 +12,7 @@
 //! - [`storage`]: database adapters; [`cache`]: cache adapters.
 //! - [`password`]: the five password storage modes; [`crypto`]: AES-256-GCM and blind indexes.
 //! - [`analysis`]: size, rows and the on-demand benchmark.
+//! - [`guard`]: the bounds on hashing and benchmarks (CPU and memory amplifiers).
 //! - [`config`], [`error`]: limits and the API error type.
 
 pub mod analysis;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod graphql;
+pub mod guard;
 pub mod http;
 pub mod password;
 pub mod service;
@@ -58,9 +60,10 @@ impl App {
         credential: Secret,
     ) -> Arc<Self> {
         let config = Arc::new(config);
-        let schema = graphql::schema(&config.limits);
+        let sessions = sessions::Sessions::new(source, Arc::clone(&config));
+        let schema = graphql::schema(&config.limits, Arc::clone(&sessions.guards));
         Arc::new(Self {
-            sessions: sessions::Sessions::new(source, Arc::clone(&config)),
+            sessions,
             config,
             schema,
             credential,

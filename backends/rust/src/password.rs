@@ -7,15 +7,18 @@
 //! pepper, kept by control, not in the database) is bcrypted, so a stolen table alone cannot
 //! be cracked; argon2id with its parameters in the PHC string.
 //!
-//! Hashing is deliberately slow and runs on the blocking pool, not on the async workers.
+//! Hashing is deliberately slow and runs on the blocking pool, not on the async workers, and
+//! only as many at once as the instance's hashing gate lets ([`crate::guard`]).
 
 use crate::error::ApiError;
+use crate::guard::Guards;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use stacklab_types::secret::constant_time_eq;
 use stacklab_types::stack::PasswordStorage;
 use stacklab_types::Secret;
+use std::sync::Arc;
 
 /// bcrypt's cost when the config says nothing (2^10 rounds: ~50-100 ms on this class of machine).
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
@@ -25,23 +28,25 @@ pub struct Hasher {
     pub mode: PasswordStorage,
     pub bcrypt_cost: u32,
     pub pepper: Secret,
+    /// The instance's hashing gate.
+    pub gate: Arc<Guards>,
 }
 
 impl Hasher {
+    /// Hashes once the gate lets it (`503 busy` when it does not in time).
     pub async fn hash(&self, password: &str) -> Result<String, ApiError> {
         let this = self.clone();
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || this.hash_blocking(&password))
-            .await
-            .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+        self.gate.hash(move || this.hash_blocking(&password)).await
     }
 
+    /// Verifies once the gate lets it (`503 busy` when it does not in time).
     pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, ApiError> {
         let this = self.clone();
         let (password, stored) = (password.to_owned(), stored.to_owned());
-        tokio::task::spawn_blocking(move || this.verify_blocking(&password, &stored))
+        self.gate
+            .hash(move || this.verify_blocking(&password, &stored))
             .await
-            .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
     }
 
     pub fn hash_blocking(&self, password: &str) -> Result<String, ApiError> {
@@ -111,6 +116,7 @@ mod tests {
             mode,
             bcrypt_cost: 4,
             pepper: Secret::new("pepper-pepper-pepper"),
+            gate: Guards::new(&crate::config::Limits::default()),
         }
     }
 

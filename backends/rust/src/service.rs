@@ -207,6 +207,7 @@ impl Session {
         store: Arc<dyn UserStore>,
         cache: Arc<dyn Cache>,
         limits: Arc<Limits>,
+        guards: Arc<crate::guard::Guards>,
     ) -> Result<Self, ApiError> {
         let crypto = match descriptor.encryption {
             stacklab_types::stack::Encryption::None => None,
@@ -218,6 +219,7 @@ impl Session {
             mode: descriptor.password_storage,
             bcrypt_cost: limits.bcrypt_cost,
             pepper: descriptor.pepper.clone(),
+            gate: guards,
         };
         Ok(Self {
             descriptor,

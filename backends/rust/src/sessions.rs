@@ -163,6 +163,8 @@ struct Open {
 pub struct Sessions {
     source: Arc<dyn StackSource>,
     config: Arc<BackendConfig>,
+    /// The instance's bounds on hashing and benchmarks, shared by every session.
+    pub guards: Arc<crate::guard::Guards>,
     open: Mutex<HashMap<String, Open>>,
     /// Opening is rare and slow (connects, schema): one at a time, so a burst of first
     /// requests for one session opens it once.
@@ -181,6 +183,7 @@ impl Sessions {
     pub fn new(source: Arc<dyn StackSource>, config: Arc<BackendConfig>) -> Self {
         Self {
             source,
+            guards: crate::guard::Guards::new(&config.limits),
             config,
             open: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
@@ -280,6 +283,7 @@ impl Sessions {
             store,
             cache,
             Arc::new(self.config.limits.clone()),
+            Arc::clone(&self.guards),
         )
     }
 

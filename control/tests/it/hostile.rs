@@ -1582,3 +1582,734 @@ async fn injection_is_stored_as_text_or_refused_on_every_database() {
     assert_eq!(instance_pids(&up), pids, "no backend instance died");
     up.shutdown().await.unwrap();
 }
+
+/// A session's stack as control describes it, with the Redis made the session's own (as the
+/// docker provisioner's is: the whole server, CONFIG allowed; the shared one refuses policy
+/// changes), everything else — the descriptor fetch and the policy report — going to the real
+/// control.
+#[derive(Debug)]
+struct OwnRedis(
+    stacklab_backend::sessions::ControlStacks,
+    stacklab_types::Secret,
+);
+
+#[async_trait::async_trait]
+impl stacklab_backend::sessions::StackSource for OwnRedis {
+    async fn fetch(
+        &self,
+        session: &str,
+    ) -> Result<Option<stacklab_types::stack::StackDescriptor>, stacklab_backend::error::ApiError>
+    {
+        let mut d = self.0.fetch(session).await?;
+        if let Some(d) = &mut d {
+            d.cache.shared = false;
+            d.cache.url = self.1.clone();
+        }
+        Ok(d)
+    }
+    async fn cache_policy_changed(&self, session: &str, policy: &str) {
+        self.0.cache_policy_changed(session, policy).await;
+    }
+}
+
+/// Issue 22 §16: a policy name in another case or with spaces is applied to Redis, shown and
+/// recorded by control under its one canonical name, so the registry and Redis agree; control
+/// itself takes canonical names only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
+    let (Some(pg), Some(redis_url)) = (
+        engine("STACKLAB_TEST_POSTGRES_URL"),
+        engine("STACKLAB_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let dir = temp_dir("policy-canonical");
+    let (pg2, redis2) = (pg.clone(), redis_url.clone());
+    let up = start_up(&dir, 1, move |_, c| {
+        c.shared.postgres_url = Some(stacklab_types::Secret::new(pg2));
+        c.shared.redis_url = Some(stacklab_types::Secret::new(redis2));
+    })
+    .await;
+    let data = dir.join("data");
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    let code = new_session(
+        &mut b,
+        json!({"provisioner": "shared", "database": "postgres", "cache": "redis"}),
+    )
+    .await;
+    let credential = std::fs::read_to_string(data.join("runtime.token")).unwrap();
+    let source = OwnRedis(
+        stacklab_backend::sessions::ControlStacks::new(
+            format!("http://{}", up.addrs.admin),
+            stacklab_types::Secret::new(credential.trim()),
+        ),
+        stacklab_types::Secret::new(redis_url.clone()),
+    );
+    let app = stacklab_backend::App::new(
+        stacklab_backend::config::BackendConfig::default(),
+        Arc::new(source),
+        stacklab_types::Secret::new("unused-internal-token"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stacklab_backend::run(listener, app, stop.clone()));
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let put = http::Request::put(format!("http://{backend}/api/cache/policy"))
+        .header("x-stacklab-session", &code)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"policy": " ALLKEYS-LFU "}).to_string(),
+        )))
+        .unwrap();
+    let res = client.request(put).await.unwrap();
+    let status = res.status();
+    let view: Value = serde_json::from_slice(
+        &http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["policy"], "allkeys-lfu", "the cache view: {view}");
+
+    let redis = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut rc = redis.get_multiplexed_async_connection().await.unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    let recorded = admin(
+        up.addrs.admin,
+        "GET",
+        &format!("/admin/stacks/{code}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    let session = b.get("/api/session").await;
+    // Control takes canonical names only, from a runtime as from anyone.
+    let loose = admin(
+        up.addrs.admin,
+        "PUT",
+        &format!("/admin/stacks/{code}/cache-policy"),
+        Some(TOKEN),
+        Some(json!({"policy": "ALLKEYS-LRU"})),
+    )
+    .await;
+    let after = admin(
+        up.addrs.admin,
+        "GET",
+        &format!("/admin/stacks/{code}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    let _ = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async::<()>(&mut rc)
+        .await;
+    stop.cancel();
+    assert_eq!(got[1], "allkeys-lfu", "Redis's own CONFIG GET");
+    assert_eq!(
+        recorded.json()["cache"]["policy"],
+        "allkeys-lfu",
+        "control's record"
+    );
+    assert_eq!(session.json()["stack"]["cache_policy"], "allkeys-lfu");
+    assert_eq!((loose.status, loose.field()), (400, "policy".into()));
+    assert_eq!(after.json()["cache"]["policy"], "allkeys-lfu", "unchanged");
+    let _ = b.send("DELETE", "/api/session", None).await;
+    up.shutdown().await.unwrap();
+}
+
+/// Issue 22 §6: what a page on another site can make a browser send — a form or `text/plain`
+/// body (empty or not), or any body with a foreign `Origin` — never creates, re-provisions or
+/// ends a session or files a report; the edge's own origin and `control.allowed_origins` pass,
+/// and clients that are not browsers (no `Origin`) pass with JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_are_refused_and_change_nothing() {
+    let dir = temp_dir("cross-site");
+    let up = start_up(&dir, 1, |_, c| {
+        c.allowed_origins = vec!["https://ui.example".into()];
+    })
+    .await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let own = format!("https://localhost:{port}");
+    let live = |up: &stacklab_control::serve::Up| up.control.sessions.len();
+    let anon = Browser::new(&data, port);
+    let json_ct = "application/json";
+    // Creation: forms, text/plain, no content type, a foreign or opaque Origin.
+    for (what, headers, ct, body, status) in [
+        ("an empty text/plain body", vec![], "text/plain", "", 415),
+        ("a text/plain body", vec![], "text/plain", "{}", 415),
+        (
+            "a form body",
+            vec![],
+            "application/x-www-form-urlencoded",
+            "a=b",
+            415,
+        ),
+        (
+            "an empty multipart body",
+            vec![],
+            "multipart/form-data; boundary=x",
+            "",
+            415,
+        ),
+        ("no body and no content type", vec![], "", "", 415),
+        (
+            "a foreign Origin",
+            vec![("origin", "https://evil.example")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "an opaque Origin",
+            vec![("origin", "null")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "a sibling port",
+            vec![("origin", "https://localhost:1")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "a foreign Origin and a form",
+            vec![("origin", "https://evil.example")],
+            "text/plain",
+            "",
+            403,
+        ),
+    ] {
+        let r = anon
+            .request(
+                "POST",
+                "/api/sessions",
+                &headers,
+                Some((ct, body.as_bytes().to_vec())),
+            )
+            .await
+            .unwrap();
+        refused(&r, status, what);
+        assert!(r.headers.get("set-cookie").is_none(), "{what}: no cookie");
+        assert_eq!(live(&up), 0, "{what}: no session was created");
+        if status == 403 {
+            assert_eq!(
+                (r.code(), r.field()),
+                ("cross_origin".into(), "origin".into())
+            );
+        }
+    }
+    // The edge's own origin (default port or not), and a configured one, may create.
+    let mut b = Browser::new(&data, port);
+    let r = b
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("origin", own.as_str())],
+            Some((json_ct, b"{}".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let code = r.json()["code"].as_str().unwrap().to_owned();
+    b.cookie = Some(code.clone());
+    new_user(&mut b, "keepme").await;
+    let r = anon
+        .request(
+            "POST",
+            "/api/sessions",
+            &[("origin", "https://UI.example:443")],
+            Some((json_ct, b"{}".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "a configured origin: {}", r.text());
+    assert_eq!(live(&up), 2);
+    // With the session's cookie: re-provision, end, report, drill.
+    for (what, method, path, headers, ct, body, status) in [
+        (
+            "re-provision, empty text/plain",
+            "POST",
+            "/api/session/reprovision",
+            vec![],
+            "text/plain",
+            "",
+            415,
+        ),
+        (
+            "re-provision, a form",
+            "POST",
+            "/api/session/reprovision",
+            vec![],
+            "application/x-www-form-urlencoded",
+            "x=1",
+            415,
+        ),
+        (
+            "re-provision, foreign Origin",
+            "POST",
+            "/api/session/reprovision",
+            vec![("origin", "https://evil.example")],
+            json_ct,
+            "{}",
+            403,
+        ),
+        (
+            "end, foreign Origin",
+            "DELETE",
+            "/api/session",
+            vec![("origin", "https://evil.example")],
+            "",
+            "",
+            403,
+        ),
+        (
+            "a bug, text/plain",
+            "POST",
+            "/api/bugs",
+            vec![],
+            "text/plain",
+            r#"{"title":"t","description":"d"}"#,
+            415,
+        ),
+        (
+            "a bug, foreign Origin",
+            "POST",
+            "/api/bugs",
+            vec![("origin", "https://evil.example")],
+            json_ct,
+            r#"{"title":"t","description":"d"}"#,
+            403,
+        ),
+        (
+            "a drill, foreign Origin",
+            "DELETE",
+            "/api/topology/pools/rust/instances/x",
+            vec![("origin", "https://evil.example")],
+            "",
+            "",
+            403,
+        ),
+        (
+            "a new instance, no body",
+            "POST",
+            "/api/topology/pools/rust/instances",
+            vec![],
+            "",
+            "",
+            415,
+        ),
+    ] {
+        let r = b
+            .request(method, path, &headers, Some((ct, body.as_bytes().to_vec())))
+            .await
+            .unwrap();
+        refused(&r, status, what);
+        let s = b.get("/api/session").await;
+        assert_eq!(s.status, 200, "{what}: the session lives on");
+        assert_eq!(s.json()["state"], "ready", "{what}: not re-provisioned");
+        assert_eq!(
+            usernames(&b).await,
+            ["keepme"],
+            "{what}: the data is as it was"
+        );
+    }
+    let r = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
+    assert_eq!(
+        r.json()["bugs"].as_array().unwrap().len(),
+        0,
+        "no report filed"
+    );
+    assert_eq!(live(&up), 2);
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_cross_site_refused_total{reason=\"origin\"} 8"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stacklab_control_cross_site_refused_total{reason=\"content_type\"} 9"),
+        "{m}"
+    );
+    // The edge's own origin may end the session; a client without Origin may with JSON.
+    let r = b
+        .request("DELETE", "/api/session", &[("origin", own.as_str())], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(live(&up), 1);
+    up.shutdown().await.unwrap();
+}
+
+/// One request to a backend instance as the proxy sends it (the session in
+/// `x-stacklab-session`): status, headers, JSON body.
+async fn backend_call(
+    addr: std::net::SocketAddr,
+    code: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, http::HeaderMap, Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("x-stacklab-session", code);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+        .await
+        .expect("the backend answers within a minute")
+        .unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let bytes = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+/// Issue 22 §4: hashing is bounded per instance (a hash that cannot start within
+/// `hash_wait_ms` is `503 busy` with `Retry-After`, and the user is not created), a GraphQL
+/// request may ask for `graphql_max_hashes` hashes at most (aliases, fragments and password
+/// changes through variables counted; refused before anything runs), and benchmarks run one
+/// per session (`409 benchmark_running`) and `max_concurrent_benchmarks` per instance
+/// (`503 busy`); `GET /healthz` counts each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_and_benchmarks_are_bounded_per_instance_and_request() {
+    let dir = temp_dir("amplifiers");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let (mut a, mut b) = (Browser::new(&data, port), Browser::new(&data, port));
+    let one = new_session(&mut a, json!({"password_storage": "bcrypt"})).await;
+    let two = new_session(&mut b, json!({"password_storage": "argon2id"})).await;
+    let credential = std::fs::read_to_string(data.join("runtime.token")).unwrap();
+    let source = stacklab_backend::sessions::ControlStacks::new(
+        format!("http://{}", up.addrs.admin),
+        stacklab_types::Secret::new(credential.trim()),
+    );
+    let defaults = stacklab_backend::config::BackendConfig::default();
+    let config = stacklab_backend::config::BackendConfig {
+        limits: stacklab_backend::config::Limits {
+            // ~250 ms of CPU per hash: far longer than the wait.
+            bcrypt_cost: 12,
+            max_concurrent_hashes: 1,
+            hash_wait: Duration::from_millis(20),
+            graphql_max_hashes: 3,
+            max_concurrent_benchmarks: 1,
+            ..defaults.limits
+        },
+        ..defaults
+    };
+    let app = stacklab_backend::App::new(
+        config,
+        Arc::new(source),
+        stacklab_types::Secret::new("unused-internal-token"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stacklab_backend::run(listener, app, stop.clone()));
+    let health = || async move {
+        let (s, _, v) = backend_call(backend, "", "GET", "/healthz", None).await;
+        assert_eq!(s, 200);
+        v["limits"].clone()
+    };
+
+    let (s, _, v) = backend_call(
+        backend,
+        &one,
+        "POST",
+        "/api/users",
+        Some(json!({"username": "ann", "email": "ann@example.com", "password": "pw-ann-long"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let graphql = |query: String, variables: Value| {
+        let one = one.clone();
+        async move {
+            backend_call(
+                backend,
+                &one,
+                "POST",
+                "/graphql",
+                Some(json!({"query": query, "variables": variables})),
+            )
+            .await
+        }
+    };
+
+    // Per request: aliases, a fragment and password changes through variables all count.
+    let verify = |prefix: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| format!("{prefix}{i}: verifyPassword(id: {id}, password: \"pw-ann-long\") "))
+            .collect()
+    };
+    let hashed_before = health().await["hashing"]["started"].as_u64().unwrap();
+    for (what, query, variables) in [
+        ("four aliases", format!("mutation {{ {} }}", verify("v", 4)), json!({})),
+        (
+            "a fragment",
+            format!(
+                "mutation {{ {} ...F }} fragment F on Mutation {{ {} }}",
+                verify("v", 2),
+                verify("w", 2)
+            ),
+            json!({}),
+        ),
+        (
+            "password changes in variables",
+            format!(
+                "mutation($i: UpdateUserInput!) {{ {} a: updateUser(id: {id}, input: $i) {{ id }} b: updateUser(id: {id}, input: $i) {{ id }} }}",
+                verify("v", 2)
+            ),
+            json!({"i": {"password": "another-long-one"}}),
+        ),
+        (
+            "an inline password and a sign-up",
+            format!(
+                "mutation {{ {} u: updateUser(id: {id}, input: {{password: \"another-long-one\"}}) {{ id }} c: createUser(input: {{username: \"bob\", email: \"bob@example.com\", password: \"pw-bob-long\"}}) {{ id }} }}",
+                verify("v", 2)
+            ),
+            json!({}),
+        ),
+    ] {
+        let (s, _, v) = graphql(query, variables).await;
+        assert_eq!(s, 400, "{what}: {v}");
+        assert_eq!(v["error"]["field"], "query", "{what}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("password hashes"),
+            "{what}: {v}"
+        );
+    }
+    let h = health().await;
+    assert_eq!(h["hashing"]["started"], hashed_before, "nothing ran: {h}");
+    assert_eq!(h["graphql_hashes_refused"], 4, "{h}");
+    // At the limit, and updates without a password, run.
+    let (s, _, v) = graphql(format!("mutation {{ {} }}", verify("v", 3)), json!({})).await;
+    assert_eq!((s, &v["data"]["v2"]), (200, &json!(true)), "{v}");
+    let names: String = (0..5)
+        .map(|i| format!("n{i}: updateUser(id: {id}, input: {{fullName: \"N {i}\"}}) {{ id }} "))
+        .collect();
+    let (s, _, v) = graphql(format!("mutation {{ {names} }}"), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["errors"].is_null(), "{v}");
+
+    // Per instance: one hash at a time, a 20 ms wait; six sign-ups at once.
+    let signups: Vec<_> = (0..6)
+        .map(|i| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                backend_call(
+                    backend,
+                    &one,
+                    "POST",
+                    "/api/users",
+                    Some(json!({"username": format!("burst{i}"), "email": format!("burst{i}@example.com"), "password": "pw-burst-long"})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut created, mut busy) = (0u64, 0u64);
+    for t in signups {
+        let (s, headers, v) = t.await.unwrap();
+        match s {
+            201 => created += 1,
+            503 => {
+                busy += 1;
+                assert_eq!(v["error"]["code"], "busy", "{v}");
+                assert_eq!(headers["retry-after"], "1");
+            }
+            _ => panic!("a sign-up answered {s}: {v}"),
+        }
+    }
+    assert!(busy >= 1 && created >= 1, "created {created}, busy {busy}");
+    let (_, _, v) = backend_call(backend, &one, "GET", "/api/users?q=burst", None).await;
+    assert_eq!(v["total"], created, "a refused sign-up made no row: {v}");
+    assert!(health().await["hashing"]["refused"].as_u64().unwrap() >= busy);
+
+    // Benchmarks: one per session, one per instance here.
+    let long = {
+        let one = one.clone();
+        tokio::spawn(async move {
+            backend_call(
+                backend,
+                &one,
+                "POST",
+                "/api/analysis/benchmark",
+                Some(json!({"reads": 2000, "writes": 2000})),
+            )
+            .await
+        })
+    };
+    eventually("the benchmark runs", || async {
+        health().await["benchmarks"]["running"] == 1
+    })
+    .await;
+    let body = Some(json!({"reads": 1, "writes": 1}));
+    let (s, _, v) = backend_call(
+        backend,
+        &one,
+        "POST",
+        "/api/analysis/benchmark",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("benchmark_running")),
+        "{v}"
+    );
+    let (s, headers, v) = backend_call(
+        backend,
+        &two,
+        "POST",
+        "/api/analysis/benchmark",
+        body.clone(),
+    )
+    .await;
+    assert_eq!((s, &v["error"]["code"]), (503, &json!("busy")), "{v}");
+    assert_eq!(headers["retry-after"], "1");
+    let (s, _, v) = long.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let (s, _, v) = backend_call(backend, &two, "POST", "/api/analysis/benchmark", body).await;
+    assert_eq!(s, 200, "free again: {v}");
+    let h = health().await;
+    assert_eq!(
+        (
+            &h["benchmarks"]["refused_session"],
+            &h["benchmarks"]["refused_busy"]
+        ),
+        (&json!(1), &json!(1)),
+        "{h}"
+    );
+    stop.cancel();
+    up.shutdown().await.unwrap();
+}
+
+/// Issue 22 §9: a password in GraphQL `variables` — under any variable name, in an input
+/// object, in a batch — or inline with an escaped quote or as a block string is masked in the
+/// captured requests and in a bug report, as REST's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_passwords_are_masked_in_captures_and_bug_reports() {
+    let dir = temp_dir("gql-mask");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let code = new_session(&mut b, json!({"protocol": "graphql"})).await;
+    let user = new_user(&mut b, "ann").await;
+    let id = user["id"].as_i64().unwrap();
+    let bodies = [
+        json!({"query": format!("mutation($p: String!) {{ verifyPassword(id: {id}, password: $p) }}"), "variables": {"p": "secret-one-long"}}),
+        json!({"query": format!("mutation($i: UpdateUserInput!) {{ updateUser(id: {id}, input: $i) {{ id }} }}"), "variables": {"i": {"password": "secret-two-long"}}}),
+        json!({"query": format!("mutation {{ verifyPassword(id: {id}, password: \"a\\\"secret-three\") }}")}),
+        json!({"query": format!("mutation {{ verifyPassword(id: {id}, password: \"\"\"secret-four\"x\"\"\") }}")}),
+    ];
+    for body in &bodies {
+        let r = b.post("/graphql", body.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = b.get("/api/requests?limit=20").await;
+    let captured = r.text();
+    assert!(captured.contains("/graphql"), "{captured}");
+    let r = b
+        .post(
+            "/api/bugs",
+            json!({"title": "login", "description": "verifyPassword says false"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bugs = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
+    assert_eq!(bugs.json()["bugs"][0]["session"], code.as_str());
+    for (what, text) in [
+        ("captured requests", &captured),
+        ("the bug report", &bugs.text()),
+    ] {
+        assert!(text.contains("********"), "{what}: {text}");
+        for secret in ["secret-one", "secret-two", "secret-three", "secret-four"] {
+            assert!(!text.contains(secret), "{what} show {secret}: {text}");
+        }
+    }
+    up.shutdown().await.unwrap();
+}
+
+/// Issue 22 §5 (part): new sessions per client are a token bucket on control's clock, not a
+/// counter per calendar minute — a burst at the end of one minute and another at the start of
+/// the next are not twice the limit — and an IPv6 /64 counts as one client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_creation_rate_is_a_bucket_not_a_calendar_minute() {
+    let dir = temp_dir("bucket");
+    let up = start_up(&dir, 1, |cfg, _| {
+        cfg.sessions.max_new_per_client_per_minute = 3;
+    })
+    .await;
+    let anon = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let create = || async {
+        anon.request(
+            "POST",
+            "/api/sessions",
+            &[],
+            Some(("application/json", b"{}".to_vec())),
+        )
+        .await
+        .unwrap()
+    };
+    // 1 s before a calendar minute ends: three, then refused.
+    let now = up.control.clock.now_ms();
+    up.control.clock.advance(MINUTE - now % MINUTE - 1000);
+    for _ in 0..3 {
+        assert_eq!(create().await.status, 201);
+    }
+    let r = create().await;
+    refused(&r, 429, "a 4th within the minute");
+    assert_eq!(r.headers["retry-after"], "20", "one token per 20 s");
+    // The calendar minute turns: still refused (a counter per minute would allow three more).
+    up.control.clock.advance(2000);
+    refused(&create().await, 429, "right after the minute turned");
+    // A token comes back every 20 s, one at a time.
+    up.control.clock.advance(18_000);
+    assert_eq!(create().await.status, 201, "20 s after the burst");
+    refused(&create().await, 429, "the one token was used");
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_sessions_rejected_total{reason=\"rate\"} 3"),
+        "{m}"
+    );
+    // Addresses of one IPv6 /64 share a bucket; another /64 and IPv4 have their own.
+    use stacklab_control::sessions::client_key;
+    assert_eq!(
+        client_key("2001:db8:1:2::1"),
+        client_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    );
+    assert_ne!(client_key("2001:db8:1:2::1"), client_key("2001:db8:1:3::1"));
+    assert_eq!(client_key("::ffff:10.0.0.1"), "10.0.0.1");
+    assert_eq!(client_key("10.0.0.1"), "10.0.0.1");
+    up.shutdown().await.unwrap();
+}

@@ -33,11 +33,14 @@ def show():
 def set_policy():
     b = body.fields(body.read_json(request, runtime().config.limits.max_body_bytes),
                     {"policy": (body.STR, True)}, "a policy")
+    # One canonical name everywhere (CONTRACT.md, "Cache policies"): " ALLKEYS-LFU " is applied,
+    # shown and reported to control as "allkeys-lfu", so the engine and the registry agree.
+    policy = b["policy"].strip().lower()
     try:
-        session().cache.set_policy(b["policy"])
+        session().cache.set_policy(policy)
     except CacheError as e:
         raise from_cache_error(e) from None
-    runtime().sessions.cache_policy_changed(session().code, b["policy"])
+    runtime().sessions.cache_policy_changed(session().code, policy)
     return view()
 
 

@@ -58,7 +58,7 @@ pub enum Policy {
 impl Policy {
     /// Parses a policy name (`lru`, `lfu`, `fifo`, `ttl`; case and surrounding spaces ignored).
     pub fn parse(name: &str) -> Result<Self, CacheError> {
-        match name.trim().to_ascii_lowercase().as_str() {
+        match super::canonical_policy(name).as_str() {
             "lru" => Ok(Self::Lru),
             "lfu" => Ok(Self::Lfu),
             "fifo" => Ok(Self::Fifo),

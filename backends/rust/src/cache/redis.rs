@@ -95,7 +95,7 @@ impl RedisCache {
     /// `maxmemory-policy` to `policy` (if given); a user without `CONFIG` rights gets a warning
     /// in the log, not an error, as the cache itself still works.
     pub async fn connect(spec: &CacheSpec) -> Result<Self, CacheError> {
-        let wanted_policy = spec.policy.trim().to_ascii_lowercase();
+        let wanted_policy = super::canonical_policy(&spec.policy);
         if !wanted_policy.is_empty() {
             parse_policy(&wanted_policy)?;
         }
@@ -439,7 +439,7 @@ impl Cache for RedisCache {
 }
 
 fn parse_policy(name: &str) -> Result<&'static str, CacheError> {
-    let wanted = name.trim().to_ascii_lowercase();
+    let wanted = super::canonical_policy(name);
     POLICIES
         .iter()
         .copied()
