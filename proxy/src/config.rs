@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_HEADER_FIELDS: usize = 90;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Time a client has to send a request head once it has started one; past it, `408`.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Longest pause a client may make while the proxy waits for more of its request body; past
+/// it, `408` (the client's fault, never the member's).
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 10_000;
 /// Time a keep-alive connection may sit idle between requests before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Time to finish a TLS handshake.
@@ -161,6 +164,7 @@ pub struct RawLimits {
     pub max_header_fields: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub tls_handshake_timeout_ms: Option<u64>,
     pub upstream_connect_timeout_ms: Option<u64>,
@@ -303,6 +307,8 @@ pub struct Limits {
     pub max_header_fields: usize,
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
+    /// Longest pause in a request body while the proxy waits for it; past it, `408`.
+    pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub upstream_connect_timeout: Duration,
@@ -709,6 +715,11 @@ impl RawConfig {
                 "limits.header_read_timeout_ms",
                 l.header_read_timeout_ms,
                 DEFAULT_HEADER_READ_TIMEOUT_MS,
+            ),
+            body_read_timeout: c.millis(
+                "limits.body_read_timeout_ms",
+                l.body_read_timeout_ms,
+                DEFAULT_BODY_READ_TIMEOUT_MS,
             ),
             idle_timeout: c.millis(
                 "limits.idle_timeout_ms",

@@ -11,7 +11,7 @@
 //! Everything the handler needs was prepared when the table was built: it loads the table
 //! once, without a lock, and reads from it.
 
-use crate::body::{BodyLimitExceeded, Limit, ReqBody, RespBody};
+use crate::body::{ClientBody, ClientBodyError, ReqBody, RespBody};
 use crate::capture::{self, Captured};
 use crate::config::{Config, RouteTarget};
 use crate::error::ProxyError;
@@ -125,7 +125,8 @@ pub async fn handle(
         Err(e) => {
             if let ProxyError::HeadersTooLarge { .. }
             | ProxyError::TooManyHeaders { .. }
-            | ProxyError::BodyTooLarge { .. } = e
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout { .. } = e
             {
                 proxy
                     .metrics
@@ -261,16 +262,20 @@ async fn serve(
     }
     let held =
         body.is_end_stream() || declared.is_some_and(|n| n <= cfg.limits.retry_buffer_bytes as u64);
+    let body = ClientBody::new(body, limit, cfg.limits.body_read_timeout, proxy.clock);
     let out_body = if held {
-        match Limit::new(body, limit).collect().await {
+        match body.collect().await {
             Ok(c) => OutBody::Held(c.to_bytes()),
-            Err(e) if e.is::<BodyLimitExceeded>() => {
-                return Err(ProxyError::BodyTooLarge { limit });
+            Err(e) => {
+                return Err(match ClientBodyError::find(e.as_ref()) {
+                    Some(known) => ProxyError::from_client_body(known),
+                    None => ProxyError::BadBody(e.to_string()),
+                })
             }
-            Err(e) => return Err(ProxyError::BadBody(e.to_string())),
         }
     } else {
-        OutBody::Stream(Limit::new(body, limit).boxed_unsync())
+        let progress = body.progress();
+        OutBody::Stream(body.boxed_unsync(), progress)
     };
     let capture = route.cfg.captures && ctx.session.is_some();
     let captured_body = match (&out_body, capture) {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use stacklab_types::ErrorBody;
 
-use crate::body::{full, RespBody};
+use crate::body::{full, ClientBodyError, RespBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -33,6 +33,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    #[error("the client paused its request body for more than {ms} ms")]
+    BodyTimeout { ms: u128 },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("pool {pool} has no member that can take the request")]
@@ -70,6 +72,7 @@ impl ProxyError {
             | TooManyHeaders { .. }
             | BodyTooLarge { .. }
             | BadBody(_)
+            | BodyTimeout { .. }
             | BadRequest(_)
             | NotFound(_) => Source::Client,
             NoMember { .. } | NoPool { .. } | Connect { .. } | Upstream { .. } | Timeout { .. } => {
@@ -90,6 +93,7 @@ impl ProxyError {
             }
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadBody(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             NoMember { .. } | NoPool { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Connect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -122,7 +126,11 @@ impl ProxyError {
                 "body_too_large",
                 format!("the request body is larger than {limit} bytes (limits.max_body_bytes); send a smaller body"),
             ),
-            BadBody(e) => ErrorBody::new("bad_body", format!("the request body could not be read ({e}); send it again")),
+            BadBody(e) => ErrorBody::new("bad_body", format!("the request body could not be read ({e}); send it again, whole and as its headers describe it")),
+            BodyTimeout { ms } => ErrorBody::new(
+                "request_timeout",
+                format!("the request body stopped coming for more than {ms} ms (limits.body_read_timeout_ms); send it again without pausing"),
+            ),
             BadRequest(e) => ErrorBody::new("bad_request", e.clone()),
             NoMember { pool } => ErrorBody::new(
                 "no_healthy_member",
@@ -161,6 +169,7 @@ impl ProxyError {
             HeadersTooLarge { .. } | TooManyHeaders { .. } => "headers_too_large",
             BodyTooLarge { .. } => "body_too_large",
             BadBody(_) => "bad_body",
+            BodyTimeout { .. } => "body_timeout",
             BadRequest(_) => "bad_request",
             NoMember { .. } => "no_member",
             NoPool { .. } => "no_pool",
@@ -168,6 +177,17 @@ impl ProxyError {
             Upstream { .. } => "upstream",
             Timeout { .. } => "timeout",
             Internal(_) => "internal",
+        }
+    }
+
+    /// The answer to a request whose body failed on the client's side.
+    pub fn from_client_body(e: &ClientBodyError) -> Self {
+        match e {
+            ClientBodyError::TooLarge(limit) => ProxyError::BodyTooLarge { limit: *limit },
+            ClientBodyError::Timeout(d) => ProxyError::BodyTimeout { ms: d.as_millis() },
+            ClientBodyError::Length { .. } | ClientBodyError::Read(_) => {
+                ProxyError::BadBody(e.to_string())
+            }
         }
     }
 

@@ -12,9 +12,16 @@
 //!   and a [`RetryBudget`] keeps retries to a share of traffic so a sick pool is not hammered.
 //!
 //! A member that does not start its answer within `limits.upstream_response_timeout_ms` gives
-//! `504` and is not retried: the request may still be running there.
+//! `504` and is not retried: the request may still be running there. That time counts from
+//! the end of the client's body (or the member's last read of it), never while the proxy is
+//! still waiting for a slow client.
+//!
+//! Failures of the client's body — too large, a malformed chunk, a content-length it does not
+//! keep, a client that resets or closes mid-upload, or one that pauses past
+//! `limits.body_read_timeout_ms` — surface here as an upstream error whose cause is a
+//! [`ClientBodyError`]. They are answered 4xx and never count against the member.
 
-use crate::body::{BoxError, Guarded, ReqBody, RespBody};
+use crate::body::{BodyProgress, BoxError, ClientBodyError, Guarded, ReqBody, RespBody};
 use crate::config::{Limits, RetryConfig};
 use crate::error::ProxyError;
 use crate::health;
@@ -130,8 +137,9 @@ impl RetryBudget {
 pub enum OutBody {
     /// Held in full: can be sent again.
     Held(Bytes),
-    /// Streamed through: can be sent once.
-    Stream(ReqBody),
+    /// Streamed through: can be sent once. The progress says whether the member's answer is
+    /// late or the client's body is.
+    Stream(ReqBody, Arc<BodyProgress>),
 }
 
 /// The parts of a request the forwarder needs to (re)build it for a member.
@@ -218,15 +226,19 @@ pub async fn forward(
         let uri: Uri = format!("{}{}", member.base_uri, out.path_and_query)
             .parse()
             .map_err(|_| ProxyError::BadRequest("the request path is not a valid URI".into()))?;
-        let (body, replayable) = match &mut out.body {
+        let (body, progress) = match &mut out.body {
             OutBody::Held(bytes) => (
                 Full::new(bytes.clone())
                     .map_err(|never| match never {})
                     .boxed_unsync(),
-                true,
+                None,
             ),
-            OutBody::Stream(b) => (std::mem::replace(b, crate::body::empty()), false),
+            OutBody::Stream(b, progress) => (
+                std::mem::replace(b, crate::body::empty()),
+                Some(Arc::clone(progress)),
+            ),
         };
+        let replayable = progress.is_none();
         let mut req = Request::new(body);
         *req.method_mut() = out.method.clone();
         *req.uri_mut() = uri;
@@ -236,8 +248,13 @@ pub async fn forward(
         let in_flight = InFlight::new(&member);
         member.requests.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(limits.upstream_response_timeout, client.request(req)).await;
+        let result = answer_in_time(
+            proxy,
+            client.request(req),
+            limits.upstream_response_timeout,
+            progress.as_deref(),
+        )
+        .await;
         let elapsed = started.elapsed();
         match result {
             Ok(Ok(response)) => {
@@ -266,11 +283,15 @@ pub async fn forward(
             }
             Ok(Err(e)) => {
                 drop(in_flight);
-                if body_limit_error(&e) {
-                    // The client sent too much; not the member's fault.
-                    return Err(ProxyError::BodyTooLarge {
-                        limit: limits.max_body_bytes,
-                    });
+                if let Some(client_side) = ClientBodyError::find(&e) {
+                    // The client's body failed (too large, malformed, cut, stalled): the
+                    // member did nothing wrong, so its health record does not move.
+                    proxy
+                        .metrics
+                        .upstream_requests
+                        .with_label_values(&[pool_name, "client_error"])
+                        .inc();
+                    return Err(ProxyError::from_client_body(client_side));
                 }
                 member.failures.fetch_add(1, Relaxed);
                 let connect = e.is_connect();
@@ -342,16 +363,37 @@ pub async fn forward(
     }
 }
 
-/// Whether the body-size limit is what failed the request.
-fn body_limit_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<crate::body::BodyLimitExceeded>() {
-            return true;
+/// Waits for the member's response head, `timeout` at most once the client's body is in:
+/// while a streamed body is still coming (or the proxy is waiting for the client to send more)
+/// the clock is the client's, and [`crate::body::ClientBody`]'s own read timeout ends a client
+/// that stalls. A member that stops reading the body stalls its progress and so times out.
+/// `Err(())` is the member's timeout.
+async fn answer_in_time<F: std::future::Future>(
+    proxy: &Proxy,
+    response: F,
+    timeout: Duration,
+    progress: Option<&BodyProgress>,
+) -> Result<F::Output, ()> {
+    tokio::pin!(response);
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            r = &mut response => return Ok(r),
+            () = tokio::time::sleep_until(deadline) => {
+                let Some(p) = progress else { return Err(()) };
+                let now = proxy.clock.now_ms();
+                let until = if p.waiting_on_client() {
+                    now + timeout.as_millis() as u64
+                } else {
+                    p.last_ms() + timeout.as_millis() as u64
+                };
+                if until <= now {
+                    return Err(());
+                }
+                deadline = tokio::time::Instant::now() + Duration::from_millis(until - now);
+            }
         }
-        cur = err.source();
     }
-    false
 }
 
 /// An error and its causes on one line.

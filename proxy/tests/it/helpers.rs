@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
 use stacklab_proxy::config::Config;
 use stacklab_proxy::server::Addrs;
 use stacklab_proxy::{Proxy, Server};
@@ -523,4 +524,135 @@ pub fn pool_toml(name: &str, algorithm: &str, members: &[&Backend]) -> String {
 
 pub fn route_toml(path: &str, target: &str) -> String {
     format!("[[routes]]\npath = \"{path}\"\n{target}\n")
+}
+
+// TLS and QUIC clients that verify the proxy's self-signed certificate for real (SAN
+// localhost), as a browser told to trust it would.
+
+pub fn tls_client_config(p: &TestProxy, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(p.cert_path()).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg
+}
+
+pub async fn tls_connect(
+    p: &TestProxy,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(p, alpn)));
+    let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
+    // The self-signed certificate is verified for real: SAN localhost.
+    connector
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+
+/// An HTTP/3 connection to the proxy's edge: the request sender and the task driving it.
+pub async fn h3_connect(
+    p: &TestProxy,
+) -> (
+    h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    JoinHandle<()>,
+) {
+    let cfg = tls_client_config(p, &[b"h3"]);
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(p.addrs.edge, "localhost").unwrap(),
+    )
+    .await
+    .expect("the QUIC handshake finished in time")
+    .unwrap();
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        drop(endpoint);
+    });
+    (send, drive)
+}
+
+/// Reads an HTTP/3 response in full.
+pub async fn h3_answer<S: h3::quic::RecvStream>(
+    stream: &mut h3::client::RequestStream<S, Bytes>,
+) -> Answer {
+    use bytes::Buf;
+    let res = tokio::time::timeout(Duration::from_secs(10), stream.recv_response())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    Answer {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body: Bytes::from(body),
+    }
+}
+
+/// The proxy's metrics as text.
+pub async fn metrics(p: &TestProxy) -> String {
+    String::from_utf8(get(&client(), &p.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap()
+}
+
+/// Requests the proxy has answered, over every route, protocol and status class.
+pub async fn answered(p: &TestProxy) -> u64 {
+    metrics(p)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("stacklab_proxy_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until the proxy has answered `n` requests in all (a client that went away gets an
+/// answer it never reads, but the proxy counts it).
+pub async fn wait_answered(p: &TestProxy, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = answered(p).await;
+        if got >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy answered {got} of {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every member of every pool healthy and charged no failure.
+pub async fn assert_members_unharmed(p: &TestProxy) {
+    let pools = admin(p, "GET", "/admin/pools", serde_json::Value::Null)
+        .await
+        .json();
+    for pool in pools["pools"].as_array().unwrap() {
+        for m in pool["members"].as_array().unwrap() {
+            assert_eq!(m["state"], "healthy", "{m}");
+            assert_eq!(m["failures"], 0, "the member was charged: {m}");
+        }
+    }
+    let text = metrics(p).await;
+    assert!(
+        !text.contains("stacklab_proxy_ejections_total{"),
+        "a member was ejected: {text}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The proxy's integration tests: real proxy, real upstreams, real sockets, port 0.
 
 mod balancing;
+mod client_faults;
 mod failover;
 mod feed;
 mod health;

@@ -6,35 +6,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 
-fn tls_client_config(p: &TestProxy, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(p.cert_path()).unwrap())
-        .unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    cfg
-}
-
-async fn tls_connect(
-    p: &TestProxy,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(p, alpn)));
-    let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
-    // The self-signed certificate is verified for real: SAN localhost.
-    connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
 async fn session_proxy(name: &str) -> (TestProxy, Backend) {
     let b = Backend::start("m0").await;
     let toml = format!(
