@@ -72,7 +72,8 @@ pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.2;
 pub const DEFAULT_RETRY_MIN_PER_SECOND: u32 = 10;
 /// Attempts per request, the first included.
 pub const DEFAULT_RETRY_MAX_ATTEMPTS: u32 = 3;
-/// Consecutive connect errors or 5xx answers that eject a member.
+/// Consecutive failures (no connection, a reset before the response head, a response
+/// timeout; never a status the member chose to send) that eject a member.
 pub const DEFAULT_EJECT_CONSECUTIVE_FAILURES: u32 = 5;
 /// First ejection length; doubled on each ejection in a row.
 pub const DEFAULT_EJECT_BASE_MS: u64 = 1_000;

@@ -4,15 +4,32 @@
 //!   `GET <path>` each `interval_ms`; `fall` failures in a row take a member out, `rise`
 //!   successes bring it back. The task reads the live table each round, so members added or
 //!   removed are picked up without restarting it, and it ends when its pool is gone.
-//! - **Passive**: every proxied attempt reports its outcome. `consecutive_failures` connect
-//!   errors, timeouts or 5xx answers in a row eject the member for `base_ejection_ms`, doubled
-//!   for each ejection in a row up to `max_ejection_ms`. When the time is up the member takes
-//!   requests again; one more failure ejects it again at once, one success clears its record.
+//! - **Passive**: every proxied attempt reports its outcome. `consecutive_failures` failures in
+//!   a row eject the member for `base_ejection_ms`, doubled for each ejection in a row up to
+//!   `max_ejection_ms`. When the time is up the member takes requests again; one more failure
+//!   ejects it again at once, one success clears its record.
+//!
+//! **What counts as a failure.** Only a member that did not answer: the connection could not
+//! be made, it broke (reset, protocol error) before the response head came, or the head did
+//! not come within `limits.upstream_response_timeout_ms`. A response the member sent — any
+//! status, 5xx included — is an answer, not a failure: a `503 provisioning_failed` or a
+//! `500` with a JSON body is the member saying what it chose to say, and ejecting it for that
+//! turns one refused request into every request refused (`503 no_healthy_member`). This is
+//! nginx's default (`max_fails` counts `error` and `timeout`, never a status). A member that
+//! is really sick shows it to the active checks (`health` on the pool), which do look at the
+//! status. And nothing on the client's side — a body that is malformed, cut short or stalled —
+//! ever counts (see [`crate::upstream`]).
+//!
+//! **The last member stays.** Passive health never ejects a pool's last member that can take
+//! requests: with it out every request would get `503 no_healthy_member`, which helps no one
+//! when trying it might work (Envoy's `max_ejection_percent` to the same end). Such a spared
+//! ejection is counted in `stacklab_proxy_ejections_spared_total{pool}`. Active checks and
+//! draining still take a last member out: they are deliberate.
 //!
 //! Each change of state is a [`MemberEvent`]: logged, counted, and broadcast (the admin API
 //! streams them at `/admin/events`).
 
-use crate::pool::{Member, MemberState};
+use crate::pool::{Member, MemberState, Pool};
 use crate::Proxy;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -64,7 +81,7 @@ pub fn state_label(state: MemberState) -> &'static str {
 /// A member that could not be connected to: with its port closed (the process is gone), every
 /// request sent its way until `consecutive_failures` is reached would fail too, so it is
 /// ejected by this one failure.
-pub fn passive_unreachable(proxy: &Proxy, pool: &str, member: &Member) {
+pub fn passive_unreachable(proxy: &Proxy, pool: &Pool, member: &Member) {
     let threshold = proxy.config.load().passive_health.consecutive_failures;
     member
         .passive_failures
@@ -72,7 +89,16 @@ pub fn passive_unreachable(proxy: &Proxy, pool: &str, member: &Member) {
     passive_result(proxy, pool, member, false);
 }
 
-pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
+/// Whether some member of `pool` other than `member` can take requests now.
+fn others_eligible(pool: &Pool, member: &Member, now: u64) -> bool {
+    pool.members
+        .iter()
+        .any(|m| !std::ptr::eq(&**m, member) && m.eligible(now))
+}
+
+/// `ok`: the member answered (any status); else it failed as the module doc describes.
+pub fn passive_result(proxy: &Proxy, pool: &Pool, member: &Member, ok: bool) {
+    let pool_name = pool.name();
     if ok {
         if member.passive_failures.load(Relaxed) != 0 {
             member.passive_failures.store(0, Relaxed);
@@ -82,7 +108,7 @@ pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
         {
             emit(
                 proxy,
-                pool,
+                pool_name,
                 member,
                 MemberState::Healthy,
                 "answered after its ejection ended".into(),
@@ -102,15 +128,27 @@ pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
         return;
     }
     member.passive_failures.store(0, Relaxed);
-    let n = member.ejections_in_row.fetch_add(1, Relaxed).min(16);
+    if !others_eligible(pool, member, now) {
+        spare(proxy, pool_name, member, failures);
+        return;
+    }
+    let n = member.ejections_in_row.load(Relaxed).min(16);
     let length = ph.base_ejection.saturating_mul(1 << n).min(ph.max_ejection);
     member
         .ejected_until_ms
         .store(now + length.as_millis() as u64, Relaxed);
-    proxy.metrics.ejections.with_label_values(&[pool]).inc();
+    // Two last members failing at once could each see the other still in: whoever finds the
+    // pool empty after its own ejection takes it back.
+    if !others_eligible(pool, member, now) {
+        member.ejected_until_ms.store(0, Relaxed);
+        spare(proxy, pool_name, member, failures);
+        return;
+    }
+    member.ejections_in_row.fetch_add(1, Relaxed);
+    proxy.metrics.ejections.with_label_values(&[pool_name]).inc();
     emit(
         proxy,
-        pool,
+        pool_name,
         member,
         MemberState::Ejected,
         format!(
@@ -118,6 +156,16 @@ pub fn passive_result(proxy: &Proxy, pool: &str, member: &Member, ok: bool) {
             length.as_millis()
         ),
     );
+}
+
+/// The ejection a pool's last eligible member would have had, not made.
+fn spare(proxy: &Proxy, pool: &str, member: &Member, failures: u32) {
+    proxy
+        .metrics
+        .ejections_spared
+        .with_label_values(&[pool])
+        .inc();
+    tracing::debug!(target: "health", pool, member = %member.id, failures, "not ejected: it is the last member of its pool that can take requests");
 }
 
 /// Keeps one active checker running per pool that has a health spec.

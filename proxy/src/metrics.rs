@@ -29,6 +29,7 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub retries_denied: IntCounterVec,
     pub ejections: IntCounterVec,
+    pub ejections_spared: IntCounterVec,
     pub member_healthy: IntGaugeVec,
     pub member_in_flight: IntGaugeVec,
     pub open_connections: IntGaugeVec,
@@ -131,6 +132,11 @@ impl Metrics {
             ejections: reg!(counter(
                 "ejections_total",
                 "Members ejected by passive health checks, by pool.",
+                &["pool"]
+            )),
+            ejections_spared: reg!(counter(
+                "ejections_spared_total",
+                "Passive ejections not made because the member was the last of its pool that could take requests, by pool.",
                 &["pool"]
             )),
             member_healthy: reg!(gauge(

@@ -49,7 +49,7 @@ pub struct Member {
     /// Active checks say it is up (true until a check says otherwise).
     pub active_up: AtomicBool,
     pub active_streak: AtomicU32,
-    /// Consecutive passive failures (connect errors, timeouts, 5xx).
+    /// Consecutive passive failures (connect errors, resets, timeouts; see [`crate::health`]).
     pub passive_failures: AtomicU32,
     /// Clock millis until which the member is ejected; 0 when not.
     pub ejected_until_ms: AtomicU64,

@@ -259,8 +259,9 @@ pub async fn forward(
         match result {
             Ok(Ok(response)) => {
                 member.observe_latency(elapsed, proxy.clock.now_ns());
+                // An answer, whatever its status: see `health` for why 5xx is no failure.
+                health::passive_result(proxy, pool, &member, true);
                 let failed = response.status().is_server_error();
-                health::passive_result(proxy, pool_name, &member, !failed);
                 pool.metrics
                     .upstream_duration
                     .observe(elapsed.as_secs_f64());
@@ -296,9 +297,9 @@ pub async fn forward(
                 member.failures.fetch_add(1, Relaxed);
                 let connect = e.is_connect();
                 if connect {
-                    health::passive_unreachable(proxy, pool_name, &member);
+                    health::passive_unreachable(proxy, pool, &member);
                 } else {
-                    health::passive_result(proxy, pool_name, &member, false);
+                    health::passive_result(proxy, pool, &member, false);
                 }
                 proxy
                     .metrics
@@ -347,7 +348,7 @@ pub async fn forward(
             Err(_) => {
                 drop(in_flight);
                 member.failures.fetch_add(1, Relaxed);
-                health::passive_result(proxy, pool_name, &member, false);
+                health::passive_result(proxy, pool, &member, false);
                 proxy
                     .metrics
                     .upstream_requests

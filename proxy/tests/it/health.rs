@@ -48,46 +48,42 @@ async fn active_checks_take_a_member_out_and_bring_it_back() {
 }
 
 #[tokio::test]
-async fn passive_checks_eject_a_failing_member_with_backoff_and_restore_it() {
+async fn passive_checks_eject_a_member_that_does_not_answer_with_backoff_and_restore_it() {
     let (b0, b1) = (Backend::start("m0").await, Backend::start("m1").await);
     let toml = format!(
-        "{}{}[passive_health]\nconsecutive_failures = 3\nbase_ejection_ms = 200\nmax_ejection_ms = 1000\n",
+        "{}{}[passive_health]\nconsecutive_failures = 3\nbase_ejection_ms = 200\nmax_ejection_ms = 1000\n[limits]\nupstream_response_timeout_ms = 100\n",
         pool_toml("p", "round_robin", &[&b0, &b1]),
         route_toml("/", "pool = \"p\"")
     );
     let p = TestProxy::start("passive", &toml).await;
     let mut events = p.proxy.events.subscribe();
     let c = client();
-    // m1 answers 500 for /status/500; m0 too, so route requests straight at the failing one
-    // by sending them until m1 has failed three times in a row.
-    let mut m1_failures = 0;
-    while m1_failures < 3 {
-        let r = get(&c, &p.plain_url("/status/500"), &[]).await;
-        assert_eq!(
-            r.status, 500,
-            "5xx answers are passed to the client, not retried"
-        );
-        if r.member() == "m1" {
-            m1_failures += 1;
+    // m1 stops answering in time; m0 still does.
+    b1.delay_ms.store(5_000, Relaxed);
+    let mut m1_timeouts = 0;
+    while m1_timeouts < 3 {
+        let r = get(&c, &p.plain_url("/x"), &[]).await;
+        if r.status == 504 {
+            assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+            m1_timeouts += 1;
+        } else {
+            assert_eq!(r.member(), "m0");
         }
     }
-    // m0 also failed as often; both may be out. Wait for an ejection event of m1.
-    let ev = loop {
-        let ev = events.recv().await.unwrap();
-        if ev.member == "m1" {
-            break ev;
-        }
-    };
-    assert_eq!(ev.state, stacklab_proxy::pool::MemberState::Ejected);
+    let ev = events.recv().await.unwrap();
+    assert_eq!(
+        (ev.member.as_str(), ev.state),
+        ("m1", stacklab_proxy::pool::MemberState::Ejected)
+    );
     assert!(ev.reason.contains("out for 200 ms"), "{}", ev.reason);
-    let metrics =
-        String::from_utf8(get(&c, &p.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap();
+    let metrics = metrics(&p).await;
     assert!(
-        metrics.contains("stacklab_proxy_ejections_total{pool=\"p\"}"),
+        metrics.contains("stacklab_proxy_ejections_total{pool=\"p\"} 1"),
         "{metrics}"
     );
 
-    // After the ejection a success restores it.
+    // After the ejection an answer restores it.
+    b1.delay_ms.store(0, Relaxed);
     let ev = loop {
         let _ = get(&c, &p.plain_url("/ok"), &[]).await;
         match events.try_recv() {
@@ -100,4 +96,68 @@ async fn passive_checks_eject_a_failing_member_with_backoff_and_restore_it() {
         }
     };
     assert!(ev.reason.contains("after its ejection"));
+}
+
+/// Issue 22, item 12: control's `503 provisioning_failed` (a JSON refusal it chose to send)
+/// ejected control's only member. A response is an answer, whatever its status.
+#[tokio::test]
+async fn a_members_own_json_refusals_never_eject_it() {
+    let (b0, b1) = (Backend::start("m0").await, Backend::start("m1").await);
+    let toml = format!(
+        "{}{}",
+        pool_toml("p", "round_robin", &[&b0, &b1]),
+        route_toml("/", "pool = \"p\"")
+    );
+    let p = TestProxy::start("refusals", &toml).await;
+    let c = client();
+    for _ in 0..12 {
+        let r = get(&c, &p.plain_url("/refuse/503"), &[]).await;
+        assert_eq!(r.status, 503, "the member's answer is passed on");
+        assert_eq!(r.json()["error"]["code"], "provisioning_failed");
+    }
+    for status in ["500", "502", "504"] {
+        for _ in 0..6 {
+            let r = get(&c, &p.plain_url(&format!("/status/{status}")), &[]).await;
+            assert_eq!(r.status.as_str(), status);
+        }
+    }
+    assert_members_unharmed(&p).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let r = get(&c, &p.plain_url("/x"), &[]).await;
+        assert_eq!(r.status, 200);
+        seen.insert(r.member());
+    }
+    assert_eq!(seen.len(), 2, "both members still take requests");
+}
+
+/// Issue 22, item 12: passive health alone never takes out a pool's last member; its
+/// failures are answered as what they are (504, 502), never `503 no_healthy_member`.
+#[tokio::test]
+async fn the_last_member_of_a_pool_is_never_ejected_by_passive_health() {
+    let b = Backend::start("only").await;
+    let toml = format!(
+        "{}{}[passive_health]\nconsecutive_failures = 2\n[limits]\nupstream_response_timeout_ms = 100\n",
+        pool_toml("p", "round_robin", &[&b]),
+        route_toml("/", "pool = \"p\"")
+    );
+    let p = TestProxy::start("last-member", &toml).await;
+    let c = client();
+    for _ in 0..6 {
+        let r = get(&c, &p.plain_url("/hang"), &[]).await;
+        assert_eq!(r.status, 504);
+        assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+    }
+    let r = get(&c, &p.plain_url("/x"), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let text = metrics(&p).await;
+    assert!(
+        text.contains("stacklab_proxy_ejections_spared_total{pool=\"p\"} 3"),
+        "every second failure would have ejected it: {text}"
+    );
+    assert!(!text.contains("stacklab_proxy_ejections_total{"), "{text}");
+    let pools = admin(&p, "GET", "/admin/pools", serde_json::Value::Null)
+        .await
+        .json();
+    assert_eq!(pools["pools"][0]["members"][0]["state"], "healthy");
 }

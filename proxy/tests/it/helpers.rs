@@ -160,6 +160,19 @@ async fn handle(
     if path.ends_with("/gate") {
         gate.acquire().await.unwrap().forget();
     }
+    if let Some(code) = path.strip_prefix("/refuse/") {
+        // A deliberate refusal with the JSON error body, as control sends
+        // `503 provisioning_failed`.
+        let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-backend", &id)
+            .body(full(
+                r#"{"error":{"code":"provisioning_failed","message":"the stack could not be made; re-provision it"}}"#,
+            ))
+            .unwrap());
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
         return Ok(Response::builder()
