@@ -544,14 +544,20 @@ fn rewrite_request_headers(
             drop.push(name.clone());
         }
     }
-    // Headers named in `Connection` are hop-by-hop too.
+    // Headers named in `Connection` are hop-by-hop too, except those that are the message's
+    // own and never a hop's: `Host` names the resource (RFC 9110 §7.2; a request without it
+    // is not HTTP/1.1) and `Content-Length` frames the body. A client that names them there
+    // gets them forwarded, not a member asked for a resource on no host.
     if let Some(conn_header) = h.get(header::CONNECTION) {
         if let Ok(v) = conn_header.to_str() {
             for n in v
                 .split(',')
                 .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
             {
-                if !(upgrade && n == header::UPGRADE) {
+                if !(upgrade && n == header::UPGRADE)
+                    && n != header::HOST
+                    && n != header::CONTENT_LENGTH
+                {
                     drop.push(n);
                 }
             }
@@ -600,7 +606,7 @@ fn rewrite_request_headers(
         }
     }
     // The host the request came for, never one the client made up: without a Host (an
-    // HTTP/1.1 request may omit it, or name it in `Connection`) the client's own goes too.
+    // HTTP/1.0 request may omit it) the client's own goes too.
     match h.get(header::HOST).cloned() {
         Some(host) => {
             h.insert(&X_FORWARDED_HOST, host);
@@ -799,23 +805,21 @@ mod tests {
             upstream: None,
             session: None,
         };
-        for connection in [None, Some("host")] {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
+        assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+        for connection in [None, Some("host"), Some("keep-alive, Host")] {
             let mut h = HeaderMap::new();
             h.insert("x-forwarded-host", "evil.example".parse().unwrap());
             h.insert("host", "localhost:8443".parse().unwrap());
             if let Some(c) = connection {
                 h.insert("connection", c.parse().unwrap());
-            } else {
-                h.remove("host");
             }
             rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
-            assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+            assert_eq!(h["host"], "localhost:8443", "{connection:?}");
+            assert_eq!(h["x-forwarded-host"], "localhost:8443", "{connection:?}");
         }
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
-        h.insert("host", "localhost:8443".parse().unwrap());
-        rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
-        assert_eq!(h["x-forwarded-host"], "localhost:8443");
     }
 
     #[test]

@@ -395,3 +395,39 @@ async fn pools_and_members_change_at_run_time_under_load() {
         before
     );
 }
+
+/// Issue 22, item 10: a `Connection` header that names `Host` dropped the Host, and the member
+/// was asked for a resource on no host.
+#[tokio::test]
+async fn a_connection_header_naming_host_still_forwards_the_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::start("m0").await;
+    let toml = format!(
+        "{}{}",
+        pool_toml("p", "round_robin", &[&b]),
+        route_toml("/", "pool = \"p\"")
+    );
+    let p = TestProxy::start("conn-host", &toml).await;
+    let mut s = tokio::net::TcpStream::connect(p.addrs.plain.unwrap())
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /x HTTP/1.1\r\nHost: app.example:8443\r\nConnection: Host, x-hop, close\r\nx-hop: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["host"], "app.example:8443", "{h}");
+    assert_eq!(h["x-forwarded-host"], "app.example:8443", "{h}");
+    assert!(h.get("x-hop").is_none(), "other names in Connection still go: {h}");
+    assert!(h.get("connection").is_none(), "{h}");
+}
