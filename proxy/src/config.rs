@@ -39,6 +39,13 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// `limits.max_header_fields` when not set: members built on hyper (the backends) answer more
 /// than 100 fields with an empty `431`; this leaves room for the few the proxy adds.
 pub const DEFAULT_MAX_HEADER_FIELDS: usize = 90;
+/// How many times `limits.max_header_bytes` the protocol libraries (hyper for HTTP/1.1 and
+/// HTTP/2, h3 for HTTP/3) read of a request head before refusing it themselves: far enough
+/// above the limit that the proxy's own check decides and answers the JSON `431`. Only a head
+/// past this (128 KiB on the defaults) gets the library's bare refusal.
+pub const PROTOCOL_HEADER_FACTOR: usize = 8;
+/// The least the protocol libraries are given, whatever `limits.max_header_bytes` says.
+pub const MIN_PROTOCOL_HEADER_BYTES: usize = 64 * 1024;
 /// Request body size; past it, `413`.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Time a client has to send a request head once it has started one; past it, `408`.
@@ -320,6 +327,15 @@ pub struct Limits {
     pub capture_per_session: usize,
     pub capture_sessions: usize,
     pub capture_body_bytes: usize,
+}
+
+impl Limits {
+    /// The request-head size hyper and h3 are told to accept (see [`PROTOCOL_HEADER_FACTOR`]).
+    pub fn protocol_header_bytes(&self) -> usize {
+        self.max_header_bytes
+            .saturating_mul(PROTOCOL_HEADER_FACTOR)
+            .max(MIN_PROTOCOL_HEADER_BYTES)
+    }
 }
 
 #[derive(Debug, Clone)]

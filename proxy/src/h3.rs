@@ -6,7 +6,7 @@
 //! streaming answers (SSE) pass through unbuffered. Connections count against the same limits
 //! as TCP ones; over the limit, a new QUIC connection is refused at once.
 
-use crate::body::{BoxError, ChannelBody};
+use crate::body::{BoxError, ChannelBody, ClientBodyError};
 use crate::edge::{self, ConnInfo};
 use crate::server::ConnLimiter;
 use crate::Proxy;
@@ -61,7 +61,9 @@ async fn connection(
     let conn = tokio::time::timeout(handshake, incoming)
         .await
         .map_err(|_| "QUIC handshake timed out")??;
-    let max_field = (proxy.config.load().limits.max_header_bytes * 4) as u64;
+    // Above our own limit, so that `edge` answers an oversized head with the JSON 431 (h3's
+    // own answer is a 431 with no body).
+    let max_field = proxy.config.load().limits.protocol_header_bytes() as u64;
     let mut h3 = h3::server::builder()
         .max_field_section_size(max_field)
         .build(h3_quinn::Connection::new(conn))
@@ -121,15 +123,36 @@ where
         .and_then(|v| v.parse::<u64>().ok());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(8);
     tokio::spawn(async move {
+        // RFC 9114 §4.1.2: a request whose DATA frames do not add up to its content-length is
+        // malformed. hyper checks this for HTTP/1.1 and HTTP/2; h3 does not, so it is done
+        // here, before anything reaches a member (else the member is sent a cut body, or
+        // waits for bytes that never come).
+        let mut received = 0u64;
+        let mismatch = |received| -> BoxError {
+            Box::new(ClientBodyError::Length {
+                declared: size.unwrap_or_default(),
+                received,
+            })
+        };
         loop {
             match recv.recv_data().await {
                 Ok(Some(mut chunk)) => {
                     let bytes = chunk.copy_to_bytes(chunk.remaining());
+                    received += bytes.len() as u64;
+                    if size.is_some_and(|declared| received > declared) {
+                        let _ = tx.send(Err(mismatch(received))).await;
+                        break;
+                    }
                     if tx.send(Ok(bytes)).await.is_err() {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if size.is_some_and(|declared| received != declared) {
+                        let _ = tx.send(Err(mismatch(received))).await;
+                    }
+                    break;
+                }
                 Err(e) => {
                     let _ = tx.send(Err(Box::new(e))).await;
                     break;
