@@ -34,6 +34,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Open connections per client address; one host cannot take the whole edge.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
+/// QUIC handshakes whose client address is not proven yet, at once; past it, new ones get a
+/// QUIC Retry (see [`crate::h3`]).
+pub const DEFAULT_QUIC_UNVALIDATED_HANDSHAKES: usize = 64;
 /// Request head (request line and headers) size; past it, `431`.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// `limits.max_header_fields` when not set: members built on hyper (the backends) answer more
@@ -168,6 +171,7 @@ pub struct RawAdmin {
 pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
+    pub quic_unvalidated_handshakes: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub max_header_fields: Option<usize>,
     pub max_body_bytes: Option<u64>,
@@ -310,6 +314,8 @@ pub struct AdminConfig {
 pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_client: usize,
+    /// QUIC handshakes from addresses not proven yet, at once; past it, QUIC Retry.
+    pub quic_unvalidated_handshakes: usize,
     pub max_header_bytes: usize,
     /// Header fields a request may have (all `Cookie` fields counting as one).
     pub max_header_fields: usize,
@@ -712,6 +718,11 @@ impl RawConfig {
                 "limits.max_connections_per_client",
                 l.max_connections_per_client,
                 DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            ),
+            quic_unvalidated_handshakes: c.positive(
+                "limits.quic_unvalidated_handshakes",
+                l.quic_unvalidated_handshakes,
+                DEFAULT_QUIC_UNVALIDATED_HANDSHAKES,
             ),
             max_header_bytes: c.positive(
                 "limits.max_header_bytes",

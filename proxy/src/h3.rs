@@ -5,15 +5,30 @@
 //! (back-pressure holds), and the response body is written frame by frame as it comes, so
 //! streaming answers (SSE) pass through unbuffered. Connections count against the same limits
 //! as TCP ones; over the limit, a new QUIC connection is refused at once.
+//!
+//! **Forged sources.** A QUIC Initial is one UDP datagram, and UDP source addresses can be
+//! forged: counting a connection against its address's `limits.max_connections_per_client`
+//! before its handshake let anyone lock a victim's address out of the TCP listener too, with
+//! handshakes that never finish. So a connection counts against its address only once the
+//! address is proven: by a QUIC Retry token (the Initial came back from the address we sent
+//! the Retry to) or by a finished handshake. Unproven handshakes share a small budget of their
+//! own (`limits.quic_unvalidated_handshakes`, gauge `stacklab_proxy_quic_unvalidated_handshakes`);
+//! while it is spent, new ones are answered with a Retry (`stacklab_proxy_quic_retries_total`),
+//! which costs a real client one round trip and a forged one everything.
 
 use crate::body::{BoxError, ChannelBody, ClientBodyError};
 use crate::edge::{self, ConnInfo};
-use crate::server::ConnLimiter;
+use crate::server::{ConnLimiter, ConnSlot};
 use crate::Proxy;
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
+
+/// H3_EXCESSIVE_LOAD (RFC 9114 §8.1): the code a connection over the per-client cap is closed
+/// with once its handshake has proven its address.
+const H3_EXCESSIVE_LOAD: u32 = 0x0107;
 
 pub async fn serve(
     proxy: Arc<Proxy>,
@@ -22,45 +37,118 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let open = proxy.metrics.open_connections.with_label_values(&["h3"]);
+    let budget = Arc::new(Semaphore::new(
+        proxy.config.load().limits.quic_unvalidated_handshakes,
+    ));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => return },
             () = proxy.shutdown.cancelled() => return,
         };
         let peer = incoming.remote_address();
-        let slot = match limiter.admit(peer.ip()) {
-            Ok(s) => s,
-            Err(limit) => {
-                proxy
-                    .metrics
-                    .connections_rejected
-                    .with_label_values(&[limit])
-                    .inc();
-                incoming.refuse();
-                continue;
+        let admission = if incoming.remote_address_validated() {
+            match limiter.admit(peer.ip()) {
+                Ok(slot) => Admission::Counted(slot),
+                Err(limit) => {
+                    reject(&proxy, limit);
+                    incoming.refuse();
+                    continue;
+                }
+            }
+        } else {
+            match Arc::clone(&budget).try_acquire_owned() {
+                Ok(permit) => Admission::Unproven(Unproven::new(&proxy, permit)),
+                Err(_) => {
+                    proxy.metrics.quic_retries.inc();
+                    // Unvalidated means a Retry is allowed; should it not be, refuse.
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().refuse();
+                    }
+                    continue;
+                }
             }
         };
-        let (proxy, open) = (Arc::clone(&proxy), open.clone());
+        let (proxy, open, limiter) = (Arc::clone(&proxy), open.clone(), Arc::clone(&limiter));
         tracker.spawn(async move {
             open.inc();
-            if let Err(e) = connection(Arc::clone(&proxy), incoming, peer).await {
+            if let Err(e) = connection(Arc::clone(&proxy), incoming, peer, admission, &limiter).await
+            {
                 tracing::debug!(client = %peer, error = %e, "HTTP/3 connection ended with an error");
             }
             open.dec();
-            drop(slot);
         });
     }
+}
+
+/// Where a new QUIC connection stands against the connection limits.
+enum Admission {
+    /// Its address is proven and counted.
+    Counted(ConnSlot),
+    /// Not proven yet: it holds a place in the budget of unproven handshakes.
+    Unproven(Unproven),
+}
+
+/// A place in the unproven-handshake budget, shown in its gauge while held.
+struct Unproven {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Unproven {
+    fn new(proxy: &Proxy, permit: OwnedSemaphorePermit) -> Self {
+        let gauge = proxy.metrics.quic_unvalidated.clone();
+        gauge.inc();
+        Self {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn reject(proxy: &Proxy, limit: &str) {
+    proxy
+        .metrics
+        .connections_rejected
+        .with_label_values(&[limit])
+        .inc();
 }
 
 async fn connection(
     proxy: Arc<Proxy>,
     incoming: quinn::Incoming,
     peer: std::net::SocketAddr,
+    admission: Admission,
+    limiter: &Arc<ConnLimiter>,
 ) -> Result<(), BoxError> {
     let handshake = proxy.config.load().limits.tls_handshake_timeout;
     let conn = tokio::time::timeout(handshake, incoming)
         .await
         .map_err(|_| "QUIC handshake timed out")??;
+    // A finished handshake proves the address (the client read what we sent it): only now
+    // does an unproven connection count against it.
+    let _slot = match admission {
+        Admission::Counted(slot) => slot,
+        Admission::Unproven(place) => {
+            drop(place);
+            match limiter.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(limit) => {
+                    reject(&proxy, limit);
+                    conn.close(
+                        quinn::VarInt::from_u32(H3_EXCESSIVE_LOAD),
+                        b"too many connections from this address",
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    };
     // Above our own limit, so that `edge` answers an oversized head with the JSON 431 (h3's
     // own answer is a 431 with no body).
     let max_field = proxy.config.load().limits.protocol_header_bytes() as u64;

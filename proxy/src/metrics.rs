@@ -34,6 +34,8 @@ pub struct Metrics {
     pub member_in_flight: IntGaugeVec,
     pub open_connections: IntGaugeVec,
     pub connections_rejected: IntCounterVec,
+    pub quic_unvalidated: IntGauge,
+    pub quic_retries: IntCounter,
     pub limit_hits: IntCounterVec,
     pub sessions: IntGauge,
     pub pools: IntGauge,
@@ -158,6 +160,14 @@ impl Metrics {
                 "connections_rejected_total",
                 "Client connections refused, by reason.",
                 &["reason"]
+            )),
+            quic_unvalidated: reg!(IntGauge::new(
+                "quic_unvalidated_handshakes",
+                "QUIC handshakes in progress whose client address is not proven yet (limits.quic_unvalidated_handshakes)."
+            )),
+            quic_retries: reg!(IntCounter::new(
+                "quic_retries_total",
+                "New QUIC connections answered with a Retry because the budget of unproven handshakes was spent."
             )),
             limit_hits: reg!(counter(
                 "limit_hits_total",

@@ -146,3 +146,94 @@ async fn connections_past_the_per_client_cap_are_refused_and_counted() {
     );
     drop(held);
 }
+
+/// Issue 22, item 13: QUIC handshakes that are never answered — from an address that may well
+/// be forged — counted against the address's connection cap for the whole handshake timeout
+/// and locked it out of TCP. Now they wait in a budget of their own, and past it get a Retry.
+#[tokio::test]
+async fn unanswered_quic_handshakes_lock_no_address_out() {
+    let (p, _b) = proxy_with_limits(
+        "quic-forged",
+        "max_connections_per_client = 2\nquic_unvalidated_handshakes = 3",
+    )
+    .await;
+    // Real QUIC Initials, each for a new connection, caught on a socket that never answers.
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client_config(&p, &[b"h3"]))
+        .unwrap();
+    let mut maker = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    maker.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    const FORGED: usize = 10;
+    let mut initials: Vec<Vec<u8>> = Vec::new();
+    let _pending: Vec<_> = (0..FORGED)
+        .map(|_| maker.connect(sink.local_addr().unwrap(), "localhost").unwrap())
+        .collect();
+    let mut buf = vec![0u8; 2048];
+    while initials.len() < FORGED {
+        let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), sink.recv_from(&mut buf))
+            .await
+            .expect("the client sent its Initials")
+            .unwrap();
+        // Long header: byte 5 is the destination CID length, the CID follows; one per connection.
+        let dcid = &buf[6..6 + usize::from(buf[5])];
+        if !initials.iter().any(|i| &i[6..6 + usize::from(i[5])] == dcid) {
+            initials.push(buf[..n].to_vec());
+        }
+    }
+    // Replayed from one address that never reads an answer: ten handshakes left hanging.
+    let forger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in &initials {
+        forger.send_to(i, p.addrs.quic.unwrap()).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = metrics(&p).await;
+        if m.contains("stacklab_proxy_quic_unvalidated_handshakes 3")
+            && m.contains(&format!("stacklab_proxy_quic_retries_total {}", FORGED - 3))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // The address still reaches the TCP listener...
+    let mut s = tokio::net::TcpStream::connect(p.addrs.plain.unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // ... and a real HTTP/3 client still connects (through a Retry: the budget is spent).
+    let (mut send, drive) = h3_connect(&p).await;
+    let mut stream = send
+        .send_request(
+            http::Request::get(format!("https://localhost:{}/x", p.addrs.edge.port()))
+                .body(())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(h3_answer(&mut stream).await.status, 200);
+    let m = metrics(&p).await;
+    assert!(
+        m.contains(&format!("stacklab_proxy_quic_retries_total {}", FORGED - 3 + 1)),
+        "{m}"
+    );
+    assert!(
+        !m.contains("connections_rejected_total{reason=\"max_connections_per_client\"}"),
+        "{m}"
+    );
+    drive.abort();
+}
