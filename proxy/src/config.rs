@@ -91,6 +91,26 @@ pub const DEFAULT_EJECT_BASE_MS: u64 = 1_000;
 pub const DEFAULT_EJECT_MAX_MS: u64 = 30_000;
 /// `Alt-Svc` max age advertised for HTTP/3.
 pub const DEFAULT_ALT_SVC_MAX_AGE: u64 = 86_400;
+/// `Strict-Transport-Security` on every response over HTTPS and HTTP/3: a year, this host
+/// only (a `includeSubDomains` would bind every other service under the name too).
+pub const DEFAULT_STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+/// `Referrer-Policy` on every response. Not `no-referrer`: under it browsers send
+/// `Origin: null` on same-origin POSTs, and control checks `Origin` on state-changing requests.
+pub const DEFAULT_REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
+/// `Content-Security-Policy` of the web UI's files: its own scripts, styles and API only, no
+/// inline script or style, never framed. (`data:` images: the page's empty favicon.)
+pub const DEFAULT_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The values `Referrer-Policy` may take (W3C Referrer Policy §3).
+pub const REFERRER_POLICIES: &[&str] = &[
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "same-origin",
+    "origin",
+    "strict-origin",
+    "origin-when-cross-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+];
 /// The Unix socket a running `stacklab proxy` hands its listeners over on, under `data_dir`
 /// (see [`crate::upgrade`]).
 pub const DEFAULT_UPGRADE_SOCKET: &str = "upgrade.sock";
@@ -149,6 +169,9 @@ pub struct RawEdge {
     pub static_dir: Option<PathBuf>,
     pub workers: Option<usize>,
     pub upgrade_socket: Option<PathBuf>,
+    pub strict_transport_security: Option<String>,
+    pub referrer_policy: Option<String>,
+    pub content_security_policy: Option<String>,
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
 }
@@ -292,6 +315,68 @@ pub struct EdgeConfig {
     /// takes over the listening sockets with no downtime; default `<data_dir>/upgrade.sock`.
     pub upgrade_socket: PathBuf,
     pub certificates: Vec<CertificateConfig>,
+    /// Security headers, parsed once per config load.
+    pub headers: SecurityHeaders,
+}
+
+/// The security headers the edge puts on responses, as header values made when the config is
+/// read (nothing is parsed per request). `None` is "not sent" (the key set to `""`).
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    /// On every response over HTTPS or HTTP/3 (never over plain HTTP, RFC 6797 §7.2).
+    pub strict_transport_security: Option<http::HeaderValue>,
+    /// On every response; a member's own value is kept.
+    pub referrer_policy: Option<http::HeaderValue>,
+    /// On the web UI's files.
+    pub content_security_policy: Option<http::HeaderValue>,
+    /// The raw `408` an HTTP/1.1 connection gets when its request head is late (written
+    /// below hyper, see [`crate::server`]), with the headers above: over plain HTTP, over TLS.
+    head_timeout: [bytes::Bytes; 2],
+}
+
+/// The body of the `408` for a request head not sent in time.
+const HEAD_TIMEOUT_BODY: &str = r#"{"error":{"code":"request_timeout","message":"the request head was not sent in time (limits.header_read_timeout_ms); send it again"}}"#;
+
+impl SecurityHeaders {
+    /// `nosniff` is not a policy: every response carries it.
+    pub const X_CONTENT_TYPE_OPTIONS: http::HeaderValue =
+        http::HeaderValue::from_static("nosniff");
+
+    fn new(
+        strict_transport_security: Option<http::HeaderValue>,
+        referrer_policy: Option<http::HeaderValue>,
+        content_security_policy: Option<http::HeaderValue>,
+    ) -> Self {
+        let answer = |secure: bool| {
+            let mut head = String::from(
+                "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n",
+            );
+            let mut add = |name: &str, v: &Option<http::HeaderValue>| {
+                if let Some(v) = v.as_ref().and_then(|v| v.to_str().ok()) {
+                    head.push_str(&format!("{name}: {v}\r\n"));
+                }
+            };
+            add("referrer-policy", &referrer_policy);
+            if secure {
+                add("strict-transport-security", &strict_transport_security);
+            }
+            bytes::Bytes::from(format!(
+                "{head}content-length: {}\r\n\r\n{HEAD_TIMEOUT_BODY}",
+                HEAD_TIMEOUT_BODY.len()
+            ))
+        };
+        Self {
+            head_timeout: [answer(false), answer(true)],
+            strict_transport_security,
+            referrer_policy,
+            content_security_policy,
+        }
+    }
+
+    /// The raw `408` for a late request head on a connection over TLS (`secure`) or not.
+    pub fn head_timeout_answer(&self, secure: bool) -> bytes::Bytes {
+        self.head_timeout[usize::from(secure)].clone()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -643,6 +728,65 @@ impl RawConfig {
                 ),
             }
         }
+        let header = |c: &mut Check, key: &str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_owned());
+            let value = value.trim();
+            if value.is_empty() {
+                return None;
+            }
+            match http::HeaderValue::from_str(value) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    c.err(
+                        format!("edge.{key}"),
+                        "must be printable ASCII on one line (a header value)",
+                    );
+                    None
+                }
+            }
+        };
+        let hsts = header(
+            &mut c,
+            "strict_transport_security",
+            self.edge.strict_transport_security,
+            DEFAULT_STRICT_TRANSPORT_SECURITY,
+        );
+        if let Some(v) = &hsts {
+            let ok = v.to_str().ok().and_then(|v| {
+                let first = v.split(';').next()?.trim();
+                first.strip_prefix("max-age=")?.parse::<u64>().ok()
+            });
+            if ok.is_none() {
+                c.err(
+                    "edge.strict_transport_security",
+                    "must start with `max-age=SECONDS`, e.g. \"max-age=31536000\" (or be \"\" to send none)",
+                );
+            }
+        }
+        let referrer = header(
+            &mut c,
+            "referrer_policy",
+            self.edge.referrer_policy,
+            DEFAULT_REFERRER_POLICY,
+        );
+        if let Some(v) = &referrer {
+            let all_known = v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .all(|t| REFERRER_POLICIES.contains(&t.trim().to_ascii_lowercase().as_str()))
+            });
+            if !all_known {
+                c.err(
+                    "edge.referrer_policy",
+                    format!("must be one of {} (or \"\" to send none)", REFERRER_POLICIES.join(", ")),
+                );
+            }
+        }
+        let csp = header(
+            &mut c,
+            "content_security_policy",
+            self.edge.content_security_policy,
+            DEFAULT_CONTENT_SECURITY_POLICY,
+        );
         let edge = EdgeConfig {
             addr: c.addr("edge.addr", self.edge.addr.as_deref(), DEFAULT_EDGE_ADDR),
             http_addr: c.addr(
@@ -677,6 +821,7 @@ impl RawConfig {
                 }
             },
             certificates,
+            headers: SecurityHeaders::new(hsts, referrer, csp),
         };
         if edge.upgrade_socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
             c.err(
@@ -695,6 +840,7 @@ impl RawConfig {
                 );
             }
         }
+
 
         let admin = AdminConfig {
             addr: c.addr("admin.addr", self.admin.addr.as_deref(), DEFAULT_ADMIN_ADDR),
@@ -1209,6 +1355,39 @@ mod tests {
         assert_eq!(cfg.edge.workers, Some(3));
         let report = Config::from_toml("[edge]\nworkers = 5000\n", &env(&[])).unwrap_err();
         assert_eq!(report.errors[0].path, "edge.workers");
+    }
+
+    #[test]
+    fn security_headers_are_checked_and_can_be_turned_off() {
+        let (cfg, _) = Config::from_toml("", &env(&[])).unwrap();
+        let h = &cfg.edge.headers;
+        assert_eq!(
+            h.strict_transport_security.as_ref().unwrap(),
+            DEFAULT_STRICT_TRANSPORT_SECURITY
+        );
+        assert_eq!(h.referrer_policy.as_ref().unwrap(), DEFAULT_REFERRER_POLICY);
+        let csp = h.content_security_policy.as_ref().unwrap().to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
+
+        let text = "[edge]\nstrict_transport_security = \"forever\"\nreferrer_policy = \"sometimes\"\ncontent_security_policy = \"a\\nb\"\n";
+        let report = Config::from_toml(text, &env(&[])).unwrap_err();
+        let paths: Vec<_> = report.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "edge.strict_transport_security",
+                "edge.referrer_policy",
+                "edge.content_security_policy"
+            ]
+        );
+
+        let text = "[edge]\nstrict_transport_security = \"\"\nreferrer_policy = \"no-referrer, same-origin\"\n";
+        let (cfg, _) = Config::from_toml(text, &env(&[])).unwrap();
+        assert!(cfg.edge.headers.strict_transport_security.is_none());
+        assert_eq!(
+            cfg.edge.headers.referrer_policy.as_ref().unwrap(),
+            "no-referrer, same-origin"
+        );
     }
 
     #[test]

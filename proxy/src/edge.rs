@@ -13,7 +13,7 @@
 
 use crate::body::{ClientBody, ClientBodyError, ReqBody, RespBody};
 use crate::capture::{self, Captured};
-use crate::config::{Config, RouteTarget};
+use crate::config::{Config, RouteTarget, SecurityHeaders};
 use crate::error::ProxyError;
 use crate::session::{self, CookieSession};
 use crate::table::{Route, SessionEntry};
@@ -225,10 +225,16 @@ async fn serve(
         match &route.cfg.target {
             RouteTarget::Static => {
                 let inm = req.headers().get(header::IF_NONE_MATCH).cloned();
-                return proxy
+                let mut res = proxy
                     .statics
                     .serve(req.method(), req.uri().path(), inm.as_ref())
-                    .await;
+                    .await?;
+                // The UI's own policy: its scripts and styles only, never framed.
+                if let Some(csp) = &cfg.edge.headers.content_security_policy {
+                    res.headers_mut()
+                        .insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+                }
+                return Ok(res);
             }
             RouteTarget::Pool(name) => (
                 route
@@ -477,9 +483,30 @@ fn finish_headers(
         ),
     );
     h.insert(&X_REQUEST_ID, ctx.request_id.clone());
+    security_headers(&cfg.edge.headers, conn.secure, h);
     if conn.secure && !conn.quic && cfg.edge.http3 {
         if let Some(alt) = proxy.alt_svc.load().as_ref() {
             h.insert(header::ALT_SVC, alt.clone());
+        }
+    }
+}
+
+/// The headers every response of the edge carries — its own answers, the UI's files and
+/// members' responses alike: `X-Content-Type-Options: nosniff`, `Referrer-Policy` (a member's
+/// own is kept), and over HTTPS and HTTP/3 `Strict-Transport-Security`. The values were made
+/// when the config was read.
+pub fn security_headers(sec: &SecurityHeaders, secure: bool, h: &mut HeaderMap) {
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        SecurityHeaders::X_CONTENT_TYPE_OPTIONS,
+    );
+    if let Some(v) = &sec.referrer_policy {
+        h.entry(header::REFERRER_POLICY)
+            .or_insert_with(|| v.clone());
+    }
+    if secure {
+        if let Some(v) = &sec.strict_transport_security {
+            h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
     }
 }

@@ -766,6 +766,12 @@ async fn serve_http<IO>(
         h1,
         limits.header_read_timeout,
         limits.idle_timeout,
+        proxy
+            .config
+            .load()
+            .edge
+            .headers
+            .head_timeout_answer(conn.secure),
     ));
     let service_proxy = Arc::clone(&proxy);
     let drain_phase = Arc::clone(&phase);
@@ -858,6 +864,7 @@ fn redirect_to_https(proxy: &Proxy, req: &Request<Incoming>) -> Response<RespBod
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
+    edge::security_headers(&proxy.config.load().edge.headers, false, res.headers_mut());
     res
 }
 
@@ -907,6 +914,8 @@ struct TimedIo<T> {
     idle_timeout: Duration,
     timer: Pin<Box<Sleep>>,
     armed_for: u8,
+    /// What a late request head is answered with (made once per config).
+    timeout_answer: bytes::Bytes,
 }
 
 impl<T> TimedIo<T> {
@@ -916,6 +925,7 @@ impl<T> TimedIo<T> {
         h1: bool,
         header_timeout: Duration,
         idle_timeout: Duration,
+        timeout_answer: bytes::Bytes,
     ) -> Self {
         // A new connection is waiting for its first request head.
         phase.state.store(if h1 { HEAD } else { IDLE }, Relaxed);
@@ -928,11 +938,11 @@ impl<T> TimedIo<T> {
             idle_timeout,
             timer: Box::pin(tokio::time::sleep(first)),
             armed_for: if h1 { HEAD } else { IDLE },
+            timeout_answer,
         }
     }
 }
 
-static REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 133\r\n\r\n{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request head was not sent in time (limits.header_read_timeout_ms); send it again\"}}";
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(
@@ -975,7 +985,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 }
                 if state == HEAD {
                     // Best effort: the answer fits in the socket buffer of any live client.
-                    let _ = Pin::new(&mut self.inner).poll_write(cx, REQUEST_TIMEOUT);
+                    let answer = self.timeout_answer.clone();
+                    let _ = Pin::new(&mut self.inner).poll_write(cx, &answer);
                     let _ = Pin::new(&mut self.inner).poll_flush(cx);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -1020,14 +1031,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn timeout_answer_has_the_right_length() {
-        let text = std::str::from_utf8(super::REQUEST_TIMEOUT).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{}",
-            body.len()
-        );
-        serde_json::from_str::<stacklab_types::ErrorBody>(body).unwrap();
+    fn timeout_answer_has_the_right_length_and_headers() {
+        let (cfg, _) = crate::config::Config::from_toml(
+            "",
+            &std::collections::BTreeMap::<String, String>::new(),
+        )
+        .unwrap();
+        for secure in [false, true] {
+            let raw = cfg.edge.headers.head_timeout_answer(secure);
+            let text = std::str::from_utf8(&raw).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{}",
+                body.len()
+            );
+            assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+            assert!(head.contains("referrer-policy: "), "{head}");
+            assert_eq!(head.contains("strict-transport-security: "), secure, "{head}");
+            serde_json::from_str::<stacklab_types::ErrorBody>(body).unwrap();
+        }
     }
 }

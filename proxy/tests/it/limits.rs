@@ -72,6 +72,8 @@ async fn a_slow_request_head_gets_408_and_the_connection_closes() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"));
+    assert!(text.contains("x-content-type-options: nosniff"), "{text}");
+    assert!(text.contains("referrer-policy: "), "{text}");
 
     // An idle keep-alive connection is closed quietly after idle_timeout_ms.
     let mut s = tokio::net::TcpStream::connect(p.addrs.plain.unwrap())

@@ -166,6 +166,7 @@ async fn plain_http_redirects_to_https_by_default() {
         r.headers["location"],
         format!("https://localhost:{}/lab?x=1", p.addrs.edge.port())
     );
+    assert_edge_headers(&r.headers, false, false, "the redirect");
 }
 
 #[tokio::test]
@@ -326,4 +327,92 @@ async fn upstreams_can_be_spoken_to_in_h2c() {
             "the member was spoken to over HTTP/2"
         );
     }
+}
+
+fn assert_edge_headers(h: &http::HeaderMap, secure: bool, ui: bool, what: &str) {
+    assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(
+        h["referrer-policy"], "strict-origin-when-cross-origin",
+        "{what}"
+    );
+    match (secure, h.get("strict-transport-security")) {
+        (true, Some(v)) => assert_eq!(v, "max-age=31536000", "{what}"),
+        (false, None) => {}
+        (_, got) => panic!("{what}: Strict-Transport-Security {got:?} over secure={secure}"),
+    }
+    match (ui, h.get("content-security-policy")) {
+        (true, Some(v)) => {
+            let v = v.to_str().unwrap();
+            assert!(v.contains("frame-ancestors 'none'"), "{what}: {v}");
+            assert!(v.contains("script-src 'self'"), "{what}: {v}");
+            assert!(!v.contains("unsafe-inline"), "{what}: {v}");
+        }
+        (false, None) => {}
+        (_, got) => panic!("{what}: Content-Security-Policy {got:?}"),
+    }
+}
+
+/// Issue 22, item 7: every response of the edge carries the security headers, over every
+/// protocol; the UI's files its Content-Security-Policy too.
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let (p, _b) = session_proxy("sec-headers").await;
+    let base = format!("https://localhost:{}", p.addrs.edge.port());
+    // (path, cookie, is the UI, what it is)
+    let cases = [
+        ("/", true, true, "the UI's page"),
+        ("/app.js", true, true, "the UI's script"),
+        ("/api/users", true, false, "a member's response"),
+        ("/api/users", false, false, "the edge's own 401"),
+        ("/nope.html", false, false, "a 404 for a static path"),
+    ];
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        for (path, with_cookie, ui, what) in cases {
+            let tls = tls_connect(&p, &[alpn]).await;
+            let mut req = http::Request::get(format!("{base}{path}")).header("host", "localhost");
+            if with_cookie {
+                req = req.header("cookie", cookie(SESSION_A));
+            }
+            let req = req.body(Empty::<Bytes>::new()).unwrap();
+            let res = if alpn == b"h2" {
+                let (mut send, conn) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    TokioIo::new(tls),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                send.send_request(req).await.unwrap()
+            } else {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                send.send_request(req).await.unwrap()
+            };
+            let what = format!("{what} over {}", String::from_utf8_lossy(alpn));
+            let ui = ui && res.status() == 200;
+            assert_edge_headers(res.headers(), true, ui, &what);
+        }
+    }
+    // HTTP/3.
+    let (mut send, drive) = h3_connect(&p).await;
+    for (path, with_cookie, ui, what) in cases {
+        let mut req = http::Request::get(format!("{base}{path}"));
+        if with_cookie {
+            req = req.header("cookie", cookie(SESSION_A));
+        }
+        let mut stream = send.send_request(req.body(()).unwrap()).await.unwrap();
+        stream.finish().await.unwrap();
+        let a = h3_answer(&mut stream).await;
+        let ui = ui && a.status == 200;
+        assert_edge_headers(&a.headers, true, ui, &format!("{what} over h3"));
+    }
+    drive.abort();
+    // Plain HTTP: no Strict-Transport-Security (RFC 6797 §7.2), the rest the same.
+    let c = client();
+    let a = get(&c, &p.plain_url("/"), &[]).await;
+    assert_edge_headers(&a.headers, false, true, "the UI over plain HTTP");
+    let a = get(&c, &p.plain_url("/api/users"), &[("cookie", &cookie(SESSION_A))]).await;
+    assert_edge_headers(&a.headers, false, false, "a member's response over plain HTTP");
 }
