@@ -53,6 +53,8 @@ use tokio_util::task::TaskTracker;
 /// After a handover, how long an idle HTTP/1.1 connection of the old process is kept for its
 /// client's next request (answered with `Connection: close`) before it is closed.
 pub const UPGRADE_IDLE_DRAIN: Duration = Duration::from_secs(2);
+/// Header fields hyper's HTTP/1 parser holds without allocating (its default `max_headers`).
+const HYPER_INLINE_HEADERS: usize = 100;
 /// How long a new process waits for the route feed's first table before it gives up taking
 /// over (the old process then keeps serving).
 pub const UPGRADE_FEED_WAIT: Duration = Duration::from_secs(10);
@@ -688,14 +690,22 @@ async fn accept_loop(
 
 fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    // Headers get a generous parse buffer; the configured limit is checked by the handler so
-    // the answer is a JSON 431 rather than hyper's bare one.
-    let buf = (cfg.limits.max_header_bytes * 4).max(16 * 1024);
+    // hyper reads request heads well past our limit (`PROTOCOL_HEADER_FACTOR` times it), so
+    // that the handler's check decides and the answer is the JSON 431: over HTTP/1.1 hyper's
+    // own is a bare 431, over HTTP/2 the h2 crate's a bare 431 or a reset. (HTTP/2 clients
+    // also read this as SETTINGS_MAX_HEADER_LIST_SIZE and refuse to send more themselves.)
+    let buf = cfg.limits.protocol_header_bytes();
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(buf)
         .keep_alive(true);
+    // hyper parses up to 100 header fields on the stack and refuses more with a bare 431; a
+    // fields limit of our own at or above that needs hyper to take more (on the heap).
+    if cfg.limits.max_header_fields >= HYPER_INLINE_HEADERS {
+        b.http1()
+            .max_headers(cfg.limits.max_header_fields.saturating_mul(2));
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(buf as u32)

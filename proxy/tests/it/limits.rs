@@ -239,3 +239,37 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
     );
     drive.abort();
 }
+
+/// Issue 19: a 70 KB header got no answer over HTTP/2 and hyper's empty 431 over HTTP/1.1.
+/// hyper now reads heads well past our limit, so the proxy's own JSON 431 is the answer.
+#[tokio::test]
+async fn a_70_kb_header_gets_the_json_431_over_http1_and_http2() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    let (p, b) = proxy_with_limits("431-big", "").await;
+    let big = "x".repeat(70 * 1024);
+    // HTTP/1.1, plain.
+    let r = get(&client(), &p.plain_url("/x"), &[("x-big", &big)]).await;
+    assert_eq!(r.status, 431);
+    assert_eq!(r.json()["error"]["code"], "headers_too_large");
+    // HTTP/2 over TLS.
+    let tls = tls_connect(&p, &[b"h2"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://localhost:{}/x", p.addrs.edge.port()))
+        .header("x-big", &big)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let e: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(e["error"]["code"], "headers_too_large");
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
