@@ -339,8 +339,7 @@ const HEAD_TIMEOUT_BODY: &str = r#"{"error":{"code":"request_timeout","message":
 
 impl SecurityHeaders {
     /// `nosniff` is not a policy: every response carries it.
-    pub const X_CONTENT_TYPE_OPTIONS: http::HeaderValue =
-        http::HeaderValue::from_static("nosniff");
+    pub const X_CONTENT_TYPE_OPTIONS: http::HeaderValue = http::HeaderValue::from_static("nosniff");
 
     fn new(
         strict_transport_security: Option<http::HeaderValue>,
@@ -777,7 +776,10 @@ impl RawConfig {
             if !all_known {
                 c.err(
                     "edge.referrer_policy",
-                    format!("must be one of {} (or \"\" to send none)", REFERRER_POLICIES.join(", ")),
+                    format!(
+                        "must be one of {} (or \"\" to send none)",
+                        REFERRER_POLICIES.join(", ")
+                    ),
                 );
             }
         }
@@ -840,7 +842,6 @@ impl RawConfig {
                 );
             }
         }
-
 
         let admin = AdminConfig {
             addr: c.addr("admin.addr", self.admin.addr.as_deref(), DEFAULT_ADMIN_ADDR),
@@ -1366,7 +1367,12 @@ mod tests {
             DEFAULT_STRICT_TRANSPORT_SECURITY
         );
         assert_eq!(h.referrer_policy.as_ref().unwrap(), DEFAULT_REFERRER_POLICY);
-        let csp = h.content_security_policy.as_ref().unwrap().to_str().unwrap();
+        let csp = h
+            .content_security_policy
+            .as_ref()
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
 
         let text = "[edge]\nstrict_transport_security = \"forever\"\nreferrer_policy = \"sometimes\"\ncontent_security_policy = \"a\\nb\"\n";

@@ -145,7 +145,11 @@ pub fn passive_result(proxy: &Proxy, pool: &Pool, member: &Member, ok: bool) {
         return;
     }
     member.ejections_in_row.fetch_add(1, Relaxed);
-    proxy.metrics.ejections.with_label_values(&[pool_name]).inc();
+    proxy
+        .metrics
+        .ejections
+        .with_label_values(&[pool_name])
+        .inc();
     emit(
         proxy,
         pool_name,

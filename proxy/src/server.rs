@@ -953,7 +953,6 @@ impl<T> TimedIo<T> {
     }
 }
 
-
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -1058,7 +1057,11 @@ mod tests {
             );
             assert!(head.contains("x-content-type-options: nosniff"), "{head}");
             assert!(head.contains("referrer-policy: "), "{head}");
-            assert_eq!(head.contains("strict-transport-security: "), secure, "{head}");
+            assert_eq!(
+                head.contains("strict-transport-security: "),
+                secure,
+                "{head}"
+            );
             serde_json::from_str::<stacklab_types::ErrorBody>(body).unwrap();
         }
     }

@@ -566,11 +566,13 @@ pub async fn tls_connect(
     let tcp = tokio::net::TcpStream::connect(p.addrs.edge).await.unwrap();
     // The self-signed certificate is verified for real: SAN localhost.
     connector
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap()
 }
-
 
 /// An HTTP/3 connection to the proxy's edge: the request sender and the task driving it.
 pub async fn h3_connect(
@@ -622,7 +624,13 @@ pub async fn h3_answer<S: h3::quic::RecvStream>(
 
 /// The proxy's metrics as text.
 pub async fn metrics(p: &TestProxy) -> String {
-    String::from_utf8(get(&client(), &p.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap()
+    String::from_utf8(
+        get(&client(), &p.admin_url("/metrics"), &[])
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 /// Requests the proxy has answered, over every route, protocol and status class.
@@ -647,6 +655,32 @@ pub async fn wait_answered(p: &TestProxy, n: u64) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the proxy answered {got} of {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until no request is in flight to any member (the proxy is done with every request
+/// it forwarded, answered or given up when its client went away).
+pub async fn wait_nothing_in_flight(p: &TestProxy) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let pools = admin(p, "GET", "/admin/pools", serde_json::Value::Null)
+            .await
+            .json();
+        let busy: Vec<_> = pools["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["members"].as_array().unwrap().iter())
+            .filter(|m| m["in_flight"] != 0)
+            .collect();
+        if busy.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still in flight: {busy:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

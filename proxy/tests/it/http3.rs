@@ -19,10 +19,7 @@ async fn h3_proxy(name: &str, limits: &str) -> (TestProxy, Backend) {
 }
 
 fn post(p: &TestProxy, content_length: Option<usize>) -> http::Request<()> {
-    let mut req = http::Request::post(format!(
-        "https://localhost:{}/upload",
-        p.addrs.edge.port()
-    ));
+    let mut req = http::Request::post(format!("https://localhost:{}/upload", p.addrs.edge.port()));
     if let Some(n) = content_length {
         req = req.header("content-length", n);
     }
@@ -102,17 +99,30 @@ async fn a_stalled_http3_body_gets_408_and_is_not_the_members_fault() {
 
 #[tokio::test]
 async fn an_http3_upload_the_client_resets_is_not_the_members_fault() {
-    let (p, _b) = h3_proxy("h3-reset", "").await;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (p, b) = h3_proxy("h3-reset", "").await;
     let (mut send, drive) = h3_connect(&p).await;
-    for _ in 0..IN_A_ROW {
+    let mut streams = Vec::new();
+    for i in 1..=IN_A_ROW as u64 {
         let mut stream = send.send_request(post(&p, None)).await.unwrap();
         stream
             .send_data(Bytes::from_static(&[b'a'; 32]))
             .await
             .unwrap();
+        // Once the member is being sent the request, the client resets its upload.
+        eventually("the member is sent the request", || {
+            b.hits.load(Relaxed) >= i
+        })
+        .await;
         stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+        streams.push(stream);
     }
     wait_answered(&p, IN_A_ROW as u64).await;
+    for mut stream in streams {
+        let a = h3_answer(&mut stream).await;
+        assert_eq!(a.status, 400, "the reset upload is the client's error");
+        assert_eq!(a.json()["error"]["code"], "bad_body");
+    }
     drive.abort();
     still_serves(&p).await;
 }

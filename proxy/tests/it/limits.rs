@@ -161,24 +161,32 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
     .await;
     // Real QUIC Initials, each for a new connection, caught on a socket that never answers.
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client_config(&p, &[b"h3"]))
-        .unwrap();
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls_client_config(&p, &[b"h3"])).unwrap();
     let mut maker = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     maker.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
     const FORGED: usize = 10;
     let mut initials: Vec<Vec<u8>> = Vec::new();
     let _pending: Vec<_> = (0..FORGED)
-        .map(|_| maker.connect(sink.local_addr().unwrap(), "localhost").unwrap())
+        .map(|_| {
+            maker
+                .connect(sink.local_addr().unwrap(), "localhost")
+                .unwrap()
+        })
         .collect();
     let mut buf = vec![0u8; 2048];
     while initials.len() < FORGED {
-        let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), sink.recv_from(&mut buf))
-            .await
-            .expect("the client sent its Initials")
-            .unwrap();
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sink.recv_from(&mut buf))
+                .await
+                .expect("the client sent its Initials")
+                .unwrap();
         // Long header: byte 5 is the destination CID length, the CID follows; one per connection.
         let dcid = &buf[6..6 + usize::from(buf[5])];
-        if !initials.iter().any(|i| &i[6..6 + usize::from(i[5])] == dcid) {
+        if !initials
+            .iter()
+            .any(|i| &i[6..6 + usize::from(i[5])] == dcid)
+        {
             initials.push(buf[..n].to_vec());
         }
     }
@@ -230,7 +238,10 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
     assert_eq!(h3_answer(&mut stream).await.status, 200);
     let m = metrics(&p).await;
     assert!(
-        m.contains(&format!("stacklab_proxy_quic_retries_total {}", FORGED - 3 + 1)),
+        m.contains(&format!(
+            "stacklab_proxy_quic_retries_total {}",
+            FORGED - 3 + 1
+        )),
         "{m}"
     );
     assert!(
@@ -254,10 +265,12 @@ async fn a_70_kb_header_gets_the_json_431_over_http1_and_http2() {
     assert_eq!(r.json()["error"]["code"], "headers_too_large");
     // HTTP/2 over TLS.
     let tls = tls_connect(&p, &[b"h2"]).await;
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get(format!("https://localhost:{}/x", p.addrs.edge.port()))
         .header("x-big", &big)

@@ -413,6 +413,16 @@ async fn every_response_carries_the_security_headers() {
     let c = client();
     let a = get(&c, &p.plain_url("/"), &[]).await;
     assert_edge_headers(&a.headers, false, true, "the UI over plain HTTP");
-    let a = get(&c, &p.plain_url("/api/users"), &[("cookie", &cookie(SESSION_A))]).await;
-    assert_edge_headers(&a.headers, false, false, "a member's response over plain HTTP");
+    let a = get(
+        &c,
+        &p.plain_url("/api/users"),
+        &[("cookie", &cookie(SESSION_A))],
+    )
+    .await;
+    assert_edge_headers(
+        &a.headers,
+        false,
+        false,
+        "a member's response over plain HTTP",
+    );
 }

@@ -428,6 +428,9 @@ async fn a_connection_header_naming_host_still_forwards_the_host() {
     let h = &seen["headers"];
     assert_eq!(h["host"], "app.example:8443", "{h}");
     assert_eq!(h["x-forwarded-host"], "app.example:8443", "{h}");
-    assert!(h.get("x-hop").is_none(), "other names in Connection still go: {h}");
+    assert!(
+        h.get("x-hop").is_none(),
+        "other names in Connection still go: {h}"
+    );
     assert!(h.get("connection").is_none(), "{h}");
 }
