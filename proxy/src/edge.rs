@@ -266,10 +266,11 @@ async fn serve(
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let held =
-        body.is_end_stream() || declared.is_some_and(|n| n <= cfg.limits.retry_buffer_bytes as u64);
-    let body = ClientBody::new(body, limit, cfg.limits.body_read_timeout, proxy.clock);
-    let out_body = if held {
+    let out_body = if body.is_end_stream() {
+        // No body (most GETs): nothing to read, time or count.
+        OutBody::Held(Bytes::new())
+    } else if declared.is_some_and(|n| n <= cfg.limits.retry_buffer_bytes as u64) {
+        let body = ClientBody::new(body, limit, cfg.limits.body_read_timeout, proxy.clock);
         match body.collect().await {
             Ok(c) => OutBody::Held(c.to_bytes()),
             Err(e) => {
@@ -280,6 +281,7 @@ async fn serve(
             }
         }
     } else {
+        let body = ClientBody::new(body, limit, cfg.limits.body_read_timeout, proxy.clock);
         let progress = body.progress();
         OutBody::Stream(body.boxed_unsync(), progress)
     };
