@@ -7,7 +7,6 @@ use crate::helpers::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -121,14 +120,6 @@ async fn h2_upload(
     Chunks,
     tokio::task::JoinHandle<Result<http::Response<hyper::body::Incoming>, hyper::Error>>,
 ) {
-    let tls = tls_connect(p, &[b"h2"]).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let body = StreamBody::new(Box::pin(futures_util::stream::unfold(
         rx,
@@ -137,8 +128,8 @@ async fn h2_upload(
     let req = http::Request::post(format!("https://localhost:{}/upload", p.addrs.edge.port()))
         .body(body)
         .unwrap();
-    let res = tokio::spawn(async move { send.send_request(req).await });
-    (tx, res)
+    let tls = tls_connect(p, &[b"h2"]).await;
+    (tx, tokio::spawn(request_on(tls, req)))
 }
 
 #[tokio::test]

@@ -574,6 +574,46 @@ pub async fn tls_connect(
         .unwrap()
 }
 
+/// Sends one request on a new TLS connection to the edge, in HTTP/2 when `alpn` is `h2`, else
+/// HTTP/1.1; resolves with the response head (its body streams on).
+pub async fn tls_request<B>(
+    p: &TestProxy,
+    alpn: &[u8],
+    req: http::Request<B>,
+) -> Result<http::Response<Incoming>, hyper::Error>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    request_on(tls_connect(p, &[alpn]).await, req).await
+}
+
+/// Sends one request on a TLS connection, in the protocol its ALPN chose.
+pub async fn request_on<B>(
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    req: http::Request<B>,
+) -> Result<http::Response<Incoming>, hyper::Error>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let tls = TokioIo::new(tls);
+    if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), tls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await
+    }
+}
+
 /// An HTTP/3 connection to the proxy's edge: the request sender and the task driving it.
 pub async fn h3_connect(
     p: &TestProxy,
@@ -600,6 +640,20 @@ pub async fn h3_connect(
         drop(endpoint);
     });
     (send, drive)
+}
+
+/// `GET path` over an HTTP/3 connection, answered in full.
+pub async fn h3_get(
+    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    p: &TestProxy,
+    path: &str,
+) -> Answer {
+    let req = http::Request::get(format!("https://localhost:{}{path}", p.addrs.edge.port()))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    h3_answer(&mut stream).await
 }
 
 /// Reads an HTTP/3 response in full.
@@ -646,16 +700,28 @@ pub async fn answered(p: &TestProxy) -> u64 {
 /// Waits until the proxy has answered `n` requests in all (a client that went away gets an
 /// answer it never reads, but the proxy counts it).
 pub async fn wait_answered(p: &TestProxy, n: u64) {
+    eventually_async(|| async {
+        let got = answered(p).await;
+        (got >= n)
+            .then_some(())
+            .ok_or_else(|| format!("the proxy answered {got} of {n} requests"))
+    })
+    .await;
+}
+
+/// [`eventually`] for a condition that takes a request to check: `check` is `Ok` once it
+/// holds, else says what it saw (the panic message at the deadline).
+pub async fn eventually_async<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let got = answered(p).await;
-        if got >= n {
-            return;
+        match check().await {
+            Ok(()) => return,
+            Err(seen) => assert!(tokio::time::Instant::now() < deadline, "{seen}"),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the proxy answered {got} of {n} requests"
-        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -663,8 +729,7 @@ pub async fn wait_answered(p: &TestProxy, n: u64) {
 /// Waits until no request is in flight to any member (the proxy is done with every request
 /// it forwarded, answered or given up when its client went away).
 pub async fn wait_nothing_in_flight(p: &TestProxy) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually_async(|| async {
         let pools = admin(p, "GET", "/admin/pools", serde_json::Value::Null)
             .await
             .json();
@@ -674,16 +739,13 @@ pub async fn wait_nothing_in_flight(p: &TestProxy) {
             .iter()
             .flat_map(|p| p["members"].as_array().unwrap().iter())
             .filter(|m| m["in_flight"] != 0)
+            .cloned()
             .collect();
-        if busy.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still in flight: {busy:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        busy.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("still in flight: {busy:?}"))
+    })
+    .await;
 }
 
 /// Every member of every pool healthy and charged no failure.

@@ -29,16 +29,7 @@ fn post(p: &TestProxy, content_length: Option<usize>) -> http::Request<()> {
 async fn still_serves(p: &TestProxy) {
     assert_members_unharmed(p).await;
     let (mut send, drive) = h3_connect(p).await;
-    let mut stream = send
-        .send_request(
-            http::Request::get(format!("https://localhost:{}/x", p.addrs.edge.port()))
-                .body(())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    stream.finish().await.unwrap();
-    let a = h3_answer(&mut stream).await;
+    let a = h3_get(&mut send, p, "/x").await;
     assert_eq!(a.status, 200);
     assert_eq!(a.member(), "only");
     drive.abort();

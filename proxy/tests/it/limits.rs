@@ -195,17 +195,13 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
     for i in &initials {
         forger.send_to(i, p.addrs.quic.unwrap()).await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    eventually_async(|| async {
         let m = metrics(&p).await;
-        if m.contains("stacklab_proxy_quic_unvalidated_handshakes 3")
-            && m.contains(&format!("stacklab_proxy_quic_retries_total {}", FORGED - 3))
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{m}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        let done = m.contains("stacklab_proxy_quic_unvalidated_handshakes 3")
+            && m.contains(&format!("stacklab_proxy_quic_retries_total {}", FORGED - 3));
+        done.then_some(()).ok_or(m)
+    })
+    .await;
 
     // The address still reaches the TCP listener...
     let mut s = tokio::net::TcpStream::connect(p.addrs.plain.unwrap())
@@ -226,16 +222,7 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
     );
     // ... and a real HTTP/3 client still connects (through a Retry: the budget is spent).
     let (mut send, drive) = h3_connect(&p).await;
-    let mut stream = send
-        .send_request(
-            http::Request::get(format!("https://localhost:{}/x", p.addrs.edge.port()))
-                .body(())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    stream.finish().await.unwrap();
-    assert_eq!(h3_answer(&mut stream).await.status, 200);
+    assert_eq!(h3_get(&mut send, &p, "/x").await.status, 200);
     let m = metrics(&p).await;
     assert!(
         m.contains(&format!(
@@ -256,7 +243,6 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
 #[tokio::test]
 async fn a_70_kb_header_gets_the_json_431_over_http1_and_http2() {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::TokioIo;
     let (p, b) = proxy_with_limits("431-big", "").await;
     let big = "x".repeat(70 * 1024);
     // HTTP/1.1, plain.
@@ -264,22 +250,17 @@ async fn a_70_kb_header_gets_the_json_431_over_http1_and_http2() {
     assert_eq!(r.status, 431);
     assert_eq!(r.json()["error"]["code"], "headers_too_large");
     // HTTP/2 over TLS.
-    let tls = tls_connect(&p, &[b"h2"]).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
     let req = http::Request::get(format!("https://localhost:{}/x", p.addrs.edge.port()))
         .header("x-big", &big)
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    let res = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("an answer in time")
-        .unwrap();
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls_request(&p, b"h2", req),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap();
     assert_eq!(res.status(), 431);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let e: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -34,6 +34,7 @@ async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
     ] {
         let tls = tls_connect(&p, &[alpn]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        drop(tls);
         let req = http::Request::get(format!(
             "https://localhost:{}/api/users",
             p.addrs.edge.port()
@@ -42,22 +43,7 @@ async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
         .header("cookie", cookie(SESSION_A))
         .body(Empty::<Bytes>::new())
         .unwrap();
-        let res = if want == http::Version::HTTP_2 {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                TokioIo::new(tls),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        };
+        let res = tls_request(&p, alpn, req).await.unwrap();
         assert_eq!(res.version(), want);
         assert_eq!(res.status(), 200);
         let alt = res.headers()["alt-svc"].to_str().unwrap().to_owned();
@@ -368,28 +354,12 @@ async fn every_response_carries_the_security_headers() {
     ];
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         for (path, with_cookie, ui, what) in cases {
-            let tls = tls_connect(&p, &[alpn]).await;
             let mut req = http::Request::get(format!("{base}{path}")).header("host", "localhost");
             if with_cookie {
                 req = req.header("cookie", cookie(SESSION_A));
             }
             let req = req.body(Empty::<Bytes>::new()).unwrap();
-            let res = if alpn == b"h2" {
-                let (mut send, conn) = hyper::client::conn::http2::handshake(
-                    hyper_util::rt::TokioExecutor::new(),
-                    TokioIo::new(tls),
-                )
-                .await
-                .unwrap();
-                tokio::spawn(conn);
-                send.send_request(req).await.unwrap()
-            } else {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                send.send_request(req).await.unwrap()
-            };
+            let res = tls_request(&p, alpn, req).await.unwrap();
             let what = format!("{what} over {}", String::from_utf8_lossy(alpn));
             let ui = ui && res.status() == 200;
             assert_edge_headers(res.headers(), true, ui, &what);
