@@ -361,6 +361,12 @@ def test_journey(server, open_browser, shot):
     status, live = server.admin("GET", "/admin/control/sessions")
     assert status == 200 and live["live"] == 1, live
 
+    # Every view above ran under the UI's Content-Security-Policy (no inline script or style,
+    # never framed): the browser refused nothing.
+    refused = [e["message"] for e in b.driver.get_log("browser")
+               if "Content Security Policy" in e["message"]]
+    assert not refused, refused
+
 
 # --------------------------------------------------------------------------------------------
 # 2. The same key steps with QUIC forced: the inspector shows h3
