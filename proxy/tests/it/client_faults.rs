@@ -170,3 +170,41 @@ async fn http2_uploads_that_stall_or_are_reset_are_not_the_members_fault() {
     wait_nothing_in_flight(&p).await;
     the_member_is_unharmed_and_serves(&p).await;
 }
+
+/// The member's answer is timed from the end of the client's body: a client that uploads
+/// slowly but steadily for longer than `upstream_response_timeout_ms` is served, not given a
+/// 504 that its member is charged for.
+#[tokio::test]
+async fn a_slow_but_steady_upload_is_not_a_slow_member() {
+    let b = Backend::start("only").await;
+    let toml = format!(
+        "{}{}[limits]\nbody_read_timeout_ms = 2000\nupstream_response_timeout_ms = 300\nretry_buffer_bytes = 16\n",
+        pool_toml("p", "round_robin", &[&b]),
+        route_toml("/", "pool = \"p\"")
+    );
+    let p = TestProxy::start("steady", &toml).await;
+    let mut s = tokio::net::TcpStream::connect(p.addrs.plain.unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Ten pieces 100 ms apart: a second of upload, over three times the member's timeout.
+    for _ in 0..10 {
+        s.write_all(b"4\r\npart\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains(&"part".repeat(10)),
+        "the whole body reached the member: {text}"
+    );
+    assert_members_unharmed(&p).await;
+}
