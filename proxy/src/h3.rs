@@ -223,7 +223,17 @@ where
             })
         };
         loop {
-            match recv.recv_data().await {
+            let next = tokio::select! {
+                next = recv.recv_data() => next,
+                () = tx.closed() => {
+                    // The request was answered before its body was all read (a 4xx, a
+                    // member that did not need the rest): the client may stop sending
+                    // (RFC 9114 §4.1.2), and this task need not wait on it.
+                    recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+                    break;
+                }
+            };
+            match next {
                 Ok(Some(mut chunk)) => {
                     let bytes = chunk.copy_to_bytes(chunk.remaining());
                     received += bytes.len() as u64;
