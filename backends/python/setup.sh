@@ -17,7 +17,12 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     echo "setup.sh: $python is missing or older than 3.11; install Python 3.11+ (Debian: apt-get install python3 python3-venv)" >&2
     exit 1
 fi
-if [[ ! -x $venv/bin/python ]]; then
+# One setup at a time per venv (scripts/test runs in several checkouts at once here): another
+# run's half-made venv must not be taken for a finished one.
+mkdir -p -- "$(dirname -- "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import pip' 2>/dev/null; then
     rm -rf -- "$venv"
     if ! "$python" -m venv "$venv"; then
         rm -rf -- "$venv"

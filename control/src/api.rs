@@ -10,8 +10,12 @@
 //! | `GET /api/requests?limit=` | the session's captured requests, newest first |
 //! | `POST /api/bugs` | file a report carrying the session's stack and last requests |
 //! | `GET /api/topology` | proxy → pools → instances → this session's database and cache |
-//! | `POST /api/topology/pools/{pool}/instances` | start an instance (if `control.drills_from_ui`) |
-//! | `DELETE /api/topology/pools/{pool}/instances/{id}` | kill one (the failover drill) |
+//! | `POST /api/topology/drill` | start the session's drill pool ([`crate::drills`]; if `control.drills_from_ui`) |
+//! | `DELETE /api/topology/drill` | end it: back to the runtime's shared pool |
+//! | `POST /api/topology/pools/{pool}/instances` | start an instance in the session's drill pool |
+//! | `DELETE /api/topology/pools/{pool}/instances/{id}` | kill one of its drill pool (the failover drill) |
+//!
+//! The shared pools are never the public API's to change: only the admin API's.
 //!
 //! The session comes from `x-stacklab-session`, which only the proxy sets (it strips the
 //! client's); bad input answers a JSON 4xx naming the field and changes nothing.
@@ -225,6 +229,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                     label: m.label.clone(),
                     description: m.description.clone(),
                     available,
+                    unsupported: m.unsupported.clone(),
                 })
                 .collect();
             ok_json(
@@ -291,17 +296,40 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             Ok(s) => ok_json(StatusCode::OK, &control.topology(Some(&s)).await),
             Err(res) => res,
         },
+        (&Method::POST, ["api", "topology", "drill"]) => match session_of(control, &req) {
+            Ok(s) => match control.start_drill(&s).await {
+                Ok(v) => ok_json(StatusCode::CREATED, &v),
+                Err(e) => drill_error(&e),
+            },
+            Err(res) => res,
+        },
+        (&Method::DELETE, ["api", "topology", "drill"]) => match session_of(control, &req) {
+            Ok(s) => match control.end_drill(&s).await {
+                Ok(pool) => ok_json(StatusCode::OK, &json!({"ended": pool, "pool": s.pool})),
+                Err(e) => drill_error(&e),
+            },
+            Err(res) => res,
+        },
+        (_, ["api", "topology", "drill"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "start a drill with POST /api/topology/drill, end it with DELETE",
+        ),
         (&Method::POST, ["api", "topology", "pools", pool, "instances"]) => {
             match session_of(control, &req) {
-                Ok(_) if !control.cfg.drills_from_ui => drills_off(),
-                Ok(_) => start_instance(control, pool, &req).await,
+                Ok(s) => match control.may_change_pool(&s, pool, true) {
+                    Ok(()) => start_instance(control, pool, &req).await,
+                    Err(e) => drill_error(&e),
+                },
                 Err(res) => res,
             }
         }
         (&Method::DELETE, ["api", "topology", "pools", pool, "instances", id]) => {
             match session_of(control, &req) {
-                Ok(_) if !control.cfg.drills_from_ui => drills_off(),
-                Ok(_) => kill_instance(control, pool, id).await,
+                Ok(s) => match control.may_change_pool(&s, pool, false) {
+                    Ok(()) => kill_instance(control, pool, id).await,
+                    Err(e) => drill_error(&e),
+                },
                 Err(res) => res,
             }
         }
@@ -313,8 +341,17 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
     }
 }
 
-fn drills_off() -> Response<RespBody> {
-    error(StatusCode::FORBIDDEN, "drills_disabled", "this install does not let the UI add or kill instances (control.drills_from_ui = false); use the admin API")
+fn drill_error(e: &crate::drills::DrillError) -> Response<RespBody> {
+    use crate::drills::DrillError as E;
+    match e {
+        E::Disabled => error(StatusCode::FORBIDDEN, "drills_disabled", "this install does not run failover drills from the UI (control.drills_from_ui = false); an operator can use the admin API"),
+        E::Running(pool) => error(StatusCode::CONFLICT, "drill_running", format!("this session's drill pool `{pool}` is running already; end it with DELETE /api/topology/drill first")),
+        E::NoDrill => error(StatusCode::NOT_FOUND, "no_drill", "this session runs no drill; start one with POST /api/topology/drill"),
+        E::Pools(max) => error(StatusCode::SERVICE_UNAVAILABLE, "out_of_capacity", format!("{max} drill pools are running (control.max_drill_pools); try again when one has ended")),
+        E::NotYours(pool) => error(StatusCode::FORBIDDEN, "not_your_pool", format!("`{pool}` is not this session's drill pool: shared pools serve every session and change only with the admin token; start a drill pool of your own with POST /api/topology/drill and add or kill instances there")),
+        E::Instances(max) => error(StatusCode::TOO_MANY_REQUESTS, "drill_instance_limit", format!("this drill pool has {max} instances (control.max_drill_instances); kill one before adding another")),
+        E::Start(why) => error(StatusCode::SERVICE_UNAVAILABLE, "drill_failed", format!("the drill pool could not start: {why}")),
+    }
 }
 
 /// `POST …/pools/{pool}/instances[?kind=process|container]`.
@@ -603,10 +640,17 @@ impl Control {
                 break;
             }
         }
+        let own_drill = session.and_then(|s| self.drills.of_session(&s.code));
         let pools: Vec<Value> = self
             .routes
             .pools()
             .into_iter()
+            // A session sees the shared pools and its own drill pool, not others' drills.
+            .filter(|p| {
+                session.is_none()
+                    || self.drills.runtime_of(&p.name).is_none()
+                    || own_drill.as_deref() == Some(p.name.as_str())
+            })
             .map(|p| {
                 let live_pool = live.as_ref().and_then(|l| l["pools"].as_array()?.iter().find(|lp| lp["name"] == p.name.as_str()).cloned());
                 let members: Vec<Value> = p
@@ -626,11 +670,18 @@ impl Control {
                         })
                     })
                     .collect();
-                json!({"name": p.name, "algorithm": p.algorithm.as_str(), "members": members})
+                let drill = self.drills.runtime_of(&p.name).is_some();
+                json!({"name": p.name, "algorithm": p.algorithm.as_str(), "members": members, "drill": drill})
             })
             .collect();
         let mut v = json!({
             "drills": self.cfg.drills_from_ui,
+            "drill_limits": {
+                "instances": self.cfg.drills.instances,
+                "max_instances": self.cfg.drills.max_instances,
+                "max_pools": self.cfg.drills.max_pools,
+                "pools_running": self.drills.len(),
+            },
             "proxies": self.proxy_urls().len(),
             "proxy": {"addr": self.edge.get(), "protocols": ["h1", "h2", "h3"]},
             "pools": pools,
@@ -639,7 +690,8 @@ impl Control {
         if let Some(s) = session {
             let inner = s.snapshot();
             v["session"] = json!({
-                "code": s.code, "pool": s.pool, "provisioner": s.choices.provisioner,
+                "code": s.code, "pool": s.serving_pool(), "runtime_pool": s.pool,
+                "drill_pool": own_drill, "member": s.member(), "provisioner": s.choices.provisioner,
                 "database": inner.resources.get("database").cloned().unwrap_or_else(|| json!({"engine": s.choices.database})),
                 "cache": inner.resources.get("cache").cloned().unwrap_or_else(|| json!({"engine": s.choices.cache})),
             });

@@ -152,6 +152,33 @@ pub fn policies(cache: CacheEngine) -> &'static [&'static str] {
     }
 }
 
+/// Checks a runtime's `unsupported` key (`<field>.<value>`): a real choice and one of its values
+/// (not the runtime or the provisioner, which are not the runtime's to refuse).
+pub fn check_unsupported_key(key: &str) -> Result<(), String> {
+    let (field, value) = key.split_once('.').unwrap_or((key, ""));
+    let Some(f) = FIELDS
+        .iter()
+        .find(|f| f.name == field && f.name != "runtime" && f.name != "provisioner")
+    else {
+        return Err(format!(
+            "unsupported: `{field}` is not a choice a runtime can refuse; use one of {}",
+            FIELDS
+                .iter()
+                .filter(|f| f.name != "runtime" && f.name != "provisioner")
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    if !f.values.iter().any(|(v, ..)| *v == value) {
+        return Err(format!(
+            "unsupported: `{value}` is not a {field}; choose one of {}",
+            f.values.iter().map(|(v, ..)| *v).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// What a session was created with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Choices {
@@ -316,6 +343,8 @@ pub struct RuntimeOffer {
     pub description: String,
     /// Why it cannot run here, if it cannot.
     pub available: Result<(), String>,
+    /// Choices it cannot serve (`field.value` → why): its manifest's `unsupported`.
+    pub unsupported: std::collections::BTreeMap<String, String>,
 }
 
 /// `GET /api/options`: every choice, its default, and what this install can offer.
@@ -339,6 +368,15 @@ pub fn options(offer: &dyn Offer, runtimes: &[RuntimeOffer]) -> Value {
                         if let Err(why) = &r.available {
                             o["reason"] = json!(why);
                         }
+                        let unsupported: Vec<Value> = r
+                            .unsupported
+                            .iter()
+                            .filter_map(|(key, why)| {
+                                let (field, value) = key.split_once('.')?;
+                                Some(json!({"field": field, "value": value, "reason": why}))
+                            })
+                            .collect();
+                        o["unsupported"] = Value::Array(unsupported);
                         o
                     })
                     .collect();
@@ -404,6 +442,18 @@ pub fn options(offer: &dyn Offer, runtimes: &[RuntimeOffer]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runtime_may_refuse_only_real_choices() {
+        assert!(check_unsupported_key("database.mongodb").is_ok());
+        assert!(check_unsupported_key("password_storage.argon2id").is_ok());
+        let e = check_unsupported_key("database.oracle").unwrap_err();
+        assert!(e.contains("not a database") && e.contains("sqlite"), "{e}");
+        let e = check_unsupported_key("runtime.rust").unwrap_err();
+        assert!(e.contains("not a choice a runtime can refuse"), "{e}");
+        let e = check_unsupported_key("colour.red").unwrap_err();
+        assert!(e.contains("use one of protocol"), "{e}");
+    }
 
     #[test]
     fn defaults_and_named_errors() {

@@ -32,8 +32,11 @@ pub struct ControlConfig {
     /// records cache-policy changes, nothing else. `None`: `<data_dir>/runtime.token`,
     /// generated at first start (`STACKLAB_RUNTIME_TOKEN` overrides both).
     pub runtime_token: Option<Secret>,
-    /// The UI's topology view may add and kill instances (a local install's failover drill).
+    /// Sessions may run failover drills from the UI: on a drill pool of their own
+    /// ([`crate::drills`]), never on the shared pools (those change only with the admin token).
     pub drills_from_ui: bool,
+    /// How big drill pools may get.
+    pub drills: DrillConfig,
     /// Defaults for every session's cache.
     pub cache_max_bytes: u64,
     pub cache_ttl_ms: u64,
@@ -73,6 +76,18 @@ pub struct BackendPoolConfig {
     pub ready_timeout: Duration,
 }
 
+/// A session's drill pool: instances of its runtime started for it alone, which it may kill
+/// and add to, reaped with it.
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    /// Instances a drill pool starts with (`control.drill_instances`).
+    pub instances: usize,
+    /// Most instances one drill pool may grow to (`control.max_drill_instances`).
+    pub max_instances: usize,
+    /// Most drill pools live at once, over all sessions (`control.max_drill_pools`).
+    pub max_pools: usize,
+}
+
 /// Servers the `shared` provisioner makes per-session databases and keyspaces on. Each URL
 /// carries an administrator's credentials; an absent one makes that engine unavailable.
 #[derive(Debug, Clone, Default)]
@@ -109,6 +124,9 @@ struct RawControl {
     backend_command: Option<PathBuf>,
     backend_ready_timeout_ms: Option<u64>,
     drills_from_ui: Option<bool>,
+    drill_instances: Option<usize>,
+    max_drill_instances: Option<usize>,
+    max_drill_pools: Option<usize>,
     cache_max_bytes: Option<u64>,
     cache_ttl_ms: Option<u64>,
     max_bug_bytes: Option<usize>,
@@ -300,6 +318,20 @@ impl ControlConfig {
                 }
             }
         }
+        let drills = DrillConfig {
+            instances: raw.drill_instances.unwrap_or(2),
+            max_instances: raw.max_drill_instances.unwrap_or(4),
+            max_pools: raw.max_drill_pools.unwrap_or(4),
+        };
+        if drills.instances == 0 || drills.instances > drills.max_instances {
+            errors.push((
+                "control.drill_instances".into(),
+                format!(
+                    "must be at least 1 and at most control.max_drill_instances ({}): a drill pool needs an instance to fail over from",
+                    drills.max_instances
+                ),
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -341,6 +373,7 @@ impl ControlConfig {
                 ),
             },
             drills_from_ui: raw.drills_from_ui.unwrap_or(true),
+            drills,
             cache_max_bytes: raw.cache_max_bytes.unwrap_or(8 * 1024 * 1024),
             cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
             max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),

@@ -192,11 +192,15 @@ impl Control {
                     () = tokio::time::sleep(delay) => {}
                     () = control.shutdown.cancelled() => return,
                 }
+                if control.pool_runtime(&pool).is_none() {
+                    // A drill pool that ended meanwhile: nothing to replace.
+                    continue;
+                }
                 if let Err(e) = control.start_instance_of(&pool, kind).await {
                     control.metrics.replacement_failures.inc();
                     // Tried again later (the back-off grows), unless the pool is full anyway.
                     let again = (delay * 2).clamp(REPLACE_RETRY_MIN, REPLACE_RETRY_MAX);
-                    let full = control.instances.count(&pool) >= control.cfg.backends.max_instances;
+                    let full = control.instances.count(&pool) >= control.pool_max_instances(&pool);
                     tracing::error!(error = %e, retry_in = ?(!full).then_some(again), "cannot replace a backend instance");
                     if !full {
                         if let Some(tx) = control
@@ -377,6 +381,26 @@ impl Control {
         stopped
     }
 
+    /// Sets `stacklab_control_instances{pool}`: drill pools are counted together per runtime
+    /// (`<runtime>-drill`), so their random names do not each make a series.
+    fn count_instances_metric(&self, pool: &str) {
+        let label = |p: &str| match self.drills.runtime_of(p) {
+            Some(rt) => format!("{rt}-drill"),
+            None => p.to_owned(),
+        };
+        let mine = label(pool);
+        let n = self
+            .instances
+            .list()
+            .iter()
+            .filter(|i| label(&i.pool) == mine)
+            .count();
+        self.metrics
+            .instances
+            .with_label_values(&[&mine])
+            .set(n as i64);
+    }
+
     /// Starts one child-process instance (see [`Control::start_instance_of`]).
     pub async fn start_instance(self: &Arc<Self>, pool: &str) -> Result<InstanceInfo, String> {
         self.start_instance_of(pool, InstanceKind::Process).await
@@ -388,18 +412,21 @@ impl Control {
         pool: &str,
         kind: InstanceKind,
     ) -> Result<InstanceInfo, String> {
-        let Some(runtime) = self.runtimes.get(pool) else {
+        let Some(runtime) = self.pool_runtime(pool) else {
             return Err(format!(
-                "control runs instances for the runtimes' pools only ({})",
+                "control runs instances for the runtimes' pools only ({}) and sessions' drill pools",
                 self.runtimes.names().join(", ")
             ));
         };
         self.runtimes.available(runtime).await?;
-        let max = self.cfg.backends.max_instances;
+        let max = self.pool_max_instances(pool);
         let Some(_slot) = self.instances.reserve(pool, max) else {
-            return Err(format!(
-                "pool `{pool}` already has control.max_backend_instances ({max}) instances"
-            ));
+            let key = if self.drills.runtime_of(pool).is_some() {
+                "control.max_drill_instances"
+            } else {
+                "control.max_backend_instances"
+            };
+            return Err(format!("pool `{pool}` already has {key} ({max}) instances"));
         };
         self.ensure_pool_spec(pool);
         let admin = self
@@ -463,10 +490,7 @@ impl Control {
                 draining: false,
             },
         });
-        self.metrics
-            .instances
-            .with_label_values(&[pool])
-            .set(self.instances.count(pool) as i64);
+        self.count_instances_metric(pool);
         tracing::info!(%id, pid, kind = kind.as_str(), "backend instance started");
         self.repin();
 
@@ -497,7 +521,7 @@ impl Control {
 
     /// The runtime's start command as a child process.
     async fn launch_process(&self, pool: &str, admin: &str) -> Result<Launched, String> {
-        let runtime = self.runtimes.get(pool).ok_or("not a runtime")?;
+        let runtime = self.pool_runtime(pool).ok_or("not a runtime's pool")?;
         let argv = self.runtimes.start_argv(runtime);
         let program = std::path::PathBuf::from(&argv[0]);
         let mut cmd = tokio::process::Command::new(&program);
@@ -577,6 +601,11 @@ impl Control {
                 spec: &cfg.backend,
                 instance: &cfg.instance,
                 pool,
+                runtime: &self
+                    .pool_runtime(pool)
+                    .ok_or("not a runtime's pool")?
+                    .manifest
+                    .name,
                 admin_url: admin,
                 token: &self.runtime_token,
                 data_dir: &self.data_dir,
@@ -630,10 +659,7 @@ impl Control {
         });
         self.repin();
         let _ = self.registry.remove_instance(&info.pool, &info.id).await;
-        self.metrics
-            .instances
-            .with_label_values(&[&info.pool])
-            .set(self.instances.count(&info.pool) as i64);
+        self.count_instances_metric(&info.pool);
         self.metrics
             .instance_exits
             .with_label_values(&[if killed { "killed" } else { "died" }])

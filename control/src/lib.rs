@@ -14,6 +14,7 @@
 //! - [`routes`]: control's route table and the feed proxies follow.
 //! - [`runtimes`]: the runtimes sessions may choose, their availability and pools.
 //! - [`instances`]: backend instances as child processes, watched and replaced.
+//! - [`drills`]: failover drills on instances started for one session alone.
 //! - [`api`]: the public API (through the edge); [`admin`]: the admin API.
 //! - [`events`]: a session's SSE stream; [`seal`]: secrets at rest, codes, passwords;
 //!   [`clock`]: a wall clock tests can move; [`metrics`]; [`serve`]: wiring for the binary.
@@ -23,6 +24,7 @@ pub mod api;
 pub mod choices;
 pub mod clock;
 pub mod config;
+pub mod drills;
 pub mod events;
 pub mod instances;
 pub mod metrics;
@@ -63,6 +65,7 @@ pub struct Control {
     pub docker: Arc<provision::docker::Docker>,
     pub sessions: sessions::Live,
     pub instances: instances::Instances,
+    pub drills: drills::Drills,
     pub metrics: metrics::ControlMetrics,
     pub http: HttpClient,
     /// Control's admin URL (`http://addr`), set once its admin address is bound: backends
@@ -171,6 +174,7 @@ impl Control {
         Ok(Arc::new(Control {
             routes: routes::RouteState::new(pools),
             instances: instances::Instances::new(),
+            drills: drills::Drills::default(),
             sessions: sessions::Live::default(),
             cfg: opts.cfg,
             sessions_cfg: opts.sessions,

@@ -31,6 +31,11 @@ pub struct ControlMetrics {
     /// State-changing public requests refused as possibly cross-site, by reason (`origin`:
     /// an Origin not the edge's own nor allowed; `content_type`: not JSON).
     pub cross_site_refused: IntCounterVec,
+    /// Sessions' drill pools live now ([`crate::drills`]).
+    pub drill_pools: IntGauge,
+    /// Drill requests refused, by reason (`disabled`, `not_yours`, `pools`: at
+    /// `control.max_drill_pools`, `instances`: at `control.max_drill_instances`).
+    pub drill_refused: IntCounterVec,
 }
 
 impl ControlMetrics {
@@ -135,6 +140,19 @@ impl ControlMetrics {
             &["reason"],
         )
         .expect("metric");
+        let drill_pools = IntGauge::new(
+            "stacklab_control_drill_pools",
+            "Sessions' drill pools (instances started for one session's failover drill).",
+        )
+        .expect("metric");
+        let drill_refused = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_drill_refusals_total",
+                "Drill requests refused, by reason (disabled, not_yours, pools, instances).",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
         for c in [
             Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(created.clone()),
@@ -151,6 +169,8 @@ impl ControlMetrics {
             Box::new(pools_stopped.clone()),
             Box::new(lost.clone()),
             Box::new(cross_site_refused.clone()),
+            Box::new(drill_pools.clone()),
+            Box::new(drill_refused.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -171,6 +191,8 @@ impl ControlMetrics {
             reprovisioned,
             lost,
             cross_site_refused,
+            drill_pools,
+            drill_refused,
         }
     }
 

@@ -79,6 +79,12 @@ impl Runtimes {
                 ));
             }
         }
+        for m in &manifests {
+            for key in m.unsupported.keys() {
+                crate::choices::check_unsupported_key(key)
+                    .map_err(|e| format!("{}/{}: {e}", m.dir.display(), stacklab_types::runtime::MANIFEST_FILE))?;
+            }
+        }
         // Rust first (the default), then by name.
         manifests.sort_by_key(|m| (m.name != "rust", m.name.clone()));
         Ok(Runtimes {

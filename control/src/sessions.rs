@@ -27,8 +27,11 @@ use tokio::sync::broadcast;
 pub struct Session {
     pub code: String,
     pub choices: Choices,
-    /// The backend pool its API requests go to.
+    /// Its runtime's pool: where its API requests go unless it runs a drill.
     pub pool: String,
+    /// Its drill pool while it runs a failover drill ([`crate::drills`]): its requests go
+    /// there instead. Not kept across a restart of control.
+    pub drill: Mutex<Option<String>>,
     pub client: String,
     pub created_ms: u64,
     pub hard_expires_ms: u64,
@@ -89,7 +92,17 @@ impl Session {
             }),
             events: broadcast::channel(256).0,
             member: Mutex::new(None),
+            drill: Mutex::new(None),
         }
+    }
+
+    /// The pool serving its API now: its drill pool while it has one, else its runtime's.
+    pub fn serving_pool(&self) -> String {
+        self.drill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.pool.clone())
     }
 
     pub fn member(&self) -> Option<String> {
@@ -99,10 +112,10 @@ impl Session {
             .clone()
     }
 
-    fn route(&self) -> SessionRoute {
+    pub(crate) fn route(&self) -> SessionRoute {
         SessionRoute {
             code: self.code.clone(),
-            pool: self.pool.clone(),
+            pool: self.serving_pool(),
             member: self.member(),
         }
     }
@@ -370,6 +383,26 @@ impl Control {
             return Err(CreateError::Unavailable {
                 field: "runtime".into(),
                 message: format!("{} cannot run here: {why}", runtime.manifest.label),
+            });
+        }
+        let picked = choices.to_json();
+        if let Some((field, value, why)) = picked
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(field, v)| Some((field, v.as_str()?)))
+            .find_map(|(field, value)| {
+                let why = runtime.manifest.unsupported(field, value)?;
+                Some((field.clone(), value.to_owned(), why.to_owned()))
+            })
+        {
+            self.metrics.rejected.with_label_values(&["invalid"]).inc();
+            return Err(CreateError::Invalid {
+                message: format!(
+                    "{} does not offer {field} `{value}`: {why}; choose another {field} or another runtime",
+                    runtime.manifest.label
+                ),
+                field,
             });
         }
         provisioner
@@ -721,6 +754,7 @@ impl Control {
             let _ = s.events.send(Event::Expired);
         }
         self.forget_on_backends(code).await;
+        self.drop_drill_of(code).await;
         let ok = match provisioner
             .as_deref()
             .and_then(|p| self.provisioners.get(p))
@@ -775,10 +809,9 @@ impl Control {
     /// `descriptor_ttl` and finds the session gone.
     async fn forget_on_backends(&self, code: &str) {
         let members: Vec<_> = self
-            .runtimes
-            .names()
+            .instance_pools()
             .into_iter()
-            .filter_map(|name| self.routes.pool(name))
+            .filter_map(|name| self.routes.pool(&name))
             .flat_map(|p| p.members)
             .collect();
         let calls = members.iter().map(|m| {
@@ -994,7 +1027,7 @@ impl Control {
     }
 
     /// The member with the fewest pinned sessions (for a session whose cache is in-process).
-    fn least_pinned_member(&self, pool: &str) -> Option<String> {
+    pub(crate) fn least_pinned_member(&self, pool: &str) -> Option<String> {
         let members = self.routes.pool(pool)?.members;
         let mut counts: HashMap<String, usize> = members
             .iter()
@@ -1015,8 +1048,8 @@ impl Control {
     /// Re-pins sessions whose instance is gone (or that need a pin and have none), spreading
     /// them over the members left. Their in-process cache starts empty on the new instance.
     pub fn repin(&self) {
-        for name in self.runtimes.names() {
-            if let Some(pool) = self.routes.pool(name) {
+        for name in self.instance_pools() {
+            if let Some(pool) = self.routes.pool(&name) {
                 self.repin_in(&pool);
             }
         }
@@ -1030,14 +1063,15 @@ impl Control {
             .map(|m| m.id.clone())
             .collect();
         for s in self.sessions.all() {
-            if s.choices.cache != stacklab_types::stack::CacheEngine::Memory || s.pool != pool.name
+            if s.choices.cache != stacklab_types::stack::CacheEngine::Memory
+                || s.serving_pool() != pool.name
             {
                 continue;
             }
             if s.member().is_some_and(|m| alive.contains(&m)) {
                 continue;
             }
-            let next = self.least_pinned_member(&s.pool);
+            let next = self.least_pinned_member(&pool.name);
             *s.member.lock().unwrap_or_else(|e| e.into_inner()) = next;
             let _ = self
                 .routes

@@ -326,7 +326,10 @@ def test_journey(server, open_browser, shot):
     assert "your session" in b.text(RUST_POOL)
     assert "sqlite" in b.text("[data-testid=node-database]")
     assert "memory" in b.text("[data-testid=node-cache]")
-    assert b.count("#topology-diagram button[id^=kill-rust-]") == 2 and b.visible("#add-rust")
+    # The shared pool serves every session: nothing to kill or add there, only a drill of
+    # the session's own to start.
+    assert b.count("#topology-diagram button[id^=kill-rust-]") == 0 and b.count("#add-rust") == 0
+    assert b.visible("#drill-start") and "Shared by every session" in b.text(RUST_POOL)
     # control's own member is not an instance control runs: nothing to kill or add there.
     assert b.count('section[data-testid=pool][data-pool="control"] button') == 0
     shot(b, "topology")
@@ -484,16 +487,50 @@ def test_failover_drill(server, open_browser, shot):
     b = open_browser()
     open_page(b, server)
     launch(b, protocol="rest")
-    serving = add_user(b, "steady", "keeps-working")["member"]
-    assert serving
-    failover_drill(b, "rust", serving, shot)
+    assert add_user(b, "steady", "keeps-working")["member"]
+    failover_drill(b, "rust", shot)
 
 
-def failover_drill(b: Browser, pool: str, serving: str, shot):
-    """Topology, under 20 requests a second: Kill instance on `serving` (of `pool`), 3 s more,
-    Add instance to `pool` (a new healthy member joins), 1 s more, Stop traffic: no request
-    failed and every one sent was ok."""
-    def now():  # the pool's members and their states, as the diagram shows them
+def drill_pool(b: Browser, runtime: str) -> str | None:
+    """The name of the session's drill pool of `runtime` in the diagram, if there is one."""
+    names = [n for n in b.each("section[data-testid=pool]", "e.dataset.pool")
+             if n.startswith(f"{runtime}-drill-")]
+    return names[0] if names else None
+
+
+def start_drill(b: Browser, runtime: str) -> str:
+    """Start a drill pool of the session's own and wait for its two healthy instances."""
+    tab(b, "topology")
+    b.wait(lambda: b.visible("#drill-start"), "the Start a drill button")
+    b.click("#drill-start")
+    b.wait(lambda: drill_pool(b, runtime), "the drill pool in the diagram", 20)
+    pool = drill_pool(b, runtime)
+    b.wait(lambda: list(members(b, pool).values()) == ["healthy", "healthy"],
+           "two healthy drill instances", 20)
+    assert "your session" in b.text(pool_css(pool))
+    assert "your session" not in b.text(pool_css(runtime))
+    assert b.text(f"{pool_css(pool)} [data-testid=drill-badge]") == "drill: started for you alone"
+    # The shared pool still cannot be touched; the drill pool can.
+    assert b.count(f"#topology-diagram button[id^=kill-{runtime}-]") \
+        == b.count(f"#topology-diagram button[id^=kill-{pool}-]") == 2
+    return pool
+
+
+def end_drill(b: Browser, runtime: str):
+    b.click("#drill-end")
+    b.wait(lambda: drill_pool(b, runtime) is None, "the drill pool to go", 20)
+    b.wait(lambda: "your session" in b.text(pool_css(runtime)), "the shared pool serving again")
+    assert b.visible("#drill-start")
+
+
+def failover_drill(b: Browser, runtime: str, shot):
+    """Topology, under 20 requests a second: Start a drill (instances of the session's own),
+    Kill instance on the one serving the session, 3 s more, Add instance (a new healthy member
+    joins), 1 s more, Stop traffic: no request failed and every one sent was ok. Then End the
+    drill: the shared pool serves the session again."""
+    pool = start_drill(b, runtime)
+
+    def now():  # the drill pool's members and their states, as the diagram shows them
         return members(b, pool)
 
     def state():  # what a timeout reports
@@ -504,10 +541,9 @@ def failover_drill(b: Browser, pool: str, serving: str, shot):
     def wait(cond, what, timeout=10.0):
         return b.wait(cond, what, timeout, show=state)
 
-    tab(b, "topology")
-    wait(lambda: list(now().values()) == ["healthy", "healthy"], "two healthy instances")
     before = now()
-    assert serving in before, (serving, before)
+    pinned = b.each(f"{pool_css(pool)} li[data-testid=member][data-pinned=true]", "e.dataset.member")
+    serving = pinned[0] if pinned else next(iter(before))
 
     b.click("#traffic-toggle")
     wait(lambda: counter(b, "ok") >= 20, "traffic flowing (20 ok)")
@@ -533,6 +569,7 @@ def failover_drill(b: Browser, pool: str, serving: str, shot):
     ok, failed = counter(b, "ok"), counter(b, "failed")
     assert failed == 0, f"{failed} failed requests: {b.text('#traffic-last-error')}"
     assert ok > 0 and ok == counter(b, "sent"), (ok, counter(b, "sent"))
+    end_drill(b, runtime)
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,10 +637,12 @@ def test_reprovision(server, open_browser, shot):
     docker = next(o for c in options["choices"] if c["field"] == "provisioner"
                   for o in c["options"] if o["value"] == "docker")
     assert docker["available"] is False
-    assert b.js("return document.getElementById('add-rust-kind-process').checked")
-    assert b.js("return document.getElementById('add-rust-kind-container').disabled")
-    assert b.text("#add-rust-kind-container-why") == f"Not available: {docker['reason']}"
+    drill = start_drill(b, "rust")
+    assert b.js(f"return document.getElementById('add-{drill}-kind-process').checked")
+    assert b.js(f"return document.getElementById('add-{drill}-kind-container').disabled")
+    assert b.text(f"#add-{drill}-kind-container-why") == f"Not available: {docker['reason']}"
     shot(b, "topology")
+    end_drill(b, "rust")
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,11 +727,12 @@ def test_python_runtime(server, open_browser, shot, missing):
     assert b.text(f'{pool_css("rust")} [data-testid=pool-runtime]') == "Rust (hyper)"
     assert "your session" not in b.text(pool_css("rust"))
     assert all(m.startswith("python-") for m in members(b, "python")), members(b, "python")
-    assert b.count("#topology-diagram button[id^=kill-python-]") == 2 and b.visible("#add-python")
+    assert b.count("#topology-diagram button[id^=kill-python-]") == 0 and b.visible("#drill-start")
     shot(b, "topology")
 
-    # Kill the Python instance serving this session under traffic: nothing fails.
-    failover_drill(b, "python", b.exchanges[-1]["member"], shot)
+    # Kill the Python instance serving this session (in a drill pool of its own) under
+    # traffic: nothing fails.
+    failover_drill(b, "python", shot)
 
     # --- GraphQL on Python: a second session, the same round.
     b.click("#end-session")

@@ -1,16 +1,21 @@
 // Topology: proxy → pools → instances → this session's database and cache, refreshed every
 // second while shown. Each runtime's pool is named after it and labelled with the runtime
-// (the session's pool first, marked "your session"). Each instance says what it runs as (a process, a Docker container, or
-// external: not control's). Where the install allows drills ("drills": true), "Add instance"
-// per pool, as a process or — where /api/options shows Docker available — a container, and
-// "Kill instance" per instance; and, always, "Start traffic": GET /api/users?limit=1 at a
-// steady 20 per second, counted (sent, ok, failed), so a person can watch a failover happen
-// with no failed request.
+// (the pool serving the session first, marked "your session"). Each instance says what it
+// runs as (a process, a Docker container, or external: not control's).
+//
+// Shared pools serve every session, so nobody may break them from here. Where the install
+// allows drills ("drills": true), "Start a drill" asks for a drill pool: instances of the
+// session's runtime started for it alone (POST /api/topology/drill), which then serve it; on
+// that pool only, "Kill instance" per instance and "Add instance" (a process or — where
+// /api/options shows Docker available — a container); "End the drill" goes back to the shared
+// pool. And, always, "Start traffic": GET /api/users?limit=1 at a steady 20 per second, counted
+// (sent, ok, failed), so a person can watch a failover happen with no failed request.
 
 import { h, byId, fill } from "./dom.js";
 import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges,
   canKill, canAdd, shapeKey, kindText, kindDescription, containerOffer, INSTANCE_KINDS,
+  drillOffer, isOwnDrill, DRILL_PATH,
 } from "./lib/topology.js";
 import { runtimeOfPool, runtimeLabel } from "./lib/runtimes.js";
 import { newCounters, started, finished, due, answerOk } from "./lib/traffic.js";
@@ -100,7 +105,9 @@ export function createTopology(ctx) {
         pools.length === 0 ? h("p", { class: "muted" }, "No pools reported.") : null,
         pools.map((p) => {
           const titleId = `pool-${p.name}-title`;
-          const runtime = runtimeOfPool(ctx.choices?.() || [], p.name);
+          const own = isOwnDrill(topo, p);
+          const runtime = runtimeOfPool(ctx.choices?.() || [], own ? sess.runtimePool : p.name);
+          const offer = drillOffer(topo);
           return h("section", {
             class: ["pool", sess?.pool === p.name ? "mine" : null],
             "aria-labelledby": titleId,
@@ -113,10 +120,30 @@ export function createTopology(ctx) {
                 runtimeLabel(runtime))
               : null,
             h("span", { class: "muted", id: `pool-${p.name}-summary` }),
-            sess?.pool === p.name ? h("span", { class: "badge good" }, "your session") : null),
+            sess?.pool === p.name ? h("span", { class: "badge good" }, "your session") : null,
+            own ? h("span", { class: "badge drill", dataset: { testid: "drill-badge" } }, "drill: started for you alone") : null),
+          own
+            ? h("p", { class: "muted drill-note" },
+              "These instances serve only your session: kill one under traffic and watch the requests fail over. ",
+              h("button", { type: "button", class: "small", id: "drill-end", onclick: (e) => endDrill(e.currentTarget) }, "End the drill"))
+            : null,
+          !own && sess?.pool === p.name && offer.offer
+            ? h("p", { class: "muted drill-note" },
+              `Shared by every session, so it cannot be changed from here. A drill starts ${topo.drillLimits.instances} instances of this runtime for your session alone. `,
+              h("button", {
+                type: "button",
+                class: "small",
+                id: "drill-start",
+                disabled: !offer.enabled,
+                "aria-describedby": offer.enabled ? titleId : "drill-start-why",
+                onclick: (e) => startDrill(e.currentTarget),
+              }, "Start a drill"),
+              offer.enabled ? null : h("span", { class: "opt-why", id: "drill-start-why" }, ` Not available: ${offer.reason}`))
+            : null,
           h("ul", { class: "members" }, p.members.map((m) => {
             const mid = `member-${p.name}-${m.id}`;
-            return h("li", { class: "member", id: mid, dataset: { testid: "member", member: m.id } },
+            const pinned = sess?.member === m.id;
+            return h("li", { class: "member", id: mid, dataset: { testid: "member", member: m.id, pinned: pinned ? "true" : "false" } },
               h("span", { class: "member-head" },
                 h("span", { class: "member-id", id: `${mid}-name` }, m.id),
                 kindText(m.kind)
@@ -127,10 +154,11 @@ export function createTopology(ctx) {
                   }, h("span", { class: "kind-icon", "aria-hidden": "true" }, m.kind === "container" ? "▣" : m.kind === "process" ? "⚙" : "↗"),
                   h("span", { class: "visually-hidden" }, "runs as "), kindText(m.kind))
                   : null),
+              pinned ? h("span", { class: "badge", title: "its in-process cache holds your session's entries" }, "serves your session") : null,
               h("span", { class: "member-state" }),
               h("span", { class: "muted" }, m.addr),
               h("span", { class: "member-load" }),
-              topo.drills && canKill(m)
+              topo.drills && canKill(topo, p, m)
                 ? h("button", {
                   type: "button",
                   class: "danger small",
@@ -208,6 +236,37 @@ export function createTopology(ctx) {
     const id = answer.data?.id;
     const ran = kindText(answer.data?.kind) || kind;
     byId("topology-status").textContent = `Started ${ran} instance ${id ?? ""} in ${pool}; it joins the pool once its health check passes.`;
+    load();
+  }
+
+  async function startDrill(btn) {
+    btn.disabled = true;
+    byId("topology-status").textContent = "Starting instances for your drill…";
+    const answer = await ctx.request("POST", DRILL_PATH, { body: {} });
+    btn.disabled = false;
+    if (answer.error) {
+      if (answer.status !== 401 && answer.status !== 410) {
+        byId("topology-status").textContent = `Could not start a drill: ${answer.error.message}`;
+      }
+      return;
+    }
+    const n = answer.data?.instances?.length ?? 0;
+    byId("topology-status").textContent =
+      `Drill pool ${answer.data?.pool ?? ""} started with ${n} instances; it serves your session now.`;
+    load();
+  }
+
+  async function endDrill(btn) {
+    btn.disabled = true;
+    const answer = await ctx.request("DELETE", DRILL_PATH);
+    btn.disabled = false;
+    if (answer.error) {
+      if (answer.status !== 401 && answer.status !== 410) {
+        byId("topology-status").textContent = `Could not end the drill: ${answer.error.message}`;
+      }
+      return;
+    }
+    byId("topology-status").textContent = `Drill ended: your session is served by the shared ${answer.data?.pool ?? ""} pool again.`;
     load();
   }
 

@@ -155,3 +155,24 @@ test("describeStack labels a stack in picker order and keeps unknown fields", ()
     ["provisioner", "Shared servers"], ["database", "PostgreSQL"], ["transport", "h3"],
   ]);
 });
+
+test("a choice the chosen runtime does not offer is disabled with its reason, and a selection moves off it", () => {
+  const withRuby = normalizeChoices({
+    choices: OPTIONS.choices.map((c) => (c.field !== "runtime" ? c : {
+      ...c,
+      options: [...c.options, {
+        value: "ruby", label: "Ruby (Rails)", description: "d", available: true,
+        unsupported: [{ field: "protocol", value: "graphql", reason: "no GraphQL here" }],
+      }],
+    })),
+  });
+  const protocol = withRuby.find((c) => c.field === "protocol");
+  const graphql = protocol.options.find((o) => o.value === "graphql");
+  const sel = { ...defaultSelection(withRuby), protocol: "graphql" };
+  assert.equal(optionState(withRuby, protocol, graphql, sel).enabled, true);
+  const ruby = optionState(withRuby, protocol, graphql, { ...sel, runtime: "ruby" });
+  assert.deepEqual(ruby, { visible: true, enabled: false, reason: "Ruby (Rails) does not offer it: no GraphQL here" });
+  const r = reconcile(withRuby, { ...sel, runtime: "ruby" }, "runtime");
+  assert.equal(r.selection.protocol, "rest");
+  assert.deepEqual(r.changes.map((c) => [c.field, c.from, c.to]), [["protocol", "graphql", "rest"]]);
+});

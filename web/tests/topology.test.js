@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   normalizeTopology, orderPools, stateText, addInstancePath, killInstancePath, memberChanges, canKill, canAdd, shapeKey,
-  kindText, kindDescription, containerOffer,
+  kindText, kindDescription, containerOffer, drillOffer, isOwnDrill,
 } from "../js/lib/topology.js";
 import { normalizeChoices } from "../js/lib/choices.js";
 
@@ -62,23 +62,41 @@ test("memberChanges names who came, who left, who changed state", () => {
   assert.equal(stateText({ state: "ejected" }), "ejected: failing, taken out of rotation");
 });
 
-test("drills are offered only where control runs the instances", () => {
+test("drills are offered only on the session's own drill pool, never on shared pools", () => {
   // As `stacklab up` answers: control's own member is "external", backend instances "process".
-  const t = normalizeTopology({
+  const answer = (session, extra = {}) => normalizeTopology({
     drills: true,
+    drill_limits: { instances: 2, max_instances: 3, max_pools: 2, pools_running: 1 },
     pools: [
       { name: "control", members: [{ id: "control-1", kind: "external", state: "healthy" }] },
       { name: "rust", members: [{ id: "rust-1", kind: "process", state: "healthy" }, { id: "x", kind: "external" }] },
-      { name: "empty", members: [] },
+      { name: "rust-drill-0a1b2c", drill: true, members: [{ id: "rust-drill-0a1b2c-7", kind: "process", state: "healthy" }] },
     ],
-    session: { pool: "empty" },
+    session,
+    ...extra,
   });
-  const [control, rust, empty] = t.pools;
-  assert.equal(canKill(control.members[0]), false);
-  assert.deepEqual(rust.members.map(canKill), [true, false]);
-  assert.equal(canAdd(t, control), false);
-  assert.equal(canAdd(t, rust), true);
-  assert.equal(canAdd(t, empty), true); // the session's pool, with every instance gone
+  const shared = answer({ pool: "rust", runtime_pool: "rust", drill_pool: null });
+  const [control, rust, drill] = shared.pools;
+  assert.equal(drill.drill, true);
+  assert.equal(canKill(shared, control, control.members[0]), false);
+  assert.deepEqual(rust.members.map((m) => canKill(shared, rust, m)), [false, false]);
+  assert.equal(canAdd(shared, rust), false);
+  assert.deepEqual(drillOffer(shared), { offer: true, enabled: true, reason: "" });
+
+  const drilling = answer({ pool: "rust-drill-0a1b2c", runtime_pool: "rust", drill_pool: "rust-drill-0a1b2c", member: "rust-drill-0a1b2c-7" });
+  assert.equal(isOwnDrill(drilling, drilling.pools[2]), true);
+  assert.equal(canKill(drilling, drilling.pools[2], drilling.pools[2].members[0]), true);
+  assert.equal(canKill(drilling, drilling.pools[1], drilling.pools[1].members[0]), false);
+  assert.equal(canAdd(drilling, drilling.pools[2]), true);
+  assert.equal(drilling.session.member, "rust-drill-0a1b2c-7");
+  assert.equal(drillOffer(drilling).offer, false, "one drill at a time");
+  assert.equal(orderPools(drilling)[0].name, "rust-drill-0a1b2c", "the pool serving the session first");
+
+  const full = answer({ pool: "rust", drill_pool: null }, { drill_limits: { max_pools: 1, pools_running: 1 } });
+  assert.equal(drillOffer(full).enabled, false);
+  assert.match(drillOffer(full).reason, /1 drills are running/);
+  assert.equal(drillOffer(answer({ pool: "rust" }, { drills: false })).offer, false);
+  assert.equal(drillOffer(answer(null)).offer, false);
 });
 
 test("shapeKey ignores load and health, not who is there", () => {
@@ -106,11 +124,12 @@ test("container instances are drawn with their kind and can be killed like proce
       { id: "y" },
     ] }],
   });
+  t.session = { pool: "rust", drillPool: "rust" }; // as if it were the session's drill pool
   const [p, c, e, unknown] = t.pools[0].members;
-  assert.deepEqual([p, c, e, unknown].map(canKill), [true, true, false, false]);
+  assert.deepEqual([p, c, e, unknown].map((m) => canKill(t, t.pools[0], m)), [true, true, false, false]);
   assert.deepEqual([p, c, e, unknown].map((m) => kindText(m.kind)), ["process", "container", "external", ""]);
   assert.equal(kindDescription("container"), "a Docker container control started");
-  assert.equal(canAdd({ session: null }, { name: "only-containers", members: [c] }), true);
+  assert.equal(canAdd(t, t.pools[0]), false, "at max_instances (4 members, default cap 4)");
   // A member changing kind under the same id is a new node.
   const swapped = normalizeTopology({ drills: true, pools: [{ name: "rust", members: [{ id: "rust-1", kind: "container" }, { id: "rust-c2", kind: "container" }, { id: "x", kind: "external" }, { id: "y" }] }] });
   assert.notEqual(shapeKey(swapped), shapeKey(t));

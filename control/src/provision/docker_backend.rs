@@ -47,6 +47,8 @@ pub struct Launch<'a> {
     /// `docker.instance`: labels the container, so leftovers are this instance's only.
     pub instance: &'a str,
     pub pool: &'a str,
+    /// The runtime it runs (the pool's name, or the runtime of a session's drill pool).
+    pub runtime: &'a str,
     pub admin_url: &'a str,
     /// The runtime credential ([`crate::Caller::Runtime`]).
     pub token: &'a Secret,
@@ -88,7 +90,7 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
     let mut binds = vec![format!("{0}:{0}:rw", data_dir.display())];
     // The Rust runtime is this binary's `backend` (the image's, or ours mounted over it);
     // another runtime's image starts it with its own entrypoint.
-    let (image, entrypoint, mut cmd) = if l.pool == "rust" {
+    let (image, entrypoint, mut cmd) = if l.runtime == "rust" {
         if let Some(binary) = &l.spec.binary {
             binds.push(format!("{}:{BINARY_IN_IMAGE}:ro", binary.display()));
         }
@@ -98,10 +100,10 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
             vec!["backend".to_owned()],
         )
     } else {
-        let image = l.spec.runtime_images.get(l.pool).ok_or_else(|| {
+        let image = l.spec.runtime_images.get(l.runtime).ok_or_else(|| {
             format!(
                 "no image for the {} runtime: name one in [docker.backend] runtime_images",
-                l.pool
+                l.runtime
             )
         })?;
         (image.clone(), None, Vec::new())

@@ -5,6 +5,7 @@
 mod at_rest;
 mod binary;
 mod docker;
+mod drills;
 mod helpers;
 mod hostile;
 mod isolation;

@@ -11,7 +11,7 @@ fn runtimes_dir(dir: &Path) -> PathBuf {
     let root = dir.join("backends");
     for (name, text) in [
         ("rust", "name = \"rust\"\nlabel = \"Rust (hyper)\"\ndescription = \"The Rust one.\"\nstart = [\"{stacklab}\", \"backend\"]\n"),
-        ("twin", "name = \"twin\"\nlabel = \"Twin\"\ndescription = \"The Rust one under another name.\"\ncheck = [\"true\"]\nstart = [\"{stacklab}\", \"backend\"]\n"),
+        ("twin", "name = \"twin\"\nlabel = \"Twin\"\ndescription = \"The Rust one under another name.\"\ncheck = [\"true\"]\nstart = [\"{stacklab}\", \"backend\"]\n[unsupported]\n\"password_storage.bcrypt-pepper\" = \"the twin keeps no pepper\"\n"),
         ("broken", "name = \"broken\"\nlabel = \"Broken\"\ndescription = \"Cannot run.\"\ncheck = [\"sh\", \"-c\", \"echo 'the broken toolchain is missing: run setup.sh' >&2; exit 1\"]\nstart = [\"./nothing\"]\n"),
     ] {
         std::fs::create_dir_all(root.join(name)).unwrap();
@@ -86,6 +86,30 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
         r.text()
     );
     assert!(r.text().contains("rust, broken, twin"), "{}", r.text());
+    // A choice the runtime's manifest says it cannot serve: shown on the runtime, refused
+    // naming the field.
+    assert_eq!(
+        runtime["options"][2]["unsupported"],
+        json!([{"field": "password_storage", "value": "bcrypt-pepper", "reason": "the twin keeps no pepper"}])
+    );
+    assert_eq!(runtime["options"][0]["unsupported"], json!([]));
+    let r = b
+        .post(
+            "/api/sessions",
+            json!({"runtime": "twin", "password_storage": "bcrypt-pepper"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.field()),
+        (400, "password_storage".into()),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("Twin does not offer password_storage `bcrypt-pepper`: the twin keeps no pepper"),
+        "{}",
+        r.text()
+    );
     assert_eq!(up.control.sessions.len(), 0);
     assert_eq!(pool_of(&up, "rust").len(), 1, "the warm pool");
     assert!(pool_of(&up, "twin").is_empty(), "not started for nobody");

@@ -3,6 +3,8 @@
 // - an option with "provisioners": [...] is disabled unless the chosen provisioner is listed;
 // - cache_policy options carry "caches": [...]; only those of the chosen cache are shown, and
 //   the policy resets to the choice's "default_for"[cache] when the cache changes;
+// - a runtime option may carry "unsupported": [{field, value, reason}]: with that runtime
+//   chosen, those options are disabled with the reason;
 // - a selection is reconciled after every change so it only ever holds enabled options.
 // Pure functions, unit-tested in web/tests/choices.test.js.
 
@@ -67,6 +69,19 @@ export function optionState(choices, choice, option, selection) {
       reason: option.reason || "this install cannot offer it",
     };
   }
+  if (choice.field !== "runtime" && selection.runtime !== undefined) {
+    const runtime = choices.find((c) => c.field === "runtime")?.options.find((o) => o.value === selection.runtime);
+    const refused = Array.isArray(runtime?.unsupported)
+      ? runtime.unsupported.find((u) => u?.field === choice.field && u?.value === option.value)
+      : undefined;
+    if (refused) {
+      return {
+        visible: true,
+        enabled: false,
+        reason: `${runtime.label || runtime.value} does not offer it: ${refused.reason || "not implemented"}`,
+      };
+    }
+  }
   if (
     Array.isArray(option.provisioners) &&
     choice.field !== "provisioner" &&
@@ -93,9 +108,12 @@ export function visibleOptions(choices, choice, selection) {
     .filter((x) => x.visible);
 }
 
-/** Dependency order for reconciling: provisioner, then cache, then the rest, cache_policy last. */
+/**
+ * Dependency order for reconciling: provisioner and runtime (they decide what the others can
+ * be), then cache, then the rest, cache_policy last.
+ */
 function reconcileOrder(choices) {
-  const rank = (f) => (f === "provisioner" ? 0 : f === "cache" ? 1 : f === "cache_policy" ? 3 : 2);
+  const rank = (f) => (f === "provisioner" || f === "runtime" ? 0 : f === "cache" ? 1 : f === "cache_policy" ? 3 : 2);
   return [...choices].sort((a, b) => rank(a.field) - rank(b.field));
 }
 

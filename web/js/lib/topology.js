@@ -25,13 +25,22 @@ export function normalizeTopology(json) {
     return {
       name: String(p?.name ?? ""),
       algorithm: p?.algorithm ?? "",
+      drill: p?.drill === true,
       members,
       healthy: members.filter((m) => m.state === "healthy").length,
     };
   }).filter((p) => p.name);
   const s = t.session && typeof t.session === "object" ? t.session : null;
+  const limits = t.drill_limits && typeof t.drill_limits === "object" ? t.drill_limits : {};
+  const count = (v, d) => (Number.isInteger(v) && v >= 0 ? v : d);
   return {
     drills: t.drills === true,
+    drillLimits: {
+      instances: count(limits.instances, 2),
+      maxInstances: count(limits.max_instances, 4),
+      maxPools: count(limits.max_pools, 4),
+      poolsRunning: count(limits.pools_running, 0),
+    },
     proxy: {
       addr: t.proxy?.addr ?? "",
       protocols: Array.isArray(t.proxy?.protocols) ? t.proxy.protocols : [],
@@ -41,6 +50,9 @@ export function normalizeTopology(json) {
       ? {
           code: s.code ?? "",
           pool: s.pool ?? "",
+          runtimePool: s.runtime_pool ?? s.pool ?? "",
+          drillPool: typeof s.drill_pool === "string" && s.drill_pool ? s.drill_pool : null,
+          member: typeof s.member === "string" && s.member ? s.member : null,
           database: { engine: s.database?.engine ?? "", where: s.database?.where ?? "" },
           cache: { engine: s.cache?.engine ?? "", where: s.cache?.where ?? "" },
         }
@@ -74,11 +86,17 @@ export function stateText(m) {
 export const INSTANCE_KINDS = ["process", "container"];
 
 /**
- * Whether the UI offers to kill a member: only backend instances that control runs (kind
- * "process" or "container"); control itself and members from elsewhere ("external") are not
- * control's to kill, and it refuses.
+ * Whether the UI offers to kill a member: only backend instances of the session's own drill
+ * pool (kind "process" or "container"). Shared pools serve every session and the server
+ * refuses (403 not_your_pool); control itself and members from elsewhere ("external") are
+ * not control's to kill.
  */
-export const canKill = (m) => INSTANCE_KINDS.includes(m.kind);
+export const canKill = (topology, pool, m) =>
+  INSTANCE_KINDS.includes(m.kind) && isOwnDrill(topology, pool);
+
+/** Whether `pool` is the session's own drill pool (instances started for it alone). */
+export const isOwnDrill = (topology, pool) =>
+  Boolean(topology.session?.drillPool) && topology.session.drillPool === pool.name;
 
 /** A member's kind in words, shown next to it (text, not a colour alone). */
 export function kindText(kind) {
@@ -125,12 +143,27 @@ export function containerOffer(choices) {
 }
 
 /**
- * Whether the UI offers to add an instance to a pool: only to a pool control runs instances
- * for (one of its members is such an instance, or it is the session's pool, which may have
- * lost them all).
+ * Whether the UI offers to add an instance to a pool: only to the session's own drill pool
+ * (which may have lost them all), below its cap.
  */
 export const canAdd = (topology, pool) =>
-  pool.members.some(canKill) || topology.session?.pool === pool.name;
+  isOwnDrill(topology, pool) && pool.members.length < topology.drillLimits.maxInstances;
+
+/**
+ * Whether "Start a drill" is offered: the install allows drills and the session runs none.
+ * @returns {{offer: boolean, enabled: boolean, reason: string}}
+ */
+export function drillOffer(topology) {
+  if (!topology.drills || !topology.session) return { offer: false, enabled: false, reason: "" };
+  if (topology.session.drillPool) return { offer: false, enabled: false, reason: "" };
+  const l = topology.drillLimits;
+  if (l.poolsRunning >= l.maxPools) {
+    return { offer: true, enabled: false, reason: `${l.maxPools} drills are running on this server; try again when one has ended` };
+  }
+  return { offer: true, enabled: true, reason: "" };
+}
+
+export const DRILL_PATH = "/api/topology/drill";
 
 /**
  * What the diagram's structure depends on: everything but each member's live state and load
@@ -141,9 +174,11 @@ export function shapeKey(topology) {
     drills: topology.drills,
     proxy: topology.proxy,
     session: topology.session,
+    limits: topology.drillLimits,
     pools: topology.pools.map((p) => ({
       name: p.name,
       algorithm: p.algorithm,
+      drill: p.drill,
       members: p.members.map((m) => [m.id, m.addr, m.kind]),
     })),
   });
