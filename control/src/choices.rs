@@ -173,7 +173,11 @@ pub fn check_unsupported_key(key: &str) -> Result<(), String> {
     if !f.values.iter().any(|(v, ..)| *v == value) {
         return Err(format!(
             "unsupported: `{value}` is not a {field}; choose one of {}",
-            f.values.iter().map(|(v, ..)| *v).collect::<Vec<_>>().join(", ")
+            f.values
+                .iter()
+                .map(|(v, ..)| *v)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(())

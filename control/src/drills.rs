@@ -141,7 +141,11 @@ impl Control {
         if !self.cfg.drills_from_ui {
             return Err(self.refuse(DrillError::Disabled));
         }
-        let pool = format!("{}-drill-{:06x}", s.choices.runtime, rand::random::<u32>() >> 8);
+        let pool = format!(
+            "{}-drill-{:06x}",
+            s.choices.runtime,
+            rand::random::<u32>() >> 8
+        );
         {
             let mut pools = self.drills.lock();
             if let Some((p, _)) = pools.iter().find(|(_, d)| d.code == s.code) {
@@ -162,10 +166,13 @@ impl Control {
         }
         self.metrics.drill_pools.set(self.drills.len() as i64);
         self.ensure_pool_spec(&pool);
-        let starts =
-            (0..self.cfg.drills.instances).map(|_| self.start_instance_of(&pool, InstanceKind::Process));
+        let starts = (0..self.cfg.drills.instances)
+            .map(|_| self.start_instance_of(&pool, InstanceKind::Process));
         let results = futures_util::future::join_all(starts).await;
-        let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
         let started = results.len() - failed.len();
         if started == 0 || self.sessions.get(&s.code).is_none() {
             self.stop_drill_pool(&pool).await;
@@ -190,10 +197,7 @@ impl Control {
     /// `DELETE /api/topology/drill`: routes the session back to its runtime's pool, then
     /// stops its drill pool.
     pub async fn end_drill(&self, s: &Session) -> Result<String, DrillError> {
-        let pool = self
-            .drills
-            .of_session(&s.code)
-            .ok_or(DrillError::NoDrill)?;
+        let pool = self.drills.of_session(&s.code).ok_or(DrillError::NoDrill)?;
         s.drill.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.reroute(s);
         self.stop_drill_pool(&pool).await;

@@ -81,8 +81,13 @@ impl Runtimes {
         }
         for m in &manifests {
             for key in m.unsupported.keys() {
-                crate::choices::check_unsupported_key(key)
-                    .map_err(|e| format!("{}/{}: {e}", m.dir.display(), stacklab_types::runtime::MANIFEST_FILE))?;
+                crate::choices::check_unsupported_key(key).map_err(|e| {
+                    format!(
+                        "{}/{}: {e}",
+                        m.dir.display(),
+                        stacklab_types::runtime::MANIFEST_FILE
+                    )
+                })?;
             }
         }
         // Rust first (the default), then by name.

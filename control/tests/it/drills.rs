@@ -29,10 +29,7 @@ async fn new_session(b: &mut Browser) {
 
 fn member_of(r: &Answer) -> String {
     assert_eq!(r.status, 200, "{}", r.text());
-    r.headers["x-stacklab-member"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    r.headers["x-stacklab-member"].to_str().unwrap().to_owned()
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -62,7 +59,10 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
 
     // The shared pool: neither killed nor grown from the public API, whatever the id.
     for (method, path) in [
-        ("DELETE", format!("/api/topology/pools/rust/instances/{}", shared[0])),
+        (
+            "DELETE",
+            format!("/api/topology/pools/rust/instances/{}", shared[0]),
+        ),
         ("POST", "/api/topology/pools/rust/instances".to_owned()),
         ("POST", "/api/topology/pools/control/instances".to_owned()),
     ] {
@@ -74,7 +74,11 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
             "{method} {path}: {}",
             r.text()
         );
-        assert!(r.text().contains("POST /api/topology/drill"), "{}", r.text());
+        assert!(
+            r.text().contains("POST /api/topology/drill"),
+            "{}",
+            r.text()
+        );
     }
     assert_eq!(instances_of(&up, "rust"), shared, "nothing killed or added");
 
@@ -85,7 +89,10 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
     let pool = v["pool"].as_str().unwrap().to_owned();
     assert!(pool.starts_with("rust-drill-"), "{pool}");
     let code_a = a.cookie.clone().unwrap();
-    assert!(!pool.contains(&code_a), "the pool's name never carries the session code");
+    assert!(
+        !pool.contains(&code_a),
+        "the pool's name never carries the session code"
+    );
     let drilled = instances_of(&up, &pool);
     assert_eq!(drilled.len(), 2, "{v}");
     assert_eq!(v["instances"].as_array().unwrap().len(), 2);
@@ -93,14 +100,21 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
         let m = member_of(&a.get("/api/users?limit=1").await);
         assert!(drilled.contains(&m), "A served by its drill pool, not {m}");
         let m = member_of(&b.get("/api/users?limit=1").await);
-        assert!(shared.contains(&m), "B still served by the shared pool, not {m}");
+        assert!(
+            shared.contains(&m),
+            "B still served by the shared pool, not {m}"
+        );
     }
     // A sees its drill pool; B does not see A's.
     let topo = a.get("/api/topology").await.json();
     assert_eq!(topo["session"]["pool"], pool.as_str(), "{topo}");
     assert_eq!(topo["session"]["runtime_pool"], "rust");
     assert_eq!(topo["session"]["drill_pool"], pool.as_str());
-    assert!(topo["pools"].as_array().unwrap().iter().any(|p| p["name"] == pool.as_str() && p["drill"] == true));
+    assert!(topo["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == pool.as_str() && p["drill"] == true));
     let topo_b = b.get("/api/topology").await.json();
     assert!(
         !topo_b.to_string().contains(&pool),
@@ -111,9 +125,19 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
 
     // One drill per session; one drill pool at a time on this install (max_drill_pools = 1).
     let r = a.post("/api/topology/drill", json!({})).await;
-    assert_eq!((r.status, r.code()), (409, "drill_running".into()), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "drill_running".into()),
+        "{}",
+        r.text()
+    );
     let r = b.post("/api/topology/drill", json!({})).await;
-    assert_eq!((r.status, r.code()), (503, "out_of_capacity".into()), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "out_of_capacity".into()),
+        "{}",
+        r.text()
+    );
     assert!(r.text().contains("control.max_drill_pools"), "{}", r.text());
     // B cannot touch A's drill pool.
     let r = b
@@ -123,7 +147,12 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
             None,
         )
         .await;
-    assert_eq!((r.status, r.code()), (403, "not_your_pool".into()), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "not_your_pool".into()),
+        "{}",
+        r.text()
+    );
     assert_eq!(instances_of(&up, &pool).len(), 2);
 
     // The drill itself: kill one of A's instances under A's traffic; A keeps being served
@@ -140,9 +169,21 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
     assert_eq!(r.status, 200, "{}", r.text());
     load.advance(50).await;
     let (ok, failed) = load.stop().await;
-    assert!(failed.is_empty(), "{} of {ok} failed: {failed:?}", failed.len());
-    assert_eq!(instances_of(&up, &pool), drilled[1..], "killed, and not replaced");
-    assert_eq!(instances_of(&up, "rust"), shared, "the shared pool untouched");
+    assert!(
+        failed.is_empty(),
+        "{} of {ok} failed: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(
+        instances_of(&up, &pool),
+        drilled[1..],
+        "killed, and not replaced"
+    );
+    assert_eq!(
+        instances_of(&up, "rust"),
+        shared,
+        "the shared pool untouched"
+    );
     member_of(&b.get("/api/users?limit=1").await);
 
     // A may grow its drill pool up to max_drill_instances (3), no further.
@@ -165,20 +206,49 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
 
     let m = up.control.metrics.encode();
     assert_eq!(metric(&m, "stacklab_control_drill_pools "), 1.0, "{m}");
-    assert!(metric(&m, "stacklab_control_drill_refusals_total{reason=\"not_yours\"}") >= 4.0);
-    assert_eq!(metric(&m, "stacklab_control_drill_refusals_total{reason=\"pools\"}"), 1.0);
-    assert_eq!(metric(&m, "stacklab_control_drill_refusals_total{reason=\"instances\"}"), 1.0);
-    assert_eq!(metric(&m, "stacklab_control_instances{pool=\"rust-drill\"}"), 3.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "stacklab_control_drill_refusals_total{reason=\"not_yours\"}"
+        ) >= 4.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "stacklab_control_drill_refusals_total{reason=\"pools\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "stacklab_control_drill_refusals_total{reason=\"instances\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "stacklab_control_instances{pool=\"rust-drill\"}"),
+        3.0,
+        "{m}"
+    );
 
     // Ending the drill: A is served by the shared pool again and the drill instances go.
     let r = a.send("DELETE", "/api/topology/drill", None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ended"], pool.as_str());
     assert!(instances_of(&up, &pool).is_empty());
-    assert!(up.control.routes.pool(&pool).is_none(), "the pool is out of the route table");
+    assert!(
+        up.control.routes.pool(&pool).is_none(),
+        "the pool is out of the route table"
+    );
     assert!(shared.contains(&member_of(&a.get("/api/users?limit=1").await)));
     let r = a.send("DELETE", "/api/topology/drill", None).await;
-    assert_eq!((r.status, r.code()), (404, "no_drill".into()), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "no_drill".into()),
+        "{}",
+        r.text()
+    );
 
     // B's drill, reaped with B's session.
     let r = b.post("/api/topology/drill", json!({})).await;
@@ -187,7 +257,10 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
     assert_eq!(instances_of(&up, &pool_b).len(), 2);
     let r = b.send("DELETE", "/api/session", None).await;
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
-    assert!(instances_of(&up, &pool_b).is_empty(), "reaped with its session");
+    assert!(
+        instances_of(&up, &pool_b).is_empty(),
+        "reaped with its session"
+    );
     assert!(up.control.routes.pool(&pool_b).is_none());
     assert_eq!(up.control.drills.len(), 0);
     assert_eq!(instances_of(&up, "rust"), shared);

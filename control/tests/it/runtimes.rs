@@ -106,7 +106,9 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
         r.text()
     );
     assert!(
-        r.text().contains("Twin does not offer password_storage `bcrypt-pepper`: the twin keeps no pepper"),
+        r.text().contains(
+            "Twin does not offer password_storage `bcrypt-pepper`: the twin keeps no pepper"
+        ),
         "{}",
         r.text()
     );
