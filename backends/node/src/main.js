@@ -108,6 +108,10 @@ async function main(argv) {
   }
   let stop = null;
   let eof = false;
+  let signalled = null;
+  // Handlers before the first line: a parent may signal as soon as it has read it.
+  process.on('SIGTERM', () => (stop ? stop('SIGTERM') : (signalled = 'SIGTERM')));
+  process.on('SIGINT', () => (stop ? stop('SIGINT') : (signalled = 'SIGINT')));
   const credential = await readCredential(() => { eof = true; if (stop) stop('stdin closed'); });
   if (!credential) {
     console.error('--token-stdin: no token on the first line of stdin');
@@ -159,7 +163,6 @@ async function main(argv) {
     return 1;
   }
   const { address, port } = server.address();
-  process.stdout.write(`stacklab backend on http://${address.includes(':') ? `[${address}]` : address}:${port}\n`);
 
   const interval = Math.min(30000, Math.max(50, cfg.sessionIdleMs / 4));
   const sweeper = setInterval(() => { sessions.sweep().catch((e) => console.error('session sweep failed:', e)); }, interval);
@@ -185,9 +188,9 @@ async function main(argv) {
       await sessions.closeAll().catch(() => {});
       resolve(0);
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    if (eof) stop('stdin closed');
+    process.stdout.write(`stacklab backend on http://${address.includes(':') ? `[${address}]` : address}:${port}\n`);
+    if (signalled) stop(signalled);
+    else if (eof) stop('stdin closed');
   });
 }
 
