@@ -1,10 +1,14 @@
 # Sourced by bin/stacklab-node and bin/test: where the modules and the addon are. With
 # node_modules/ in this folder (`npm ci`) those are used; else what setup.sh made in
-# ${STACKLAB_NODE_CACHE:-~/.cache/stacklab-node}.
+# ${STACKLAB_NODE_CACHE:-~/.cache/stacklab-node}; or the system's (STACKLAB_NODE_MODULES=system).
 here=$(cd -- "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/.." && pwd)
 cache=${STACKLAB_NODE_CACHE:-$HOME/.cache/stacklab-node}
 node=${STACKLAB_NODE:-node}
-if [[ ! -d $here/node_modules ]]; then
+# STACKLAB_NODE_MODULES=system: the modules are the system's own (Debian's node-* packages
+# installed with their nodejs, as in config/images/node), and STACKLAB_NODE_ADDON names the addon.
+if [[ ${STACKLAB_NODE_MODULES:-} == system ]]; then
+    :
+elif [[ ! -d $here/node_modules ]]; then
     if [[ ! -f $cache/.inputs.sha256 ]]; then
         echo "the Node runtime's modules are missing at $cache; run backends/node/setup.sh" >&2
         exit 1
