@@ -17,8 +17,8 @@
 #      stacklab/python:local: the Python runtime (backends/python) with its virtualenv baked
 #      in: the host's pip downloads the wheels of requirements.txt (every one pinned with its
 #      hash) for the image's Python, and the build installs them with no index; and
-#      stacklab/node:local: the Node runtime (backends/node) on Debian's nodejs with Debian's
-#      node-* packages installed from the archive, and its bcrypt/argon2id addon compiled in.
+#      stacklab/node:local: the Node runtime (backends/node) on Debian's nodejs, with the
+#      modules and addon backends/node/setup.sh makes on the host copied in.
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -327,18 +327,23 @@ build_python() {
     log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
-# The Node runtime's image: a build context of the Dockerfile and backends/node (its sources,
-# scripts, addon source and Debian package list; no tests). The packages come from Debian's
-# archive inside the build, as the engines' do.
+# The Node runtime's image: a build context of the Dockerfile, backends/node (its sources and
+# scripts; no tests) and what backends/node/setup.sh made on the host (the modules and the
+# addon; not the libnode stand-in, which the image's own Node does not need).
 build_node() {
-    local start=$EPOCHREALTIME tag=stacklab/node:local ctx root out cache=() source have
+    local start=$EPOCHREALTIME tag=stacklab/node:local ctx root out cache=() source have node_cache
     root=$(cd "$HERE/../.." && pwd)
+    node_cache=${STACKLAB_NODE_CACHE:-$HOME/.cache/stacklab-node}
+    "$root/backends/node/setup.sh" || die "backends/node/setup.sh could not make the Node runtime's modules"
     ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-node.XXXXXX")
     cp "$HERE/node/Dockerfile" "$ctx/"
-    mkdir "$ctx/node"
+    mkdir "$ctx/node" "$ctx/cache"
     (cd "$root/backends/node" && tar -c bin src native debian-packages.txt package.json runtime.toml) |
         tar -x -C "$ctx/node"
-    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    (cd "$node_cache" && tar -c modules native .inputs.sha256) | tar -x -C "$ctx/cache"
+    # The inputs' hash stands for the modules (setup.sh remakes them only when it changes).
+    source=$( (cd "$ctx" && find . -path ./cache/modules -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum) |
+        sha256sum | cut -c1-16)
     have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
     if [[ $have == "$source" ]] && ((!FORCE)); then
         log "$tag is up to date with backends/node: skipped (--force rebuilds it)"

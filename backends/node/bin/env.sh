@@ -15,8 +15,11 @@ elif [[ ! -d $here/node_modules ]]; then
     fi
     triplet=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
     export NODE_PATH=$cache/modules/usr/lib/$triplet/nodejs:$cache/modules/usr/share/nodejs${NODE_PATH:+:$NODE_PATH}
-    # node-sqlite3's addon names Debian's libnode.so.108; setup.sh put an empty stand-in here.
-    export LD_LIBRARY_PATH=$cache/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    # node-sqlite3's addon names Debian's libnode.so.108; setup.sh put an empty stand-in here
+    # (absent in the image, whose Node is Debian's own and has the real one).
+    if [[ -d $cache/lib ]]; then
+        export LD_LIBRARY_PATH=$cache/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    fi
     export STACKLAB_NODE_ADDON=${STACKLAB_NODE_ADDON:-$cache/native/passwords.node}
 fi
 # Hashes, SQLite and file reads share libuv's pool: enough threads that a full hashing gate
