@@ -3,6 +3,7 @@
 # folder's inputs changed:
 #
 #   backends/node/setup.sh          # into ${STACKLAB_NODE_CACHE:-~/.cache/stacklab-node}
+#   backends/node/setup.sh --check  # exit 0 when the cache is up to date, else say so (makes nothing)
 #
 # No npm registry is reached (this machine has none). The modules are Debian's node-* packages
 # (debian-packages.txt and their node-*/libjs-* dependencies), fetched with `apt-get download`
@@ -41,6 +42,10 @@ fi
 want=$( (cat "$here/debian-packages.txt" "$here/native/passwords.c"; "$node" -p 'process.versions.napi'; echo "$headers") | sha256sum)
 if [[ $want == "$(cat "$cache/.inputs.sha256" 2>/dev/null || true)" ]]; then
     exit 0
+fi
+if [[ ${1:-} == --check ]]; then
+    echo "the Node runtime's modules at $cache are missing or not those of backends/node; run backends/node/setup.sh" >&2
+    exit 1
 fi
 say "making the Node runtime's modules in $cache"
 rm -f -- "$cache/.inputs.sha256"
