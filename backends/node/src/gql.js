@@ -44,10 +44,8 @@ const Int = new GraphQLScalarType({
     if (node.kind !== Kind.INT) throw new GraphQLError('Int cannot represent a non-integer value', { nodes: node });
     const big = BigInt(node.value);
     if (big < I64_MIN || big > I64_MAX) throw new GraphQLError(`Int cannot represent value: ${node.value} (a 64-bit whole number is expected)`, { nodes: node });
-    if (big > BigInt(Number.MAX_SAFE_INTEGER) || big < -BigInt(Number.MAX_SAFE_INTEGER)) {
-      // No id, limit or offset is that large: such a value finds nothing (or is refused) anyway.
-      return Number(big);
-    }
+    // Beyond 2^53 the nearest double: no id, limit or offset is that large, so such a value
+    // finds nothing (or is refused) as it would in a runtime with exact 64-bit integers.
     return Number(big);
   },
 });
