@@ -57,6 +57,7 @@ function sqliteDriver(url) {
   const flags = { ro: sqlite3.OPEN_READONLY, rw: sqlite3.OPEN_READWRITE, rwc: sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE }[mode];
   if (flags === undefined) throw new StoreError('the URL\'s mode is not ro, rw or rwc');
   let db = null;
+  const statements = new Map();
   const open = () => new Promise((resolve, reject) => {
     const d = new sqlite3.Database(file, flags, (e) => (e ? reject(e) : resolve(d)));
   });
@@ -71,17 +72,34 @@ function sqliteDriver(url) {
     },
     run(sql, params) {
       return new Promise((resolve, reject) => {
+        if (/^\s*CREATE/i.test(sql)) {
+          db.run(sql, params, (e) => (e ? reject(e) : resolve({ rows: [] })));
+          return;
+        }
+        // Each statement is prepared once per connection (the queries are a fixed few).
+        let stmt = statements.get(sql);
+        if (!stmt) {
+          stmt = db.prepare(sql);
+          statements.set(sql, stmt);
+        }
         if (/^\s*(SELECT|PRAGMA)/i.test(sql)) {
-          db.all(sql, params, (e, rows) => (e ? reject(e) : resolve({ rows })));
+          stmt.all(params, (e, rows) => (e ? reject(e) : resolve({ rows })));
         } else {
-          db.run(sql, params, function done(e) {
+          stmt.run(params, function done(e) {
             if (e) reject(e);
             else resolve({ rows: [], changes: this.changes, lastId: this.lastID });
           });
         }
       });
     },
-    close() { return new Promise((resolve) => (db ? db.close(() => resolve()) : resolve())); },
+    close() {
+      return new Promise((resolve) => {
+        if (!db) { resolve(); return; }
+        for (const st of statements.values()) st.finalize();
+        statements.clear();
+        db.close(() => resolve());
+      });
+    },
     uniqueIndex(e) {
       // "SQLITE_CONSTRAINT: UNIQUE constraint failed: users.email_key"
       return e && e.code === 'SQLITE_CONSTRAINT' && /UNIQUE/.test(e.message) ? e.message : null;
@@ -93,12 +111,19 @@ function postgresDriver(url, max) {
   const pg = require('pg');
   const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, idleTimeoutMillis: IDLE_MS });
   pool.on('error', () => {}); // an idle connection that died is dropped by the pool
+  const names = new Map();
   return {
     async connect() { await pool.query('SELECT 1'); },
     async run(sql, params) {
       let n = 0;
       const text = sql.replace(/\?/g, () => `$${++n}`);
-      const r = await pool.query(text, params);
+      // Named, so each connection parses and plans a statement once (the queries are a fixed few).
+      let name = names.get(text);
+      if (!name) {
+        name = `s${names.size + 1}`;
+        names.set(text, name);
+      }
+      const r = await pool.query(/^\s*CREATE/i.test(text) ? { text, values: params } : { name, text, values: params });
       return { rows: r.rows, changes: r.rowCount };
     },
     close() { return pool.end().catch(() => {}); },
