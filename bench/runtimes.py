@@ -43,10 +43,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every runtime with a manifest in backends/: each gets a warm pool, and the table a row per stack.
+RUNTIMES = sorted(p.parent.name for p in (ROOT / "backends").glob("*/runtime.toml"))
+
+
 def config(tmp: Path) -> Path:
     text = (ROOT / "config/stacklab.toml").read_text()
-    runtimes = sorted(p.parent.name for p in (ROOT / "backends").glob("*/runtime.toml"))
-    text = re.sub(r'(?m)^warm_runtimes = .*$', "warm_runtimes = " + json.dumps(runtimes), text)
+    text = re.sub(r'(?m)^warm_runtimes = .*$', "warm_runtimes = " + json.dumps(RUNTIMES), text)
     for key, var in [("postgres_url", "STACKLAB_TEST_POSTGRES_URL"), ("redis_url", "STACKLAB_TEST_REDIS_URL")]:
         url = os.environ.get(var)
         if not url:
@@ -123,7 +126,7 @@ def main() -> None:
                 sys.exit(f"stacklab up exited ({up.returncode}); its log: {tmp / 'up.log'}")
             try:
                 instances = admin(admin_port, token_file.read_text().strip(), "/admin/instances")["instances"]
-                if {i["pool"] for i in instances} >= {"rust", "python"}:
+                if {i["pool"] for i in instances} >= set(RUNTIMES):
                     break
             except (OSError, KeyError, ValueError):
                 pass

@@ -16,7 +16,9 @@
 #      over the same base, for backend instances run as containers ([docker.backend]); and
 #      stacklab/python:local: the Python runtime (backends/python) with its virtualenv baked
 #      in: the host's pip downloads the wheels of requirements.txt (every one pinned with its
-#      hash) for the image's Python, and the build installs them with no index.
+#      hash) for the image's Python, and the build installs them with no index; and
+#      stacklab/node:local: the Node runtime (backends/node) on Debian's nodejs, with the
+#      modules and addon backends/node/setup.sh makes on the host copied in.
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -27,7 +29,7 @@
 #
 # Usage:
 #   config/images/build.sh [--force] [--binary PATH] [ENGINE...]
-#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python
+#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
 #              made with `cargo build --release -p stacklab-control` when missing)
 #     --force  rebuild images that exist already (else they are skipped); the base too when
@@ -51,7 +53,7 @@ while (($#)); do
         --force) FORCE=1 ;;
         --check) CHECK=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        postgres | mariadb | redis | memcached | backend | python) ENGINES+=("$1") ;;
+        postgres | mariadb | redis | memcached | backend | python | node) ENGINES+=("$1") ;;
         --binary) shift; BINARY=${1:-} ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -325,11 +327,51 @@ build_python() {
     log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
+# The Node runtime's image: a build context of the Dockerfile, backends/node (its sources and
+# scripts; no tests) and what backends/node/setup.sh made on the host (the modules and the
+# addon; not the libnode stand-in, which the image's own Node does not need).
+build_node() {
+    local start=$EPOCHREALTIME tag=stacklab/node:local ctx root out cache=() source have node_cache
+    root=$(cd "$HERE/../.." && pwd)
+    node_cache=${STACKLAB_NODE_CACHE:-$HOME/.cache/stacklab-node}
+    "$root/backends/node/setup.sh" || die "backends/node/setup.sh could not make the Node runtime's modules"
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-node.XXXXXX")
+    cp "$HERE/node/Dockerfile" "$ctx/"
+    mkdir "$ctx/node" "$ctx/cache"
+    (cd "$root/backends/node" && tar -c bin src native debian-packages.txt package.json runtime.toml) |
+        tar -x -C "$ctx/node"
+    (cd "$node_cache" && tar -c modules native .inputs.sha256) | tar -x -C "$ctx/cache"
+    # The inputs' hash stands for the modules (setup.sh remakes them only when it changes).
+    source=$( (cd "$ctx" && find . -path ./cache/modules -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum) |
+        sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$source" ]] && ((!FORCE)); then
+        log "$tag is up to date with backends/node: skipped (--force rebuilds it)"
+        rm -rf "$ctx"
+        return 0
+    fi
+    log "building $tag"
+    out=$(mktemp)
+    ((FORCE)) && cache=(--no-cache)
+    if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
+            --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/node" \
+            --label "org.stacklab.source=$source" \
+            -t "$tag" "$ctx" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -rf "$out" "$ctx"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
 build_base
 for engine in "${ENGINES[@]}"; do
     case $engine in
         backend) build_backend ;;
         python) build_python ;;
+        node) build_node ;;
         *) build_engine "$engine" ;;
     esac
 done

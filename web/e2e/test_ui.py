@@ -673,7 +673,7 @@ def test_python_runtime(server, open_browser, shot, missing):
     status, options = server.public("GET", "/api/options")
     assert status == 200
     runtimes = next(c for c in options["choices"] if c["field"] == "runtime")["options"]
-    assert {"rust", "python"} <= {o["value"] for o in runtimes}, runtimes
+    assert {"rust", "python", "node"} <= {o["value"] for o in runtimes}, runtimes
     for o in runtimes:
         box = f'opt-runtime-{o["value"]}'
         assert b.text(f'label[for="{box}"]') == o["label"], o
@@ -770,6 +770,71 @@ def test_python_runtime(server, open_browser, shot, missing):
                   "[e.dataset.runtime, e.dataset.stack, e.classList.contains('compared')]")
     assert runs == [["rust", "sqlite|memory", True], ["python", "sqlite|memory", True]], runs
     shot(b, "compare")
+
+
+# --------------------------------------------------------------------------------------------
+# 6b. The same journey on the Node runtime: REST and GraphQL answered by its own pool, the
+#     cache view, the inspector, the benchmark, the topology and a failover drill
+# --------------------------------------------------------------------------------------------
+
+NODE = ("node", "Node.js (Express)")
+
+
+def test_node_runtime(server, open_browser, shot, missing):
+    b = open_browser()
+    open_page(b, server)
+    status, options = server.public("GET", "/api/options")
+    assert status == 200
+    runtimes = next(c for c in options["choices"] if c["field"] == "runtime")["options"]
+    node = next((o for o in runtimes if o["value"] == "node"), None)
+    assert node is not None, runtimes
+    assert node["label"] == NODE[1]
+    assert b.text('label[for="opt-runtime-node"]') == NODE[1]
+    if node["available"] is False:
+        missing(f"the Node runtime cannot run here: {node['reason']} "
+                "(backends/node/setup.sh makes its modules)")
+
+    # --- REST on Node, bcrypt: its pool starts with this first Node session.
+    launch(b, runtime="node", protocol="rest", password_storage="bcrypt")
+    assert b.text('#stack-fields dd[data-field="runtime"]') == NODE[1]
+    steps = dict(b.each("#steps li[data-testid=step]", "[e.dataset.name, e.dataset.status]"))
+    assert steps.get("runtime") == "done", steps
+    b.exchanges = []
+    console_round(b, "rest", bcrypt_stored, "p")
+    answered_by(b, NODE)
+    shot(b, "console-rest")
+
+    check_cache_view(b)
+    check_inspector(b, "h2", "correct horse battery")
+    detail = "#inspector-detail"
+    assert b.text(f"{detail} [data-testid=inspector-member]").startswith("node-")
+    assert b.text(f"{detail} [data-testid=inspector-runtime]") == NODE[1]
+
+    run_analysis(b)
+    assert b.attr("#benchmark-runtime", "data-runtime") == "node"
+    assert b.text("#benchmark-runtime").startswith(f"Ran on {NODE[1]}, instance node-")
+    shot(b, "analysis")
+
+    # Topology: the session's pool is Node's, drawn first; kill its instance under traffic.
+    tab(b, "topology")
+    pool = pool_css("node")
+    b.wait(lambda: b.count(f'{pool} li[data-testid=member][data-state="healthy"]') == 2,
+           "two healthy node instances")
+    assert b.each("section[data-testid=pool]", "e.dataset.pool")[0] == "node"
+    assert b.text(f"{pool} [data-testid=pool-runtime]") == NODE[1]
+    assert all(m.startswith("node-") for m in members(b, "node")), members(b, "node")
+    assert b.count("#topology-diagram button[id^=kill-node-]") == 2 and b.visible("#add-node")
+    shot(b, "topology")
+    failover_drill(b, "node", b.exchanges[-1]["member"], shot)
+
+    # --- GraphQL on Node, argon2id: a second session, the same round.
+    b.click("#end-session")
+    b.wait(lambda: b.phase() == "choosing", "the launcher after End session")
+    launch(b, runtime="node", protocol="graphql", password_storage="plaintext")
+    since = len(b.exchanges)
+    console_round(b, "graphql", plaintext_stored, "q")
+    answered_by(b, NODE, since)
+    shot(b, "console-graphql")
 
 
 # --------------------------------------------------------------------------------------------

@@ -467,7 +467,11 @@ impl Default for BackendSpec {
         Self {
             image: "stacklab/backend:local".into(),
             binary: None,
-            runtime_images: [("python".to_owned(), "stacklab/python:local".to_owned())].into(),
+            runtime_images: [
+                ("python".to_owned(), "stacklab/python:local".to_owned()),
+                ("node".to_owned(), "stacklab/node:local".to_owned()),
+            ]
+            .into(),
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids: 512,

@@ -1285,19 +1285,29 @@ async fn measure() {
 /// that kills the container under load fails no idempotent request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_pool_runs_an_instance_in_its_own_image() {
+    a_runtime_pool_runs_an_instance_in_its_own_image("python", "py").await;
+}
+
+/// The same for the Node runtime (`config/images/build.sh node`, `stacklab/node:local`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_pool_runs_an_instance_in_its_own_image() {
+    a_runtime_pool_runs_an_instance_in_its_own_image("node", "nd").await;
+}
+
+async fn a_runtime_pool_runs_an_instance_in_its_own_image(runtime: &str, tag: &str) {
     use crate::helpers::{admin, start_up, temp_dir, Browser, Load, TOKEN};
     use serde_json::json;
     let Some(api) = engine().await else { return };
-    let cfg = config("py", 0);
+    let cfg = config(tag, 0);
     let instance = cfg.instance.clone();
-    let dir = temp_dir("docker-python");
+    let dir = temp_dir(&format!("docker-{runtime}"));
     let docker = Some(cfg.clone());
     let backends = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backends");
     let up = start_up(&dir, 2, move |_, c| {
         c.docker = docker;
         c.backends.containers = 1;
         c.backends.runtimes_dir = backends;
-        // Only the Python pool is under test: no Rust containers.
+        // Only this runtime's pool is under test: no Rust containers.
         c.backends.warm_runtimes = vec![];
     })
     .await;
@@ -1307,7 +1317,7 @@ async fn a_python_pool_runs_an_instance_in_its_own_image() {
     let r = b
         .post(
             "/api/sessions",
-            json!({"runtime": "python", "cache": "none"}),
+            json!({"runtime": runtime, "cache": "none"}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
@@ -1315,7 +1325,7 @@ async fn a_python_pool_runs_an_instance_in_its_own_image() {
     let mut kinds: Vec<&str> = list.iter().map(|i| i.kind).collect();
     kinds.sort();
     assert_eq!(kinds, ["container", "process"], "{list:?}");
-    assert!(list.iter().all(|i| i.pool == "python"), "{list:?}");
+    assert!(list.iter().all(|i| i.pool == runtime), "{list:?}");
     let boxed = list.iter().find(|i| i.kind == "container").unwrap().clone();
 
     let found = containers(&api, &instance, Some((LABEL_ROLE, "backend"))).await;
@@ -1325,13 +1335,16 @@ async fn a_python_pool_runs_an_instance_in_its_own_image() {
         .await
         .unwrap();
     let c = info.config.unwrap();
-    assert_eq!(c.image.as_deref(), Some("stacklab/python:local"));
+    assert_eq!(
+        c.image.as_deref(),
+        Some(format!("stacklab/{runtime}:local").as_str())
+    );
     assert_eq!(
         c.labels
             .unwrap_or_default()
             .get("stacklab.pool")
             .map(String::as_str),
-        Some("python")
+        Some(runtime)
     );
     let runtime_token = std::fs::read_to_string(dir.join("data/runtime.token")).unwrap();
     let shown = format!("{:?} {:?} {:?}", c.env, c.cmd, c.entrypoint);
@@ -1353,7 +1366,7 @@ async fn a_python_pool_runs_an_instance_in_its_own_image() {
         r.headers["x-stacklab-member"]
             .to_str()
             .unwrap()
-            .starts_with("python-"),
+            .starts_with(&format!("{runtime}-")),
         "{:?}",
         r.headers
     );
@@ -1363,7 +1376,7 @@ async fn a_python_pool_runs_an_instance_in_its_own_image() {
     let r = admin(
         up.addrs.admin,
         "DELETE",
-        &format!("/admin/pools/python/instances/{}", boxed.id),
+        &format!("/admin/pools/{runtime}/instances/{}", boxed.id),
         Some(TOKEN),
         None,
     )

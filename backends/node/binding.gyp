@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "passwords",
+      "sources": ["native/passwords.c"],
+      "libraries": ["-lcrypt", "-largon2"]
+    }
+  ]
+}
