@@ -86,7 +86,7 @@ macro_rules! runtimes {
     };
 }
 
-runtimes!(python, rust);
+runtimes!(python, ruby, rust);
 
 /// A runtime added to `backends/` is not silently left out of the suite.
 #[test]
