@@ -16,7 +16,9 @@
 #      over the same base, for backend instances run as containers ([docker.backend]); and
 #      stacklab/python:local: the Python runtime (backends/python) with its virtualenv baked
 #      in: the host's pip downloads the wheels of requirements.txt (every one pinned with its
-#      hash) for the image's Python, and the build installs them with no index.
+#      hash) for the image's Python, and the build installs them with no index; and
+#      stacklab/ruby:local: the Ruby (Rails) runtime (backends/ruby) with Debian's packages of
+#      the gems in its Gemfile.lock (backends/ruby/debian-packages).
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -27,7 +29,7 @@
 #
 # Usage:
 #   config/images/build.sh [--force] [--binary PATH] [ENGINE...]
-#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python
+#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, ruby
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
 #              made with `cargo build --release -p stacklab-control` when missing)
 #     --force  rebuild images that exist already (else they are skipped); the base too when
@@ -51,7 +53,7 @@ while (($#)); do
         --force) FORCE=1 ;;
         --check) CHECK=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        postgres | mariadb | redis | memcached | backend | python) ENGINES+=("$1") ;;
+        postgres | mariadb | redis | memcached | backend | python | ruby) ENGINES+=("$1") ;;
         --binary) shift; BINARY=${1:-} ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -325,11 +327,45 @@ build_python() {
     log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
+# The Ruby runtime's image: the Dockerfile and backends/ruby (no tests), rebuilt when either
+# changed (a label holds the hash of what it was built from).
+build_ruby() {
+    local start=$EPOCHREALTIME tag=stacklab/ruby:local ctx root out cache=() source have
+    root=$(cd "$HERE/../.." && pwd)
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-ruby.XXXXXX")
+    cp "$HERE/ruby/Dockerfile" "$ctx/"
+    mkdir "$ctx/ruby"
+    (cd "$root/backends/ruby" && tar -c --exclude=test --exclude=.bundle \
+        app bin config lib config.ru Gemfile Gemfile.lock debian-packages runtime.toml setup.sh) | tar -x -C "$ctx/ruby"
+    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$source" ]] && ((!FORCE)); then
+        log "$tag is up to date with backends/ruby: skipped (--force rebuilds it)"
+        rm -rf "$ctx"
+        return 0
+    fi
+    log "building $tag"
+    out=$(mktemp)
+    ((FORCE)) && cache=(--no-cache)
+    if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
+            --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/ruby" \
+            --label "org.stacklab.source=$source" \
+            -t "$tag" "$ctx" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -rf "$out" "$ctx"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
 build_base
 for engine in "${ENGINES[@]}"; do
     case $engine in
         backend) build_backend ;;
         python) build_python ;;
+        ruby) build_ruby ;;
         *) build_engine "$engine" ;;
     esac
 done
