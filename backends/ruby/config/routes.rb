@@ -7,6 +7,14 @@
 Rails.application.routes.draw do
   id = { id: %r{[^/]+} }
 
+  # Rails answers HEAD with the GET route; the contract's routes have no HEAD.
+  match "api/users", to: "users#method_not_allowed", via: :head, format: false
+  match "api/users/:id", to: "users#method_not_allowed", via: :head, constraints: id, format: false
+  match "api/cache", to: "cache#method_not_allowed", via: :head, format: false
+  match "graphql", to: "graphql#method_not_allowed", via: :head, format: false
+  match "api/*rest", to: "users#no_route", via: :head, format: false
+  match "*rest", to: "errors#no_route", via: :head, format: false
+
   get "healthz", to: "health#show"
   delete "internal/sessions/:code", to: "internal#forget", constraints: { code: %r{[^/]+} }, format: false
 

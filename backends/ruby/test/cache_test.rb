@@ -6,6 +6,8 @@ require "stacklab/cache"
 # The in-process cache's four policies (CONTRACT.md §13), on a clock the test moves; then the
 # policy endpoints over Redis and Memcached through a running instance.
 class MemoryCacheTest < Minitest::Test
+  parallelize_me!
+
   def cache(policy, max_bytes = 30)
     @now = 0.0
     Stacklab::Cache::Memory.new(policy: policy, max_bytes: max_bytes, clock: -> { @now })

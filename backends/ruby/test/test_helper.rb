@@ -4,6 +4,9 @@
 # descriptor server standing in for control, on the engines scripts/test starts
 # (STACKLAB_TEST_POSTGRES_URL, _MYSQL_URL, _REDIS_URL, _MEMCACHED_ADDR). An engine that is not
 # there fails the test under STACKLAB_REQUIRE_SERVICES=1 and skips it, saying so, otherwise.
+# Each test starts its own instances and waits on them more than it computes: tests run four at
+# a time (MT_CPU overrides).
+ENV["MT_CPU"] ||= "4"
 require "minitest/autorun"
 require "json"
 require "net/http"
@@ -155,6 +158,8 @@ end
 
 # A test with a control stand-in and one instance, stopped afterwards.
 class StackTest < Minitest::Test
+  parallelize_me!
+
   TOKEN = "test-credential-#{SecureRandom.hex(8)}"
 
   def setup

@@ -10,7 +10,7 @@ class CacheController < SessionController
   def policy
     b = body_fields(POLICY, "a policy")
     # One canonical name everywhere: " ALLKEYS-LFU " is applied, shown and reported as "allkeys-lfu".
-    name = b["policy"].strip.downcase
+    name = Stacklab::Rules.trim(b["policy"]).downcase
     cache_call { session.cache.set_policy(name) }
     runtime.sessions.cache_policy_changed(session.code, name)
     render_json(200, view)

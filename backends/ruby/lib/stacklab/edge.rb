@@ -33,6 +33,12 @@ module Stacklab
                          else
                            "/#{segments.join('/')}"
                          end
+      # Rails never parses the query or the body: the controllers read the query as the contract
+      # says (the first of a name wins, lossy UTF-8) and bodies through Stacklab::Body. Rails'
+      # parsers would refuse malformed escapes or form bodies with exceptions raised outside any
+      # controller's rescue.
+      env["action_dispatch.request.query_parameters"] = {}
+      env["action_dispatch.request.request_parameters"] = {}
       status, headers, body = begin
         @app.call(env)
       rescue StandardError => e
@@ -40,11 +46,28 @@ module Stacklab
         err = ApiError.internal(e.class.name)
         [500, { "content-type" => "application/json" }, [err.to_json]]
       end
+      status, headers, body = json_only(status, headers, body)
       backend = (Stacklab.monotonic - started) * 1000
       headers["Server-Timing"] = format("backend;dur=%.3f, cache;dur=%.3f, db;dur=%.3f",
                                         backend, trace.cache_s * 1000, trace.db_s * 1000)
       headers["x-stacklab-cache"] = trace.outcome if trace.outcome
       [status, headers, body]
+    end
+  end
+
+  # The last line of defence: an error answer that is not JSON (Rails' failsafe page, should the
+  # exceptions app itself fail) is replaced by the contract's error body.
+  class Edge
+    private
+
+    def json_only(status, headers, body)
+      return [status, headers, body] if status < 400 || headers["Content-Type"].to_s.start_with?("application/json") ||
+                                        headers["content-type"].to_s.start_with?("application/json")
+
+      body.close if body.respond_to?(:close)
+      err = status >= 500 ? ApiError.internal("a non-JSON #{status}") : ApiError.bad_request("the request could not be read; send it again")
+      @log.error("replaced a non-JSON #{status} answer with the JSON error body")
+      [err.status, { "Content-Type" => "application/json" }, [err.to_json]]
     end
   end
 

@@ -9,8 +9,12 @@ module Stacklab
 
     C = Config
 
+    # Rust's str::trim: Unicode white space at both ends. (Ruby's String#strip also strips NUL,
+    # which the rules must see.)
+    def trim(v) = v.gsub(/\A[[:space:]]+|[[:space:]]+\z/, "")
+
     def username(v)
-      v = v.strip
+      v = trim(v)
       unless (C::MIN_USERNAME..C::MAX_USERNAME).cover?(v.length)
         raise ApiError.invalid("username", "a username is #{C::MIN_USERNAME} to #{C::MAX_USERNAME} characters")
       end
@@ -20,7 +24,7 @@ module Stacklab
     end
 
     def email(v)
-      v = v.strip
+      v = trim(v)
       raise ApiError.invalid("email", "an email address is 3 to #{C::MAX_EMAIL} characters") if v.empty? || v.length > C::MAX_EMAIL
 
       bad = ApiError.invalid("email", "give an email address like name@example.com")
@@ -43,7 +47,7 @@ module Stacklab
     end
 
     def full_name(v)
-      v = v.strip
+      v = trim(v)
       if v.length > C::MAX_FULL_NAME || v.match?(/\p{Cc}/)
         raise ApiError.invalid("full_name",
                                "a full name is at most #{C::MAX_FULL_NAME} characters, without control characters")

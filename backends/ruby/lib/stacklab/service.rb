@@ -159,7 +159,7 @@ module Stacklab
       raise ApiError.invalid("limit", "limit must be between 1 and #{Config::MAX_PAGE}") unless (1..Config::MAX_PAGE).cover?(limit)
       raise ApiError.invalid("offset", "offset cannot be negative") if offset.negative?
 
-      q = q.to_s.strip
+      q = Rules.trim(q.to_s)
       lower = index = nil
       unless q.empty?
         raise ApiError.invalid("q", "search text is at most #{Config::MAX_EMAIL} characters") if q.length > Config::MAX_EMAIL
