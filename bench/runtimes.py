@@ -43,9 +43,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def runtimes_in_backends() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "backends").glob("*/runtime.toml"))
+
+
 def config(tmp: Path) -> Path:
     text = (ROOT / "config/stacklab.toml").read_text()
-    runtimes = sorted(p.parent.name for p in (ROOT / "backends").glob("*/runtime.toml"))
+    runtimes = runtimes_in_backends()
     text = re.sub(r'(?m)^warm_runtimes = .*$', "warm_runtimes = " + json.dumps(runtimes), text)
     for key, var in [("postgres_url", "STACKLAB_TEST_POSTGRES_URL"), ("redis_url", "STACKLAB_TEST_REDIS_URL")]:
         url = os.environ.get(var)
@@ -123,7 +127,7 @@ def main() -> None:
                 sys.exit(f"stacklab up exited ({up.returncode}); its log: {tmp / 'up.log'}")
             try:
                 instances = admin(admin_port, token_file.read_text().strip(), "/admin/instances")["instances"]
-                if {i["pool"] for i in instances} >= {"rust", "python"}:
+                if {i["pool"] for i in instances} >= {"rust", *runtimes_in_backends()}:
                     break
             except (OSError, KeyError, ValueError):
                 pass

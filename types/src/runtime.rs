@@ -12,12 +12,18 @@
 //! description = "Flask 3 on the waitress WSGI server."
 //! check = ["./bin/stacklab-python", "--check"]
 //! start = ["./bin/stacklab-python"]
+//!
+//! # Only where this runtime truly cannot offer a choice: `<field>.<value>` of
+//! # POST /api/sessions, and the reason a person reads.
+//! [unsupported]
+//! "database.mongodb" = "Debian's driver is too old for the MongoDB stand-in"
 //! ```
 //!
 //! An instance is started as `start... --addr 127.0.0.1:0 --control-url URL --token-stdin
 //! [--config FILE]`; see the contract for the rest.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The file name of a manifest inside a runtime's folder.
@@ -39,6 +45,11 @@ pub struct Manifest {
     pub check: Vec<String>,
     /// The command that starts one instance, before the contract's arguments.
     pub start: Vec<String>,
+    /// Choices this runtime cannot serve: `"<field>.<value>"` (a field of `POST /api/sessions`
+    /// and one of its values) → why, in words a person reads. `/api/options` shows them on the
+    /// runtime and a session asking for one is refused naming the field.
+    #[serde(default)]
+    pub unsupported: BTreeMap<String, String>,
     /// The folder the manifest was read from (set by [`Manifest::load`]).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -84,6 +95,17 @@ impl Manifest {
                 "start: give the command that starts an instance".into(),
             ));
         }
+        for (key, why) in &m.unsupported {
+            let ok = key.split_once('.').is_some_and(|(f, v)| {
+                !f.is_empty() && !v.is_empty() && !v.contains('.')
+            });
+            if !ok || why.trim().is_empty() {
+                return Err(ManifestError(format!(
+                    "unsupported: `{key}` must be `<field>.<value>` (e.g. \"database.mongodb\") \
+                     with the reason a person reads"
+                )));
+            }
+        }
         m.dir = dir.to_path_buf();
         Ok(m)
     }
@@ -102,6 +124,13 @@ impl Manifest {
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(found)
+    }
+
+    /// Why this runtime cannot serve `value` of `field`, if it cannot.
+    pub fn unsupported(&self, field: &str, value: &str) -> Option<&str> {
+        self.unsupported
+            .get(&format!("{field}.{value}"))
+            .map(String::as_str)
     }
 
     /// `check` with its paths resolved, or `None` when the manifest has none.
@@ -194,5 +223,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("extra"), "{e}");
+        let e = Manifest::parse(
+            "name = \"p\"\nlabel = \"l\"\ndescription = \"d\"\nstart = [\"x\"]\n[unsupported]\nmongodb = \"old\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("<field>.<value>"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_choices_are_read_with_their_reason() {
+        let m = Manifest::parse(
+            "name = \"p\"\nlabel = \"l\"\ndescription = \"d\"\nstart = [\"x\"]\n[unsupported]\n\"database.mongodb\" = \"too old\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(m.unsupported("database", "mongodb"), Some("too old"));
+        assert_eq!(m.unsupported("database", "sqlite"), None);
     }
 }
