@@ -8,6 +8,27 @@ require "rbnacl"
 require_relative "errors"
 
 module Stacklab
+  # libsodium's crypto_pwhash, bound again with `blocking: true`: RbNaCl's binding keeps Ruby's
+  # global VM lock for the whole hash (tens of milliseconds, 19 MiB), which would stall every
+  # other Puma thread; this one lets them run meanwhile (bcrypt-ruby releases the lock itself).
+  module Sodium
+    extend FFI::Library
+    ffi_lib ["sodium", "libsodium.so.23", "libsodium.so.18"] # as RbNaCl finds it
+    attach_function :crypto_pwhash, %i[pointer ulong_long pointer ulong_long pointer ulong_long size_t int], :int,
+                    blocking: true
+    ALG_ARGON2ID13 = 2
+
+    def self.argon2id(password, salt, opslimit, memlimit, len)
+      out = FFI::MemoryPointer.new(:uchar, len)
+      pw = FFI::MemoryPointer.new(:uchar, [password.bytesize, 1].max).put_bytes(0, password.b)
+      sp = FFI::MemoryPointer.new(:uchar, salt.bytesize).put_bytes(0, salt.b)
+      rc = crypto_pwhash(out, len, pw, password.bytesize, sp, opslimit, memlimit, ALG_ARGON2ID13)
+      raise RbNaCl::CryptoError, "crypto_pwhash failed (out of memory?)" unless rc.zero?
+
+      out.get_bytes(0, len)
+    end
+  end
+
   # Password storage, five ways (CONTRACT.md §11). The stored strings are those of the other
   # runtimes: bcrypt as "$2b$CC$…", argon2id as the PHC string with the RustCrypto argon2 0.5
   # defaults (m=19456 KiB, t=2, p=1, 16-byte salt, 32-byte hash). There is no argon2 gem in
@@ -82,7 +103,7 @@ module Stacklab
 
     def argon2id(password)
       salt = RbNaCl::Random.random_bytes(ARGON2_SALT)
-      raw = RbNaCl::PasswordHash.argon2id(password, salt, ARGON2_T, ARGON2_M_KIB * 1024, ARGON2_LEN)
+      raw = Sodium.argon2id(password, salt, ARGON2_T, ARGON2_M_KIB * 1024, ARGON2_LEN)
       "$argon2id$v=19$m=#{ARGON2_M_KIB},t=#{ARGON2_T},p=1$#{b64(salt)}$#{b64(raw)}"
     end
 
@@ -97,7 +118,7 @@ module Stacklab
       return false unless p == 1 && salt && want && salt.bytesize == ARGON2_SALT && want.bytesize >= 16
       return false unless t.between?(1, 64) && mem.between?(8, 4 * 1024 * 1024)
 
-      got = RbNaCl::PasswordHash.argon2id(password, salt, t, mem * 1024, want.bytesize)
+      got = Sodium.argon2id(password, salt, t, mem * 1024, want.bytesize)
       OpenSSL.fixed_length_secure_compare(got, want)
     rescue RbNaCl::CryptoError, ArgumentError
       false

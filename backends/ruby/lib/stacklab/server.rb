@@ -38,7 +38,8 @@ module Stacklab
         return 1
       end
       begin
-        RbNaCl::PasswordHash.argon2id("x" * 8, ("s" * 16).b, 1, 8192, 32)
+        require_relative "passwords"
+        Stacklab::Sodium.argon2id("x" * 8, ("s" * 16).b, 1, 8192, 32)
         require_relative "../../config/environment"
       rescue StandardError, LoadError => e
         $stderr.puts "the Ruby runtime cannot start: #{e.class}: #{e.message.lines.first&.strip}"
