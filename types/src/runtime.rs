@@ -96,9 +96,9 @@ impl Manifest {
             ));
         }
         for (key, why) in &m.unsupported {
-            let ok = key.split_once('.').is_some_and(|(f, v)| {
-                !f.is_empty() && !v.is_empty() && !v.contains('.')
-            });
+            let ok = key
+                .split_once('.')
+                .is_some_and(|(f, v)| !f.is_empty() && !v.is_empty() && !v.contains('.'));
             if !ok || why.trim().is_empty() {
                 return Err(ManifestError(format!(
                     "unsupported: `{key}` must be `<field>.<value>` (e.g. \"database.mongodb\") \
