@@ -18,7 +18,9 @@
 #      in: the host's pip downloads the wheels of requirements.txt (every one pinned with its
 #      hash) for the image's Python, and the build installs them with no index; and
 #      stacklab/node:local: the Node runtime (backends/node) on Debian's nodejs, with the
-#      modules and addon backends/node/setup.sh makes on the host copied in.
+#      modules and addon backends/node/setup.sh makes on the host copied in; and
+#      stacklab/ruby:local: the Ruby (Rails) runtime (backends/ruby) with Debian's packages of
+#      the gems in its Gemfile.lock (backends/ruby/debian-packages).
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -29,7 +31,7 @@
 #
 # Usage:
 #   config/images/build.sh [--force] [--binary PATH] [ENGINE...]
-#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node
+#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node, ruby
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
 #              made with `cargo build --release -p stacklab-control` when missing)
 #     --force  rebuild images that exist already (else they are skipped); the base too when
@@ -53,7 +55,7 @@ while (($#)); do
         --force) FORCE=1 ;;
         --check) CHECK=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        postgres | mariadb | redis | memcached | backend | python | node) ENGINES+=("$1") ;;
+        postgres | mariadb | redis | memcached | backend | python | node | ruby) ENGINES+=("$1") ;;
         --binary) shift; BINARY=${1:-} ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -327,6 +329,39 @@ build_python() {
     log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
+# The Ruby runtime's image: the Dockerfile and backends/ruby (no tests), rebuilt when either
+# changed (a label holds the hash of what it was built from).
+build_ruby() {
+    local start=$EPOCHREALTIME tag=stacklab/ruby:local ctx root out cache=() source have
+    root=$(cd "$HERE/../.." && pwd)
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-ruby.XXXXXX")
+    cp "$HERE/ruby/Dockerfile" "$ctx/"
+    mkdir "$ctx/ruby"
+    (cd "$root/backends/ruby" && tar -c --exclude=test --exclude=.bundle \
+        app bin config lib config.ru Gemfile Gemfile.lock debian-packages runtime.toml setup.sh) | tar -x -C "$ctx/ruby"
+    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$source" ]] && ((!FORCE)); then
+        log "$tag is up to date with backends/ruby: skipped (--force rebuilds it)"
+        rm -rf "$ctx"
+        return 0
+    fi
+    log "building $tag"
+    out=$(mktemp)
+    ((FORCE)) && cache=(--no-cache)
+    if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
+            --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/ruby" \
+            --label "org.stacklab.source=$source" \
+            -t "$tag" "$ctx" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -rf "$out" "$ctx"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
 # The Node runtime's image: a build context of the Dockerfile, backends/node (its sources and
 # scripts; no tests) and what backends/node/setup.sh made on the host (the modules and the
 # addon; not the libnode stand-in, which the image's own Node does not need).
@@ -372,6 +407,7 @@ for engine in "${ENGINES[@]}"; do
         backend) build_backend ;;
         python) build_python ;;
         node) build_node ;;
+        ruby) build_ruby ;;
         *) build_engine "$engine" ;;
     esac
 done

@@ -20,6 +20,16 @@ pub enum Db {
 
 impl Db {
     pub const ALL: [Db; 4] = [Db::Sqlite, Db::Postgres, Db::Mysql, Db::Mongo];
+
+    /// The `database` value of `POST /api/sessions` (and of a manifest's `[unsupported]` keys).
+    pub fn value(self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+            Db::Mysql => "mysql",
+            Db::Mongo => "mongodb",
+        }
+    }
 }
 
 /// A cache engine under test.

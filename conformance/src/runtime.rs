@@ -37,6 +37,23 @@ impl Runtime {
             .start_argv(&stacklab_for(&self.manifest.start))
     }
 
+    /// Whether the runtime offers database `db`; when its manifest's `[unsupported]` table says
+    /// it does not, that is said aloud (the pair is skipped visibly, even under CI: the runtime
+    /// declares it, and `/api/options` tells people the same reason).
+    pub fn offers(&self, db: crate::engines::Db) -> bool {
+        match self.manifest.unsupported("database", db.value()) {
+            None => true,
+            Some(why) => {
+                eprintln!(
+                    "runtime `{}` NOT TESTED with database {}: its runtime.toml marks it unsupported: {why}",
+                    self.name(),
+                    db.value()
+                );
+                false
+            }
+        }
+    }
+
     /// Runs the manifest's `check`; `Err` carries what it said.
     fn check(&self) -> Result<(), String> {
         let Some(argv) = self

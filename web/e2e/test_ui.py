@@ -646,8 +646,8 @@ def test_reprovision(server, open_browser, shot):
 
 
 # --------------------------------------------------------------------------------------------
-# 6. The same journey on the Python runtime, chosen in the launcher; then one Rust run of the
-#    same stack, compared with it
+# 6. The same journey on the Python and on the Ruby runtime, chosen in the launcher; then one
+#    Rust run of the same stack, compared with it
 # --------------------------------------------------------------------------------------------
 
 PYTHON = ("python", "Python (Flask)")
@@ -664,7 +664,10 @@ def answered_by(b: Browser, runtime: tuple[str, str], since: int = 0):
         assert x["runtime"] == {"value": pool, "label": label}, x
 
 
-def test_python_runtime(server, open_browser, shot, missing):
+def runtime_journey(server, open_browser, shot, missing, rt: tuple[str, str], setup: str):
+    """The journey on runtime `rt` (pool, label), chosen in the launcher; then one Rust run of
+    the same stack, compared with it. `setup` says how to make the runtime ready."""
+    name, label = rt
     b = open_browser()
     open_page(b, server)
 
@@ -673,7 +676,7 @@ def test_python_runtime(server, open_browser, shot, missing):
     status, options = server.public("GET", "/api/options")
     assert status == 200
     runtimes = next(c for c in options["choices"] if c["field"] == "runtime")["options"]
-    assert {"rust", "python", "node"} <= {o["value"] for o in runtimes}, runtimes
+    assert {"rust", "python", "node", "ruby", name} <= {o["value"] for o in runtimes}, runtimes
     for o in runtimes:
         box = f'opt-runtime-{o["value"]}'
         assert b.text(f'label[for="{box}"]') == o["label"], o
@@ -682,22 +685,21 @@ def test_python_runtime(server, open_browser, shot, missing):
             == (o["available"] is False), o
         if o["available"] is False:
             assert b.text(f"#{box}-why") == f"Not available: {o['reason']}", o
-    python = next(o for o in runtimes if o["value"] == "python")
-    assert python["label"] == PYTHON[1]
-    if python["available"] is False:
-        missing(f"the Python runtime cannot run here: {python['reason']} "
-                "(backends/python/setup.sh makes its venv)")
+    chosen = next(o for o in runtimes if o["value"] == name)
+    assert chosen["label"] == label
+    if chosen["available"] is False:
+        missing(f"the {label} runtime cannot run here: {chosen['reason']} ({setup})")
     shot(b, "launcher")
 
-    # --- REST on Python. Its pool starts with this first Python session: the `runtime` step.
-    launch(b, runtime="python", protocol="rest", password_storage="bcrypt")
-    assert b.text('#stack-fields dd[data-field="runtime"]') == PYTHON[1]
+    # --- REST on the runtime. Its pool starts with this first session of it: the `runtime` step.
+    launch(b, runtime=name, protocol="rest", password_storage="bcrypt")
+    assert b.text('#stack-fields dd[data-field="runtime"]') == label
     steps = dict(b.each("#steps li[data-testid=step]", "[e.dataset.name, e.dataset.status]"))
     assert steps.get("runtime") == "done", steps
     assert MS.match(b.text('#steps li[data-name="runtime"] .step-ms')), b.text("#steps")
     b.exchanges = []
     console_round(b, "rest", bcrypt_stored, "p")
-    answered_by(b, PYTHON)
+    answered_by(b, rt)
     shot(b, "console-rest")
 
     check_cache_view(b)
@@ -705,45 +707,45 @@ def test_python_runtime(server, open_browser, shot, missing):
 
     check_inspector(b, "h2", "correct horse battery")
     detail = "#inspector-detail"
-    assert b.text(f"{detail} [data-testid=inspector-member]").startswith("python-")
-    assert b.text(f"{detail} [data-testid=inspector-runtime]") == PYTHON[1]
+    assert b.text(f"{detail} [data-testid=inspector-member]").startswith(f"{name}-")
+    assert b.text(f"{detail} [data-testid=inspector-runtime]") == label
     shot(b, "inspector")
 
     run_analysis(b)
-    assert b.attr("#benchmark-runtime", "data-runtime") == "python"
-    assert b.text("#benchmark-runtime").startswith(f"Ran on {PYTHON[1]}, instance python-")
+    assert b.attr("#benchmark-runtime", "data-runtime") == name
+    assert b.text("#benchmark-runtime").startswith(f"Ran on {label}, instance {name}-")
     assert b.each("#benchmark-runs-table tr[data-testid=bench-run]", "e.dataset.runtime") \
-        == ["python"]
+        == [name]
     shot(b, "analysis")
 
-    # Topology: the session's pool is Python's, drawn first and labelled; Rust's is there too.
+    # Topology: the session's pool is the runtime's, drawn first and labelled; Rust's is there too.
     tab(b, "topology")
-    py = pool_css("python")
+    py = pool_css(name)
     b.wait(lambda: b.count(f'{py} li[data-testid=member][data-state="healthy"]') == 2,
-           "two healthy python instances")
-    assert b.each("section[data-testid=pool]", "e.dataset.pool")[0] == "python"
+           f"two healthy {name} instances")
+    assert b.each("section[data-testid=pool]", "e.dataset.pool")[0] == name
     assert "your session" in b.text(py)
-    assert b.text(f"{py} [data-testid=pool-runtime]") == PYTHON[1]
+    assert b.text(f"{py} [data-testid=pool-runtime]") == label
     assert b.text(f'{pool_css("rust")} [data-testid=pool-runtime]') == "Rust (hyper)"
     assert "your session" not in b.text(pool_css("rust"))
-    assert all(m.startswith("python-") for m in members(b, "python")), members(b, "python")
-    assert b.count("#topology-diagram button[id^=kill-python-]") == 0 and b.visible("#drill-start")
+    assert all(m.startswith(f"{name}-") for m in members(b, name)), members(b, name)
+    assert b.count(f"#topology-diagram button[id^=kill-{name}-]") == 0 and b.visible("#drill-start")
     shot(b, "topology")
 
-    # Kill the Python instance serving this session (in a drill pool of its own) under
-    # traffic: nothing fails.
-    failover_drill(b, "python", shot)
+    # Kill the instance serving this session (in a drill pool of its own) under traffic:
+    # nothing fails.
+    failover_drill(b, name, shot)
 
-    # --- GraphQL on Python: a second session, the same round.
+    # --- GraphQL on the runtime: a second session, the same round.
     b.click("#end-session")
     b.wait(lambda: b.phase() == "choosing", "the launcher after End session")
-    launch(b, runtime="python", protocol="graphql", password_storage="plaintext")
-    assert b.text('#stack-fields dd[data-field="runtime"]') == PYTHON[1]
+    launch(b, runtime=name, protocol="graphql", password_storage="plaintext")
+    assert b.text('#stack-fields dd[data-field="runtime"]') == label
     since = len(b.exchanges)
     console_round(b, "graphql", plaintext_stored, "q")
-    answered_by(b, PYTHON, since)
+    answered_by(b, rt, since)
     shot(b, "console-graphql")
-    # The inspector: a GraphQL request, answered by a Python instance.
+    # The inspector: a GraphQL request, answered by an instance of the runtime.
     tab(b, "inspector")
     b.wait(lambda: any(r["title"] == "POST /graphql" for r in inspector_rows(b)),
            "the GraphQL requests in the inspector", timeout=15)
@@ -751,11 +753,11 @@ def test_python_runtime(server, open_browser, shot, missing):
     b.click(f'#inspector-list li[data-key="{post["key"]}"] button')
     b.wait(lambda: b.count("#inspector-detail [data-testid=inspector-timing]") == 1,
            "the request's detail")
-    assert b.text("#inspector-detail [data-testid=inspector-member]").startswith("python-")
-    assert b.text("#inspector-detail [data-testid=inspector-runtime]") == PYTHON[1]
+    assert b.text("#inspector-detail [data-testid=inspector-member]").startswith(f"{name}-")
+    assert b.text("#inspector-detail [data-testid=inspector-runtime]") == label
     shot(b, "inspector-graphql")
 
-    # --- The same stack on Rust: its benchmark sits beside Python's, marked as compared.
+    # --- The same stack on Rust: its benchmark sits beside the runtime's, marked as compared.
     b.click("#end-session")
     b.wait(lambda: b.phase() == "choosing", "the launcher after End session")
     launch(b, runtime="rust", protocol="rest", password_storage="bcrypt")
@@ -768,8 +770,20 @@ def test_python_runtime(server, open_browser, shot, missing):
     assert b.attr("#benchmark-runtime", "data-runtime") == "rust"
     runs = b.each("#benchmark-runs-table tr[data-testid=bench-run]",
                   "[e.dataset.runtime, e.dataset.stack, e.classList.contains('compared')]")
-    assert runs == [["rust", "sqlite|memory", True], ["python", "sqlite|memory", True]], runs
+    assert runs == [["rust", "sqlite|memory", True], [name, "sqlite|memory", True]], runs
     shot(b, "compare")
+
+
+def test_python_runtime(server, open_browser, shot, missing):
+    runtime_journey(server, open_browser, shot, missing, PYTHON, "backends/python/setup.sh makes its venv")
+
+
+RUBY = ("ruby", "Ruby (Rails)")
+
+
+def test_ruby_runtime(server, open_browser, shot, missing):
+    runtime_journey(server, open_browser, shot, missing, RUBY,
+                    "backends/ruby/setup.sh installs its Debian packages")
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ use stacklab_types::stack::{Encryption, PasswordStorage, WritePolicy};
 pub async fn password_modes(runtime: &Runtime) {
     let lab = Lab::start(runtime).await;
     let rt = runtime.name();
-    for db in Db::ALL {
+    for db in Db::ALL.into_iter().filter(|db| runtime.offers(*db)) {
         for mode in PASSWORD_MODES {
             let Some(stack) = stack(
                 db,
@@ -97,7 +97,7 @@ pub async fn password_modes(runtime: &Runtime) {
 pub async fn encryption(runtime: &Runtime) {
     let lab = Lab::start(runtime).await;
     let rt = runtime.name();
-    for db in Db::ALL {
+    for db in Db::ALL.into_iter().filter(|db| runtime.offers(*db)) {
         let Some(stack) = stack(
             db,
             Kv::Memory,

@@ -19,6 +19,9 @@ macro_rules! combos {
             #[tokio::test]
             async fn $name() {
                 let Some(rt) = runtime::runtime(stringify!($rt)) else { return };
+                if !rt.offers(Db::$db) {
+                    return;
+                }
                 suite::combo(&rt, Db::$db, Kv::$kv, WritePolicy::$policy).await;
             }
         )*
@@ -86,7 +89,7 @@ macro_rules! runtimes {
     };
 }
 
-runtimes!(node, python, rust);
+runtimes!(node, python, ruby, rust);
 
 /// A runtime added to `backends/` is not silently left out of the suite.
 #[test]
