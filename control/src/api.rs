@@ -534,6 +534,55 @@ async fn file_bug(
         Ok(t) => t,
         Err(res) => return res,
     };
+    let _one = control.bugs_lock.lock().await;
+    let limits = &control.cfg.bugs;
+    let counts = tokio::try_join!(
+        control.registry.count_bugs(Some(&s.code)),
+        control.registry.count_bugs(None)
+    );
+    match counts {
+        Ok((mine, _)) if mine as u64 >= limits.per_session => {
+            control
+                .metrics
+                .bugs_refused
+                .with_label_values(&["session"])
+                .inc();
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "bug_limit",
+                format!(
+                    "this session has filed {} reports (control.max_bugs_per_session); add to one of them in a new session if something else goes wrong",
+                    limits.per_session
+                ),
+            );
+        }
+        Ok((_, all)) if all as u64 >= limits.total => {
+            control
+                .metrics
+                .bugs_refused
+                .with_label_values(&["total"])
+                .inc();
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "out_of_capacity",
+                format!(
+                    "{} reports are waiting to be read (control.max_bugs); try again later",
+                    limits.total
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "registry",
+                format!(
+                    "the report could not be stored: {}",
+                    crate::redact_url(&e.to_string())
+                ),
+            )
+        }
+    }
     let requests = control.captured(&s.code, 20).await;
     let row = crate::registry::BugRow {
         id: crate::seal::session_code()[..12].to_owned(),

@@ -42,6 +42,8 @@ pub struct ControlConfig {
     pub cache_ttl_ms: u64,
     /// Largest bug report description.
     pub max_bug_bytes: usize,
+    /// Bug reports: most one session may file, most kept in all, and how long each is kept.
+    pub bugs: BugLimits,
     /// Proxies' admin addresses, where control reads captured requests (`up`: its own).
     pub proxies: Vec<String>,
     /// Origins (`https://host[:port]`, lowercase, no path) besides the edge's own (the Host a
@@ -74,6 +76,17 @@ pub struct BackendPoolConfig {
     pub command: Option<PathBuf>,
     /// How long a new instance has to answer `/healthz`.
     pub ready_timeout: Duration,
+}
+
+/// How many bug reports are taken and how long they are kept.
+#[derive(Debug, Clone)]
+pub struct BugLimits {
+    /// `control.max_bugs_per_session` (5): past it, `429 bug_limit`.
+    pub per_session: u64,
+    /// `control.max_bugs` (10000) kept at once: past it, `503 out_of_capacity`.
+    pub total: u64,
+    /// `control.bug_retention_ms` (30 days): older reports are removed by the reaper.
+    pub retention: Duration,
 }
 
 /// A session's drill pool: instances of its runtime started for it alone, which it may kill
@@ -130,6 +143,9 @@ struct RawControl {
     cache_max_bytes: Option<u64>,
     cache_ttl_ms: Option<u64>,
     max_bug_bytes: Option<usize>,
+    max_bugs_per_session: Option<u64>,
+    max_bugs: Option<u64>,
+    bug_retention_ms: Option<u64>,
     #[serde(default)]
     proxies: Vec<String>,
     #[serde(default)]
@@ -377,6 +393,13 @@ impl ControlConfig {
             cache_max_bytes: raw.cache_max_bytes.unwrap_or(8 * 1024 * 1024),
             cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
             max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),
+            bugs: BugLimits {
+                per_session: raw.max_bugs_per_session.unwrap_or(5),
+                total: raw.max_bugs.unwrap_or(10_000),
+                retention: Duration::from_millis(
+                    raw.bug_retention_ms.unwrap_or(30 * 24 * 3600 * 1000),
+                ),
+            },
             proxies: raw.proxies,
             allowed_origins,
             docker: None,

@@ -66,6 +66,8 @@ pub struct Control {
     pub sessions: sessions::Live,
     pub instances: instances::Instances,
     pub drills: drills::Drills,
+    /// Held while a bug report is counted and stored, so the caps hold under concurrency.
+    pub bugs_lock: tokio::sync::Mutex<()>,
     pub metrics: metrics::ControlMetrics,
     pub http: HttpClient,
     /// Control's admin URL (`http://addr`), set once its admin address is bound: backends
@@ -175,6 +177,7 @@ impl Control {
             routes: routes::RouteState::new(pools),
             instances: instances::Instances::new(),
             drills: drills::Drills::default(),
+            bugs_lock: tokio::sync::Mutex::new(()),
             sessions: sessions::Live::default(),
             cfg: opts.cfg,
             sessions_cfg: opts.sessions,

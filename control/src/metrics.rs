@@ -36,6 +36,11 @@ pub struct ControlMetrics {
     /// Drill requests refused, by reason (`disabled`, `not_yours`, `pools`: at
     /// `control.max_drill_pools`, `instances`: at `control.max_drill_instances`).
     pub drill_refused: IntCounterVec,
+    /// Bug reports refused, by reason (`session`: at `control.max_bugs_per_session`,
+    /// `total`: at `control.max_bugs`).
+    pub bugs_refused: IntCounterVec,
+    /// Bug reports removed after `control.bug_retention_ms`.
+    pub bugs_expired: IntCounter,
 }
 
 impl ControlMetrics {
@@ -153,6 +158,19 @@ impl ControlMetrics {
             &["reason"],
         )
         .expect("metric");
+        let bugs_refused = IntCounterVec::new(
+            Opts::new(
+                "stacklab_control_bug_reports_refused_total",
+                "Bug reports refused, by reason (session, total).",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        let bugs_expired = IntCounter::new(
+            "stacklab_control_bug_reports_expired_total",
+            "Bug reports removed after control.bug_retention_ms.",
+        )
+        .expect("metric");
         for c in [
             Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(created.clone()),
@@ -171,6 +189,8 @@ impl ControlMetrics {
             Box::new(cross_site_refused.clone()),
             Box::new(drill_pools.clone()),
             Box::new(drill_refused.clone()),
+            Box::new(bugs_refused.clone()),
+            Box::new(bugs_expired.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -193,6 +213,8 @@ impl ControlMetrics {
             cross_site_refused,
             drill_pools,
             drill_refused,
+            bugs_refused,
+            bugs_expired,
         }
     }
 

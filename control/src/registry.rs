@@ -243,6 +243,35 @@ impl Registry {
         Ok(())
     }
 
+    /// Reports kept, in all (`code: None`) or filed by one session.
+    pub async fn count_bugs(&self, code: Option<&str>) -> Result<i64> {
+        let n: i64 = match code {
+            Some(c) => {
+                let sql = self.q("SELECT COUNT(*) FROM bugs WHERE code = $1");
+                sqlx::query_scalar(&sql)
+                    .bind(c)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM bugs")
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        Ok(n)
+    }
+
+    /// Removes the reports filed before `created_ms`; returns how many.
+    pub async fn delete_bugs_before(&self, created_ms: i64) -> Result<u64> {
+        let sql = self.q("DELETE FROM bugs WHERE created_ms < $1");
+        let done = sqlx::query(&sql)
+            .bind(created_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn bugs(&self, limit: i64) -> Result<Vec<BugRow>> {
         let sql = self.q("SELECT id, code, created_ms, title, description, stack, requests FROM bugs ORDER BY created_ms DESC LIMIT $1");
         let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;

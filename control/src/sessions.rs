@@ -879,6 +879,15 @@ impl Control {
                 }
             }
         }
+        // Bug reports past their retention.
+        let keep = self.cfg.bugs.retention.as_millis() as u64;
+        if let Ok(n) = self
+            .registry
+            .delete_bugs_before(now.saturating_sub(keep) as i64)
+            .await
+        {
+            self.metrics.bugs_expired.inc_by(n);
+        }
         // Teardowns that failed earlier (their rows say `ending`).
         if let Ok(rows) = self.registry.sessions().await {
             for row in rows

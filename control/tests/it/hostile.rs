@@ -2313,3 +2313,80 @@ async fn the_creation_rate_is_a_bucket_not_a_calendar_minute() {
     assert_eq!(client_key("10.0.0.1"), "10.0.0.1");
     up.shutdown().await.unwrap();
 }
+
+/// Bug reports are bounded: per session, in all, and in time (the reaper removes old ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_reports_are_capped_per_session_and_in_all_and_expire() {
+    let dir = temp_dir("bug-limits");
+    let up = start_up(&dir, 1, |_, c| {
+        c.bugs.per_session = 2;
+        c.bugs.total = 3;
+        c.bugs.retention = Duration::from_secs(3600);
+    })
+    .await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let report = json!({"title": "it broke", "description": "steps to see it"});
+    let kept = || async {
+        admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None)
+            .await
+            .json()["bugs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let mut a = Browser::new(&data, port);
+    assert_eq!(a.post("/api/sessions", json!({})).await.status, 201);
+    for _ in 0..2 {
+        let r = a.post("/api/bugs", report.clone()).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = a.post("/api/bugs", report.clone()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "bug_limit".into()),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("control.max_bugs_per_session"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(kept().await, 2, "nothing stored");
+
+    let mut b = Browser::new(&data, port);
+    assert_eq!(b.post("/api/sessions", json!({})).await.status, 201);
+    assert_eq!(b.post("/api/bugs", report.clone()).await.status, 201);
+    let r = b.post("/api/bugs", report.clone()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "out_of_capacity".into()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("control.max_bugs"), "{}", r.text());
+    assert_eq!(kept().await, 3);
+
+    // Past the retention, the reaper removes them, and reports are taken again.
+    up.control.clock.advance(3600 * 1000 + 1);
+    up.control.reap_once().await;
+    assert_eq!(kept().await, 0);
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_bug_reports_expired_total 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stacklab_control_bug_reports_refused_total{reason=\"session\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stacklab_control_bug_reports_refused_total{reason=\"total\"} 1"),
+        "{m}"
+    );
+    let mut c = Browser::new(&data, port);
+    assert_eq!(c.post("/api/sessions", json!({})).await.status, 201);
+    assert_eq!(c.post("/api/bugs", report).await.status, 201);
+    up.shutdown().await.unwrap();
+}
