@@ -466,6 +466,20 @@ fn create_error(e: CreateError, outcome: &str) -> Response<RespBody> {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             res
         }
+        CreateError::ClientCapacity { limit } => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "this address already has {limit} live sessions (control.max_live_per_client; an IPv6 /64 counts as one); end one (DELETE /api/session) or wait until one expires"
+            ),
+        ),
+        CreateError::ReprovisionLimit { limit } => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "reprovision_limit",
+            format!(
+                "this session was made again {limit} times (control.max_reprovisions_per_session); start a new session instead"
+            ),
+        ),
         CreateError::Failed {
             field,
             message,

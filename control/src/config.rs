@@ -37,6 +37,12 @@ pub struct ControlConfig {
     pub drills_from_ui: bool,
     /// How big drill pools may get.
     pub drills: DrillConfig,
+    /// Most live sessions one client (an IPv4 address, an IPv6 /64) may hold at once
+    /// (`control.max_live_per_client`).
+    pub max_live_per_client: usize,
+    /// Most re-provisions of one session (`control.max_reprovisions_per_session`): each makes
+    /// new databases or containers.
+    pub max_reprovisions: u32,
     /// Defaults for every session's cache.
     pub cache_max_bytes: u64,
     pub cache_ttl_ms: u64,
@@ -138,6 +144,8 @@ struct RawControl {
     backend_ready_timeout_ms: Option<u64>,
     drills_from_ui: Option<bool>,
     drill_instances: Option<usize>,
+    max_live_per_client: Option<usize>,
+    max_reprovisions_per_session: Option<u32>,
     max_drill_instances: Option<usize>,
     max_drill_pools: Option<usize>,
     cache_max_bytes: Option<u64>,
@@ -390,6 +398,8 @@ impl ControlConfig {
             },
             drills_from_ui: raw.drills_from_ui.unwrap_or(true),
             drills,
+            max_live_per_client: raw.max_live_per_client.unwrap_or(100).max(1),
+            max_reprovisions: raw.max_reprovisions_per_session.unwrap_or(20),
             cache_max_bytes: raw.cache_max_bytes.unwrap_or(8 * 1024 * 1024),
             cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
             max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),

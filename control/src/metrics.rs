@@ -11,7 +11,8 @@ pub struct ControlMetrics {
     pub live: IntGauge,
     pub created: IntCounterVec,
     pub ended: IntCounterVec,
-    /// Refused creations by reason: `invalid`, `unavailable`, `rate`, `capacity`.
+    /// Refused creations by reason: `invalid`, `unavailable`, `rate`, `capacity`, `client`
+    /// (`control.max_live_per_client`); and refused re-provisions: `reprovisions`.
     pub rejected: IntCounterVec,
     pub provision_seconds: HistogramVec,
     pub teardown_failures: IntCounter,
@@ -67,7 +68,7 @@ impl ControlMetrics {
         let rejected = IntCounterVec::new(
             Opts::new(
                 "stacklab_control_sessions_rejected_total",
-                "Session creations refused, by reason (invalid, unavailable, rate, capacity).",
+                "Session creations (and re-provisions) refused, by reason (invalid, unavailable, rate, capacity, client, reprovisions).",
             ),
             &["reason"],
         )

@@ -32,6 +32,8 @@ pub struct Session {
     /// Its drill pool while it runs a failover drill ([`crate::drills`]): its requests go
     /// there instead. Not kept across a restart of control.
     pub drill: Mutex<Option<String>>,
+    /// Re-provisions so far (`control.max_reprovisions_per_session`).
+    pub reprovisions: std::sync::atomic::AtomicU32,
     pub client: String,
     pub created_ms: u64,
     pub hard_expires_ms: u64,
@@ -93,6 +95,7 @@ impl Session {
             events: broadcast::channel(256).0,
             member: Mutex::new(None),
             drill: Mutex::new(None),
+            reprovisions: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -274,6 +277,10 @@ pub enum CreateError {
     RateLimited { limit: u32, retry_after_s: u64 },
     /// 503: the server holds as many sessions as it may.
     OutOfCapacity { limit: usize },
+    /// 429: this client holds `control.max_live_per_client` live sessions.
+    ClientCapacity { limit: usize },
+    /// 429: this session was re-provisioned `control.max_reprovisions_per_session` times.
+    ReprovisionLimit { limit: u32 },
     /// 503: provisioning failed; the steps say where.
     Failed {
         field: Option<&'static str>,
@@ -447,6 +454,19 @@ impl Control {
                     retry_after_s: (wait_ms / 1000.0).ceil().max(1.0) as u64,
                 });
             }
+            let key = client_key(client);
+            let per_client = self.cfg.max_live_per_client;
+            if self
+                .sessions
+                .all()
+                .iter()
+                .filter(|s| client_key(&s.client) == key)
+                .count()
+                >= per_client
+            {
+                self.metrics.rejected.with_label_values(&["client"]).inc();
+                return Err(CreateError::ClientCapacity { limit: per_client });
+            }
             let max = self.sessions_cfg.max_live;
             if self.sessions.len() >= max {
                 self.metrics.rejected.with_label_values(&["capacity"]).inc();
@@ -591,6 +611,14 @@ impl Control {
     /// the cookie and the route stay. Its data starts empty. For a session whose container was
     /// killed (`broken`), or one a person wants fresh.
     pub async fn reprovision(self: &Arc<Self>, session: &Arc<Session>) -> Result<(), CreateError> {
+        let limit = self.cfg.max_reprovisions;
+        if session.reprovisions.load(Relaxed) >= limit {
+            self.metrics
+                .rejected
+                .with_label_values(&["reprovisions"])
+                .inc();
+            return Err(CreateError::ReprovisionLimit { limit });
+        }
         let mut was = "";
         session.update(|i| {
             was = i.state;
@@ -618,6 +646,7 @@ impl Control {
                 message: "unknown provisioner".into(),
             });
         };
+        session.reprovisions.fetch_add(1, Relaxed);
         let _ = session.events.send(Event::State("provisioning"));
         // Recorded without its descriptor: a control that stops now tears it down at start.
         let _ = self

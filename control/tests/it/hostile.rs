@@ -2390,3 +2390,60 @@ async fn bug_reports_are_capped_per_session_and_in_all_and_expire() {
     assert_eq!(c.post("/api/bugs", report).await.status, 201);
     up.shutdown().await.unwrap();
 }
+
+/// One address cannot hold more than `control.max_live_per_client` live sessions, and one
+/// session cannot be made again more than `control.max_reprovisions_per_session` times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_per_client_and_reprovisions_are_capped() {
+    let dir = temp_dir("client-caps");
+    let up = start_up(&dir, 1, |_, c| {
+        c.max_live_per_client = 2;
+        c.max_reprovisions = 1;
+    })
+    .await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let mut a = Browser::new(&data, port);
+    let mut b = Browser::new(&data, port);
+    assert_eq!(a.post("/api/sessions", json!({})).await.status, 201);
+    assert_eq!(b.post("/api/sessions", json!({})).await.status, 201);
+    let mut c = Browser::new(&data, port);
+    let r = c.post("/api/sessions", json!({})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "too_many_sessions".into()),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("control.max_live_per_client"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(up.control.sessions.len(), 2, "nothing made");
+    // Ending one frees a place.
+    assert_eq!(b.send_raw("DELETE", "/api/session", None).await.status, 200);
+    assert_eq!(c.post("/api/sessions", json!({})).await.status, 201);
+
+    // Re-provisions: one allowed, the next refused, the session untouched.
+    let r = a.post("/api/session/reprovision", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = a.post("/api/session/reprovision", json!({})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "reprovision_limit".into()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(a.get("/api/session").await.json()["state"], "ready");
+    let m = up.control.metrics.encode();
+    assert!(
+        m.contains("stacklab_control_sessions_rejected_total{reason=\"client\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stacklab_control_sessions_rejected_total{reason=\"reprovisions\"} 1"),
+        "{m}"
+    );
+    up.shutdown().await.unwrap();
+}
