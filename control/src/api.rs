@@ -766,10 +766,35 @@ impl Control {
 /// `GET /api/session/events`: the session's events as SSE, plus captured requests and cache
 /// changes polled while somebody watches (every second; nothing is polled for nobody).
 fn events(control: &Arc<Control>, s: Arc<Session>) -> Response<RespBody> {
+    use std::sync::atomic::Ordering::SeqCst;
+    // At most `control.max_event_streams_per_session` open at once: each polls while open.
+    let max = control.cfg.max_event_streams;
+    if s.streams.fetch_add(1, SeqCst) >= max {
+        s.streams.fetch_sub(1, SeqCst);
+        control.metrics.streams_refused.inc();
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "this session has {max} event streams open (control.max_event_streams_per_session); close a tab that shows it, or wait a second for a closed one to be noticed"
+            ),
+        );
+    }
+    control.metrics.streams.inc();
+    /// Gives the stream's place back however its task ends.
+    struct Open(Arc<Session>, prometheus::IntGauge);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.streams.fetch_sub(1, SeqCst);
+            self.1.dec();
+        }
+    }
+    let open = Open(Arc::clone(&s), control.metrics.streams.clone());
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
     let mut sub = s.events.subscribe();
     let control = Arc::clone(control);
     tokio::spawn(async move {
+        let _open = open;
         let mut seen: HashSet<String> = control
             .captured(&s.code, 100)
             .await

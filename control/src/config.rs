@@ -43,6 +43,9 @@ pub struct ControlConfig {
     /// Most re-provisions of one session (`control.max_reprovisions_per_session`): each makes
     /// new databases or containers.
     pub max_reprovisions: u32,
+    /// Most event streams (`GET /api/session/events`) one session may have open at once
+    /// (`control.max_event_streams_per_session`).
+    pub max_event_streams: usize,
     /// Defaults for every session's cache.
     pub cache_max_bytes: u64,
     pub cache_ttl_ms: u64,
@@ -146,6 +149,7 @@ struct RawControl {
     drill_instances: Option<usize>,
     max_live_per_client: Option<usize>,
     max_reprovisions_per_session: Option<u32>,
+    max_event_streams_per_session: Option<usize>,
     max_drill_instances: Option<usize>,
     max_drill_pools: Option<usize>,
     cache_max_bytes: Option<u64>,
@@ -400,6 +404,7 @@ impl ControlConfig {
             drills,
             max_live_per_client: raw.max_live_per_client.unwrap_or(100).max(1),
             max_reprovisions: raw.max_reprovisions_per_session.unwrap_or(20),
+            max_event_streams: raw.max_event_streams_per_session.unwrap_or(4).max(1),
             cache_max_bytes: raw.cache_max_bytes.unwrap_or(8 * 1024 * 1024),
             cache_ttl_ms: raw.cache_ttl_ms.unwrap_or(300_000),
             max_bug_bytes: raw.max_bug_bytes.unwrap_or(16 * 1024),

@@ -42,6 +42,10 @@ pub struct ControlMetrics {
     pub bugs_refused: IntCounterVec,
     /// Bug reports removed after `control.bug_retention_ms`.
     pub bugs_expired: IntCounter,
+    /// Event streams open now, over all sessions.
+    pub streams: IntGauge,
+    /// Event streams refused at `control.max_event_streams_per_session`.
+    pub streams_refused: IntCounter,
 }
 
 impl ControlMetrics {
@@ -172,6 +176,16 @@ impl ControlMetrics {
             "Bug reports removed after control.bug_retention_ms.",
         )
         .expect("metric");
+        let streams = IntGauge::new(
+            "stacklab_control_event_streams",
+            "Sessions' event streams (GET /api/session/events) open now.",
+        )
+        .expect("metric");
+        let streams_refused = IntCounter::new(
+            "stacklab_control_event_streams_refused_total",
+            "Event streams refused at control.max_event_streams_per_session.",
+        )
+        .expect("metric");
         for c in [
             Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(created.clone()),
@@ -192,6 +206,8 @@ impl ControlMetrics {
             Box::new(drill_refused.clone()),
             Box::new(bugs_refused.clone()),
             Box::new(bugs_expired.clone()),
+            Box::new(streams.clone()),
+            Box::new(streams_refused.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -216,6 +232,8 @@ impl ControlMetrics {
             drill_refused,
             bugs_refused,
             bugs_expired,
+            streams,
+            streams_refused,
         }
     }
 

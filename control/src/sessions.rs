@@ -34,6 +34,8 @@ pub struct Session {
     pub drill: Mutex<Option<String>>,
     /// Re-provisions so far (`control.max_reprovisions_per_session`).
     pub reprovisions: std::sync::atomic::AtomicU32,
+    /// Event streams open now (`control.max_event_streams_per_session`).
+    pub streams: std::sync::atomic::AtomicUsize,
     pub client: String,
     pub created_ms: u64,
     pub hard_expires_ms: u64,
@@ -96,6 +98,7 @@ impl Session {
             member: Mutex::new(None),
             drill: Mutex::new(None),
             reprovisions: std::sync::atomic::AtomicU32::new(0),
+            streams: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -2447,3 +2447,57 @@ async fn live_sessions_per_client_and_reprovisions_are_capped() {
     );
     up.shutdown().await.unwrap();
 }
+
+/// A session holds at most `control.max_event_streams_per_session` event streams; a closed
+/// one gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_per_session_are_capped() {
+    let dir = temp_dir("stream-caps");
+    let up = start_up(&dir, 1, |_, c| c.max_event_streams = 2).await;
+    let mut a = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    assert_eq!(a.post("/api/sessions", json!({})).await.status, 201);
+    let first = a.open_stream("/api/session/events").await;
+    let second = a.open_stream("/api/session/events").await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let r = a.get("/api/session/events").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "too_many_streams".into()),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("control.max_event_streams_per_session"),
+        "{}",
+        r.text()
+    );
+    let m = up.control.metrics.encode();
+    assert!(m.contains("stacklab_control_event_streams 2"), "{m}");
+    assert!(
+        m.contains("stacklab_control_event_streams_refused_total 1"),
+        "{m}"
+    );
+    // Another session is not affected.
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    assert_eq!(b.post("/api/sessions", json!({})).await.status, 201);
+    let other = b.open_stream("/api/session/events").await;
+    assert_eq!(other.status().as_u16(), 200);
+    // Closing one frees its place (noticed at the stream's next keep-alive line).
+    drop(first);
+    eventually("a closed stream to give its place back", || async {
+        up.control
+            .metrics
+            .encode()
+            .contains("stacklab_control_event_streams 2")
+    })
+    .await;
+    assert_eq!(
+        a.open_stream("/api/session/events").await.status().as_u16(),
+        200
+    );
+    drop((second, other));
+    up.shutdown().await.unwrap();
+}
