@@ -112,6 +112,9 @@ pub const DEFAULT_INSTANCE: &str = "stacklab";
 /// `docker.ready_timeout_ms` when not set: how long a new container has to answer its
 /// readiness query (a first start of MySQL can take this long on a slow disk).
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Sessions' networks take /28s from here (4096 of them) unless `docker.session_network_range`
+/// says otherwise; an empty value leaves it to Docker's default pools.
+const DEFAULT_SESSION_NETWORK_RANGE: &str = "10.213.0.0/16";
 /// `docker.max_containers` when not set: sessions' and pooled containers together.
 pub const DEFAULT_MAX_CONTAINERS: usize = 100;
 /// The largest `warm` an engine may ask for.
@@ -443,6 +446,68 @@ pub struct DockerConfig {
     pub engines: BTreeMap<Engine, EngineSpec>,
     /// Backend instances run as containers (`[docker.backend]`).
     pub backend: BackendSpec,
+    /// Where sessions' networks take their small subnets from (`docker.session_network_range`
+    /// and `docker.session_network_prefix`); `None`: from Docker's default pools, which give
+    /// each network a /16 and run out after a few dozen.
+    pub session_subnets: Option<SubnetRange>,
+}
+
+/// A range of IPv4 addresses cut into equal subnets, one per session network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetRange {
+    base: u32,
+    range_prefix: u8,
+    prefix: u8,
+}
+
+impl SubnetRange {
+    /// `10.213.0.0/16` cut into `/prefix` subnets.
+    pub fn parse(range: &str, prefix: u8) -> Result<Self, String> {
+        let (addr, bits) = range
+            .split_once('/')
+            .ok_or_else(|| format!("`{range}` is not ADDRESS/BITS, e.g. 10.213.0.0/16"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+        let range_prefix: u8 = bits
+            .parse()
+            .ok()
+            .filter(|b| (8..=29).contains(b))
+            .ok_or_else(|| format!("`/{bits}`: the range's prefix must be 8 to 29 bits"))?;
+        if !(range_prefix..=29).contains(&prefix) {
+            return Err(format!(
+                "session_network_prefix {prefix} must be between the range's /{range_prefix} and /29 (4 addresses: a network, a gateway, two containers, a broadcast)"
+            ));
+        }
+        let base = u32::from(addr);
+        let mask = u32::MAX << (32 - u32::from(range_prefix));
+        if base & !mask != 0 {
+            return Err(format!(
+                "`{range}` has host bits set; the range starts at {}",
+                Ipv4Addr::from(base & mask)
+            ));
+        }
+        Ok(Self {
+            base,
+            range_prefix,
+            prefix,
+        })
+    }
+
+    /// How many subnets the range holds: the most session networks at once.
+    pub fn len(&self) -> u32 {
+        1 << (self.prefix - self.range_prefix)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The `n`th subnet, as `a.b.c.d/prefix`.
+    pub fn nth(&self, n: u32) -> String {
+        let size = 1u32 << (32 - u32::from(self.prefix));
+        format!("{}/{}", Ipv4Addr::from(self.base + n * size), self.prefix)
+    }
 }
 
 /// `[docker.backend]`: how a backend instance runs as a container (see
@@ -500,6 +565,8 @@ struct RawDocker {
     ready_timeout_ms: Option<u64>,
     max_containers: Option<usize>,
     pull_missing: Option<bool>,
+    session_network_range: Option<String>,
+    session_network_prefix: Option<u8>,
     #[serde(default)]
     engines: BTreeMap<String, toml::Value>,
     backend: Option<RawBackend>,
@@ -601,6 +668,21 @@ impl DockerConfig {
         if max_containers == 0 {
             err("docker.max_containers", "at least 1".into());
         }
+
+        let range = raw
+            .session_network_range
+            .unwrap_or_else(|| DEFAULT_SESSION_NETWORK_RANGE.to_owned());
+        let session_subnets = if range.is_empty() {
+            None
+        } else {
+            match SubnetRange::parse(&range, raw.session_network_prefix.unwrap_or(28)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    err("docker.session_network_range", e);
+                    None
+                }
+            }
+        };
 
         let mut engines = BTreeMap::new();
         for (key, value) in &raw.engines {
@@ -761,6 +843,7 @@ impl DockerConfig {
             max_containers,
             pull_missing: raw.pull_missing.unwrap_or(true),
             engines,
+            session_subnets,
         }))
     }
 }
@@ -1380,19 +1463,74 @@ impl Inner {
                 );
             }
         }
-        api.create_network(NetworkCreateRequest {
+        let request = |ipam: Option<bollard::models::Ipam>| NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
-            labels: Some(labels),
-            options: Some(options),
+            labels: Some(labels.clone()),
+            options: Some(options.clone()),
+            ipam,
             ..Default::default()
-        })
-        .await
-        .map(drop)
-        .or_else(|e| match status_code(&e) {
-            Some(409) => Ok(()),
-            _ => Err(format!("cannot create network {name}: {}", api_text(&e))),
-        })
+        };
+        let range = self.cfg().session_subnets.filter(|_| session.is_some());
+        let Some(range) = range else {
+            return api.create_network(request(None)).await.map(drop).or_else(
+                |e| match status_code(&e) {
+                    Some(409) => Ok(()),
+                    _ => Err(format!("cannot create network {name}: {}", api_text(&e))),
+                },
+            );
+        };
+        // A session network: the first subnet of the range no network on the engine uses
+        // (another program, or another control, may have taken one since: then the next).
+        let used = self.subnets_in_use().await?;
+        let mut last = String::new();
+        let mut tries = 0;
+        for n in 0..range.len() {
+            let subnet = range.nth(n);
+            if used.contains(&subnet) {
+                continue;
+            }
+            let ipam = bollard::models::Ipam {
+                driver: Some("default".to_owned()),
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(subnet.clone()),
+                    ..Default::default()
+                }]),
+                options: None,
+            };
+            match api.create_network(request(Some(ipam))).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_code(&e) == Some(409) => return Ok(()),
+                Err(e) => {
+                    last = api_text(&e);
+                    tries += 1;
+                    if tries >= 8 {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "cannot create network {name}: no free /{} subnet left in docker.session_network_range ({} networks at most{}); end sessions or widen the range",
+            range.prefix,
+            range.len(),
+            if last.is_empty() { String::new() } else { format!("; the engine said: {last}") }
+        ))
+    }
+
+    /// Subnets of every network on the engine (not only ours: Docker refuses overlaps).
+    async fn subnets_in_use(&self) -> Result<HashSet<String>, String> {
+        let found = self
+            .api()
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| format!("cannot list networks: {}", api_text(&e)))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|n| n.ipam?.config)
+            .flatten()
+            .filter_map(|c| c.subnet)
+            .collect())
     }
 
     /// Ids of the networks called exactly `name` (the engine's filter matches parts of names).
@@ -2404,6 +2542,33 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_subnets_cut_the_range_and_bad_ranges_say_why() {
+        let r = SubnetRange::parse("10.213.0.0/16", 28).unwrap();
+        assert_eq!(r.len(), 4096);
+        assert_eq!(r.nth(0), "10.213.0.0/28");
+        assert_eq!(r.nth(1), "10.213.0.16/28");
+        assert_eq!(r.nth(4095), "10.213.255.240/28");
+        assert!(SubnetRange::parse("10.213.0.1/16", 28)
+            .unwrap_err()
+            .contains("host bits"));
+        assert!(SubnetRange::parse("10.213.0.0/16", 30)
+            .unwrap_err()
+            .contains("/29"));
+        assert!(SubnetRange::parse("10.213.0.0", 28)
+            .unwrap_err()
+            .contains("ADDRESS/BITS"));
+        assert!(SubnetRange::parse("fd00::/64", 28)
+            .unwrap_err()
+            .contains("IPv4"));
+        let keys = keys("[docker]\nsession_network_range = \"10.0.0.0/33\"\n");
+        assert_eq!(keys, ["docker.session_network_range"]);
+        let off = parse("[docker]\nsession_network_range = \"\"\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(off.session_subnets, None);
+    }
 
     fn section(file: &str) -> toml::Value {
         let v: toml::Value = toml::from_str(file).unwrap();

@@ -245,6 +245,26 @@ async fn check_container(
         "{name} is on the session's network: {:?}",
         nets.keys()
     );
+    // The session's network is a small subnet of docker.session_network_range, not one of
+    // Docker's /16 pools (which run out after a few dozen sessions).
+    let net = api
+        .inspect_network(
+            &network_name(id),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let subnets: Vec<String> = net
+        .ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.subnet)
+        .collect();
+    assert!(
+        subnets.len() == 1 && subnets[0].starts_with("10.213.") && subnets[0].ends_with("/28"),
+        "{name}'s network: {subnets:?}"
+    );
     assert!(!nets.contains_key("bridge") && !nets.contains_key("host"));
     assert_eq!(
         info.state.unwrap().status.map(|s| s.to_string()).as_deref(),
