@@ -69,7 +69,8 @@ use crate::seal::random_password;
 use async_trait::async_trait;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, NetworkConnectRequest,
-    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
@@ -2005,6 +2006,22 @@ impl Inner {
             )
             .await
             .map_err(|e| format!("cannot join {name} to network {net}: {}", api_text(&e)))?;
+            // Off the pool's network: a claimed container reaches only its session's.
+            let pool_net = pool_network(&self.cfg().instance);
+            api.disconnect_network(
+                &pool_net,
+                NetworkDisconnectRequest {
+                    container: Some(w.id.clone()),
+                    force: Some(true),
+                },
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot take {name} off the pool network {pool_net}: {}",
+                    api_text(&e)
+                )
+            })?;
             // The engine may move the published port to the new network's endpoint, at a new
             // host port: read it again.
             let port_key = format!("{}/tcp", self.cfg().engines[&engine].port);

@@ -267,6 +267,12 @@ async fn check_container(
     );
     assert!(!nets.contains_key("bridge") && !nets.contains_key("host"));
     assert_eq!(
+        nets.len(),
+        1,
+        "{name} is on its session's network only (a claimed warm container left the pool's): {:?}",
+        nets.keys()
+    );
+    assert_eq!(
         info.state.unwrap().status.map(|s| s.to_string()).as_deref(),
         Some("running")
     );
