@@ -644,7 +644,7 @@ impl Control {
         serde_json::from_slice(&body).ok()
     }
 
-    fn proxy_urls(&self) -> Vec<String> {
+    pub(crate) fn proxy_urls(&self) -> Vec<String> {
         let mut v = self.cfg.proxies.clone();
         if let Some(p) = self.proxies.get() {
             v.extend(p.iter().cloned());

@@ -20,6 +20,9 @@ use stacklab_types::stack::CacheEngine;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// How long a drill's start or end waits for the proxies to route the session anew.
+const ROUTED_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Live drill pools: pool name → whose and of which runtime (also while their instances are
 /// still starting, so the cap holds for drills started at once).
 #[derive(Debug, Default)]
@@ -185,6 +188,8 @@ impl Control {
         }
         *s.drill.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool.clone());
         self.reroute(s);
+        // "It serves your session now" must be true when the answer arrives.
+        self.wait_routed(&s.code, &pool).await;
         tracing::info!(%pool, instances = started, "drill pool started");
         Ok(json!({
             "pool": pool,
@@ -200,6 +205,8 @@ impl Control {
         let pool = self.drills.of_session(&s.code).ok_or(DrillError::NoDrill)?;
         s.drill.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.reroute(s);
+        // Its requests leave the drill pool before the drill instances are stopped.
+        self.wait_routed(&s.code, &s.pool).await;
         self.stop_drill_pool(&pool).await;
         Ok(pool)
     }
@@ -222,6 +229,32 @@ impl Control {
             let _ = self
                 .routes
                 .publish(RouteUpdate::PutSession { session: s.route() });
+        }
+    }
+
+    /// Waits (at most [`ROUTED_WITHIN`]) until every proxy routes session `code` to `pool`:
+    /// proxies follow the route feed, so a change reaches them a moment after it is made.
+    async fn wait_routed(&self, code: &str, pool: &str) {
+        let deadline = tokio::time::Instant::now() + ROUTED_WITHIN;
+        for p in self.proxy_urls() {
+            loop {
+                let routed = self
+                    .admin_get(&format!("{p}/admin/sessions"))
+                    .await
+                    .and_then(|v| {
+                        let list = v["sessions"].as_array()?.clone();
+                        Some(list.iter().any(|s| s["code"] == code && s["pool"] == pool))
+                    })
+                    .unwrap_or(false);
+                if routed {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(%pool, proxy = %p, "a proxy did not take a drill's route change in time");
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
     }
 

@@ -93,6 +93,18 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
         !pool.contains(&code_a),
         "the pool's name never carries the session code"
     );
+    // The answer comes once the proxy routes A there (it follows the route feed).
+    let seen = admin(up.addrs.admin, "GET", "/admin/sessions", Some(TOKEN), None)
+        .await
+        .json();
+    assert!(
+        seen["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["code"] == code_a.as_str() && s["pool"] == pool.as_str()),
+        "{seen}"
+    );
     let drilled = instances_of(&up, &pool);
     assert_eq!(drilled.len(), 2, "{v}");
     assert_eq!(v["instances"].as_array().unwrap().len(), 2);
