@@ -5,19 +5,8 @@
 use crate::helpers::*;
 use serde_json::json;
 
-fn instances_of(up: &stacklab_control::serve::Up, pool: &str) -> Vec<String> {
-    up.control
-        .instances
-        .list()
-        .into_iter()
-        .filter(|i| i.pool == pool)
-        .map(|i| i.id)
-        .collect()
-}
-
-async fn new_session(b: &mut Browser) {
-    let r = b.post("/api/sessions", json!({})).await;
-    assert_eq!(r.status, 201, "{}", r.text());
+async fn session_with_a_user(b: &mut Browser) {
+    new_session(b, json!({})).await;
     let r = b
         .post(
             "/api/users",
@@ -52,9 +41,9 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
     let data = dir.join("data");
     let port = up.addrs.edge.port();
     let (mut a, mut b) = (Browser::new(&data, port), Browser::new(&data, port));
-    new_session(&mut a).await;
-    new_session(&mut b).await;
-    let shared = instances_of(&up, "rust");
+    session_with_a_user(&mut a).await;
+    session_with_a_user(&mut b).await;
+    let shared = pool_instances(&up, "rust");
     assert_eq!(shared.len(), 2);
 
     // The shared pool: neither killed nor grown from the public API, whatever the id.
@@ -80,7 +69,11 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
             r.text()
         );
     }
-    assert_eq!(instances_of(&up, "rust"), shared, "nothing killed or added");
+    assert_eq!(
+        pool_instances(&up, "rust"),
+        shared,
+        "nothing killed or added"
+    );
 
     // A drill pool: started for A alone, serving A from now on.
     let r = a.post("/api/topology/drill", json!({})).await;
@@ -105,7 +98,7 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
             .any(|s| s["code"] == code_a.as_str() && s["pool"] == pool.as_str()),
         "{seen}"
     );
-    let drilled = instances_of(&up, &pool);
+    let drilled = pool_instances(&up, &pool);
     assert_eq!(drilled.len(), 2, "{v}");
     assert_eq!(v["instances"].as_array().unwrap().len(), 2);
     for _ in 0..10 {
@@ -165,7 +158,7 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
         "{}",
         r.text()
     );
-    assert_eq!(instances_of(&up, &pool).len(), 2);
+    assert_eq!(pool_instances(&up, &pool).len(), 2);
 
     // The drill itself: kill one of A's instances under A's traffic; A keeps being served
     // (idempotent requests fail over), B never notices.
@@ -187,12 +180,12 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
         failed.len()
     );
     assert_eq!(
-        instances_of(&up, &pool),
+        pool_instances(&up, &pool),
         drilled[1..],
         "killed, and not replaced"
     );
     assert_eq!(
-        instances_of(&up, "rust"),
+        pool_instances(&up, "rust"),
         shared,
         "the shared pool untouched"
     );
@@ -214,7 +207,7 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
         "{}",
         r.text()
     );
-    assert_eq!(instances_of(&up, &pool).len(), 3);
+    assert_eq!(pool_instances(&up, &pool).len(), 3);
 
     let m = up.control.metrics.encode();
     assert_eq!(metric(&m, "stacklab_control_drill_pools "), 1.0, "{m}");
@@ -248,7 +241,7 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
     let r = a.send("DELETE", "/api/topology/drill", None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["ended"], pool.as_str());
-    assert!(instances_of(&up, &pool).is_empty());
+    assert!(pool_instances(&up, &pool).is_empty());
     assert!(
         up.control.routes.pool(&pool).is_none(),
         "the pool is out of the route table"
@@ -266,16 +259,16 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
     let r = b.post("/api/topology/drill", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let pool_b = r.json()["pool"].as_str().unwrap().to_owned();
-    assert_eq!(instances_of(&up, &pool_b).len(), 2);
+    assert_eq!(pool_instances(&up, &pool_b).len(), 2);
     let r = b.send("DELETE", "/api/session", None).await;
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
     assert!(
-        instances_of(&up, &pool_b).is_empty(),
+        pool_instances(&up, &pool_b).is_empty(),
         "reaped with its session"
     );
     assert!(up.control.routes.pool(&pool_b).is_none());
     assert_eq!(up.control.drills.len(), 0);
-    assert_eq!(instances_of(&up, "rust"), shared);
+    assert_eq!(pool_instances(&up, "rust"), shared);
     up.shutdown().await.unwrap();
 }
 
@@ -284,8 +277,8 @@ async fn an_install_without_ui_drills_refuses_them_all() {
     let dir = temp_dir("drills-off");
     let up = start_up(&dir, 1, |_, c| c.drills_from_ui = false).await;
     let mut a = Browser::new(&dir.join("data"), up.addrs.edge.port());
-    new_session(&mut a).await;
-    let id = instances_of(&up, "rust")[0].clone();
+    session_with_a_user(&mut a).await;
+    let id = pool_instances(&up, "rust")[0].clone();
     for (method, path) in [
         ("POST", "/api/topology/drill".to_owned()),
         ("DELETE", format!("/api/topology/pools/rust/instances/{id}")),
@@ -300,6 +293,6 @@ async fn an_install_without_ui_drills_refuses_them_all() {
         );
     }
     assert_eq!(a.get("/api/topology").await.json()["drills"], false);
-    assert_eq!(instances_of(&up, "rust"), [id]);
+    assert_eq!(pool_instances(&up, "rust"), [id]);
     up.shutdown().await.unwrap();
 }

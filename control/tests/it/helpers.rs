@@ -552,3 +552,21 @@ pub fn shared_tag(data_dir: &Path) -> String {
 pub fn shared_name(data_dir: &Path, id: &str) -> String {
     format!("s{}_{id}", shared_tag(data_dir))
 }
+
+/// Creates a session with `choices` (201 asserted); returns its code.
+pub async fn new_session(b: &mut Browser, choices: serde_json::Value) -> String {
+    let r = b.post("/api/sessions", choices).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["code"].as_str().unwrap().to_owned()
+}
+
+/// Ids of the instances control runs in `pool`.
+pub fn pool_instances(up: &Up, pool: &str) -> Vec<String> {
+    up.control
+        .instances
+        .list()
+        .into_iter()
+        .filter(|i| i.pool == pool)
+        .map(|i| i.id)
+        .collect()
+}

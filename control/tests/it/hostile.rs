@@ -18,12 +18,6 @@ use std::time::Duration;
 
 const MINUTE: u64 = 60_000;
 
-async fn new_session(b: &mut Browser, choices: Value) -> String {
-    let r = b.post("/api/sessions", choices).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["code"].as_str().unwrap().to_owned()
-}
-
 async fn new_user(b: &mut Browser, name: &str) -> Value {
     let r = b
         .post(

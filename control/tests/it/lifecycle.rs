@@ -10,12 +10,6 @@ use std::time::Duration;
 
 const MINUTE: u64 = 60_000;
 
-async fn new_session(b: &mut Browser, choices: serde_json::Value) -> String {
-    let r = b.post("/api/sessions", choices).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["code"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
     let dir = temp_dir("life");

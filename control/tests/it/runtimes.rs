@@ -20,16 +20,6 @@ fn runtimes_dir(dir: &Path) -> PathBuf {
     root
 }
 
-fn pool_of(up: &stacklab_control::serve::Up, pool: &str) -> Vec<String> {
-    up.control
-        .instances
-        .list()
-        .into_iter()
-        .filter(|i| i.pool == pool)
-        .map(|i| i.id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle() {
     let dir = temp_dir("runtimes");
@@ -113,8 +103,11 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
         r.text()
     );
     assert_eq!(up.control.sessions.len(), 0);
-    assert_eq!(pool_of(&up, "rust").len(), 1, "the warm pool");
-    assert!(pool_of(&up, "twin").is_empty(), "not started for nobody");
+    assert_eq!(pool_instances(&up, "rust").len(), 1, "the warm pool");
+    assert!(
+        pool_instances(&up, "twin").is_empty(),
+        "not started for nobody"
+    );
 
     // The first session of a runtime starts its pool, as a step it sees.
     let r = b.post("/api/sessions", json!({"runtime": "twin"})).await;
@@ -132,7 +125,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
         step["detail"].as_str().unwrap().contains("Twin pool"),
         "{step}"
     );
-    let twins = pool_of(&up, "twin");
+    let twins = pool_instances(&up, "twin");
     assert_eq!(twins.len(), 1);
     assert!(twins[0].starts_with("twin-"), "{twins:?}");
     let r = b
@@ -167,7 +160,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
         .cloned()
         .unwrap();
     assert_eq!(step["status"], "skipped", "{step}");
-    assert_eq!(pool_of(&up, "twin"), twins);
+    assert_eq!(pool_instances(&up, "twin"), twins);
 
     // Idle: kept while a session uses it, stopped the idle time after the last one ended.
     let token = Some(TOKEN);
@@ -186,9 +179,9 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     up.control.clock.advance(2_000);
     let r = stacklab_control_reap(admin, token).await;
     assert_eq!(r["pools_stopped"], json!(["twin"]));
-    assert!(pool_of(&up, "twin").is_empty());
+    assert!(pool_instances(&up, "twin").is_empty());
     assert_eq!(
-        pool_of(&up, "rust").len(),
+        pool_instances(&up, "rust").len(),
         1,
         "a warm pool is never stopped"
     );
@@ -198,7 +191,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     let mut b3 = Browser::new(&data, up.addrs.edge.port());
     let r = b3.post("/api/sessions", json!({"runtime": "twin"})).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(pool_of(&up, "twin").len(), 1);
+    assert_eq!(pool_instances(&up, "twin").len(), 1);
     let r = b3
         .post(
             "/api/users",
@@ -280,7 +273,7 @@ async fn instances_get_a_credential_that_reads_descriptors_and_nothing_else() {
         assert!(!r.text().contains(&runtime), "never echoed");
     }
     assert_eq!(up.control.sessions.len(), 1, "nothing changed");
-    assert_eq!(pool_of(&up, "rust").len(), 1);
+    assert_eq!(pool_instances(&up, "rust").len(), 1);
     // The admin token still does everything; no token is still 401.
     assert_eq!(
         admin_call(admin, "GET", "/admin/routes", TOKEN)
