@@ -34,7 +34,8 @@
 #     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node, ruby
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
 #              made with `cargo build --release -p stacklab-control` when missing)
-#     --force  rebuild images that exist already (else they are skipped); the base too when
+#     --force  rebuild images that exist already (else an image whose recipe, or runtime, is
+#              unchanged since it was built is skipped: each carries a hash of it); the base too when
 #              no ENGINE is named (it is always built when missing)
 #   config/images/build.sh --check   exit 0 when every image exists, 1 otherwise (builds nothing)
 #
@@ -224,9 +225,12 @@ build_base() {
 # The engines: docker build FROM the base
 # ---------------------------------------------------------------------------------------------
 build_engine() {
-    local engine=$1 tag=stacklab/$1:local start=$EPOCHREALTIME
-    if image_exists "$tag" && ((!FORCE)); then
-        log "$tag exists: skipped (--force rebuilds it)"
+    local engine=$1 tag=stacklab/$1:local start=$EPOCHREALTIME source have
+    # Labelled with a hash of its recipe: a changed Dockerfile or entrypoint rebuilds it.
+    source=$(cd "$HERE/$engine" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$source" ]] && ((!FORCE)); then
+        log "$tag is up to date with config/images/$engine: skipped (--force rebuilds it)"
         return 0
     fi
     log "building $tag"
@@ -237,7 +241,7 @@ build_engine() {
     ((FORCE)) && cache=(--no-cache)
     if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
             --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/$engine" \
-            -t "$tag" "$HERE/$engine" >"$out" 2>&1; then
+            --label "org.stacklab.source=$source" -t "$tag" "$HERE/$engine" >"$out" 2>&1; then
         tail -n 40 "$out" >&2
         rm -f "$out"
         die "building $tag failed (the end of its output is above)"

@@ -71,6 +71,14 @@ impl Api {
         }
     }
 
+    /// The same instance without a session header.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            session: None,
+            ..self.clone()
+        }
+    }
+
     /// Any request, with extra headers.
     pub async fn request(
         &self,

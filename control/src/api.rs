@@ -764,10 +764,11 @@ impl Control {
 }
 
 /// `GET /api/session/events`: the session's events as SSE, plus captured requests and cache
-/// changes polled while somebody watches (every second; nothing is polled for nobody).
+/// changes polled while somebody watches (every second, by one poller per session however many
+/// of its streams are open: [`watch`]; nothing is polled for nobody).
 fn events(control: &Arc<Control>, s: Arc<Session>) -> Response<RespBody> {
     use std::sync::atomic::Ordering::SeqCst;
-    // At most `control.max_event_streams_per_session` open at once: each polls while open.
+    // At most `control.max_event_streams_per_session` open at once.
     let max = control.cfg.max_event_streams;
     if s.streams.fetch_add(1, SeqCst) >= max {
         s.streams.fetch_sub(1, SeqCst);
@@ -791,23 +792,20 @@ fn events(control: &Arc<Control>, s: Arc<Session>) -> Response<RespBody> {
     }
     let open = Open(Arc::clone(&s), control.metrics.streams.clone());
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+    // Subscribed before the poller may start, so this stream misses none of its events.
     let mut sub = s.events.subscribe();
+    watch(control, &s);
     let control = Arc::clone(control);
     tokio::spawn(async move {
         let _open = open;
-        let mut seen: HashSet<String> = control
-            .captured(&s.code, 100)
-            .await
-            .iter()
-            .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
-            .collect();
-        let mut last_cache: Option<Value> = None;
-        let _ = tx
-            .send(format!(
-                ": stacklab events for this session\nretry: 2000\n\n{}",
-                crate::events::Event::State(s.snapshot().state).frame()
-            ))
-            .await;
+        let mut first = format!(
+            ": stacklab events for this session\nretry: 2000\n\n{}",
+            crate::events::Event::State(s.snapshot().state).frame()
+        );
+        if let Some(view) = s.watch.last_cache() {
+            first += &crate::events::Event::Cache(view).frame();
+        }
+        let _ = tx.send(first).await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -819,33 +817,8 @@ fn events(control: &Arc<Control>, s: Arc<Session>) -> Response<RespBody> {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 },
-                _ = tick.tick() => {
-                    if control.sessions.get(&s.code).is_none() {
-                        let _ = tx.send(crate::events::Event::Expired.frame()).await;
-                        return;
-                    }
-                    let mut fresh: Vec<Value> = control.captured(&s.code, 20).await.into_iter().filter(|r| r["request_id"].as_str().is_some_and(|id| !seen.contains(id))).collect();
-                    fresh.reverse();
-                    for r in fresh {
-                        if let Some(id) = r["request_id"].as_str() { seen.insert(id.to_owned()); }
-                        if tx.send(crate::events::Event::Request(r).frame()).await.is_err() { return; }
-                    }
-                    if s.snapshot().state == "ready" {
-                        if let Some(view) = control.cache_view(&s).await {
-                            // Remaining TTLs tick every second; a change is anything else.
-                            let mut key = view.clone();
-                            if let Some(items) = key["items"].as_array_mut() {
-                                for i in items { i["ttl_ms"] = Value::Null; }
-                            }
-                            if last_cache.as_ref() != Some(&key) {
-                                last_cache = Some(key);
-                                if tx.send(crate::events::Event::Cache(view).frame()).await.is_err() { return; }
-                            }
-                        }
-                    }
-                    // A comment line: keeps the stream alive and notices a gone client.
-                    if tx.send(":\n\n".to_owned()).await.is_err() { return; }
-                }
+                // A comment line: keeps the stream alive and notices a gone client.
+                _ = tick.tick() => if tx.send(":\n\n".to_owned()).await.is_err() { return; },
                 () = control.shutdown.cancelled() => return,
             }
         }
@@ -863,6 +836,86 @@ fn events(control: &Arc<Control>, s: Arc<Session>) -> Response<RespBody> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// The session's one poller while any of its event streams is open: every second, the
+/// requests captured since the last look and the cache view when it changed, published on the
+/// session's event channel to all of its streams. Started by the first stream; it stops at the
+/// first tick that finds none open.
+fn watch(control: &Arc<Control>, s: &Arc<Session>) {
+    use crate::events::Event;
+    use std::sync::atomic::Ordering::SeqCst;
+    if !s.watch.claim() {
+        return;
+    }
+    control.metrics.stream_pollers.inc();
+    let (control, s) = (Arc::clone(control), Arc::clone(s));
+    tokio::spawn(async move {
+        // Requests captured before anybody watched are the inspector's, not news.
+        let mut seen: HashSet<String> = request_ids(&control.captured(&s.code, 100).await);
+        let mut last_cache: Option<Value> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = control.shutdown.cancelled() => break,
+            }
+            if s.streams.load(SeqCst) == 0 {
+                // Nobody to tell: a stream that opens later gets a fresh view, not this one.
+                last_cache = None;
+                s.watch.forget_cache();
+                s.watch.release();
+                // A stream that opened between the look and the release found a poller
+                // running and started none: carry on for it, unless it started one after all.
+                if s.streams.load(SeqCst) == 0 || !s.watch.claim() {
+                    control.metrics.stream_pollers.dec();
+                    return;
+                }
+            }
+            if control.sessions.get(&s.code).is_none() {
+                let _ = s.events.send(Event::Expired);
+                break;
+            }
+            let recent = control.captured(&s.code, 20).await;
+            for r in recent.iter().rev() {
+                if r["request_id"]
+                    .as_str()
+                    .is_some_and(|id| !seen.contains(id))
+                {
+                    let _ = s.events.send(Event::Request(r.clone()));
+                }
+            }
+            // What the newest 20 hold is all that can come again: the set stays bounded.
+            seen = request_ids(&recent);
+            if s.snapshot().state == "ready" {
+                if let Some(view) = control.cache_view(&s).await {
+                    // Remaining TTLs tick every second; a change is anything else.
+                    let mut key = view.clone();
+                    if let Some(items) = key["items"].as_array_mut() {
+                        for i in items {
+                            i["ttl_ms"] = Value::Null;
+                        }
+                    }
+                    if last_cache.as_ref() != Some(&key) {
+                        last_cache = Some(key);
+                        s.watch.set_last_cache(view.clone());
+                        let _ = s.events.send(Event::Cache(view));
+                    }
+                }
+            }
+        }
+        s.watch.forget_cache();
+        s.watch.release();
+        control.metrics.stream_pollers.dec();
+    });
+}
+
+fn request_ids(captured: &[Value]) -> HashSet<String> {
+    captured
+        .iter()
+        .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 impl crate::choices::Offer for Control {

@@ -3,6 +3,44 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Mutex;
+
+/// A session's one poller of captured requests and the cache view, shared by all of its open
+/// event streams (the poll loop is `crate::api`'s, since it reads control's state).
+#[derive(Debug, Default)]
+pub struct Watch {
+    running: AtomicBool,
+    /// The last cache view sent, for a stream that opens after it was.
+    last_cache: Mutex<Option<Value>>,
+}
+
+impl Watch {
+    /// Whether the caller became the poller (none was running).
+    pub fn claim(&self) -> bool {
+        !self.running.swap(true, SeqCst)
+    }
+
+    /// The poller stops; it must then look again for streams that opened meanwhile.
+    pub fn release(&self) {
+        self.running.store(false, SeqCst);
+    }
+
+    pub fn last_cache(&self) -> Option<Value> {
+        self.last_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn forget_cache(&self) {
+        *self.last_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn set_last_cache(&self, view: Value) {
+        *self.last_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+}
 
 /// One provisioning or teardown step.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]

@@ -46,6 +46,9 @@ pub struct ControlMetrics {
     pub streams: IntGauge,
     /// Event streams refused at `control.max_event_streams_per_session`.
     pub streams_refused: IntCounter,
+    /// Sessions whose requests and cache view are being polled for their event streams: one
+    /// poller per watched session, however many of its streams are open.
+    pub stream_pollers: IntGauge,
 }
 
 impl ControlMetrics {
@@ -181,6 +184,11 @@ impl ControlMetrics {
             "Sessions' event streams (GET /api/session/events) open now.",
         )
         .expect("metric");
+        let stream_pollers = IntGauge::new(
+            "stacklab_control_event_stream_pollers",
+            "Sessions watched now: one poller of captured requests and the cache view per session with an open event stream.",
+        )
+        .expect("metric");
         let streams_refused = IntCounter::new(
             "stacklab_control_event_streams_refused_total",
             "Event streams refused at control.max_event_streams_per_session.",
@@ -208,6 +216,7 @@ impl ControlMetrics {
             Box::new(bugs_expired.clone()),
             Box::new(streams.clone()),
             Box::new(streams_refused.clone()),
+            Box::new(stream_pollers.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -234,6 +243,7 @@ impl ControlMetrics {
             bugs_expired,
             streams,
             streams_refused,
+            stream_pollers,
         }
     }
 

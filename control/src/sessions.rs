@@ -36,6 +36,8 @@ pub struct Session {
     pub reprovisions: std::sync::atomic::AtomicU32,
     /// Event streams open now (`control.max_event_streams_per_session`).
     pub streams: std::sync::atomic::AtomicUsize,
+    /// The one poller those streams share.
+    pub watch: crate::events::Watch,
     pub client: String,
     pub created_ms: u64,
     pub hard_expires_ms: u64,
@@ -99,6 +101,7 @@ impl Session {
             drill: Mutex::new(None),
             reprovisions: std::sync::atomic::AtomicU32::new(0),
             streams: std::sync::atomic::AtomicUsize::new(0),
+            watch: crate::events::Watch::default(),
         }
     }
 

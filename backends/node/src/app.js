@@ -60,12 +60,12 @@ function createApp(rt) {
     next();
   });
 
-  // Only /api, /graphql, /healthz and /internal exist; /api/* and POST /graphql need a session.
+  // Only /api, /graphql, /healthz and /internal exist; /api/* and /graphql need a session.
   app.use(async (req, res, next) => {
     try {
       const first = segments(req.path)[0];
       if (!['api', 'graphql', 'healthz', 'internal'].includes(first)) throw ApiError.noRoute(req.path);
-      const dataPath = first === 'api' || (first === 'graphql' && !(req.method === 'GET' && req.path === '/graphql'));
+      const dataPath = first === 'api' || first === 'graphql';
       if (dataPath) res.locals.session = await rt.sessions.get(sessionCode(req));
       if (!ROUTED_METHODS.has(req.method)) {
         throw dataPath && methodNotAllowedHere(req.path) ? ApiError.methodNotAllowed() : ApiError.noRoute(req.path);

@@ -99,7 +99,7 @@ def create_app(rt: Runtime) -> Flask:
         g.started = time.perf_counter()
         g.trace = Trace()
         first = _segments(request.path)[0]
-        data_path = first in ("api", "graphql") and not (request.method == "GET" and request.path.strip("/") == "graphql")
+        data_path = first in ("api", "graphql")
         if data_path:
             g.session = rt.sessions.get(session_code())
         if request.method not in ROUTED_METHODS:

@@ -18,7 +18,6 @@ Rails.application.routes.draw do
   get "healthz", to: "health#show"
   delete "internal/sessions/:code", to: "internal#forget", constraints: { code: %r{[^/]+} }, format: false
 
-  get "graphql", to: "graphql#graphiql"
   post "graphql", to: "graphql#execute"
   match "graphql", to: "graphql#method_not_allowed", via: :all
 

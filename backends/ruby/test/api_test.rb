@@ -33,8 +33,9 @@ class ApiTest < StackTest
     assert_equal [200, "ok"], [status, body["status"]]
     assert res["server-timing"]
     assert_equal 2, body["limits"]["benchmarks"]["max"]
-    status, = @i.request("GET", "/graphql")
-    assert_equal 200, status
+    # POST only: no GraphiQL page (it loaded its scripts from a public CDN).
+    assert_equal [405, "method_not_allowed"], code_of(@i.request("GET", "/graphql", session: @s))
+    assert_equal [401, "session_missing"], code_of(@i.request("GET", "/graphql"))
   end
 
   def test_bodies_are_checked_strictly

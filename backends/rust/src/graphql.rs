@@ -397,13 +397,6 @@ impl Mutation {
     }
 }
 
-/// The GraphiQL page for `GET /graphql`.
-pub fn graphiql() -> String {
-    async_graphql::http::GraphiQLSource::build()
-        .endpoint("/graphql")
-        .finish()
-}
-
 #[cfg(test)]
 mod tests {
     /// 82 fragments standing for 2^40 selections: refused by the field limit at once, before

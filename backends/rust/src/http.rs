@@ -8,7 +8,7 @@
 //! | `POST /api/users/{id}/verify-password` | `{"password"}` → `{"ok": bool}` |
 //! | `GET /api/cache`, `PUT /api/cache/policy`, `DELETE /api/cache` | the session's cache |
 //! | `GET /api/analysis`, `POST /api/analysis/benchmark` | size, rows, speed |
-//! | `GET /graphql` (GraphiQL), `POST /graphql` | GraphQL |
+//! | `POST /graphql` (another method: 405; no GraphiQL page, it loaded scripts from a CDN) | GraphQL |
 //! | `DELETE /internal/sessions/{code}` | forget a session: its descriptor, its connections (runtime credential: `401` without it, `403` when wrong) |
 //!
 //! Data responses carry `x-stacklab-cache` and `Server-Timing` (`backend`, `cache`, `db`).
@@ -248,14 +248,6 @@ async fn route(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok", "limits": app.sessions.guards.snapshot()}),
             )
-        }
-        (&Method::GET, ["graphql"]) => {
-            let mut res = Response::new(Full::new(Bytes::from(crate::graphql::graphiql())));
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            return Ok(res);
         }
         (&Method::DELETE, ["internal", "sessions", code]) => {
             let offered = req

@@ -262,6 +262,20 @@ pub async fn bad_input(runtime: &Runtime) {
         let r = api.call("PUT", "/api/users", None).await;
         assert_eq!(r.status, 405, "{what}: {:?}", r.body);
         assert!(r.is_error_body(), "{what}: {:?}", r.body);
+        // GraphQL is POST only: no GraphiQL page (it loaded React from a public CDN; the
+        // console runs queries). /graphql is a data path for every method: the session first.
+        for method in ["GET", "PUT"] {
+            let r = api.call(method, "/graphql", None).await;
+            assert_eq!(r.status, 405, "{what}: {method} /graphql: {:?}", r.body);
+            assert_eq!(r.code(), "method_not_allowed", "{what}: {method} /graphql");
+            let r = api.anonymous().call(method, "/graphql", None).await;
+            assert_eq!(
+                r.status, 401,
+                "{what}: {method} /graphql, no session: {:?}",
+                r.body
+            );
+            assert_eq!(r.code(), "session_missing", "{what}: {method} /graphql");
+        }
         let r = api.call("GET", "/api/nothing-here", None).await;
         assert_eq!(r.status, 404, "{what}: {:?}", r.body);
         assert!(r.is_error_body(), "{what}: {:?}", r.body);

@@ -68,8 +68,8 @@ use crate::config::KeyError;
 use crate::seal::random_password;
 use async_trait::async_trait;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, NetworkConnectRequest,
-    NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, RestartPolicy,
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountTypeEnum,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -280,8 +280,13 @@ impl Engine {
 // ---------------------------------------------------------------------------------------------
 
 /// How one engine's containers are made. In `image`'s `env` values and `command`,
-/// `{password}`, `{account}` and `{database}` are replaced by the container's password (made
-/// for it alone), [`EngineSpec::account`] and [`EngineSpec::database`].
+/// `{password}`, `{account}`, `{database}` and `{superuser}` are replaced by the container's
+/// password (made for it alone), [`EngineSpec::account`], [`EngineSpec::database`] and
+/// [`EngineSpec::superuser`].
+///
+/// A container publishes no port: it sits on an `internal` network of its session's (or the
+/// warm pool's), which reaches nothing outside itself, and control and the backends on this
+/// machine reach it at its address on that network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineSpec {
     /// The image, e.g. `postgres:16` or `stacklab/postgres:local`.
@@ -292,7 +297,7 @@ pub struct EngineSpec {
     pub env: BTreeMap<String, String>,
     /// The user the container runs as (the image's when `None`).
     pub user: Option<String>,
-    /// The server's port inside the container; published on `publish_addr` at a free port.
+    /// The server's port inside the container (reached at the container's address).
     pub port: u16,
     /// The account the session's URL carries (unused by Memcached).
     pub account: String,
@@ -311,6 +316,17 @@ pub struct EngineSpec {
     pub cap_add: Vec<String>,
     /// tmpfs mounts: path -> options (`size=64m`).
     pub tmpfs: BTreeMap<String, String>,
+    /// Paths given an anonymous volume of the container's own (removed with it): where the
+    /// server keeps its data, since the root filesystem is read-only.
+    pub volumes: Vec<String>,
+    /// The container's root filesystem is read-only (only `tmpfs` and `volumes` are written).
+    pub read_only: bool,
+    /// PostgreSQL: the superuser the container is made with (`{superuser}`, with
+    /// `{password}`). Once the server answers, control makes `account` a plain role (no
+    /// superuser, no CREATEDB, no CREATEROLE) owning `database`, with a password of its own,
+    /// and takes the superuser's password away: the session's URL never carries a superuser.
+    /// Empty: `account` is made by the image itself.
+    pub superuser: String,
     /// Containers kept started and ready for launches.
     pub warm: usize,
 }
@@ -341,8 +357,12 @@ impl EngineSpec {
             pids: 256,
             cap_add: vec![],
             tmpfs: BTreeMap::new(),
+            volumes: vec![],
+            read_only: true,
+            superuser: String::new(),
             warm: 1,
         };
+        let tmpfs = |pairs: &[(&str, &str)]| env(pairs);
         match engine {
             Engine::Postgres => EngineSpec {
                 command: strings(&[
@@ -359,9 +379,11 @@ impl EngineSpec {
                 ]),
                 env: env(&[
                     ("POSTGRES_PASSWORD", "{password}"),
-                    ("POSTGRES_USER", "{account}"),
-                    ("POSTGRES_DB", "{database}"),
+                    ("POSTGRES_USER", "{superuser}"),
                 ]),
+                superuser: "postgres".to_owned(),
+                volumes: strings(&["/var/lib/postgresql/data"]),
+                tmpfs: tmpfs(&[("/tmp", "size=16m,mode=1777"), ("/var/run/postgresql", "size=1m,mode=1777")]),
                 ..base("postgres:16", "postgres", 5432, "SELECT 1")
             },
             Engine::Mysql => EngineSpec {
@@ -379,6 +401,8 @@ impl EngineSpec {
                     ("MYSQL_DATABASE", "{database}"),
                 ]),
                 memory_bytes: 384 * MB,
+                volumes: strings(&["/var/lib/mysql"]),
+                tmpfs: tmpfs(&[("/tmp", "size=64m,mode=1777"), ("/run/mysqld", "size=1m,mode=1777")]),
                 ..base("mysql:8.4", "mysql", 3306, "SELECT 1")
             },
             Engine::Mongodb => EngineSpec {
@@ -390,6 +414,8 @@ impl EngineSpec {
                 ]),
                 memory_bytes: 512 * MB,
                 warm: 0,
+                volumes: strings(&["/data/db", "/data/configdb"]),
+                tmpfs: tmpfs(&[("/tmp", "size=16m,mode=1777")]),
                 ..base("mongo:7", "mongodb", 27017, "ping")
             },
             Engine::Redis => EngineSpec {
@@ -404,6 +430,7 @@ impl EngineSpec {
                 memory_bytes: 128 * MB,
                 nano_cpus: 500_000_000,
                 pids: 64,
+                tmpfs: tmpfs(&[("/tmp", "size=1m,mode=1777")]),
                 ..base("redis:7", "redis", 6379, "PING")
             },
             Engine::Memcached => EngineSpec {
@@ -422,6 +449,7 @@ impl EngineSpec {
         text.replace("{password}", password)
             .replace("{account}", &self.account)
             .replace("{database}", &self.database)
+            .replace("{superuser}", &self.superuser)
     }
 }
 
@@ -434,9 +462,6 @@ pub struct DockerConfig {
     /// Labels everything made here (`stacklab.instance`): leftovers and pool clean-up look at
     /// this instance's only. Control nodes sharing one Docker engine need different ones.
     pub instance: String,
-    /// Where container ports are published: a loopback address (the backends run on this
-    /// machine, and Memcached has no accounts).
-    pub publish_addr: IpAddr,
     /// How long a new container has to answer its readiness query.
     pub ready_timeout: Duration,
     /// Most containers at once, sessions' and pooled.
@@ -590,6 +615,9 @@ struct RawEngine {
     pids: Option<i64>,
     cap_add: Option<Vec<String>>,
     tmpfs: Option<BTreeMap<String, String>>,
+    volumes: Option<Vec<String>>,
+    read_only: Option<bool>,
+    superuser: Option<String>,
     warm: Option<usize>,
 }
 
@@ -638,27 +666,14 @@ impl DockerConfig {
                 "1 to 32 characters of a-z, 0-9 and `-`".into(),
             );
         }
-        let addr_text = raw.publish_addr.unwrap_or_else(|| "127.0.0.1".to_owned());
-        let publish_addr = match addr_text.parse::<IpAddr>() {
-            Ok(a) if a.is_loopback() => a,
-            Ok(_) => {
-                err(
-                    "docker.publish_addr",
-                    format!(
-                        "`{addr_text}` is not a loopback address: containers are published on \
-                         this machine only (Memcached has no accounts)"
-                    ),
-                );
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            }
-            Err(_) => {
-                err(
-                    "docker.publish_addr",
-                    format!("`{addr_text}` is not an IP address"),
-                );
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            }
-        };
+        if raw.publish_addr.is_some() {
+            err(
+                "docker.publish_addr",
+                "containers publish no port any more: they sit on internal networks, reached \
+                 at their own addresses from this machine; remove the key"
+                    .into(),
+            );
+        }
         let ready_timeout = raw
             .ready_timeout_ms
             .map_or(DEFAULT_READY_TIMEOUT, Duration::from_millis);
@@ -726,8 +741,42 @@ impl DockerConfig {
                 pids: r.pids.unwrap_or(d.pids),
                 cap_add: r.cap_add.unwrap_or(d.cap_add),
                 tmpfs: r.tmpfs.unwrap_or(d.tmpfs),
+                volumes: r.volumes.unwrap_or(d.volumes),
+                read_only: r.read_only.unwrap_or(d.read_only),
+                superuser: r.superuser.unwrap_or(d.superuser),
                 warm: r.warm.unwrap_or(d.warm),
             };
+            for (i, v) in spec.volumes.iter().enumerate() {
+                if !v.starts_with('/') || v.contains(':') {
+                    err(
+                        &format!("{path}.volumes[{i}]"),
+                        format!("`{v}` is not an absolute path in the container"),
+                    );
+                }
+            }
+            for p in spec.tmpfs.keys() {
+                if !p.starts_with('/') {
+                    err(
+                        &format!("{path}.tmpfs"),
+                        format!("`{p}` is not an absolute path in the container"),
+                    );
+                }
+            }
+            if !spec.superuser.is_empty() {
+                if engine != Engine::Postgres {
+                    err(
+                        &format!("{path}.superuser"),
+                        "only PostgreSQL containers are made with a superuser that control \
+                         replaces by a plain role; leave it out"
+                            .into(),
+                    );
+                } else if !plain_name(&spec.superuser) || spec.superuser == spec.account {
+                    err(
+                        &format!("{path}.superuser"),
+                        "letters, digits, `_` and `-`, and not the account itself".into(),
+                    );
+                }
+            }
             if spec.image.trim().is_empty() {
                 err(&format!("{path}.image"), "must name an image".into());
             }
@@ -839,7 +888,6 @@ impl DockerConfig {
             backend,
             host,
             instance,
-            publish_addr,
             ready_timeout,
             max_containers,
             pull_missing: raw.pull_missing.unwrap_or(true),
@@ -889,6 +937,7 @@ struct Warm {
     id: String,
     name: String,
     password: Secret,
+    login: String,
     ready_at: Instant,
 }
 
@@ -898,7 +947,11 @@ struct Running {
     id: String,
     name: String,
     engine: Engine,
-    port: u16,
+    /// Its address on the network it is on now, at the server's port.
+    addr: SocketAddr,
+    /// Who the readiness query logs in as: the superuser until the session's account is made
+    /// ([`EngineSpec::superuser`]), else the account.
+    login: String,
     password: Secret,
 }
 
@@ -1467,6 +1520,9 @@ impl Inner {
         let request = |ipam: Option<bollard::models::Ipam>| NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
+            // Reaches nothing outside itself (no route out, no published port); this machine
+            // reaches its containers at their addresses.
+            internal: Some(true),
             labels: Some(labels.clone()),
             options: Some(options.clone()),
             ipam,
@@ -1619,7 +1675,6 @@ impl Inner {
         } else {
             String::new()
         };
-        let port_key = format!("{}/tcp", spec.port);
         let labels = HashMap::from([
             (LABEL_INSTANCE.to_owned(), cfg.instance.clone()),
             (LABEL_SESSION.to_owned(), session.to_owned()),
@@ -1642,16 +1697,21 @@ impl Inner {
             ),
             user: spec.user.clone(),
             labels: Some(labels),
-            exposed_ports: Some(HashMap::from([(port_key.clone(), HashMap::new())])),
             host_config: Some(HostConfig {
-                port_bindings: Some(HashMap::from([(
-                    port_key.clone(),
-                    Some(vec![PortBinding {
-                        host_ip: Some(cfg.publish_addr.to_string()),
-                        host_port: None,
-                    }]),
-                )])),
+                // No published port: the network is internal, the container is reached at
+                // its address on it.
                 network_mode: Some(network.to_owned()),
+                readonly_rootfs: Some(spec.read_only),
+                mounts: (!spec.volumes.is_empty()).then(|| {
+                    spec.volumes
+                        .iter()
+                        .map(|target| Mount {
+                            target: Some(target.clone()),
+                            typ: Some(MountTypeEnum::VOLUME),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
                 memory: Some(spec.memory_bytes),
                 memory_swap: Some(spec.memory_bytes),
                 nano_cpus: Some(spec.nano_cpus),
@@ -1699,15 +1759,20 @@ impl Inner {
                     &password,
                 )
             })?;
-        let port = self
-            .published_port(&created.id, &port_key)
+        let addr = self
+            .address_on(&created.id, network, spec.port)
             .await
             .map_err(|e| format!("the {what}: {e}"))?;
         Ok(Running {
             id: created.id,
             name: name.to_owned(),
             engine,
-            port,
+            addr,
+            login: if spec.superuser.is_empty() {
+                spec.account.clone()
+            } else {
+                spec.superuser.clone()
+            },
             password: Secret::new(password),
         })
     }
@@ -1970,14 +2035,12 @@ impl Inner {
             rand::random::<u32>()
         );
         let c = self.create(engine, &name, WARM, &net).await?;
-        if let Err(e) = self.wait_ready(&c, cfg.ready_timeout).await {
-            self.remove_container(&c.name).await.ok();
-            return Err(e);
-        }
+        let c = self.ready(c, cfg.ready_timeout).await?;
         Ok(Warm {
             id: c.id,
             name: c.name,
             password: c.password,
+            login: c.login,
             ready_at: Instant::now(),
         })
     }
@@ -2022,20 +2085,19 @@ impl Inner {
                     api_text(&e)
                 )
             })?;
-            // The engine may move the published port to the new network's endpoint, at a new
-            // host port: read it again.
-            let port_key = format!("{}/tcp", self.cfg().engines[&engine].port);
-            self.published_port(&w.id, &port_key)
+            // From now on it is reached at its address on the session's network.
+            self.address_on(&w.id, &net, self.cfg().engines[&engine].port)
                 .await
                 .map_err(|e| format!("{name}: {e}"))
         }
         .await;
         match done {
-            Ok(port) => Ok(Running {
+            Ok(addr) => Ok(Running {
                 id: w.id,
                 name,
                 engine,
-                port,
+                addr,
+                login: w.login,
                 password: w.password,
             }),
             Err(e) => {
@@ -2047,19 +2109,24 @@ impl Inner {
         }
     }
 
-    /// The host port `port_key` (`5432/tcp`) of a container is published at now.
-    async fn published_port(&self, id: &str, port_key: &str) -> Result<u16, String> {
+    /// Where a container is reached: its address on `network`, at `port`.
+    async fn address_on(&self, id: &str, network: &str, port: u16) -> Result<SocketAddr, String> {
         let info = self
             .api()
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
             .map_err(|e| format!("cannot inspect the container: {}", api_text(&e)))?;
-        info.network_settings
-            .and_then(|n| n.ports)
-            .and_then(|mut p| p.remove(port_key))
-            .flatten()
-            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
-            .ok_or_else(|| format!("no published port for {port_key}"))
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| format!("it has no address on network {network}"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("its address on network {network} (`{ip}`) is not an IP"))?;
+        Ok(SocketAddr::new(ip, port))
     }
 
     /// Keeps every engine's pool at its size (one container at a time per engine; a failure
@@ -2258,10 +2325,18 @@ impl Inner {
             format!("{}: {} container", role.as_str(), engine.label()),
             format!("{}: {} ready", role.as_str(), engine.label()),
         );
-        let ready_detail = format!(
-            "answered `{}` with the session's own credentials",
-            spec.ready_query
-        );
+        let ready_detail = if spec.superuser.is_empty() {
+            format!(
+                "answered `{}` with the session's own credentials",
+                spec.ready_query
+            )
+        } else {
+            format!(
+                "answered `{}`; the session's account {} is a plain role owning database {} (no \
+                 superuser, CREATEDB or CREATEROLE), and the superuser has no password",
+                spec.ready_query, spec.account, spec.database
+            )
+        };
         if let Some(w) = self.take_warm(engine) {
             let detail = format!(
                 "from the warm pool (ready for {:.0} s): renamed {name}, joined {}",
@@ -2297,10 +2372,14 @@ impl Inner {
             .run(
                 &made,
                 &format!(
-                    "{name} from {}, published on {} only; {} MiB, {} CPU, {} processes, no \
-                     capabilities{}",
+                    "{name} from {}, on the session's internal network only (no published \
+                     port){}; {} MiB, {} CPU, {} processes, no capabilities{}",
                     spec.image,
-                    cfg.publish_addr,
+                    if spec.read_only {
+                        ", read-only root filesystem"
+                    } else {
+                        ""
+                    },
                     spec.memory_bytes / (1024 * 1024),
                     spec.nano_cpus as f64 / 1e9,
                     spec.pids,
@@ -2317,15 +2396,48 @@ impl Inner {
                 },
             )
             .await?;
-        let checked = steps
+        steps
             .run(&ready, &ready_detail, async {
-                self.wait_ready(&c, cfg.ready_timeout)
+                self.ready(c, cfg.ready_timeout)
                     .await
                     .map_err(|m| ProvisionError::new(field, m))
             })
-            .await;
-        match checked {
-            Ok(()) => Ok(c),
+            .await
+    }
+
+    /// Waits until a new container answers, then (PostgreSQL) makes the session's account a
+    /// plain role in place of the superuser the container was made with. On failure the
+    /// container is removed.
+    async fn ready(&self, c: Running, timeout: Duration) -> Result<Running, String> {
+        let done = async {
+            self.wait_ready(&c, timeout).await?;
+            let spec = &self.cfg().engines[&c.engine];
+            if c.login == spec.account {
+                return Ok(None);
+            }
+            let password = random_password();
+            self.make_account(&c, &password)
+                .await
+                .map_err(|e| {
+                    scrub(
+                        &format!(
+                            "the {} container {} answered, but its account could not be made: {e}",
+                            c.engine.label(),
+                            c.name
+                        ),
+                        &password,
+                    )
+                })
+                .map(|()| Some(password))
+        }
+        .await;
+        match done {
+            Ok(None) => Ok(c),
+            Ok(Some(password)) => Ok(Running {
+                login: self.cfg().engines[&c.engine].account.clone(),
+                password: Secret::new(password),
+                ..c
+            }),
             Err(e) => {
                 self.remove_container(&c.name).await.ok();
                 Err(e)
@@ -2333,16 +2445,12 @@ impl Inner {
         }
     }
 
-    fn endpoint(&self, port: u16) -> SocketAddr {
-        SocketAddr::new(self.cfg().publish_addr, port)
-    }
-
     /// What `resources` says about a container (no secrets).
     fn placed(&self, c: &Running) -> serde_json::Value {
         let spec = &self.cfg().engines[&c.engine];
         serde_json::json!({
             "engine": c.engine.key(),
-            "where": format!("container {} ({}) at {}", c.name, spec.image, self.endpoint(c.port)),
+            "where": format!("container {} ({}) at {}", c.name, spec.image, c.addr),
             "container": c.name,
         })
     }
@@ -2365,7 +2473,7 @@ impl Inner {
         };
         let c = self.container(engine, req.code, steps).await?;
         let spec = &self.cfg().engines[&engine];
-        let at = self.endpoint(c.port);
+        let at = c.addr;
         let (account, db, pw) = (&spec.account, &spec.database, c.password.expose());
         let (url, database) = match engine {
             Engine::Postgres => (format!("postgres://{account}:{pw}@{at}/{db}"), None),
@@ -2410,7 +2518,7 @@ impl Inner {
             ));
         };
         let c = self.container(engine, req.code, steps).await?;
-        let at = self.endpoint(c.port);
+        let at = c.addr;
         // The server is the session's own: the backend may set its maxmemory and policy.
         spec.shared = false;
         spec.key_prefix = String::new();
@@ -2442,18 +2550,66 @@ fn sql_text(e: &sqlx::Error) -> String {
 }
 
 impl Inner {
+    /// PostgreSQL: the session's account as a plain role owning its database, in place of the
+    /// superuser the container was made with, whose password is then taken away (the server
+    /// asks every client for one, so nobody can log in as the superuser again).
+    async fn make_account(&self, c: &Running, password: &str) -> Result<(), String> {
+        let spec = &self.cfg().engines[&c.engine];
+        if c.engine != Engine::Postgres {
+            return Err(format!("{} has no superuser set-up", c.engine.label()));
+        }
+        let opts = sqlx::postgres::PgConnectOptions::new()
+            .host(&c.addr.ip().to_string())
+            .port(c.addr.port())
+            .username(&c.login)
+            .password(c.password.expose())
+            .database("postgres")
+            .disable_statement_logging();
+        let mut conn = sqlx::PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| sql_text(&e))?;
+        let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let (account, database) = (ident(&spec.account), ident(&spec.database));
+        let done = async {
+            for sql in [
+                format!(
+                    "CREATE ROLE {account} LOGIN PASSWORD '{}' NOSUPERUSER NOCREATEDB \
+                     NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+                    password.replace('\'', "''")
+                ),
+                format!("CREATE DATABASE {database} OWNER {account}"),
+                // The other databases are not the session's.
+                "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC".to_owned(),
+                "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC".to_owned(),
+                format!("ALTER ROLE {} PASSWORD NULL", ident(&c.login)),
+            ] {
+                conn.execute(sql.as_str()).await.map_err(|e| sql_text(&e))?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        let _ = conn.close().await;
+        done
+    }
+
     async fn probe(&self, c: &Running) -> Result<(), String> {
         let spec = &self.cfg().engines[&c.engine];
-        let host = self.cfg().publish_addr.to_string();
+        let host = c.addr.ip().to_string();
         let password = c.password.expose();
+        // Before its account is made, the superuser's own database.
+        let database = if c.login == spec.account {
+            spec.database.as_str()
+        } else {
+            "postgres"
+        };
         match c.engine {
             Engine::Postgres => {
                 let opts = sqlx::postgres::PgConnectOptions::new()
                     .host(&host)
-                    .port(c.port)
-                    .username(&spec.account)
+                    .port(c.addr.port())
+                    .username(&c.login)
                     .password(password)
-                    .database(&spec.database)
+                    .database(database)
                     .disable_statement_logging();
                 let mut conn = sqlx::PgConnection::connect_with(&opts)
                     .await
@@ -2469,7 +2625,7 @@ impl Inner {
             Engine::Mysql => {
                 let opts = sqlx::mysql::MySqlConnectOptions::new()
                     .host(&host)
-                    .port(c.port)
+                    .port(c.addr.port())
                     .username(&spec.account)
                     .password(password)
                     .database(&spec.database)
@@ -2489,7 +2645,7 @@ impl Inner {
                 let opts = mongodb::options::ClientOptions::builder()
                     .hosts(vec![mongodb::options::ServerAddress::Tcp {
                         host: host.clone(),
-                        port: Some(c.port),
+                        port: Some(c.addr.port()),
                     }])
                     .credential(
                         mongodb::options::Credential::builder()
@@ -2512,7 +2668,7 @@ impl Inner {
                 done
             }
             Engine::Redis => {
-                let url = format!("redis://:{password}@{}/", self.endpoint(c.port));
+                let url = format!("redis://:{password}@{}/", c.addr);
                 let client = redis::Client::open(url)
                     .map_err(|_| "the Redis address is not valid".to_owned())?;
                 let mut conn = client
@@ -2530,7 +2686,7 @@ impl Inner {
                     .map_err(|e| e.to_string())
             }
             Engine::Memcached => {
-                let stream = tokio::net::TcpStream::connect(self.endpoint(c.port))
+                let stream = tokio::net::TcpStream::connect(c.addr)
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut conn = BufReader::new(stream);
@@ -2619,7 +2775,6 @@ mod tests {
             );
         }
         assert_eq!(cfg.instance, DEFAULT_INSTANCE);
-        assert_eq!(cfg.publish_addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(cfg.ready_timeout, DEFAULT_READY_TIMEOUT);
         assert_eq!(cfg.max_containers, DEFAULT_MAX_CONTAINERS);
         assert!(cfg.pull_missing && cfg.host.is_none());
@@ -2701,6 +2856,9 @@ cpus = 0
 cap_add = ["ALL"]
 [docker.engines.mysql]
 colour = "blue"
+[docker.engines.redis]
+superuser = "root"
+volumes = ["data"]
 "#,
         );
         for key in [
@@ -2714,6 +2872,8 @@ colour = "blue"
             "docker.engines.postgres.cpus",
             "docker.engines.postgres.cap_add[0]",
             "docker.engines.mysql",
+            "docker.engines.redis.superuser",
+            "docker.engines.redis.volumes[0]",
         ] {
             assert!(found.iter().any(|k| k == key), "{key} in {found:?}");
         }

@@ -5,11 +5,17 @@
 //! containers and the failover drill kills either.
 //!
 //! The container shares the host's network namespace (`network_mode = host`): it listens on
-//! loopback like a process instance, reaches control's admin address and the sessions'
-//! engines (published on 127.0.0.1) the same way, and the proxy reaches it at the address it
-//! prints. It has memory, CPU and process limits, no capability, `no-new-privileges`, runs as
-//! the owner of the data directory (mounted at the same path, for embedded sessions' SQLite
-//! files), and is labelled `stacklab.instance`, `stacklab.role=backend`, `stacklab.pool`.
+//! loopback like a process instance, reaches control's admin address (with the runtime
+//! credential, which reads descriptors and nothing else) and the sessions' engines (each at its
+//! address on its session's internal network) the same way, and the proxy reaches it at the
+//! address it prints. An instance serves every session of its pool, so a network of its own
+//! would have to join every session's network and would join them to each other; the host's
+//! gives it no more than a process instance has. It has memory, CPU and process limits, no
+//! capability, `no-new-privileges`, a read-only root filesystem with a tmpfs `/tmp`, runs as
+//! the owner of the data directory, and sees of that directory only `sessions/` (embedded
+//! sessions' SQLite files, at the same path) — never `admin.token`, `runtime.token`,
+//! `control.key` or `registry.db`. It is labelled `stacklab.instance`, `stacklab.role=backend`,
+//! `stacklab.pool`.
 //!
 //! As with a process, the runtime credential (never the admin token) goes through stdin (an
 //! attached stream, never the container's environment or command), and the instance exits
@@ -85,9 +91,11 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
     let name = format!("stacklab-be-{}-{:08x}", l.instance, rand::random::<u32>());
     let data_dir = std::path::absolute(l.data_dir)
         .map_err(|e| format!("cannot resolve the data directory: {e}"))?;
-    std::fs::create_dir_all(data_dir.join("sessions"))
-        .map_err(|e| format!("cannot make {}: {e}", data_dir.join("sessions").display()))?;
-    let mut binds = vec![format!("{0}:{0}:rw", data_dir.display())];
+    let sessions = data_dir.join("sessions");
+    std::fs::create_dir_all(&sessions)
+        .map_err(|e| format!("cannot make {}: {e}", sessions.display()))?;
+    // Only the sessions' SQLite files: the rest of the data directory holds control's secrets.
+    let mut binds = vec![format!("{0}:{0}:rw", sessions.display())];
     // The Rust runtime is this binary's `backend` (the image's, or ours mounted over it);
     // another runtime's image starts it with its own entrypoint.
     let (image, entrypoint, mut cmd) = if l.runtime == "rust" {
@@ -131,7 +139,7 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
         image: Some(image.clone()),
         entrypoint,
         cmd: Some(cmd),
-        user: owner_of(&data_dir),
+        user: owner_of(&sessions),
         labels: Some(labels),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -146,6 +154,11 @@ pub async fn start(api: &bollard::Docker, l: &Launch<'_>) -> Result<Started, Str
         host_config: Some(HostConfig {
             network_mode: Some("host".into()),
             binds: Some(binds),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                "size=64m,mode=1777".to_owned(),
+            )])),
             memory: Some(l.spec.memory_bytes),
             memory_swap: Some(l.spec.memory_bytes),
             nano_cpus: Some(l.spec.nano_cpus),

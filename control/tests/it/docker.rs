@@ -5,7 +5,8 @@
 //! running side by side never see (or reap) each other's containers.
 //!
 //! What is checked through the Docker API (by label and by name): every container has its
-//! labels, limits, no capability, `no-new-privileges` and ports on 127.0.0.1 only; a session's
+//! labels, limits, no capability, `no-new-privileges`, a read-only root, no published port
+//! (an internal network of the session's own); a session's
 //! own credentials work (the backend's own store and cache adapters use them) and another
 //! session's do not; the cache policy switch reaches the session's own Redis; teardown leaves
 //! no container, network or volume and may run twice; leftovers finds what a crash left and a
@@ -25,7 +26,7 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sqlx::Connection;
+use sqlx::{Connection, Executor};
 use stacklab_control::choices::Choices;
 use stacklab_control::provision::docker::{
     container_name, network_name, Docker, DockerConfig, Engine, Role, LABEL_ENGINE, LABEL_INSTANCE,
@@ -224,21 +225,23 @@ async fn check_container(
         .unwrap()
         .iter()
         .any(|o| o.starts_with("no-new-privileges")));
-    let ports = info
+    // Nothing published: the container is reached at its address on an internal network.
+    let published: usize = info
         .network_settings
         .as_ref()
         .unwrap()
         .ports
         .clone()
-        .unwrap();
-    let mut published = 0;
-    for (port, bindings) in ports {
-        for b in bindings.unwrap_or_default() {
-            assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"), "{name}: {port}");
-            published += 1;
-        }
-    }
-    assert_eq!(published, 1, "{name}: one port, on 127.0.0.1");
+        .unwrap_or_default()
+        .into_values()
+        .map(|b| b.unwrap_or_default().len())
+        .sum();
+    assert_eq!(published, 0, "{name}: no published port");
+    assert!(
+        host.port_bindings.clone().unwrap_or_default().is_empty(),
+        "{name}: no port binding"
+    );
+    assert_eq!(host.readonly_rootfs, Some(true), "{name}: read-only root");
     let nets = info.network_settings.unwrap().networks.unwrap();
     assert!(
         nets.contains_key(&network_name(id)),
@@ -264,6 +267,11 @@ async fn check_container(
     assert!(
         subnets.len() == 1 && subnets[0].starts_with("10.213.") && subnets[0].ends_with("/28"),
         "{name}'s network: {subnets:?}"
+    );
+    assert_eq!(
+        net.internal,
+        Some(true),
+        "{name}'s network reaches nothing outside"
     );
     assert!(!nets.contains_key("bridge") && !nets.contains_key("host"));
     assert_eq!(
@@ -372,7 +380,10 @@ async fn postgres_and_redis_sessions_get_containers_of_their_own() {
         !resources.contains(url_a.rsplit_once('@').unwrap().0),
         "no password in {resources}"
     );
-    assert!(url_a.starts_with("postgres://stacklab:") && url_a.contains("@127.0.0.1:"));
+    assert!(
+        url_a.starts_with("postgres://stacklab:") && url_a.contains("@10.213."),
+        "the session's database is reached at its address on the session's network"
+    );
     assert!(!pa.cache.shared, "the Redis is the session's own");
 
     // The backend's own store works with the session's credentials...
@@ -382,6 +393,43 @@ async fn postgres_and_redis_sessions_get_containers_of_their_own() {
     let uid = store.insert(&user("alice")).await.unwrap();
     assert_eq!(store.get(uid).await.unwrap().unwrap().username, "alice");
     store.close().await;
+    // ... as a plain role owning its database: no superuser, no CREATEDB, no CREATEROLE, and
+    // the superuser the container was made with has no password left to log in with.
+    let mut conn = sqlx::PgConnection::connect(url_a).await.unwrap();
+    let (superuser, createdb, createrole): (bool, bool, bool) = sqlx::query_as(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((superuser, createdb, createrole), (false, false, false));
+    let owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owner, "stacklab");
+    for sql in [
+        "CREATE ROLE intruder",
+        "CREATE DATABASE other",
+        "ALTER ROLE postgres PASSWORD 'x'",
+    ] {
+        let e = conn.execute(sql).await.unwrap_err().to_string();
+        assert!(
+            e.contains("permission denied") || e.contains("must be"),
+            "{sql}: {e}"
+        );
+    }
+    let _ = conn.close().await;
+    let as_superuser = url_a.replacen("postgres://stacklab:", "postgres://postgres:", 1);
+    let e = sqlx::PgConnection::connect(&as_superuser)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("password authentication failed"),
+        "{e}"
+    );
     // ... and another session's password does not open it.
     let err = sqlx::PgConnection::connect(&with_password_of(url_a, pb.database.url.expose()))
         .await

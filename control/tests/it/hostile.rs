@@ -2474,11 +2474,30 @@ async fn event_streams_per_session_are_capped() {
         m.contains("stacklab_control_event_streams_refused_total 1"),
         "{m}"
     );
-    // Another session is not affected.
+    // Both streams are fed by one poller of the session's requests and cache view.
+    assert!(m.contains("stacklab_control_event_stream_pollers 1"), "{m}");
+    assert_eq!(a.get("/api/users?q=watchmarker").await.status, 200);
+    let (mut first, mut second) = (first.into_body(), second.into_body());
+    for (name, stream) in [("first", &mut first), ("second", &mut second)] {
+        let mut seen = String::new();
+        read_until(stream, &mut seen, "watchmarker").await;
+        read_until(stream, &mut seen, "event: cache").await;
+        assert_eq!(
+            seen.matches("watchmarker").count(),
+            1,
+            "the {name} stream got the request once: {seen}"
+        );
+    }
+    // Another session is not affected, and has a poller of its own.
     let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
     assert_eq!(b.post("/api/sessions", json!({})).await.status, 201);
     let other = b.open_stream("/api/session/events").await;
     assert_eq!(other.status().as_u16(), 200);
+    assert!(up
+        .control
+        .metrics
+        .encode()
+        .contains("stacklab_control_event_stream_pollers 2"));
     // Closing one frees its place (noticed at the stream's next keep-alive line).
     drop(first);
     eventually("a closed stream to give its place back", || async {
@@ -2493,5 +2512,13 @@ async fn event_streams_per_session_are_capped() {
         200
     );
     drop((second, other));
+    // Nobody watches: nothing is polled.
+    eventually("the pollers to stop with their last stream", || async {
+        up.control
+            .metrics
+            .encode()
+            .contains("stacklab_control_event_stream_pollers 0")
+    })
+    .await;
     up.shutdown().await.unwrap();
 }

@@ -1,5 +1,6 @@
 'use strict';
-// /graphql: GraphiQL on GET, queries and mutations on POST, over the same service as REST.
+// /graphql: queries and mutations on POST, over the same service as REST (another method is a
+// 405; no GraphiQL page: it loaded its scripts from a public CDN, and the console runs GraphQL).
 
 const express = require('express');
 const body = require('../body');
@@ -11,10 +12,6 @@ const REQUEST = { query: [body.STR, false], operationName: [body.STR, false], va
 
 module.exports = function graphqlRouter(rt) {
   const r = express.Router();
-  r.get('/', (req, res) => {
-    res.setHeader('Content-Type', 'text/html; charset=utf-8');
-    res.end(gql.GRAPHIQL);
-  });
   r.post('/', handle(async (req, res) => {
     const limits = rt.config.limits;
     // Unknown fields are ignored, as async-graphql's request type does.

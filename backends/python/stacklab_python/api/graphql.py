@@ -1,6 +1,9 @@
-"""``/graphql``: GraphiQL on GET, queries and mutations on POST, over the same service as REST."""
+"""``/graphql``: queries and mutations on POST, over the same service as REST.
 
-from flask import Blueprint, Response, request
+POST only: another method is ``405 method_not_allowed`` (no GraphiQL page; it loaded its
+scripts from a public CDN, and stacklab's console runs GraphQL)."""
+
+from flask import Blueprint, request
 
 from .. import body, gql
 from ..app import json_response, runtime, session, trace
@@ -10,11 +13,6 @@ bp = Blueprint("graphql", __name__)
 
 REQUEST = {"query": (body.STR, False), "operationName": (body.STR, False),
            "variables": (body.OBJECT, False), "extensions": (body.OBJECT, False)}
-
-
-@bp.get("/graphql")
-def graphiql():
-    return Response(gql.GRAPHIQL, content_type="text/html; charset=utf-8")
 
 
 @bp.post("/graphql")

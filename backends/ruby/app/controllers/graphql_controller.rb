@@ -1,20 +1,15 @@
 # frozen_string_literal: true
 
-# /graphql: GraphiQL on GET, queries and mutations on POST (CONTRACT.md §7).
+# /graphql: queries and mutations on POST (CONTRACT.md §7); another method is a 405 (no
+# GraphiQL page: it loaded its scripts from a public CDN, and the console runs GraphQL).
 #
 # A request refused before it ran (syntax, limits, validation, an unknown operation, bad
 # variables) is a 400 carrying GraphQL's own fields and the API error; one that ran is a 200,
 # its field errors carrying the REST error's code and field in extensions.
 class GraphqlController < SessionController
-  skip_before_action :resolve_session, only: :graphiql
-
   S = Stacklab::Body
   REQUEST = { "query" => [S::STR, false], "operationName" => [S::STR, false],
               "variables" => [S::OBJECT, false], "extensions" => [S::OBJECT, false] }.freeze
-
-  def graphiql
-    render body: GRAPHIQL, content_type: "text/html"
-  end
 
   def execute
     # Unknown fields are ignored, as async-graphql's request type does.
@@ -65,27 +60,4 @@ class GraphqlController < SessionController
   rescue SystemStackError
     refuse([{ "message" => "the query is nested too deeply to be run" }])
   end
-
-  GRAPHIQL = <<~HTML
-    <!DOCTYPE html>
-    <html lang="en">
-    <head>
-      <meta charset="utf-8">
-      <title>GraphiQL — stacklab (Ruby on Rails)</title>
-      <meta name="viewport" content="width=device-width, initial-scale=1">
-      <link rel="stylesheet" href="https://unpkg.com/graphiql/graphiql.min.css">
-      <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-    </head>
-    <body>
-      <div id="graphiql">Loading GraphiQL…</div>
-      <script crossorigin src="https://unpkg.com/react/umd/react.production.min.js"></script>
-      <script crossorigin src="https://unpkg.com/react-dom/umd/react-dom.production.min.js"></script>
-      <script crossorigin src="https://unpkg.com/graphiql/graphiql.min.js"></script>
-      <script>
-        const fetcher = GraphiQL.createFetcher({ url: "/graphql" });
-        ReactDOM.render(React.createElement(GraphiQL, { fetcher }), document.getElementById("graphiql"));
-      </script>
-    </body>
-    </html>
-  HTML
 end
