@@ -12,6 +12,8 @@ use std::path::Path;
 
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Keys [`Sealer::tag`]: derived from the master key, never the key itself.
+    tag_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -60,9 +62,28 @@ impl Sealer {
     }
 
     pub fn from_key(key: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut derive = Sha256::new();
+        derive.update(b"stacklab client tag\0");
+        derive.update(key);
         Self {
             cipher: Aes256Gcm::new_from_slice(key).expect("32-byte key"),
+            tag_key: derive.finalize().into(),
         }
+    }
+
+    /// A keyed one-way tag of `text` (HMAC-SHA-256, 128 bits in hex): what is kept of a client
+    /// address, so equal clients are still counted together (the per-client caps) while the
+    /// registry and control's memory hold no address in the clear.
+    pub fn tag(&self, text: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.tag_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(text.as_bytes());
+        mac.finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// `base64(nonce || ciphertext)`.

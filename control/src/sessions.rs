@@ -38,6 +38,8 @@ pub struct Session {
     pub streams: std::sync::atomic::AtomicUsize,
     /// The one poller those streams share.
     pub watch: crate::events::Watch,
+    /// A keyed tag of the client ([`crate::seal::Sealer::tag`] of [`client_key`]), never its
+    /// address.
     pub client: String,
     pub created_ms: u64,
     pub hard_expires_ms: u64,
@@ -428,11 +430,14 @@ impl Control {
         let now = self.clock.now_ms();
         let code = crate::seal::session_code();
         let hard = now + self.sessions_cfg.hard_lifetime.as_millis() as u64;
+        // Only a keyed tag of the client (its IPv4 address or IPv6 /64) is kept, in memory and
+        // in the registry: enough to count a client's sessions, no address in the clear.
+        let client = self.sealer.tag(&client_key(client));
         let session = Arc::new(Session::new(
             code.clone(),
             choices.clone(),
             choices.runtime.clone(),
-            client.to_owned(),
+            client.clone(),
             now,
             hard,
             now,
@@ -447,7 +452,7 @@ impl Control {
             // Full buckets say nothing a new one would not: dropped, so the map holds only
             // the clients of the last minute.
             created.retain(|_, b| b.level(now, limit) < f64::from(limit));
-            let entry = created.entry(client_key(client)).or_insert(Bucket {
+            let entry = created.entry(client.clone()).or_insert(Bucket {
                 tokens: f64::from(limit),
                 at_ms: now,
             });
@@ -460,13 +465,12 @@ impl Control {
                     retry_after_s: (wait_ms / 1000.0).ceil().max(1.0) as u64,
                 });
             }
-            let key = client_key(client);
             let per_client = self.cfg.max_live_per_client;
             if self
                 .sessions
                 .all()
                 .iter()
-                .filter(|s| client_key(&s.client) == key)
+                .filter(|s| s.client == client)
                 .count()
                 >= per_client
             {
@@ -1034,7 +1038,13 @@ impl Control {
             row.code.clone(),
             choices,
             row.pool.clone(),
-            row.client.clone(),
+            // A row written before clients were tagged holds the address: tagged now (and in
+            // the registry at the row's next write).
+            if row.client.parse::<std::net::IpAddr>().is_ok() {
+                self.sealer.tag(&client_key(&row.client))
+            } else {
+                row.client.clone()
+            },
             row.created_ms as u64,
             row.hard_expires_ms as u64,
             row.last_used_ms as u64,

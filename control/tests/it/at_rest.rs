@@ -54,5 +54,24 @@ async fn the_data_folder_its_registry_and_sessions_databases_are_private() {
             assert_eq!(mode(&entry.path()), 0o600, "{name}");
         }
     }
+    // The registry keeps a keyed tag of the client, not its address.
     up.shutdown().await.unwrap();
+    let mut reg = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}?mode=ro",
+        data.join("registry.db").display()
+    ))
+    .await
+    .unwrap();
+    let clients: Vec<String> = sqlx::query_scalar("SELECT client FROM sessions")
+        .fetch_all(&mut reg)
+        .await
+        .unwrap();
+    assert_eq!(clients.len(), 1);
+    assert!(
+        clients[0].len() == 32
+            && clients[0].bytes().all(|b| b.is_ascii_hexdigit())
+            && clients[0].parse::<std::net::IpAddr>().is_err(),
+        "the registry holds {:?}",
+        clients[0]
+    );
 }
