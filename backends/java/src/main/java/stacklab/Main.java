@@ -225,6 +225,6 @@ public final class Main {
         }
         sessions.closeAll();
         System.out.flush();
-        Runtime.getRuntime().halt(0);
+        System.exit(0);
     }
 }

@@ -6,7 +6,7 @@ import java.util.Map;
 /**
  * Just enough TOML to read one table of a stacklab config file: {@code key = value} lines with
  * integers, booleans, basic and literal strings, and comments. Values of other tables are
- * skipped unread, except that a line that is not TOML at all anywhere is an error. Written by
+ * skipped unread. Written by
  * hand: Debian packages no TOML library for Java.
  */
 public final class Toml {
@@ -30,9 +30,10 @@ public final class Toml {
                 current = line.replaceAll("^\\[+|\\]+$", "").strip();
                 continue;
             }
+            // Other tables are not read at all (their values may span lines: arrays, strings).
+            if (!current.equals(name)) continue;
             int eq = line.indexOf('=');
             if (eq <= 0) throw new TomlException("line " + lineNo + ": expected `key = value`");
-            if (!current.equals(name)) continue;
             String key = line.substring(0, eq).strip();
             if (key.startsWith("\"") && key.endsWith("\"") && key.length() >= 2) key = key.substring(1, key.length() - 1);
             String value = line.substring(eq + 1).strip();
