@@ -94,7 +94,12 @@ public final class App extends AbstractHandler {
     private void send(HttpServletResponse resp, Answer a, Trace trace, long start) throws IOException {
         byte[] body = a.page != null ? a.page : JSON.writeValueAsBytes(a.json);
         resp.setStatus(a.status);
-        resp.setHeader("Content-Type", a.page != null ? a.contentType : "application/json");
+        if (a.page != null && resp instanceof org.eclipse.jetty.server.Response r) {
+            // As written: Jetty's setContentType would shorten it to `text/html;charset=utf-8`.
+            r.getHttpFields().put("Content-Type", a.contentType);
+        } else {
+            resp.setHeader("Content-Type", a.page != null ? a.contentType : "application/json");
+        }
         a.headers.forEach(resp::setHeader);
         double backend = (System.nanoTime() - start) / 1e6;
         resp.setHeader("Server-Timing", serverTiming(backend, trace.cacheMs(), trace.dbMs()));
