@@ -56,6 +56,22 @@ public final class SqlStore implements Store {
     private static final Map<String, String> NAMES = Map.of("sqlite", "SQLite", "postgres", "PostgreSQL", "mysql", "MySQL");
     private static final Pattern MYSQL_KEY = Pattern.compile("for key '([^']*)'");
 
+    /**
+     * One housekeeping thread for every session's pool (Hikari would start one per pool): it
+     * closes connections idle longer than {@link #IDLE_MS} and keeps the pools' bounds.
+     */
+    private static final java.util.concurrent.ScheduledThreadPoolExecutor HOUSEKEEPER = housekeeper();
+
+    private static java.util.concurrent.ScheduledThreadPoolExecutor housekeeper() {
+        var e = new java.util.concurrent.ScheduledThreadPoolExecutor(1, r -> {
+            Thread t = new Thread(r, "db-pool-housekeeper");
+            t.setDaemon(true);
+            return t;
+        });
+        e.setRemoveOnCancelPolicy(true);
+        return e;
+    }
+
     private final String engine;
     private final String where; // host:port or the file, for messages
     private final HikariDataSource pool;
@@ -74,6 +90,7 @@ public final class SqlStore implements Store {
         hc.setConnectionTimeout(CONNECT_TIMEOUT_MS);
         hc.setInitializationFailTimeout(-1); // the first real query below proves it answers
         hc.setPoolName("stacklab-" + engine);
+        hc.setScheduledExecutor(HOUSEKEEPER);
         String where;
         switch (engine) {
             case "sqlite" -> {
