@@ -50,7 +50,7 @@ final class Validator {
             }
         }
         for (Fragment f : fragments.values()) {
-            if (!Schema.OBJECTS.containsKey(f.typeCondition()) || f.typeCondition().equals("Mutation") && false) {
+            if (!Schema.OBJECTS.containsKey(f.typeCondition())) {
                 error("Unknown type \"" + f.typeCondition() + "\".", f.loc());
             }
         }
@@ -78,7 +78,7 @@ final class Validator {
                     else error("Unknown type \"" + tn + "\".", v.loc());
                 } else if (v.defaultValue() != null) {
                     String m = checkValue(v.defaultValue(), v.type(), Map.of());
-                    if (m != null) error(m, Ast.NullV.class.isInstance(v.defaultValue()) ? v.loc() : v.defaultValue().loc());
+                    if (m != null) error(m, v.defaultValue().loc());
                 }
             }
             Set<String> usedVars = new LinkedHashSet<>();
@@ -275,7 +275,7 @@ final class Validator {
         boolean hasDefault = d.defaultValue() != null && !(d.defaultValue() instanceof NullV);
         if (expected instanceof NonNull en && !(vt instanceof NonNull)) {
             if (!hasDefault) return false;
-            return same(vt, en.of());
+            return sub(vt, en.of());
         }
         return sub(vt, expected);
     }
@@ -287,8 +287,6 @@ final class Validator {
         if (vt instanceof ListOf) return false;
         return ((Named) vt).name().equals(((Named) et).name());
     }
-
-    private static boolean same(Type a, Type b) { return sub(a, b); }
 
     static String print(Value v) {
         if (v instanceof IntV i) return i.text();
