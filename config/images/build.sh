@@ -20,7 +20,10 @@
 #      stacklab/node:local: the Node runtime (backends/node) on Debian's nodejs, with the
 #      modules and addon backends/node/setup.sh makes on the host copied in; and
 #      stacklab/ruby:local: the Ruby (Rails) runtime (backends/ruby) with Debian's packages of
-#      the gems in its Gemfile.lock (backends/ruby/debian-packages).
+#      the gems in its Gemfile.lock (backends/ruby/debian-packages); and
+#      stacklab/java:local: the Java runtime (backends/java) on Debian's Java 17 runtime and
+#      jars (backends/java/debian-packages), with the classes backends/java/setup.sh compiles
+#      on the host copied in.
 #      MongoDB is not in Debian (its licence keeps it out), so no local MongoDB image can be
 #      made this way: the `mongodb` engine needs the official image from a registry.
 #
@@ -31,7 +34,8 @@
 #
 # Usage:
 #   config/images/build.sh [--force] [--binary PATH] [ENGINE...]
-#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node, ruby
+#     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node, ruby,
+#              java
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
 #              made with `cargo build --release -p stacklab-control` when missing)
 #     --force  rebuild images that exist already (else an image whose recipe, or runtime, is
@@ -56,7 +60,7 @@ while (($#)); do
         --force) FORCE=1 ;;
         --check) CHECK=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        postgres | mariadb | redis | memcached | backend | python | node | ruby) ENGINES+=("$1") ;;
+        postgres | mariadb | redis | memcached | backend | python | node | ruby | java) ENGINES+=("$1") ;;
         --binary) shift; BINARY=${1:-} ;;
         *) echo "build.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -405,6 +409,40 @@ build_node() {
     log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
+# The Java runtime's image: the Dockerfile, backends/java's scripts and jar lists (no sources,
+# no tests) and the classes backends/java/setup.sh compiled on the host; rebuilt when any of it
+# changed (a label holds the hash of what it was built from).
+build_java() {
+    local start=$EPOCHREALTIME tag=stacklab/java:local ctx root out cache=() source have
+    root=$(cd "$HERE/../.." && pwd)
+    "$root/backends/java/setup.sh" || die "backends/java/setup.sh could not build the Java runtime"
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/stacklab-java.XXXXXX")
+    cp "$HERE/java/Dockerfile" "$ctx/"
+    mkdir "$ctx/java"
+    (cd "$root/backends/java" && tar -c bin build/classes classpath.txt debian-packages runtime.toml) | tar -x -C "$ctx/java"
+    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$source" ]] && ((!FORCE)); then
+        log "$tag is up to date with backends/java: skipped (--force rebuilds it)"
+        rm -rf "$ctx"
+        return 0
+    fi
+    log "building $tag"
+    out=$(mktemp)
+    ((FORCE)) && cache=(--no-cache)
+    if ! DOCKER_BUILDKIT=0 docker build --network host --force-rm "${cache[@]}" \
+            --build-arg "BASE=$BASE_TAG" --label "org.stacklab.recipe=config/images/java" \
+            --label "org.stacklab.source=$source" \
+            -t "$tag" "$ctx" >"$out" 2>&1; then
+        tail -n 40 "$out" >&2
+        rm -rf "$out" "$ctx"
+        die "building $tag failed (the end of its output is above)"
+    fi
+    rm -rf "$out" "$ctx"
+    TIMES+=("$tag $(elapsed "$start")")
+    log "$tag built in $(elapsed "$start") s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
 build_base
 for engine in "${ENGINES[@]}"; do
     case $engine in
@@ -412,6 +450,7 @@ for engine in "${ENGINES[@]}"; do
         python) build_python ;;
         node) build_node ;;
         ruby) build_ruby ;;
+        java) build_java ;;
         *) build_engine "$engine" ;;
     esac
 done

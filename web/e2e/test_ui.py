@@ -786,6 +786,14 @@ def test_ruby_runtime(server, open_browser, shot, missing):
                     "backends/ruby/setup.sh installs its Debian packages")
 
 
+JAVA = ("java", "Java (Jetty)")
+
+
+def test_java_runtime(server, open_browser, shot, missing):
+    runtime_journey(server, open_browser, shot, missing, JAVA,
+                    "backends/java/setup.sh installs its Debian packages and compiles it")
+
+
 # --------------------------------------------------------------------------------------------
 # 6b. The same journey on the Node runtime: REST and GraphQL answered by its own pool, the
 #     cache view, the inspector, the benchmark, the topology and a failover drill

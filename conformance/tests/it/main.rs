@@ -89,7 +89,7 @@ macro_rules! runtimes {
     };
 }
 
-runtimes!(node, python, ruby, rust);
+runtimes!(java, node, python, ruby, rust);
 
 /// A runtime added to `backends/` is not silently left out of the suite.
 #[test]

@@ -562,6 +562,7 @@ impl Default for BackendSpec {
                 ("python".to_owned(), "stacklab/python:local".to_owned()),
                 ("node".to_owned(), "stacklab/node:local".to_owned()),
                 ("ruby".to_owned(), "stacklab/ruby:local".to_owned()),
+                ("java".to_owned(), "stacklab/java:local".to_owned()),
             ]
             .into(),
             memory_bytes: 512 * 1024 * 1024,

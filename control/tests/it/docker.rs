@@ -1374,6 +1374,12 @@ async fn a_ruby_pool_runs_an_instance_in_its_own_image() {
     a_runtime_pool_runs_an_instance_in_its_own_image("ruby", "rb").await;
 }
 
+/// The same for the Java runtime (`config/images/build.sh java`, `stacklab/java:local`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_pool_runs_an_instance_in_its_own_image() {
+    a_runtime_pool_runs_an_instance_in_its_own_image("java", "jv").await;
+}
+
 async fn a_runtime_pool_runs_an_instance_in_its_own_image(runtime: &str, tag: &str) {
     use crate::helpers::{admin, start_up, temp_dir, Browser, Load, TOKEN};
     use serde_json::json;
