@@ -136,7 +136,7 @@ public final class App extends AbstractHandler {
         String[] s = trimmed.split("/", -1);
         String method = req.getMethod();
         if (!ROOTS.contains(s[0])) throw ApiError.noRoute(path);
-        boolean data = s[0].equals("api") || (s[0].equals("graphql") && !(method.equals("GET") && s.length == 1));
+        boolean data = s[0].equals("api") || s[0].equals("graphql");
         Session session = data ? sessions.get(sessionCode(req)) : null;
         long maxBody = config.limits().maxBodyBytes();
         switch (s[0]) {
@@ -153,7 +153,7 @@ public final class App extends AbstractHandler {
             }
             case "graphql" -> {
                 if (s.length == 1) {
-                    if (method.equals("GET")) return new Answer(200, null, Graphiql.PAGE, "text/html; charset=utf-8", Map.of());
+                    // POST only: no GraphiQL page (it loaded its scripts from a public CDN).
                     if (method.equals("POST")) return graphql(req, session, trace);
                     throw ApiError.methodNotAllowed();
                 }
