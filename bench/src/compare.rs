@@ -278,6 +278,7 @@ pub async fn run(options: Options) -> Result<Results, CompareError> {
         workers: options.workers,
         stacklab_bin: options.stacklab_bin.clone(),
         nofile,
+        single_process: false,
     };
     // Fail early, with the install hint, for a missing peer.
     for p in &options.peers {
@@ -367,6 +368,7 @@ pub async fn run(options: Options) -> Result<Results, CompareError> {
                     ));
                     let extra = StacklabExtra {
                         feed_url: feeds[vi].as_ref().map(|(u, _)| u.clone()),
+                        ..StacklabExtra::default()
                     };
                     let records = ctx.one(scenario, &variant, peer, round, &extra, rate).await;
                     for r in &records {

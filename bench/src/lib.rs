@@ -18,6 +18,7 @@
 //! - [`feed`]: a route feed that gives the proxy 100k sessions in one snapshot.
 //! - [`procstat`]: CPU seconds and peak RSS of a process tree.
 //! - [`external`]: running and reading `wrk` and `h2load`.
+//! - [`instructions`]: instructions per request under callgrind, and the baseline check.
 //! - [`tls`]: the shared self-signed certificate and client configs.
 //! - [`drill`]: faults injected into real `stacklab` processes under load, one line each.
 //! - [`compare`]: scenarios, rounds and runs; [`compare::report`] the rows, ratios, targets
@@ -27,6 +28,7 @@ pub mod compare;
 pub mod drill;
 pub mod external;
 pub mod feed;
+pub mod instructions;
 pub mod launch;
 pub mod load;
 pub mod peers;

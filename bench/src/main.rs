@@ -1,4 +1,4 @@
-//! The `stacklab-bench` binary: `load`, `compare`, `launch`, `drill` and `upstream` over the
+//! The `stacklab-bench` binary: `load`, `compare`, `instructions`, `launch`, `drill` and `upstream` over the
 //! library.
 
 use anyhow::{bail, Context};
@@ -120,6 +120,30 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Instructions per proxied request under callgrind, one worker each; with `--check`,
+    /// fails when stacklab's rose past the committed baseline.
+    Instructions {
+        /// Only these peers (stacklab, nginx, haproxy), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Requests in the shorter of the two runs (the longer has three times as many).
+        #[arg(long, default_value_t = stacklab_bench::instructions::DEFAULT_REQUESTS)]
+        requests: usize,
+        #[arg(long, default_value_t = stacklab_bench::instructions::DEFAULT_CONNECTIONS)]
+        connections: usize,
+        /// The `stacklab` binary (default: beside this one).
+        #[arg(long)]
+        stacklab: Option<PathBuf>,
+        /// Compare stacklab's figure with this baseline and fail past its tolerance.
+        #[arg(long)]
+        check: Option<PathBuf>,
+        /// Write stacklab's figure as the new baseline to this file.
+        #[arg(long)]
+        write_baseline: Option<PathBuf>,
+        /// Write instructions.{md,json} here (default: bench/results/; not with --check).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The upstream the comparison uses (prints `listening on ADDR`).
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -173,6 +197,80 @@ fn main() -> anyhow::Result<()> {
                 if failed > 0 {
                     eprintln!("{failed} of {} drill(s) did not hold their goals", outcomes.len());
                     std::process::exit(1);
+                }
+                Ok(())
+            }
+            Command::Instructions {
+                peers,
+                requests,
+                connections,
+                stacklab,
+                check,
+                write_baseline,
+                out,
+            } => {
+                use stacklab_bench::instructions;
+                let self_bin = std::env::current_exe().context("cannot find this binary")?;
+                let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+                let peers = if peers.is_empty() {
+                    if check.is_some() {
+                        vec![PeerKind::Stacklab]
+                    } else {
+                        PeerKind::ALL.to_vec()
+                    }
+                } else {
+                    parse_peers(&peers)?
+                };
+                let o = instructions::Options {
+                    peers,
+                    requests: requests.max(connections),
+                    connections: connections.max(1),
+                    stacklab_bin: stacklab,
+                    self_bin,
+                };
+                let counts = instructions::run(&o).await?;
+                let heading = format!(
+                    "Instructions per proxied request (callgrind, one worker each, {} keep-alive connections, {} and {} requests)",
+                    o.connections,
+                    o.requests,
+                    3 * o.requests
+                );
+                let md = instructions::markdown(&counts, &heading);
+                println!("{md}");
+                let ours = counts
+                    .iter()
+                    .find(|c| c.peer == PeerKind::Stacklab)
+                    .map(|c| c.instructions_per_request);
+                if let (Some(path), Some(ours)) = (&write_baseline, ours) {
+                    let b = instructions::Baseline {
+                        instructions_per_request: ours.round(),
+                        tolerance_percent: 3.0,
+                        requests: o.requests,
+                        connections: o.connections,
+                        note: "stacklab-bench instructions --write-baseline; release build".into(),
+                    };
+                    std::fs::write(path, serde_json::to_string_pretty(&b)? + "\n")?;
+                    println!("baseline written to {}", path.display());
+                }
+                if let Some(path) = check {
+                    let ours = ours.context("--check needs stacklab among the peers")?;
+                    let baseline = instructions::read_baseline(&path)?;
+                    match instructions::check(ours, &baseline) {
+                        Ok(line) => println!("{line}"),
+                        Err(line) => {
+                            eprintln!("{line}");
+                            std::process::exit(1);
+                        }
+                    }
+                } else {
+                    let out = out.unwrap_or_else(|| report::default_out_dir().to_owned());
+                    std::fs::create_dir_all(&out)?;
+                    std::fs::write(out.join("instructions.md"), &md)?;
+                    std::fs::write(
+                        out.join("instructions.json"),
+                        serde_json::to_string_pretty(&counts)?,
+                    )?;
+                    println!("written to {}", out.display());
                 }
                 Ok(())
             }
@@ -238,15 +336,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 o.cross_check = !no_cross_check;
                 if !peers.is_empty() {
-                    o.peers = peers
-                        .iter()
-                        .map(|p| match p.as_str() {
-                            "stacklab" => Ok(PeerKind::Stacklab),
-                            "nginx" => Ok(PeerKind::Nginx),
-                            "haproxy" => Ok(PeerKind::Haproxy),
-                            other => bail!("unknown peer {other}: stacklab, nginx or haproxy"),
-                        })
-                        .collect::<anyhow::Result<_>>()?;
+                    o.peers = parse_peers(&peers)?;
                 }
                 if !scenarios.is_empty() {
                     o.scenarios = scenarios
@@ -271,6 +361,18 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+fn parse_peers(names: &[String]) -> anyhow::Result<Vec<PeerKind>> {
+    names
+        .iter()
+        .map(|p| match p.as_str() {
+            "stacklab" => Ok(PeerKind::Stacklab),
+            "nginx" => Ok(PeerKind::Nginx),
+            "haproxy" => Ok(PeerKind::Haproxy),
+            other => bail!("unknown peer {other}: stacklab, nginx or haproxy"),
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

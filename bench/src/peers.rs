@@ -84,6 +84,8 @@ pub struct Setup {
     pub stacklab_bin: PathBuf,
     /// The soft `RLIMIT_NOFILE` the peers inherit.
     pub nofile: u64,
+    /// One process (nginx without its master), as profiling under callgrind wants.
+    pub single_process: bool,
 }
 
 /// Extra stacklab settings for the routing scenario.
@@ -91,6 +93,8 @@ pub struct Setup {
 pub struct StacklabExtra {
     /// Follow a route feed at this URL (sessions come from it).
     pub feed_url: Option<String>,
+    /// `[edge] workers` (default: one per core, as `Setup::workers` says).
+    pub workers: Option<usize>,
 }
 
 /// A peer that is running.
@@ -115,20 +119,31 @@ impl Running {
         self.stop_inner();
     }
 
+    /// Stops the peer like [`Running::stop`], waiting up to `grace` after SIGTERM (a peer
+    /// under valgrind writes its profile on the way out). True when it exited by itself.
+    pub fn stop_within(mut self, grace: Duration) -> bool {
+        self.terminate(grace)
+    }
+
     fn stop_inner(&mut self) {
+        self.terminate(Duration::from_secs(2));
+    }
+
+    fn terminate(&mut self, grace: Duration) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .stderr(Stdio::null())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 }
 
@@ -209,6 +224,7 @@ addr = "127.0.0.1:{tls}"
 http_addr = "127.0.0.1:{plain}"
 plain_http = "serve"
 http3 = true
+workers = {workers}
 
 [[edge.certificates]]
 server_names = ["localhost"]
@@ -241,6 +257,7 @@ pool = "up"
         maxc = MAX_CONNECTIONS,
         idle = UPSTREAM_IDLE,
         up = setup.upstream,
+        workers = extra.workers.unwrap_or(setup.workers),
     );
     if let Some(url) = &extra.feed_url {
         s.push_str(&format!(
@@ -264,7 +281,7 @@ pub fn nginx_config(setup: &Setup, plain: u16, tls: u16) -> String {
     format!(
         r#"# Written by stacklab-bench.
 daemon off;
-master_process on;
+master_process {master};
 worker_processes {workers};
 worker_rlimit_nofile {nofile};
 pid {d}/nginx.pid;
@@ -311,6 +328,7 @@ http {{
 }}
 "#,
         d = d.display(),
+        master = if setup.single_process { "off" } else { "on" },
         workers = setup.workers,
         nofile = MAX_CONNECTIONS + 1000,
         maxc = MAX_CONNECTIONS,
@@ -372,6 +390,18 @@ fn write(path: &Path, text: &str) -> Result<(), PeerError> {
 
 /// Starts a peer and waits until its plain listener answers through to the upstream.
 pub fn start(kind: PeerKind, setup: &Setup, extra: &StacklabExtra) -> Result<Running, PeerError> {
+    start_under(kind, setup, extra, &[], Duration::from_secs(10))
+}
+
+/// [`start`] with the peer's command run under `wrapper` (for example
+/// `valgrind --tool=callgrind ...`), waiting up to `ready_within` for it to answer.
+pub fn start_under(
+    kind: PeerKind,
+    setup: &Setup,
+    extra: &StacklabExtra,
+    wrapper: &[String],
+    ready_within: Duration,
+) -> Result<Running, PeerError> {
     let bin = find(kind, setup)?;
     let plain = free_port()?;
     let tls = free_port()?;
@@ -418,6 +448,20 @@ pub fn start(kind: PeerKind, setup: &Setup, extra: &StacklabExtra) -> Result<Run
             ("HAProxy", c, None)
         }
     };
+    if let Some((first, rest)) = wrapper.split_first() {
+        let mut wrapped = Command::new(first);
+        wrapped
+            .args(rest)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        cmd = wrapped;
+    }
     let log_file = std::fs::File::create(&log).map_err(|source| PeerError::Write {
         path: log.clone(),
         source,
@@ -440,7 +484,7 @@ pub fn start(kind: PeerKind, setup: &Setup, extra: &StacklabExtra) -> Result<Run
         pid: child.id(),
         child,
     };
-    wait_ready(running, what, &log)
+    wait_ready(running, what, &log, ready_within)
 }
 
 /// A plain `GET /` answered 200 through the peer.
@@ -459,8 +503,13 @@ pub fn probe(addr: SocketAddr, path: &str, headers: &str) -> bool {
     s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
 }
 
-fn wait_ready(mut r: Running, what: &'static str, log: &Path) -> Result<Running, PeerError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+fn wait_ready(
+    mut r: Running,
+    what: &'static str,
+    log: &Path,
+    within: Duration,
+) -> Result<Running, PeerError> {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if probe(r.plain, "/", "") {
             return Ok(r);
@@ -483,7 +532,7 @@ fn wait_ready(mut r: Running, what: &'static str, log: &Path) -> Result<Running,
     r.stop_inner();
     Err(PeerError::NotReady {
         what,
-        secs: 10,
+        secs: within.as_secs(),
         log: log.to_owned(),
         tail,
     })
@@ -505,6 +554,7 @@ mod tests {
             workers: 2,
             stacklab_bin: "/nonexistent".into(),
             nofile: 20_000,
+            single_process: false,
         }
     }
 
@@ -532,6 +582,7 @@ mod tests {
             3,
             &StacklabExtra {
                 feed_url: Some("http://127.0.0.1:5/feed".into()),
+                ..StacklabExtra::default()
             },
         );
         assert!(st.contains("[feed]") && st.contains("session_pool = true"));

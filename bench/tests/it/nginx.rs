@@ -15,6 +15,7 @@ async fn nginx_as_compare_runs_it() {
         workers: 2,
         stacklab_bin: dir.join("unused"),
         nofile: 20_000,
+        single_process: false,
     };
     if let Err(e) = peers::find(PeerKind::Nginx, &setup) {
         if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") {
