@@ -228,10 +228,16 @@ build_base() {
 # ---------------------------------------------------------------------------------------------
 # The engines: docker build FROM the base
 # ---------------------------------------------------------------------------------------------
+# source_hash DIR: a short hash of every file under DIR (names and contents), the label an
+# image carries so that it is rebuilt exactly when what it was built from changed.
+source_hash() {
+    (cd "$1" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+}
+
 build_engine() {
     local engine=$1 tag=stacklab/$1:local start=$EPOCHREALTIME source have
     # Labelled with a hash of its recipe: a changed Dockerfile or entrypoint rebuilds it.
-    source=$(cd "$HERE/$engine" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    source=$(source_hash "$HERE/$engine")
     have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
     if [[ $have == "$source" ]] && ((!FORCE)); then
         log "$tag is up to date with config/images/$engine: skipped (--force rebuilds it)"
@@ -300,7 +306,7 @@ build_python() {
         bin stacklab_python requirements.txt setup.sh pyproject.toml runtime.toml) | tar -x -C "$ctx/python"
     # The image is labelled with a hash of what it was built from, so a change of
     # backends/python (or of the recipe) rebuilds it and an unchanged one is kept.
-    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    source=$(source_hash "$ctx")
     have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
     if [[ $have == "$source" ]] && ((!FORCE)); then
         log "$tag is up to date with backends/python: skipped (--force rebuilds it)"
@@ -347,7 +353,7 @@ build_ruby() {
     mkdir "$ctx/ruby"
     (cd "$root/backends/ruby" && tar -c --exclude=test --exclude=.bundle \
         app bin config lib config.ru Gemfile Gemfile.lock debian-packages runtime.toml setup.sh) | tar -x -C "$ctx/ruby"
-    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    source=$(source_hash "$ctx")
     have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
     if [[ $have == "$source" ]] && ((!FORCE)); then
         log "$tag is up to date with backends/ruby: skipped (--force rebuilds it)"
@@ -420,7 +426,7 @@ build_java() {
     cp "$HERE/java/Dockerfile" "$ctx/"
     mkdir "$ctx/java"
     (cd "$root/backends/java" && tar -c bin build/classes classpath.txt debian-packages runtime.toml) | tar -x -C "$ctx/java"
-    source=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+    source=$(source_hash "$ctx")
     have=$(docker image inspect -f '{{index .Config.Labels "org.stacklab.source"}}' "$tag" 2>/dev/null || true)
     if [[ $have == "$source" ]] && ((!FORCE)); then
         log "$tag is up to date with backends/java: skipped (--force rebuilds it)"
