@@ -1,7 +1,7 @@
 //! A route feed that hands the proxy a table of many sessions in one snapshot.
 //!
 //! The routing scenario needs 100k live sessions in stacklab's route table. Rather than add
-//! anything to the proxy, or send 100k `PUT /admin/sessions/{code}` calls, the bench serves
+//! anything to the proxy, or send 100k `PUT /admin/sessions/{id}` calls, the bench serves
 //! the same route feed control serves (newline-delimited JSON, a snapshot first) and points
 //! the proxy's `[feed] url` at it. The proxy applies the snapshot atomically; the connection
 //! then stays open with nothing more to say.
@@ -45,9 +45,10 @@ pub fn snapshot(upstream: SocketAddr, sessions: usize) -> Bytes {
             }],
             sessions: (0..sessions)
                 .map(|i| SessionRoute {
-                    code: code(i),
+                    id: stacklab_types::session::id(&code(i)),
                     pool: "up".into(),
                     member: None,
+                    transport: None,
                 })
                 .collect(),
         },

@@ -66,7 +66,8 @@ enum Command {
         /// The `stacklab` binary (default: beside this one).
         #[arg(long)]
         stacklab: Option<PathBuf>,
-        /// Where the JSON and Markdown go (default: bench/results/).
+        /// Where the JSON and Markdown go (default: bench/results/ of the workspace the
+        /// current folder is in).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Only these peers (stacklab, nginx, haproxy), comma-separated.
@@ -140,7 +141,8 @@ enum Command {
         /// Write stacklab's figure as the new baseline to this file.
         #[arg(long)]
         write_baseline: Option<PathBuf>,
-        /// Write instructions.{md,json} here (default: bench/results/; not with --check).
+        /// Write instructions.{md,json} here (default: bench/results/ of the workspace the
+        /// current folder is in; not with --check).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -149,6 +151,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: std::net::SocketAddr,
     },
+}
+
+/// `--out`, else `bench/results/` of the workspace the current folder is in.
+fn out_dir(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match out {
+        Some(dir) => Ok(dir),
+        None => {
+            let here = std::env::current_dir().context("cannot read the current folder")?;
+            Ok(report::default_out_dir(&here)?)
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -183,7 +196,7 @@ fn main() -> anyhow::Result<()> {
                 let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
                 if !stacklab.exists() {
                     bail!(
-                        "no stacklab binary at {} (build it: cargo build -p stacklab-control, or pass --stacklab)",
+                        "no stacklab binary at {} (build it: cargo build -p stacklab, or pass --stacklab)",
                         stacklab.display()
                     );
                 }
@@ -220,6 +233,12 @@ fn main() -> anyhow::Result<()> {
                     }
                 } else {
                     parse_peers(&peers)?
+                };
+                // Settled before the runs, so a missing workspace fails at once.
+                let out = if check.is_none() {
+                    Some(out_dir(out)?)
+                } else {
+                    None
                 };
                 let o = instructions::Options {
                     peers,
@@ -262,8 +281,7 @@ fn main() -> anyhow::Result<()> {
                             std::process::exit(1);
                         }
                     }
-                } else {
-                    let out = out.unwrap_or_else(|| report::default_out_dir().to_owned());
+                } else if let Some(out) = out {
                     std::fs::create_dir_all(&out)?;
                     std::fs::write(out.join("instructions.md"), &md)?;
                     std::fs::write(
@@ -320,7 +338,7 @@ fn main() -> anyhow::Result<()> {
             } => {
                 let self_bin = std::env::current_exe().context("cannot find this binary")?;
                 let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
-                let out = out.unwrap_or_else(|| report::default_out_dir().to_owned());
+                let out = out_dir(out)?;
                 let mut o = compare::Options::new(quick, out, stacklab, self_bin);
                 if let Some(r) = rounds {
                     o.rounds = r.max(1);

@@ -184,7 +184,7 @@ pub fn find(kind: PeerKind, setup: &Setup) -> Result<PathBuf, PeerError> {
                 Err(PeerError::Missing {
                     what: "the stacklab binary",
                     hint: format!(
-                        "build it with `cargo build --release -p stacklab-control`, or pass --stacklab; looked at {}",
+                        "build it with `cargo build --release -p stacklab`, or pass --stacklab; looked at {}",
                         setup.stacklab_bin.display()
                     ),
                 })
@@ -591,9 +591,6 @@ mod tests {
     #[test]
     fn a_missing_stacklab_binary_says_how_to_build_it() {
         let e = find(PeerKind::Stacklab, &setup()).unwrap_err().to_string();
-        assert!(
-            e.contains("cargo build --release -p stacklab-control"),
-            "{e}"
-        );
+        assert!(e.contains("cargo build --release -p stacklab"), "{e}");
     }
 }

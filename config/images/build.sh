@@ -37,7 +37,7 @@
 #     ENGINE   postgres, mariadb, redis, memcached (default: all four), backend, python, node, ruby,
 #              java
 #     --binary the `stacklab` binary the backend image carries (default: the release build,
-#              made with `cargo build --release -p stacklab-control` when missing)
+#              made with `cargo build --release -p stacklab` when missing)
 #     --force  rebuild images that exist already (else an image whose recipe, or runtime, is
 #              unchanged since it was built is skipped: each carries a hash of it); the base too when
 #              no ENGINE is named (it is always built when missing)
@@ -273,8 +273,8 @@ build_backend() {
         BINARY=${CARGO_TARGET_DIR:-$root/target}/release/stacklab
         if [[ ! -x $BINARY ]]; then
             log "building the release stacklab binary"
-            (cd "$root" && cargo build --release --quiet -p stacklab-control) \
-                || die "cargo build --release -p stacklab-control failed"
+            (cd "$root" && cargo build --release --quiet -p stacklab) \
+                || die "cargo build --release -p stacklab failed"
         fi
     fi
     [[ -x $BINARY ]] || die "no stacklab binary at $BINARY"

@@ -185,7 +185,7 @@ pub fn stacklab_bin() -> PathBuf {
     assert!(
         bin.is_file(),
         "{} is missing: the Rust runtime is the `stacklab` binary; build it with \
-         `cargo build -p stacklab-control --bin stacklab` (`cargo nextest run --workspace` builds it)",
+         `cargo build -p stacklab --bin stacklab` (`cargo nextest run --workspace` builds it)",
         bin.display()
     );
     bin

@@ -11,11 +11,11 @@
 //! | `DELETE /admin/pools/{pool}/instances/{id}` | kill one (the failover drill) |
 //! | `GET /admin/instances` | backend instances control runs |
 //! | `GET /admin/topology` | proxies, pools, instances and their live state |
-//! | `GET /admin/stacks/{code}` | a session's stack descriptor, with secrets (for backends) |
-//! | `PUT /admin/stacks/{code}/cache-policy` | a backend records a cache policy a session changed |
+//! | `GET /admin/stacks/{id}` | a session's stack descriptor, with secrets (for backends) |
+//! | `PUT /admin/stacks/{id}/cache-policy` | a backend records a cache policy a session changed |
 //! | `POST /admin/sessions/touches` | a proxy's report of session use |
 //! | `GET /admin/control/sessions` | live sessions with their expiry |
-//! | `DELETE /admin/sessions/{code}` | end a session now |
+//! | `DELETE /admin/sessions/{id}` | end a session now |
 //! | `POST /admin/control/reap` | run the reaper now |
 //! | `GET /admin/bugs?limit=` | bug reports, newest first |
 //!
@@ -290,7 +290,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             &json!({"instances": control.instances.list()}),
         ),
         (&Method::GET, ["topology"]) => ok_json(StatusCode::OK, &control.topology(None).await),
-        (&Method::GET, ["stacks", code]) => match control.stack_for_backend(code) {
+        (&Method::GET, ["stacks", id]) => match control.stack_for_backend(id) {
             Ok(v) => ok_json(StatusCode::OK, &v),
             Err("provisioning") => error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -300,11 +300,11 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             Err(_) => error(
                 StatusCode::NOT_FOUND,
                 "session_expired",
-                "no live session has this code",
+                "no live session has this id",
             ),
         },
-        (&Method::PUT, ["stacks", code, "cache-policy"]) => {
-            let code = (*code).to_owned();
+        (&Method::PUT, ["stacks", id, "cache-policy"]) => {
+            let id = (*id).to_owned();
             let v = match json_body(req, MAX_ADMIN_BODY).await {
                 Ok(v) => v,
                 Err(res) => return res,
@@ -317,7 +317,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                     "give `policy` as text",
                 );
             };
-            match control.set_cache_policy(&code, policy).await {
+            match control.set_cache_policy(&id, policy).await {
                 Ok(()) => ok_json(StatusCode::OK, &json!({"policy": policy})),
                 Err(e) => crate::api::field_error(StatusCode::BAD_REQUEST, "invalid", "policy", e),
             }
@@ -339,15 +339,15 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                 ),
             }
         }
-        (&Method::DELETE, ["sessions", code]) => {
-            let ended = control.end_session(code, EndReason::Deleted).await;
+        (&Method::DELETE, ["sessions", id]) => {
+            let ended = control.end_session(id, EndReason::Deleted).await;
             if ended {
-                ok_json(StatusCode::OK, &json!({"ended": code}))
+                ok_json(StatusCode::OK, &json!({"ended": id}))
             } else {
                 error(
                     StatusCode::NOT_FOUND,
                     "no_session",
-                    format!("no live session `{code}`"),
+                    format!("no live session `{id}`"),
                 )
             }
         }
@@ -357,7 +357,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                 .sessions
                 .all()
                 .iter()
-                .map(|s| s.view(idle))
+                .map(|s| s.view(None, idle))
                 .collect();
             ok_json(
                 StatusCode::OK,
@@ -383,7 +383,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                     let bugs: Vec<Value> = rows
                         .into_iter()
                         .map(|b| json!({
-                            "id": b.id, "session": b.code, "created_at": b.created_ms, "title": b.title,
+                            "id": b.id, "session": b.session, "created_at": b.created_ms, "title": b.title,
                             "description": b.description,
                             "stack": serde_json::from_str::<Value>(&b.stack).unwrap_or_default(),
                             "requests": serde_json::from_str::<Value>(&b.requests).unwrap_or_default(),

@@ -186,8 +186,9 @@ fn client_addr<B>(req: &Request<B>) -> String {
         .unwrap_or_else(|| "direct".to_owned())
 }
 
+/// The session the proxy named in `x-stacklab-session` (its id).
 fn session_of<B>(control: &Control, req: &Request<B>) -> Result<Arc<Session>, Response<RespBody>> {
-    let Some(code) = req
+    let Some(id) = req
         .headers()
         .get("x-stacklab-session")
         .and_then(|v| v.to_str().ok())
@@ -198,13 +199,26 @@ fn session_of<B>(control: &Control, req: &Request<B>) -> Result<Arc<Session>, Re
             "no session: create one with POST /api/sessions",
         ));
     };
-    control.sessions.get(code).ok_or_else(|| {
+    control.sessions.get(id).ok_or_else(|| {
         error(
             StatusCode::GONE,
             "session_expired",
             "this session has ended; start a new one with POST /api/sessions",
         )
     })
+}
+
+/// The code of the cookie that reached `s` (the proxy forwards the cookie it routed by):
+/// control keeps no code, so a session's view shows the one its caller holds.
+fn cookie_code<'r, B>(req: &'r Request<B>, s: &Session) -> Option<&'r str> {
+    match stacklab_proxy::session::from_headers(req.headers()) {
+        stacklab_proxy::session::CookieSession::Code(code)
+            if stacklab_types::session::id(code) == s.id =>
+        {
+            Some(code)
+        }
+        _ => None,
+    }
 }
 
 /// Answers one public request.
@@ -246,13 +260,16 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
         (&Method::GET, ["api", "session"]) => match session_of(control, &req) {
             Ok(s) => ok_json(
                 StatusCode::OK,
-                &s.view(control.sessions_cfg.idle_timeout.as_millis() as u64),
+                &s.view(
+                    cookie_code(&req, &s),
+                    control.sessions_cfg.idle_timeout.as_millis() as u64,
+                ),
             ),
             Err(res) => res,
         },
         (&Method::DELETE, ["api", "session"]) => match session_of(control, &req) {
             Ok(s) => {
-                control.end_session(&s.code, EndReason::Deleted).await;
+                control.end_session(&s.id, EndReason::Deleted).await;
                 let mut res = ok_json(StatusCode::OK, &json!({"deleted": true}));
                 res.headers_mut().insert(
                     header::SET_COOKIE,
@@ -268,7 +285,10 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
             Ok(s) => match control.reprovision(&s).await {
                 Ok(()) => ok_json(
                     StatusCode::OK,
-                    &s.view(control.sessions_cfg.idle_timeout.as_millis() as u64),
+                    &s.view(
+                        cookie_code(&req, &s),
+                        control.sessions_cfg.idle_timeout.as_millis() as u64,
+                    ),
                 ),
                 Err(e) => create_error(e, "the session was ended; start a new one"),
             },
@@ -283,7 +303,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<
                 let limit = query_usize(&req, "limit").unwrap_or(50).clamp(1, 500);
                 ok_json(
                     StatusCode::OK,
-                    &json!({"requests": control.captured(&s.code, limit).await}),
+                    &json!({"requests": control.captured(&s.id, limit).await}),
                 )
             }
             Err(res) => res,
@@ -411,10 +431,13 @@ async fn create(control: &Arc<Control>, req: Request<Incoming>) -> Response<Resp
         Err(res) => return res,
     };
     match control.create_session(&body, &client).await {
-        Ok(s) => {
+        Ok((code, s)) => {
             let idle = control.sessions_cfg.idle_timeout;
-            let mut res = ok_json(StatusCode::CREATED, &s.view(idle.as_millis() as u64));
-            let cookie = stacklab_proxy::session::set_cookie(&s.code, idle.as_secs());
+            let mut res = ok_json(
+                StatusCode::CREATED,
+                &s.view(Some(&code), idle.as_millis() as u64),
+            );
+            let cookie = stacklab_proxy::session::set_cookie(&code, idle.as_secs());
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 res.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -551,7 +574,7 @@ async fn file_bug(
     let _one = control.bugs_lock.lock().await;
     let limits = &control.cfg.bugs;
     let counts = tokio::try_join!(
-        control.registry.count_bugs(Some(&s.code)),
+        control.registry.count_bugs(Some(&s.id)),
         control.registry.count_bugs(None)
     );
     match counts {
@@ -597,10 +620,10 @@ async fn file_bug(
             )
         }
     }
-    let requests = control.captured(&s.code, 20).await;
+    let requests = control.captured(&s.id, 20).await;
     let row = crate::registry::BugRow {
         id: crate::seal::session_code()[..12].to_owned(),
-        code: s.code.clone(),
+        session: s.id.clone(),
         created_ms: control.clock.now_ms() as i64,
         title,
         description,
@@ -653,11 +676,11 @@ impl Control {
     }
 
     /// The session's captured requests from every proxy, newest first.
-    pub async fn captured(&self, code: &str, limit: usize) -> Vec<Value> {
+    pub async fn captured(&self, id: &str, limit: usize) -> Vec<Value> {
         let mut all = Vec::new();
         for p in self.proxy_urls() {
             if let Some(Value::Array(items)) = self
-                .admin_get(&format!("{p}/admin/sessions/{code}/requests?limit={limit}"))
+                .admin_get(&format!("{p}/admin/sessions/{id}/requests?limit={limit}"))
                 .await
             {
                 all.extend(items);
@@ -677,9 +700,8 @@ impl Control {
             .iter()
             .find(|m| Some(&m.id) == pinned.as_ref())
             .or_else(|| pool.members.first())?;
-        let code = &s.code;
         let req = Request::get(format!("http://{}/api/cache", member.addr))
-            .header("x-stacklab-session", code)
+            .header("x-stacklab-session", &s.id)
             .body(http_body_util::Full::new(Bytes::new()))
             .ok()?;
         let res = tokio::time::timeout(Duration::from_secs(2), self.http.request(req))
@@ -703,7 +725,7 @@ impl Control {
                 break;
             }
         }
-        let own_drill = session.and_then(|s| self.drills.of_session(&s.code));
+        let own_drill = session.and_then(|s| self.drills.of_session(&s.id));
         let pools: Vec<Value> = self
             .routes
             .pools()
@@ -753,7 +775,7 @@ impl Control {
         if let Some(s) = session {
             let inner = s.snapshot();
             v["session"] = json!({
-                "code": s.code, "pool": s.serving_pool(), "runtime_pool": s.pool,
+                "id": s.id, "pool": s.serving_pool(), "runtime_pool": s.pool,
                 "drill_pool": own_drill, "member": s.member(), "provisioner": s.choices.provisioner,
                 "database": inner.resources.get("database").cloned().unwrap_or_else(|| json!({"engine": s.choices.database})),
                 "cache": inner.resources.get("cache").cloned().unwrap_or_else(|| json!({"engine": s.choices.cache})),
@@ -852,7 +874,7 @@ fn watch(control: &Arc<Control>, s: &Arc<Session>) {
     let (control, s) = (Arc::clone(control), Arc::clone(s));
     tokio::spawn(async move {
         // Requests captured before anybody watched are the inspector's, not news.
-        let mut seen: HashSet<String> = request_ids(&control.captured(&s.code, 100).await);
+        let mut seen: HashSet<String> = request_ids(&control.captured(&s.id, 100).await);
         let mut last_cache: Option<Value> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
@@ -873,11 +895,11 @@ fn watch(control: &Arc<Control>, s: &Arc<Session>) {
                     return;
                 }
             }
-            if control.sessions.get(&s.code).is_none() {
+            if control.sessions.get(&s.id).is_none() {
                 let _ = s.events.send(Event::Expired);
                 break;
             }
-            let recent = control.captured(&s.code, 20).await;
+            let recent = control.captured(&s.id, 20).await;
             for r in recent.iter().rev() {
                 if r["request_id"]
                     .as_str()

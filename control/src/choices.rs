@@ -36,10 +36,10 @@ const FIELDS: &[Field] = &[
     Field {
         name: "transport",
         label: "Transport",
-        description: "How your browser reaches the edge proxy.",
+        description: "How your browser reaches the edge proxy. The edge offers HTTP/3 or withdraws it (Alt-Svc); your browser makes the final pick.",
         values: &[
-            ("https", "HTTPS (HTTP/1.1 or HTTP/2)", "TLS over TCP; HTTP/2 multiplexes requests on one connection."),
-            ("h3", "HTTP/3", "QUIC over UDP: no head-of-line blocking, faster handshakes."),
+            ("https", "HTTPS (HTTP/1.1 or HTTP/2)", "TLS over TCP; HTTP/2 multiplexes requests on one connection. The edge tells your browser not to use HTTP/3."),
+            ("h3", "HTTP/3", "QUIC over UDP: no head-of-line blocking, faster handshakes. The edge advertises it; your browser switches once it has seen that."),
         ],
     },
     Field {

@@ -85,6 +85,9 @@ pub struct BackendPoolConfig {
     pub command: Option<PathBuf>,
     /// How long a new instance has to answer `/healthz`.
     pub ready_timeout: Duration,
+    /// `control.backend_sandbox` (`STACKLAB_BACKEND_SANDBOX`): process instances under
+    /// bubblewrap ([`crate::sandbox`]).
+    pub sandbox: crate::sandbox::SandboxMode,
 }
 
 /// How many bug reports are taken and how long they are kept.
@@ -145,6 +148,7 @@ struct RawControl {
     max_backend_instances: Option<usize>,
     backend_command: Option<PathBuf>,
     backend_ready_timeout_ms: Option<u64>,
+    backend_sandbox: Option<String>,
     drills_from_ui: Option<bool>,
     drill_instances: Option<usize>,
     max_live_per_client: Option<usize>,
@@ -194,6 +198,28 @@ fn non_empty(s: Option<Secret>) -> Option<Secret> {
 }
 
 impl ControlConfig {
+    /// Control's part of a loaded config: `[control]`, `[shared]` and `[docker]`, every problem
+    /// reported at once; `env` gives the `STACKLAB_*` overrides.
+    pub fn from_config(
+        cfg: &stacklab_proxy::config::Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<KeyError>> {
+        let control = Self::from_sections(cfg.other.get("control"), cfg.other.get("shared"), env);
+        let docker = crate::provision::docker::DockerConfig::from_section(cfg.other.get("docker"));
+        match (control, docker) {
+            (Ok(mut control), Ok(docker)) => {
+                control.docker = docker;
+                Ok(control)
+            }
+            (control, docker) => Err(control
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(docker.err().unwrap_or_default())
+                .collect()),
+        }
+    }
+
     /// Validates `[control]` and `[shared]`; `env` gives `STACKLAB_BACKEND_INSTANCES`.
     pub fn from_sections(
         control: Option<&toml::Value>,
@@ -249,6 +275,20 @@ impl ControlConfig {
                 "control.backend_containers".into(),
                 format!("{containers} is more than control.backend_instances ({instances}): it says how many of those run as containers"),
             ));
+        }
+        let mut sandbox = crate::sandbox::SandboxMode::default();
+        for (key, value) in [
+            ("control.backend_sandbox", raw.backend_sandbox.clone()),
+            ("STACKLAB_BACKEND_SANDBOX", env("STACKLAB_BACKEND_SANDBOX")),
+        ] {
+            let Some(v) = value else { continue };
+            match crate::sandbox::SandboxMode::parse(&v) {
+                Some(m) => sandbox = m,
+                None => errors.push((
+                    key.into(),
+                    format!("`{v}` is not a sandbox: use \"auto\", \"bubblewrap\" or \"off\""),
+                )),
+            }
         }
         let max_instances = raw.max_backend_instances.unwrap_or(16);
         if instances > max_instances {
@@ -399,6 +439,7 @@ impl ControlConfig {
                 ready_timeout: Duration::from_millis(
                     raw.backend_ready_timeout_ms.unwrap_or(10_000),
                 ),
+                sandbox,
             },
             drills_from_ui: raw.drills_from_ui.unwrap_or(true),
             drills,

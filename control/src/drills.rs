@@ -32,7 +32,8 @@ pub struct Drills {
 
 #[derive(Debug, Clone)]
 struct DrillPool {
-    code: String,
+    /// The id of the session it serves.
+    session: String,
     runtime: String,
 }
 
@@ -78,11 +79,11 @@ impl Drills {
         self.lock().get(pool).map(|d| d.runtime.clone())
     }
 
-    /// The drill pool of the session `code`, if it has one.
-    pub fn of_session(&self, code: &str) -> Option<String> {
+    /// The drill pool of the session `id`, if it has one.
+    pub fn of_session(&self, id: &str) -> Option<String> {
         self.lock()
             .iter()
-            .find(|(_, d)| d.code == code)
+            .find(|(_, d)| d.session == id)
             .map(|(p, _)| p.clone())
     }
 
@@ -151,7 +152,7 @@ impl Control {
         );
         {
             let mut pools = self.drills.lock();
-            if let Some((p, _)) = pools.iter().find(|(_, d)| d.code == s.code) {
+            if let Some((p, _)) = pools.iter().find(|(_, d)| d.session == s.id) {
                 return Err(self.refuse(DrillError::Running(p.clone())));
             }
             let max = self.cfg.drills.max_pools;
@@ -162,7 +163,7 @@ impl Control {
             pools.insert(
                 pool.clone(),
                 DrillPool {
-                    code: s.code.clone(),
+                    session: s.id.clone(),
                     runtime: s.choices.runtime.clone(),
                 },
             );
@@ -177,7 +178,7 @@ impl Control {
             .filter_map(|r| r.as_ref().err().cloned())
             .collect();
         let started = results.len() - failed.len();
-        if started == 0 || self.sessions.get(&s.code).is_none() {
+        if started == 0 || self.sessions.get(&s.id).is_none() {
             self.stop_drill_pool(&pool).await;
             let why = if started == 0 {
                 failed.join("; ")
@@ -189,7 +190,7 @@ impl Control {
         *s.drill.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool.clone());
         self.reroute(s);
         // "It serves your session now" must be true when the answer arrives.
-        self.wait_routed(&s.code, &pool).await;
+        self.wait_routed(&s.id, &pool).await;
         tracing::info!(%pool, instances = started, "drill pool started");
         Ok(json!({
             "pool": pool,
@@ -202,18 +203,18 @@ impl Control {
     /// `DELETE /api/topology/drill`: routes the session back to its runtime's pool, then
     /// stops its drill pool.
     pub async fn end_drill(&self, s: &Session) -> Result<String, DrillError> {
-        let pool = self.drills.of_session(&s.code).ok_or(DrillError::NoDrill)?;
+        let pool = self.drills.of_session(&s.id).ok_or(DrillError::NoDrill)?;
         s.drill.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.reroute(s);
         // Its requests leave the drill pool before the drill instances are stopped.
-        self.wait_routed(&s.code, &s.pool).await;
+        self.wait_routed(&s.id, &s.pool).await;
         self.stop_drill_pool(&pool).await;
         Ok(pool)
     }
 
     /// The session ended: its drill pool (if any) goes too. Its route is gone already.
-    pub(crate) async fn drop_drill_of(&self, code: &str) {
-        if let Some(pool) = self.drills.of_session(code) {
+    pub(crate) async fn drop_drill_of(&self, id: &str) {
+        if let Some(pool) = self.drills.of_session(id) {
             self.stop_drill_pool(&pool).await;
         }
     }
@@ -225,16 +226,16 @@ impl Control {
             let next = self.least_pinned_member(&s.serving_pool());
             *s.member.lock().unwrap_or_else(|e| e.into_inner()) = next;
         }
-        if self.sessions.get(&s.code).is_some() {
+        if self.sessions.get(&s.id).is_some() {
             let _ = self
                 .routes
                 .publish(RouteUpdate::PutSession { session: s.route() });
         }
     }
 
-    /// Waits (at most [`ROUTED_WITHIN`]) until every proxy routes session `code` to `pool`:
+    /// Waits (at most [`ROUTED_WITHIN`]) until every proxy routes session `id` to `pool`:
     /// proxies follow the route feed, so a change reaches them a moment after it is made.
-    async fn wait_routed(&self, code: &str, pool: &str) {
+    async fn wait_routed(&self, id: &str, pool: &str) {
         let deadline = tokio::time::Instant::now() + ROUTED_WITHIN;
         for p in self.proxy_urls() {
             loop {
@@ -243,7 +244,7 @@ impl Control {
                     .await
                     .and_then(|v| {
                         let list = v["sessions"].as_array()?.clone();
-                        Some(list.iter().any(|s| s["code"] == code && s["pool"] == pool))
+                        Some(list.iter().any(|s| s["id"] == id && s["pool"] == pool))
                     })
                     .unwrap_or(false);
                 if routed {
@@ -284,7 +285,7 @@ impl Control {
         if !self.cfg.drills_from_ui {
             return Err(self.refuse(DrillError::Disabled));
         }
-        if self.drills.of_session(&s.code).as_deref() != Some(pool) {
+        if self.drills.of_session(&s.id).as_deref() != Some(pool) {
             return Err(self.refuse(DrillError::NotYours(pool.to_owned())));
         }
         let max = self.cfg.drills.max_instances;

@@ -240,7 +240,25 @@ impl Control {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot start the {name} pool: {e}"))?;
         }
+        self.start_pools_of_live_sessions().await;
         Ok(())
+    }
+
+    /// Starts the pools that sessions restored from the registry need (runtimes started on
+    /// demand: nobody else would until the next new session of that runtime), so control is
+    /// ready only once its live sessions can be served. A pool that cannot start is logged;
+    /// its sessions answer `503 no_healthy_member` until it can, as a new session's would.
+    async fn start_pools_of_live_sessions(self: &Arc<Self>) {
+        let mut runtimes: Vec<String> =
+            self.sessions.all().iter().map(|s| s.pool.clone()).collect();
+        runtimes.sort();
+        runtimes.dedup();
+        for runtime in runtimes {
+            let steps = crate::provision::Steps::silent();
+            if let Err(e) = self.ensure_runtime_pool(&runtime, &steps).await {
+                tracing::error!(runtime, error = %e.message, "cannot start the pool of restored sessions");
+            }
+        }
     }
 
     /// Starts `count` instances of `runtime` in parallel (the first `containers` of them as
@@ -524,7 +542,7 @@ impl Control {
         let runtime = self.pool_runtime(pool).ok_or("not a runtime's pool")?;
         let argv = self.runtimes.start_argv(runtime);
         let program = std::path::PathBuf::from(&argv[0]);
-        let mut cmd = tokio::process::Command::new(&program);
+        let mut cmd = self.sandbox.command(&program);
         cmd.args(&argv[1..]).args([
             "--addr",
             "127.0.0.1:0",

@@ -13,7 +13,8 @@
 //! - [`registry`]: sessions, instances and bug reports in SQLite or PostgreSQL.
 //! - [`routes`]: control's route table and the feed proxies follow.
 //! - [`runtimes`]: the runtimes sessions may choose, their availability and pools.
-//! - [`instances`]: backend instances as child processes, watched and replaced.
+//! - [`instances`]: backend instances as child processes, watched and replaced;
+//!   [`sandbox`]: what they may see (a config without secrets, bubblewrap).
 //! - [`drills`]: failover drills on instances started for one session alone.
 //! - [`api`]: the public API (through the edge); [`admin`]: the admin API.
 //! - [`events`]: a session's SSE stream; [`seal`]: secrets at rest, codes, passwords;
@@ -32,6 +33,7 @@ pub mod provision;
 pub mod registry;
 pub mod routes;
 pub mod runtimes;
+pub mod sandbox;
 pub mod seal;
 pub mod serve;
 pub mod sessions;
@@ -77,8 +79,11 @@ pub struct Control {
     pub proxies: OnceLock<Vec<String>>,
     /// The edge's address as users reach it (`up`), for the topology.
     pub edge: OnceLock<String>,
-    /// The config file, passed on to backend instances (for their `[backend]` section).
+    /// The config file instances get: `<data_dir>/backend.toml`, the operator's file's
+    /// `[log]` and `[backend]` tables only ([`sandbox::backend_config`]).
     pub config_file: Option<PathBuf>,
+    /// How process instances are started.
+    pub sandbox: sandbox::Sandbox,
     pub shutdown: CancellationToken,
 }
 
@@ -170,6 +175,20 @@ impl Control {
             stacklab,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
+        let config_file = opts
+            .config_file
+            .as_deref()
+            .map(|f| sandbox::backend_config(&opts.data_dir, f))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let sandbox = sandbox::Sandbox::prepare(
+            opts.cfg.backends.sandbox,
+            &opts.data_dir,
+            config_file.iter().cloned().collect(),
+            opts.config_file.iter().cloned().collect(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
         if runtime_token.expose() == opts.admin_token.expose() {
             anyhow::bail!("control.runtime_token is the admin token: give runtimes a credential of their own (or leave it empty)");
         }
@@ -195,7 +214,8 @@ impl Control {
             admin_url: OnceLock::new(),
             proxies: OnceLock::new(),
             edge: OnceLock::new(),
-            config_file: opts.config_file,
+            config_file,
+            sandbox,
             shutdown: CancellationToken::new(),
         }))
     }
@@ -217,15 +237,10 @@ impl Control {
     /// Who sent an admin request, by its `Authorization: Bearer <token>` (compared in
     /// constant time).
     pub fn caller(&self, headers: &http::HeaderMap) -> Caller {
-        let Some(given) = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        else {
-            return Caller::Nobody;
-        };
-        if !self.admin_token.is_empty() && self.admin_token.matches(given) {
+        let given = stacklab_types::secret::bearer(headers);
+        if self.admin_token.admits(given) {
             Caller::Admin
-        } else if !self.runtime_token.is_empty() && self.runtime_token.matches(given) {
+        } else if self.runtime_token.admits(given) {
             Caller::Runtime
         } else {
             Caller::Nobody

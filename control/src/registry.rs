@@ -18,7 +18,8 @@ pub struct Registry {
 /// One session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
-    pub code: String,
+    /// The session's id ([`stacklab_types::session::id`]): the registry never holds a code.
+    pub id: String,
     /// `provisioning`, `ready`, `failed`, `ending`.
     pub state: String,
     pub provisioner: String,
@@ -40,7 +41,8 @@ pub struct SessionRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BugRow {
     pub id: String,
-    pub code: String,
+    /// The id of the session that filed it.
+    pub session: String,
     pub created_ms: i64,
     pub title: String,
     pub description: String,
@@ -61,7 +63,7 @@ pub struct InstanceRow {
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
-const SESSION_COLUMNS: &str = "code, state, provisioner, choices, steps, resources, sealed, pool, client, created_ms, last_used_ms, hard_expires_ms";
+const SESSION_COLUMNS: &str = "id, state, provisioner, choices, steps, resources, sealed, pool, client, created_ms, last_used_ms, hard_expires_ms";
 
 impl Registry {
     pub async fn connect(url: &str) -> Result<Self> {
@@ -79,6 +81,12 @@ impl Registry {
                     sqlx::query("PRAGMA busy_timeout = 5000")
                         .execute(&mut *conn)
                         .await?;
+                    // What a row held before it changed is overwritten, not left in a free
+                    // page (the codes an old registry held, the sealed descriptors of ended
+                    // sessions).
+                    sqlx::query("PRAGMA secure_delete = ON")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
@@ -92,13 +100,13 @@ impl Registry {
     async fn migrate(&self) -> Result<()> {
         for ddl in [
             "CREATE TABLE IF NOT EXISTS sessions (
-                code TEXT PRIMARY KEY, state TEXT NOT NULL, provisioner TEXT NOT NULL,
+                id TEXT PRIMARY KEY, state TEXT NOT NULL, provisioner TEXT NOT NULL,
                 choices TEXT NOT NULL, steps TEXT NOT NULL, resources TEXT NOT NULL,
                 sealed TEXT NOT NULL, pool TEXT NOT NULL, client TEXT NOT NULL,
                 created_ms BIGINT NOT NULL, last_used_ms BIGINT NOT NULL,
                 hard_expires_ms BIGINT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS bugs (
-                id TEXT PRIMARY KEY, code TEXT NOT NULL, created_ms BIGINT NOT NULL,
+                id TEXT PRIMARY KEY, session TEXT NOT NULL, created_ms BIGINT NOT NULL,
                 title TEXT NOT NULL, description TEXT NOT NULL, stack TEXT NOT NULL,
                 requests TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, spec TEXT NOT NULL)",
@@ -108,6 +116,45 @@ impl Registry {
         ] {
             sqlx::query(ddl).execute(&self.pool).await?;
         }
+        self.forget_codes().await
+    }
+
+    /// A registry written before sessions had ids keeps their codes (`sessions.code`,
+    /// `bugs.code`): each becomes its id, in one transaction, and the columns are renamed, so
+    /// no code is left once control has started. Old cookies keep working (their codes hash to
+    /// these ids).
+    async fn forget_codes(&self) -> Result<()> {
+        if sqlx::query("SELECT code FROM sessions LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .is_err()
+        {
+            return Ok(()); // no `code` column: written with ids
+        }
+        let mut tx = self.pool.begin().await?;
+        for (table, column) in [("sessions", "id"), ("bugs", "session")] {
+            sqlx::query(&format!(
+                "ALTER TABLE {table} RENAME COLUMN code TO {column}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let codes: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT DISTINCT {column} FROM {table}"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let sql = self.q(&format!(
+                "UPDATE {table} SET {column} = $1 WHERE {column} = $2"
+            ));
+            for code in codes {
+                sqlx::query(&sql)
+                    .bind(stacklab_types::session::id(&code))
+                    .bind(&code)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        tracing::info!("registry: session codes replaced by their ids");
         Ok(())
     }
 
@@ -136,7 +183,7 @@ impl Registry {
             "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
         ));
         sqlx::query(&sql)
-            .bind(&s.code)
+            .bind(&s.id)
             .bind(&s.state)
             .bind(&s.provisioner)
             .bind(&s.choices)
@@ -160,7 +207,7 @@ impl Registry {
         let sql = self.q(
             "UPDATE sessions SET choices = $1, state = $2, steps = $3, resources = $4, sealed = $5, \
              last_used_ms = CASE WHEN last_used_ms > $6 THEN last_used_ms ELSE $7 END \
-             WHERE code = $8 AND (state <> 'ending' OR $9 = 'ending')",
+             WHERE id = $8 AND (state <> 'ending' OR $9 = 'ending')",
         );
         sqlx::query(&sql)
             .bind(&s.choices)
@@ -170,7 +217,7 @@ impl Registry {
             .bind(&s.sealed)
             .bind(s.last_used_ms)
             .bind(s.last_used_ms)
-            .bind(&s.code)
+            .bind(&s.id)
             .bind(&s.state)
             .execute(&self.pool)
             .await?;
@@ -183,12 +230,12 @@ impl Registry {
             return Ok(());
         }
         let sql =
-            self.q("UPDATE sessions SET last_used_ms = $1 WHERE code = $2 AND last_used_ms < $3");
+            self.q("UPDATE sessions SET last_used_ms = $1 WHERE id = $2 AND last_used_ms < $3");
         let mut tx = self.pool.begin().await?;
-        for (code, at) in uses {
+        for (id, at) in uses {
             sqlx::query(&sql)
                 .bind(*at)
-                .bind(code)
+                .bind(id)
                 .bind(*at)
                 .execute(&mut *tx)
                 .await?;
@@ -196,9 +243,9 @@ impl Registry {
         tx.commit().await
     }
 
-    pub async fn delete_session(&self, code: &str) -> Result<()> {
-        sqlx::query(&self.q("DELETE FROM sessions WHERE code = $1"))
-            .bind(code)
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        sqlx::query(&self.q("DELETE FROM sessions WHERE id = $1"))
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -211,7 +258,7 @@ impl Registry {
         rows.iter()
             .map(|r| {
                 Ok(SessionRow {
-                    code: r.try_get(0)?,
+                    id: r.try_get(0)?,
                     state: r.try_get(1)?,
                     provisioner: r.try_get(2)?,
                     choices: r.try_get(3)?,
@@ -229,10 +276,10 @@ impl Registry {
     }
 
     pub async fn insert_bug(&self, b: &BugRow) -> Result<()> {
-        let sql = self.q("INSERT INTO bugs (id, code, created_ms, title, description, stack, requests) VALUES ($1,$2,$3,$4,$5,$6,$7)");
+        let sql = self.q("INSERT INTO bugs (id, session, created_ms, title, description, stack, requests) VALUES ($1,$2,$3,$4,$5,$6,$7)");
         sqlx::query(&sql)
             .bind(&b.id)
-            .bind(&b.code)
+            .bind(&b.session)
             .bind(b.created_ms)
             .bind(&b.title)
             .bind(&b.description)
@@ -243,11 +290,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Reports kept, in all (`code: None`) or filed by one session.
-    pub async fn count_bugs(&self, code: Option<&str>) -> Result<i64> {
-        let n: i64 = match code {
+    /// Reports kept, in all (`session: None`) or filed by one session (its id).
+    pub async fn count_bugs(&self, session: Option<&str>) -> Result<i64> {
+        let n: i64 = match session {
             Some(c) => {
-                let sql = self.q("SELECT COUNT(*) FROM bugs WHERE code = $1");
+                let sql = self.q("SELECT COUNT(*) FROM bugs WHERE session = $1");
                 sqlx::query_scalar(&sql)
                     .bind(c)
                     .fetch_one(&self.pool)
@@ -273,13 +320,13 @@ impl Registry {
     }
 
     pub async fn bugs(&self, limit: i64) -> Result<Vec<BugRow>> {
-        let sql = self.q("SELECT id, code, created_ms, title, description, stack, requests FROM bugs ORDER BY created_ms DESC LIMIT $1");
+        let sql = self.q("SELECT id, session, created_ms, title, description, stack, requests FROM bugs ORDER BY created_ms DESC LIMIT $1");
         let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(BugRow {
                     id: r.try_get(0)?,
-                    code: r.try_get(1)?,
+                    session: r.try_get(1)?,
                     created_ms: r.try_get(2)?,
                     title: r.try_get(3)?,
                     description: r.try_get(4)?,
@@ -374,7 +421,7 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.join("r.db").display());
         let reg = Registry::connect(&url).await.unwrap();
         let row = SessionRow {
-            code: "abc".into(),
+            id: "abc".into(),
             state: "ready".into(),
             provisioner: "embedded".into(),
             choices: "{}".into(),
@@ -403,6 +450,53 @@ mod tests {
         );
         reg.delete_session("abc").await.unwrap();
         assert!(reg.sessions().await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A registry from before ids: its codes become ids and nothing else changes.
+    #[tokio::test]
+    async fn an_old_registry_keeps_no_code_once_opened() {
+        let dir = std::env::temp_dir().join(format!("stacklab-reg-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("r.db").display());
+        let code = "7k3qz9m2xw4r8t6v1n5p0h2j3d";
+        {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            for sql in [
+                "CREATE TABLE sessions (code TEXT PRIMARY KEY, state TEXT NOT NULL, provisioner TEXT NOT NULL, choices TEXT NOT NULL, steps TEXT NOT NULL, resources TEXT NOT NULL, sealed TEXT NOT NULL, pool TEXT NOT NULL, client TEXT NOT NULL, created_ms BIGINT NOT NULL, last_used_ms BIGINT NOT NULL, hard_expires_ms BIGINT NOT NULL)",
+                "CREATE TABLE bugs (id TEXT PRIMARY KEY, code TEXT NOT NULL, created_ms BIGINT NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL, stack TEXT NOT NULL, requests TEXT NOT NULL)",
+                "INSERT INTO sessions VALUES ('7k3qz9m2xw4r8t6v1n5p0h2j3d', 'ready', 'embedded', '{}', '[]', '{}', 'sealed', 'rust', 'tag', 1, 2, 3)",
+                "INSERT INTO bugs VALUES ('b1', '7k3qz9m2xw4r8t6v1n5p0h2j3d', 5, 't', 'd', '{}', '[]')",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        let reg = Registry::connect(&url).await.unwrap();
+        let rows = reg.sessions().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, stacklab_types::session::id(code));
+        assert_eq!(
+            (rows[0].sealed.as_str(), rows[0].last_used_ms),
+            ("sealed", 2)
+        );
+        let bugs = reg.bugs(10).await.unwrap();
+        assert_eq!(bugs[0].session, stacklab_types::session::id(code));
+        reg.close().await;
+        // Opened again: already ids, nothing hashed twice.
+        let reg = Registry::connect(&url).await.unwrap();
+        assert_eq!(
+            reg.sessions().await.unwrap()[0].id,
+            stacklab_types::session::id(code)
+        );
+        reg.close().await;
+        let bytes = std::fs::read(dir.join("r.db")).unwrap();
+        assert!(
+            !bytes.windows(code.len()).any(|w| w == code.as_bytes()),
+            "the code is still in the file"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -101,10 +101,10 @@ impl RouteState {
                 if !inner.pools.contains_key(&session.pool) {
                     return Err(format!("no pool `{}`", session.pool));
                 }
-                inner.sessions.insert(session.code.clone(), session.clone());
+                inner.sessions.insert(session.id.clone(), session.clone());
             }
-            RouteUpdate::RemoveSession { code } => {
-                inner.sessions.remove(code);
+            RouteUpdate::RemoveSession { id } => {
+                inner.sessions.remove(id);
             }
         }
         inner.version += 1;
@@ -252,9 +252,10 @@ mod tests {
         let v2 = rs
             .publish(RouteUpdate::PutSession {
                 session: SessionRoute {
-                    code: "c".repeat(26),
+                    id: "c".repeat(26),
                     pool: "rust".into(),
                     member: None,
+                    transport: None,
                 },
             })
             .unwrap();

@@ -179,6 +179,6 @@ mod tests {
             .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
         assert!(!c.contains(['i', 'l', 'o', 'u']));
         assert_ne!(c, session_code());
-        assert!(stacklab_proxy::session::valid_code(&c));
+        assert!(stacklab_proxy::session::is_code(&c));
     }
 }

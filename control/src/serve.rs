@@ -6,7 +6,6 @@ use crate::{Control, Options};
 use anyhow::Context;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use stacklab_proxy::body::RespBody;
 use stacklab_proxy::config::{Config, FeedConfig};
 use stacklab_proxy::Server;
@@ -32,32 +31,16 @@ where
     Fut: Future<Output = Response<RespBody>> + Send + 'static,
 {
     tokio::spawn(async move {
-        let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-            TokioExecutor::new(),
-        ));
-        loop {
-            let stream = tokio::select! {
-                a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
-                () = shutdown.cancelled() => return,
-            };
-            let (builder, handler, shutdown) =
-                (Arc::clone(&builder), handler.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.as_mut()).await;
-                    }
-                }
-            });
-        }
+        // Connections are not waited for: control's shutdown gives each a second.
+        let tracker = tokio_util::task::TaskTracker::new();
+        stacklab_serve::serve_http(
+            listener,
+            shutdown,
+            &tracker,
+            std::time::Duration::from_secs(1),
+            handler,
+        )
+        .await;
     })
 }
 

@@ -14,7 +14,7 @@ use crate::provision::{ProvisionError, ProvisionRequest, Steps};
 use crate::registry::SessionRow;
 use crate::Control;
 use serde_json::{json, Value};
-use stacklab_types::routes::{RouteUpdate, SessionRoute, TouchReport};
+use stacklab_types::routes::{RouteUpdate, SessionRoute, TouchReport, Transport};
 use stacklab_types::stack::StackDescriptor;
 use stacklab_types::Secret;
 use std::collections::{HashMap, HashSet};
@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 /// A session control knows.
 #[derive(Debug)]
 pub struct Session {
-    pub code: String,
+    pub id: String,
     pub choices: Choices,
     /// Its runtime's pool: where its API requests go unless it runs a drill.
     pub pool: String,
@@ -71,7 +71,7 @@ pub struct SessionInner {
 
 impl Session {
     fn new(
-        code: String,
+        id: String,
         choices: Choices,
         pool: String,
         client: String,
@@ -81,7 +81,7 @@ impl Session {
     ) -> Self {
         let cache_policy = choices.cache_policy.clone();
         Self {
-            code,
+            id,
             choices,
             pool,
             client,
@@ -125,9 +125,10 @@ impl Session {
 
     pub(crate) fn route(&self) -> SessionRoute {
         SessionRoute {
-            code: self.code.clone(),
+            id: self.id.clone(),
             pool: self.serving_pool(),
             member: self.member(),
+            transport: Transport::from_choice(&self.choices.transport),
         }
     }
 
@@ -151,11 +152,13 @@ impl Session {
         (self.last_used_ms.load(Relaxed) + idle_ms).min(self.hard_expires_ms)
     }
 
-    /// The public view (`POST /api/sessions`, `GET /api/session`).
-    pub fn view(&self, idle_ms: u64) -> Value {
+    /// The public view (`POST /api/sessions`, `GET /api/session`). `code` is the one the
+    /// request's cookie carries (control keeps none), `None` where there is no cookie.
+    pub fn view(&self, code: Option<&str>, idle_ms: u64) -> Value {
         let inner = self.snapshot();
         json!({
-            "code": self.code,
+            "code": code,
+            "id": self.id,
             "state": inner.state,
             "created_at": self.created_ms,
             "last_used_at": self.last_used_ms.load(Relaxed),
@@ -173,7 +176,7 @@ impl Session {
     fn row(&self, sealed: String) -> SessionRow {
         let inner = self.snapshot();
         SessionRow {
-            code: self.code.clone(),
+            id: self.id.clone(),
             state: inner.state.to_owned(),
             provisioner: self.choices.provisioner.clone(),
             choices: self.stack_json().to_string(),
@@ -196,16 +199,16 @@ pub struct Live {
     map: Mutex<HashMap<String, Arc<Session>>>,
     /// Client (an IPv4 address, an IPv6 /64: [`client_key`]) → its creation bucket.
     created: Mutex<HashMap<String, Bucket>>,
-    /// Codes being ended right now.
+    /// Ids of the sessions being ended right now.
     ending: Mutex<HashSet<String>>,
 }
 
 impl Live {
-    pub fn get(&self, code: &str) -> Option<Arc<Session>> {
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(code)
+            .get(id)
             .cloned()
     }
 
@@ -230,14 +233,14 @@ impl Live {
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(s.code.clone(), s);
+            .insert(s.id.clone(), s);
     }
 
-    fn take(&self, code: &str) -> Option<Arc<Session>> {
+    fn take(&self, id: &str) -> Option<Arc<Session>> {
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(code)
+            .remove(id)
     }
 }
 
@@ -331,12 +334,13 @@ impl Control {
         self.sessions_cfg.idle_timeout.as_millis() as u64
     }
 
-    /// `POST /api/sessions`: checks the choices and the caps, then provisions.
+    /// `POST /api/sessions`: checks the choices and the caps, then provisions. Returns the
+    /// session's code (for its cookie: the only copy) with the session.
     pub async fn create_session(
         self: &Arc<Self>,
         body: &Value,
         client: &str,
-    ) -> Result<Arc<Session>, CreateError> {
+    ) -> Result<(String, Arc<Session>), CreateError> {
         let choices = Choices::parse(body).map_err(|e| {
             self.metrics.rejected.with_label_values(&["invalid"]).inc();
             CreateError::Invalid {
@@ -428,13 +432,16 @@ impl Control {
             .map_err(|why| refuse("cache", why))?;
 
         let now = self.clock.now_ms();
+        // The code goes to the person (the cookie) and nowhere else: everything here keeps
+        // its one-way id.
         let code = crate::seal::session_code();
+        let id = stacklab_types::session::id(&code);
         let hard = now + self.sessions_cfg.hard_lifetime.as_millis() as u64;
         // Only a keyed tag of the client (its IPv4 address or IPv6 /64) is kept, in memory and
         // in the registry: enough to count a client's sessions, no address in the clear.
         let client = self.sealer.tag(&client_key(client));
         let session = Arc::new(Session::new(
-            code.clone(),
+            id.clone(),
             choices.clone(),
             choices.runtime.clone(),
             client.clone(),
@@ -495,7 +502,7 @@ impl Control {
             .insert_session(&session.row(String::new()))
             .await
         {
-            self.sessions.take(&code);
+            self.sessions.take(&id);
             self.metrics.live.set(self.sessions.len() as i64);
             return Err(CreateError::Registry(crate::redact_url(&e.to_string())));
         }
@@ -519,7 +526,7 @@ impl Control {
             .with_label_values(&[choices.provisioner.as_str()])
             .inc();
         tracing::info!(provisioner = %choices.provisioner, database = ?choices.database, cache = ?choices.cache, "session created");
-        Ok(session)
+        Ok((code, session))
     }
 
     /// Makes the stack of `session` (live and routed, state `provisioning`) with `choices`:
@@ -532,11 +539,11 @@ impl Control {
         choices: &Choices,
         steps: Steps,
     ) -> Result<(), CreateError> {
-        let code = session.code.clone();
+        let id = session.id.clone();
         let started = std::time::Instant::now();
-        let resource_id = crate::provision::resource_id(&code);
+        let resource_id = id.clone();
         let req = ProvisionRequest {
-            code: &resource_id,
+            id: &resource_id,
             choices,
             files_dir: self.data_dir.join("sessions"),
             cache_max_bytes: self.cfg.cache_max_bytes,
@@ -554,11 +561,11 @@ impl Control {
         // was made is removed here, since the ending's teardown ran before it existed.
         if !self
             .sessions
-            .get(&code)
+            .get(&id)
             .is_some_and(|s| Arc::ptr_eq(&s, session))
         {
             if result.is_ok() {
-                self.teardown(provisioner, &code).await;
+                self.teardown(provisioner, &id).await;
             }
             return Err(CreateError::Failed {
                 field: None,
@@ -574,7 +581,7 @@ impl Control {
                     i.steps = steps.list();
                 });
                 let _ = session.events.send(Event::State("failed"));
-                self.end_session(&code, EndReason::Failed).await;
+                self.end_session(&id, EndReason::Failed).await;
                 return Err(CreateError::Failed {
                     field,
                     message,
@@ -583,7 +590,7 @@ impl Control {
             }
         };
         let descriptor = StackDescriptor {
-            session: code.clone(),
+            session: id.clone(),
             runtime: choices.runtime.clone(),
             protocol: choices.protocol,
             database: provisioned.database,
@@ -605,7 +612,7 @@ impl Control {
             i.notes = provisioned.notes;
         });
         if let Err(e) = self.registry.update_session(&session.row(sealed)).await {
-            self.end_session(&code, EndReason::Failed).await;
+            self.end_session(&id, EndReason::Failed).await;
             return Err(CreateError::Registry(crate::redact_url(&e.to_string())));
         }
         let _ = session.events.send(Event::State("ready"));
@@ -617,7 +624,7 @@ impl Control {
     }
 
     /// `POST /api/session/reprovision`: removes what the session's stack is made of and makes
-    /// it again with the same choices (and the cache policy in force), keeping the code, so
+    /// it again with the same choices (and the cache policy in force), keeping the id, so
     /// the cookie and the route stay. Its data starts empty. For a session whose container was
     /// killed (`broken`), or one a person wants fresh.
     pub async fn reprovision(self: &Arc<Self>, session: &Arc<Session>) -> Result<(), CreateError> {
@@ -663,9 +670,9 @@ impl Control {
             .registry
             .update_session(&session.row(String::new()))
             .await;
-        self.forget_on_backends(&session.code).await;
+        self.forget_on_backends(&session.id).await;
         let steps = Steps::new(Some(session.events.clone()));
-        let id = crate::provision::resource_id(&session.code);
+        let id = session.id.clone();
         if let Err(e) = provisioner.teardown(&id, &steps).await {
             let problem = format!(
                 "the old stack could not be removed ({}); try again",
@@ -689,7 +696,7 @@ impl Control {
         // Once more now that it is ready: a backend that fetched the old descriptor just
         // before the first call (a request in flight then) would keep it, and its dead
         // engines, for `descriptor_ttl`.
-        self.forget_on_backends(&session.code).await;
+        self.forget_on_backends(&session.id).await;
         self.metrics
             .reprovisioned
             .with_label_values(&[choices.provisioner.as_str()])
@@ -702,12 +709,7 @@ impl Control {
     /// Reports for sessions that are not `ready` (being made, re-made or ended: their own
     /// removals) are ignored.
     pub async fn resource_lost(&self, lost: &crate::provision::Lost) -> bool {
-        let Some(s) = self
-            .sessions
-            .all()
-            .into_iter()
-            .find(|s| crate::provision::resource_id(&s.code) == lost.id)
-        else {
+        let Some(s) = self.sessions.all().into_iter().find(|s| s.id == lost.id) else {
             return false;
         };
         let mut marked = false;
@@ -763,46 +765,46 @@ impl Control {
     }
 
     /// Ends a session now; `false` when it was not live (already ended: nothing to do).
-    pub async fn end_session(&self, code: &str, reason: EndReason) -> bool {
+    pub async fn end_session(&self, id: &str, reason: EndReason) -> bool {
         {
             let mut ending = self
                 .sessions
                 .ending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if !ending.insert(code.to_owned()) {
+            if !ending.insert(id.to_owned()) {
                 return false;
             }
         }
-        let Some(session) = self.sessions.take(code) else {
+        let Some(session) = self.sessions.take(id) else {
             // Not live: nothing to end (an `ending` row is the reaper's to retry).
             self.sessions
                 .ending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(code);
+                .remove(id);
             return false;
         };
         let session = Some(session);
         self.metrics.live.set(self.sessions.len() as i64);
-        let _ = self.routes.publish(RouteUpdate::RemoveSession {
-            code: code.to_owned(),
-        });
+        let _ = self
+            .routes
+            .publish(RouteUpdate::RemoveSession { id: id.to_owned() });
         let provisioner = session.as_ref().map(|s| s.choices.provisioner.clone());
         if let Some(s) = &session {
             let _ = s.events.send(Event::Expired);
         }
-        self.forget_on_backends(code).await;
-        self.drop_drill_of(code).await;
+        self.forget_on_backends(id).await;
+        self.drop_drill_of(id).await;
         let ok = match provisioner
             .as_deref()
             .and_then(|p| self.provisioners.get(p))
         {
-            Some(p) => self.teardown(p.as_ref(), code).await,
+            Some(p) => self.teardown(p.as_ref(), id).await,
             None => true,
         };
         if ok {
-            if let Err(e) = self.registry.delete_session(code).await {
+            if let Err(e) = self.registry.delete_session(id).await {
                 tracing::warn!(error = %crate::redact_url(&e.to_string()), "cannot remove an ended session from the registry; the reaper retries");
             }
         } else if let Some(s) = &session {
@@ -816,7 +818,7 @@ impl Control {
             .ending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(code);
+            .remove(id);
         if session.is_some() {
             self.metrics
                 .ended
@@ -827,12 +829,7 @@ impl Control {
         session.is_some()
     }
 
-    async fn teardown(&self, p: &dyn crate::provision::Provisioner, code: &str) -> bool {
-        self.teardown_id(p, &crate::provision::resource_id(code))
-            .await
-    }
-
-    async fn teardown_id(&self, p: &dyn crate::provision::Provisioner, id: &str) -> bool {
+    async fn teardown(&self, p: &dyn crate::provision::Provisioner, id: &str) -> bool {
         match p.teardown(id, &Steps::silent()).await {
             Ok(()) => true,
             Err(e) => {
@@ -846,7 +843,7 @@ impl Control {
     /// Tells every backend instance to close the session's connections (before its database
     /// is dropped), best effort: an instance that misses it re-fetches the descriptor within
     /// `descriptor_ttl` and finds the session gone.
-    async fn forget_on_backends(&self, code: &str) {
+    async fn forget_on_backends(&self, id: &str) {
         let members: Vec<_> = self
             .instance_pools()
             .into_iter()
@@ -854,7 +851,7 @@ impl Control {
             .flat_map(|p| p.members)
             .collect();
         let calls = members.iter().map(|m| {
-            let req = http::Request::delete(format!("http://{}/internal/sessions/{code}", m.addr))
+            let req = http::Request::delete(format!("http://{}/internal/sessions/{id}", m.addr))
                 .header(
                     http::header::AUTHORIZATION,
                     format!("Bearer {}", self.runtime_token.expose()),
@@ -879,11 +876,11 @@ impl Control {
         let now = self.clock.now_ms();
         let mut uses = Vec::new();
         for t in report.touches {
-            if let Some(s) = self.sessions.get(&t.code) {
+            if let Some(s) = self.sessions.get(&t.id) {
                 let at = now.saturating_sub(t.idle_ms);
                 let before = s.last_used_ms.fetch_max(at, Relaxed);
                 if at > before {
-                    uses.push((t.code, at as i64));
+                    uses.push((t.id, at as i64));
                 }
             }
         }
@@ -913,7 +910,7 @@ impl Control {
                 None
             };
             if let Some(r) = reason {
-                if self.end_session(&s.code, r).await {
+                if self.end_session(&s.id, r).await {
                     ended += 1;
                 }
             }
@@ -931,11 +928,11 @@ impl Control {
         if let Ok(rows) = self.registry.sessions().await {
             for row in rows
                 .into_iter()
-                .filter(|r| r.state == "ending" && self.sessions.get(&r.code).is_none())
+                .filter(|r| r.state == "ending" && self.sessions.get(&r.id).is_none())
             {
                 if let Some(p) = self.provisioners.get(row.provisioner.as_str()) {
-                    if self.teardown(p.as_ref(), &row.code).await {
-                        let _ = self.registry.delete_session(&row.code).await;
+                    if self.teardown(p.as_ref(), &row.id).await {
+                        let _ = self.registry.delete_session(&row.id).await;
                     }
                 }
             }
@@ -964,7 +961,10 @@ impl Control {
             match session {
                 Some(s) => {
                     // Instances are new after a restart: pinned sessions are pinned again
-                    // once the pool is up (see `repin`).
+                    // once the pool is up (see `repin`). A runtime started on demand has no
+                    // pool yet: made now (its instances start with control's backends, see
+                    // `start_pools_of_live_sessions`), or the route would be refused.
+                    self.ensure_pool_spec(&s.pool);
                     let _ = self
                         .routes
                         .publish(RouteUpdate::PutSession { session: s.route() });
@@ -973,8 +973,8 @@ impl Control {
                 }
                 None => {
                     if let Some(p) = self.provisioners.get(row.provisioner.as_str()) {
-                        if self.teardown(p.as_ref(), &row.code).await {
-                            let _ = self.registry.delete_session(&row.code).await;
+                        if self.teardown(p.as_ref(), &row.id).await {
+                            let _ = self.registry.delete_session(&row.id).await;
                         }
                     }
                 }
@@ -996,22 +996,14 @@ impl Control {
             }
         }
         let mut known: HashSet<String> = match self.registry.sessions().await {
-            Ok(rows) => rows
-                .iter()
-                .map(|r| crate::provision::resource_id(&r.code))
-                .collect(),
+            Ok(rows) => rows.iter().map(|r| r.id.clone()).collect(),
             Err(_) => return 0,
         };
-        known.extend(
-            self.sessions
-                .all()
-                .iter()
-                .map(|s| crate::provision::resource_id(&s.code)),
-        );
+        known.extend(self.sessions.all().iter().map(|s| s.id.clone()));
         let mut removed = 0;
         for (p, ids) in held {
             for id in ids.into_iter().filter(|id| !known.contains(id)) {
-                if self.teardown_id(p.as_ref(), &id).await {
+                if self.teardown(p.as_ref(), &id).await {
                     removed += 1;
                     self.metrics
                         .ended
@@ -1032,10 +1024,13 @@ impl Control {
     fn revive(&self, row: &SessionRow) -> Option<Arc<Session>> {
         let choices = Choices::from_json(&row.choices).ok()?;
         let plain = self.sealer.open(&row.sealed).ok()?;
-        let descriptor: StackDescriptor = serde_json::from_slice(&plain).ok()?;
+        let mut descriptor: StackDescriptor = serde_json::from_slice(&plain).ok()?;
+        // Sealed before sessions had ids, it names the session by its code: by its id now
+        // (backends name it back to control with it), and sealed so at the row's next write.
+        descriptor.session.clone_from(&row.id);
         let extra: Value = serde_json::from_str(&row.resources).unwrap_or_default();
         let s = Session::new(
-            row.code.clone(),
+            row.id.clone(),
             choices,
             row.pool.clone(),
             // A row written before clients were tagged holds the address: tagged now (and in
@@ -1135,11 +1130,8 @@ impl Control {
 
     /// Records a cache policy changed through the session's cache view (reported by the
     /// backend that changed it), so another instance and a restarted control keep it.
-    pub async fn set_cache_policy(&self, code: &str, policy: &str) -> Result<(), String> {
-        let s = self
-            .sessions
-            .get(code)
-            .ok_or("no live session has this code")?;
+    pub async fn set_cache_policy(&self, id: &str, policy: &str) -> Result<(), String> {
+        let s = self.sessions.get(id).ok_or("no live session has this id")?;
         if !crate::choices::policies(s.choices.cache).contains(&policy) {
             return Err(format!(
                 "`{policy}` is not a policy of this cache; choose one of {}",
@@ -1162,9 +1154,9 @@ impl Control {
             .map_err(|e| crate::redact_url(&e.to_string()))
     }
 
-    /// What a backend gets for `GET /admin/stacks/{code}`.
-    pub fn stack_for_backend(&self, code: &str) -> Result<Value, &'static str> {
-        let s = self.sessions.get(code).ok_or("gone")?;
+    /// What a backend gets for `GET /admin/stacks/{id}`.
+    pub fn stack_for_backend(&self, id: &str) -> Result<Value, &'static str> {
+        let s = self.sessions.get(id).ok_or("gone")?;
         let inner = s.snapshot();
         match (inner.state, inner.descriptor) {
             ("ready" | "broken", Some(d)) => Ok(d.to_wire_json()),

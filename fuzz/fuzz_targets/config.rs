@@ -13,7 +13,6 @@
 use libfuzzer_sys::fuzz_target;
 use stacklab_backend::config::ServeConfig;
 use stacklab_control::config::ControlConfig;
-use stacklab_control::provision::docker::DockerConfig;
 use stacklab_proxy::config::{check_pool, Config};
 use stacklab_proxy::metrics::Metrics;
 use stacklab_proxy::table::Routing;
@@ -48,14 +47,7 @@ fuzz_target!(|data: &[u8]| {
         .err()
         .unwrap_or_default();
     problems.extend(
-        ControlConfig::from_sections(cfg.other.get("control"), cfg.other.get("shared"), &|k| {
-            env.get(k).cloned()
-        })
-        .err()
-        .unwrap_or_default(),
-    );
-    problems.extend(
-        DockerConfig::from_section(cfg.other.get("docker"))
+        ControlConfig::from_config(&cfg, &|k| env.get(k).cloned())
             .err()
             .unwrap_or_default(),
     );

@@ -131,7 +131,7 @@ fuzz_target!(|head: Head| {
     // The session cookie.
     match session::from_headers(&headers) {
         CookieSession::Code(code) => {
-            assert!(session::valid_code(code), "{code:?}");
+            assert!(session::is_code(code), "{code:?}");
             // The code is what follows `stacklab_session=` (quotes around it are tolerated).
             let named = headers
                 .get_all(header::COOKIE)
@@ -196,7 +196,7 @@ fuzz_target!(|head: Head| {
         ))
     };
     let conn = ConnInfo::new(SocketAddr::new(ip, head.port), head.secure, head.quic);
-    let session = head.session.filter(|s| session::valid_code(s));
+    let session = head.session.filter(|s| session::is_code(s));
     let mut out = headers.clone();
     edge::rewrite_request_headers(
         &mut out,

@@ -12,7 +12,6 @@ use libfuzzer_sys::fuzz_target;
 use stacklab_proxy::config::{check_pool, Config};
 use stacklab_proxy::feed;
 use stacklab_proxy::metrics::Metrics;
-use stacklab_proxy::session;
 use stacklab_proxy::table::Routing;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -61,8 +60,8 @@ fuzz_target!(|data: &[u8]| {
         }
         for s in table.session_routes() {
             assert!(
-                session::valid_code(&s.code),
-                "the table took a bad code: {s:?}"
+                stacklab_types::session::is_id(&s.id),
+                "the table took a bad id: {s:?}"
             );
         }
         if since != before {

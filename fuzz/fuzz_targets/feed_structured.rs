@@ -15,7 +15,6 @@ use libfuzzer_sys::fuzz_target;
 use stacklab_proxy::config::{check_member, check_pool, Config};
 use stacklab_proxy::feed;
 use stacklab_proxy::metrics::Metrics;
-use stacklab_proxy::session;
 use stacklab_proxy::table::Routing;
 use stacklab_types::routes::{
     Algorithm, FeedMessage, HealthSpec, MemberSpec, PoolSpec, RouteUpdate, SessionRoute,
@@ -122,7 +121,11 @@ impl Name<'_> {
 impl Code<'_> {
     fn get(&self) -> String {
         match self {
-            Code::Known(i) => CODES[usize::from(*i) % CODES.len()].to_owned(),
+            // Even: the id of a code (what the table takes); odd: a code or junk, never an id.
+            Code::Known(i) if i % 2 == 0 => {
+                stacklab_types::session::id(CODES[usize::from(*i / 2) % CODES.len()])
+            }
+            Code::Known(i) => CODES[usize::from(*i / 2) % CODES.len()].to_owned(),
             Code::Any(s) => (*s).to_owned(),
         }
     }
@@ -174,9 +177,10 @@ impl Pool<'_> {
 impl Session<'_> {
     fn get(&self) -> SessionRoute {
         SessionRoute {
-            code: self.code.get(),
+            id: self.code.get(),
             pool: self.pool.get(),
             member: self.member.as_ref().map(Name::get),
+            transport: None,
         }
     }
 }
@@ -199,7 +203,7 @@ impl Update<'_> {
                 id: id.get(),
             },
             Update::PutSession(s) => RouteUpdate::PutSession { session: s.get() },
-            Update::RemoveSession(c) => RouteUpdate::RemoveSession { code: c.get() },
+            Update::RemoveSession(c) => RouteUpdate::RemoveSession { id: c.get() },
         }
     }
 }
@@ -217,7 +221,7 @@ fn config() -> &'static Config {
 /// (removing a pool depends on whether it came from the feed or the config).
 fn should_accept(update: &RouteUpdate, pools: &BTreeMap<String, PoolSpec>) -> Option<bool> {
     let session_ok = |s: &SessionRoute, pools: &BTreeSet<String>| {
-        session::valid_code(&s.code) && pools.contains(&s.pool)
+        stacklab_types::session::is_id(&s.id) && pools.contains(&s.pool)
     };
     let names: BTreeSet<String> = pools.keys().cloned().collect();
     Some(match update {
@@ -258,10 +262,10 @@ fuzz_target!(|steps: Vec<Step>| {
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
-        let had_session = |code: &str| before.sessions.contains_key(code);
+        let had_session = |id: &str| before.sessions.contains_key(id);
         let update = step.update.get();
         let expected = match &update {
-            RouteUpdate::RemoveSession { code } => Some(had_session(code)),
+            RouteUpdate::RemoveSession { id } => Some(had_session(id)),
             u => should_accept(u, &pools),
         };
 
@@ -333,7 +337,7 @@ fuzz_target!(|steps: Vec<Step>| {
                 assert_eq!(specs, want);
                 let mut want: BTreeMap<&str, &SessionRoute> = BTreeMap::new();
                 for s in sessions {
-                    want.insert(&s.code, s);
+                    want.insert(&s.id, s);
                 }
                 assert_eq!(after.sessions.len(), want.len());
                 for (code, s) in want {
@@ -358,9 +362,9 @@ fuzz_target!(|steps: Vec<Step>| {
                 assert!(specs[pool].members.iter().all(|m| &m.id != id));
             }
             RouteUpdate::PutSession { session } => {
-                assert_eq!(&after.sessions[&session.code].route, session);
+                assert_eq!(&after.sessions[&session.id].route, session);
             }
-            RouteUpdate::RemoveSession { code } => assert!(!after.sessions.contains_key(code)),
+            RouteUpdate::RemoveSession { id } => assert!(!after.sessions.contains_key(id)),
         }
     }
 });

@@ -209,16 +209,23 @@ fuzz_target!(|input: Input| {
     routing.set_config(&routes, &[pool("a"), pool("b")]);
     for code in input.sessions.iter().take(8) {
         let code = code.text();
+        // Routes are kept by id: a valid code's id, or the text as it is (rarely an id).
+        let id = if session::is_code(code) {
+            stacklab_types::session::id(code)
+        } else {
+            code.to_owned()
+        };
         let accepted = routing
             .apply(RouteUpdate::PutSession {
                 session: SessionRoute {
-                    code: code.to_owned(),
+                    id: id.clone(),
                     pool: "a".into(),
                     member: None,
+                    transport: None,
                 },
             })
             .is_ok();
-        assert_eq!(accepted, session::valid_code(code), "{code:?}");
+        assert_eq!(accepted, stacklab_types::session::is_id(&id), "{code:?}");
     }
     let table = routing.load();
     assert_eq!(table.routes.len(), routes.len());
@@ -292,8 +299,9 @@ fuzz_target!(|input: Input| {
         }
 
         if let CookieSession::Code(code) = session::from_headers(req.headers()) {
-            if let Some(entry) = table.sessions.get(code) {
-                assert_eq!(entry.route.code, code);
+            let id = stacklab_types::session::id(code);
+            if let Some(entry) = table.sessions.get(&id) {
+                assert_eq!(entry.route.id, id);
             }
         }
     }

@@ -12,9 +12,12 @@
 //! | `POST /admin/pools/{pool}/members/{id}/drain` | no new requests to it; in-flight ones finish |
 //! | `DELETE /admin/pools/{pool}/members/{id}` | remove a member |
 //! | `GET /admin/sessions` | session routes with when each was last used |
-//! | `PUT /admin/sessions/{code}` | route a session: `{"pool","member"}` |
-//! | `DELETE /admin/sessions/{code}` | forget a session (its requests then get `410`) |
-//! | `GET /admin/sessions/{code}/requests?limit=` | the session's captured requests, newest first |
+//! | `PUT /admin/sessions/{id}` | route a session: `{"pool","member"}` |
+//! | `DELETE /admin/sessions/{id}` | forget a session (its requests then get `410`) |
+//! | `GET /admin/sessions/{id}/requests?limit=` | the session's captured requests, newest first |
+//!
+//! Sessions are named by id ([`stacklab_types::session::id`] of the cookie's code), never by
+//! code: the proxy hashes each request's cookie to find its route.
 //! | `GET /admin/events` | member state changes, one JSON object per line, as they happen |
 //! | `POST /admin/reload` | re-read the config file (as SIGHUP does) |
 //!
@@ -31,9 +34,8 @@ use futures_util::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
-use stacklab_types::routes::{MemberSpec, PoolSpec, RouteUpdate, SessionRoute};
+use stacklab_types::routes::{MemberSpec, PoolSpec, RouteUpdate, SessionRoute, Transport};
 use stacklab_types::ErrorBody;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -44,32 +46,18 @@ use tokio_util::task::TaskTracker;
 pub const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tracker: TaskTracker) {
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-        TokioExecutor::new(),
-    ));
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-            () = proxy.shutdown.cancelled() => return,
-        };
-        let (proxy, builder) = (Arc::clone(&proxy), Arc::clone(&builder));
-        tracker.spawn(async move {
-            let svc_proxy = Arc::clone(&proxy);
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let proxy = Arc::clone(&svc_proxy);
-                async move { Ok::<_, std::convert::Infallible>(handle(&proxy, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = proxy.shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.as_mut()).await;
-                }
-            }
-        });
-    }
+    let shutdown = proxy.shutdown.clone();
+    stacklab_serve::serve_http(
+        listener,
+        shutdown,
+        &tracker,
+        std::time::Duration::from_secs(1),
+        move |req: Request<Incoming>| {
+            let proxy = Arc::clone(&proxy);
+            async move { handle(&proxy, req).await }
+        },
+    )
+    .await;
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<RespBody> {
@@ -90,14 +78,9 @@ fn ok_json<T: Serialize>(value: &T) -> Response<RespBody> {
 /// Checks `Authorization: Bearer <token>`.
 pub fn authorized<B>(proxy: &Proxy, req: &Request<B>) -> bool {
     let cfg = proxy.config.load();
-    let token = &cfg.admin.token;
-    if token.is_empty() {
-        return false;
-    }
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|given| token.matches(given))
+    cfg.admin
+        .token
+        .admits(stacklab_types::secret::bearer(req.headers()))
 }
 
 /// The answer of an [`AdminExtension`]: its response, or the request handed back untouched.
@@ -231,37 +214,39 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Resp
             let list: Vec<_> = t
                 .sessions
                 .values()
-                .map(|s| serde_json::json!({"code": s.route.code, "pool": s.route.pool, "member": s.route.member, "last_used_ms": s.last_used_ms.load(Relaxed)}))
+                .map(|s| serde_json::json!({"id": s.route.id, "pool": s.route.pool, "member": s.route.member, "transport": s.route.transport, "last_used_ms": s.last_used_ms.load(Relaxed)}))
                 .collect();
             ok_json(&serde_json::json!({"now_ms": proxy.clock.now_ms(), "sessions": list}))
         }
-        (&Method::PUT, ["sessions", code]) => {
+        (&Method::PUT, ["sessions", id]) => {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Body {
                 pool: String,
                 #[serde(default)]
                 member: Option<String>,
+                #[serde(default)]
+                transport: Option<Transport>,
             }
             let b: Body = match parse(&body) {
                 Ok(b) => b,
                 Err(res) => return res,
             };
-            apply(proxy, RouteUpdate::PutSession { session: SessionRoute { code: (*code).to_owned(), pool: b.pool, member: b.member } })
+            apply(proxy, RouteUpdate::PutSession { session: SessionRoute { id: (*id).to_owned(), pool: b.pool, member: b.member, transport: b.transport } })
         }
-        (&Method::DELETE, ["sessions", code]) => {
-            let res = apply(proxy, RouteUpdate::RemoveSession { code: (*code).to_owned() });
-            proxy.capture.forget(code);
+        (&Method::DELETE, ["sessions", id]) => {
+            let res = apply(proxy, RouteUpdate::RemoveSession { id: (*id).to_owned() });
+            proxy.capture.forget(id);
             res
         }
-        (&Method::GET, ["sessions", code, "requests"]) => {
+        (&Method::GET, ["sessions", id, "requests"]) => {
             let limit = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("limit="))
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(50)
                 .min(1000);
-            ok_json(&proxy.capture.recent(code, limit))
+            ok_json(&proxy.capture.recent(id, limit))
         }
         (&Method::GET, ["events"]) => events_stream(proxy),
         (&Method::POST, ["reload"]) => match proxy.reload(&ProcessEnv) {
@@ -323,7 +308,7 @@ fn update_error(e: UpdateError) -> Response<RespBody> {
         }
         UpdateError::NoPool(_) => (StatusCode::NOT_FOUND, "no_pool", Some("pool".to_owned())),
         UpdateError::NoMember { .. } => (StatusCode::NOT_FOUND, "no_member", Some("id".to_owned())),
-        UpdateError::NoSession(_) => (StatusCode::NOT_FOUND, "no_session", Some("code".to_owned())),
+        UpdateError::NoSession(_) => (StatusCode::NOT_FOUND, "no_session", Some("id".to_owned())),
     };
     let mut body = ErrorBody::new(code, format!("{e}; nothing was changed"));
     if let Some(f) = field {
@@ -344,10 +329,10 @@ fn pools_view(proxy: &Proxy) -> serde_json::Value {
                 "algorithm": p.spec.algorithm.as_str(),
                 "protocol": p.spec.protocol,
                 "health": p.spec.health,
-                "members": p.members.iter().map(|m| serde_json::json!({
+                "members": p.members.iter().zip(&p.spec.members).map(|(m, spec)| serde_json::json!({
                     "id": m.id,
                     "addr": m.addr,
-                    "weight": m.weight,
+                    "weight": spec.weight.max(1),
                     "state": m.state(now),
                     "in_flight": m.in_flight.load(Relaxed),
                     "ewma_ms": m.ewma().as_secs_f64() * 1000.0,

@@ -7,7 +7,7 @@
 //! kept (the least recently captured is dropped first), so capture cannot grow without end.
 //!
 //! The store takes a short lock per captured request; routes that do not capture never touch it.
-//! New captures are also broadcast for live views (`/admin/sessions/{code}/requests/stream`).
+//! New captures are also broadcast for live views (`/admin/sessions/{id}/requests/stream`).
 
 use serde::Serialize;
 

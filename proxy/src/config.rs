@@ -70,6 +70,10 @@ pub const DEFAULT_UPSTREAM_IDLE_PER_MEMBER: usize = 256;
 pub const DEFAULT_RETRY_BUFFER_BYTES: usize = 64 * 1024;
 /// Time in-flight requests get to finish at shutdown before connections are cut.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// How long a request waits for a route table or a pool's first member (see [`crate::hold`]).
+pub const DEFAULT_START_HOLD_MS: u64 = 10_000;
+/// Requests that may wait so at once.
+pub const DEFAULT_MAX_HELD_REQUESTS: usize = 1024;
 /// Captured requests kept per session for the inspector.
 pub const DEFAULT_CAPTURE_PER_SESSION: usize = 100;
 /// Sessions whose requests are captured at once (least recently used dropped past it).
@@ -206,6 +210,8 @@ pub struct RawLimits {
     pub upstream_response_timeout_ms: Option<u64>,
     pub upstream_idle_per_member: Option<usize>,
     pub retry_buffer_bytes: Option<usize>,
+    pub start_hold_ms: Option<u64>,
+    pub max_held_requests: Option<usize>,
     pub shutdown_grace_ms: Option<u64>,
     pub capture_per_session: Option<usize>,
     pub capture_sessions: Option<usize>,
@@ -413,6 +419,11 @@ pub struct Limits {
     pub upstream_response_timeout: Duration,
     pub upstream_idle_per_member: usize,
     pub retry_buffer_bytes: usize,
+    /// Longest wait for what a request needs that is still starting (see [`crate::hold`]);
+    /// zero answers at once.
+    pub start_hold: Duration,
+    /// Requests waiting so at once; past it, answered at once.
+    pub max_held_requests: usize,
     pub shutdown_grace: Duration,
     pub capture_per_session: usize,
     pub capture_sessions: usize,
@@ -572,36 +583,33 @@ impl Config {
         text: &str,
         env: &dyn Env,
     ) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
-        let mut unknown = Vec::new();
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigReport {
-            errors: vec![ConfigError {
-                path: "(file)".into(),
-                message: format!("not valid TOML: {}", e.message()),
-            }],
+        let refused = |path: String, message: String| ConfigReport {
+            errors: vec![ConfigError { path, message }],
             warnings: vec![],
-        })?;
-        let mut raw: RawConfig =
-            serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(
-                |e: toml::de::Error| ConfigReport {
-                    errors: vec![ConfigError {
-                        path: "(file)".into(),
-                        message: e.message().to_owned(),
-                    }],
-                    warnings: vec![],
-                },
-            )?;
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| refused("(file)".into(), format!("not valid TOML: {}", e.message())))?;
+        // The same reading as every other part's section (`stacklab_types::config`).
+        let (mut raw, unknown): (RawConfig, _) =
+            stacklab_types::config::read("", de).map_err(|(path, message)| {
+                refused(
+                    if path.is_empty() {
+                        "(file)".into()
+                    } else {
+                        path
+                    },
+                    message,
+                )
+            })?;
         let mut warnings: Vec<ConfigError> = unknown
             .into_iter()
-            .map(|path| ConfigError {
-                path,
-                message: "unknown key, ignored".into(),
-            })
+            .map(|(path, message)| ConfigError { path, message })
             .collect();
         for key in raw.other.keys() {
             if !OTHER_PARTS.contains(&key.as_str()) {
                 warnings.push(ConfigError {
                     path: key.clone(),
-                    message: "unknown key, ignored".into(),
+                    message: stacklab_types::config::UNKNOWN_KEY.into(),
                 });
             }
         }
@@ -920,6 +928,8 @@ impl RawConfig {
                 .upstream_idle_per_member
                 .unwrap_or(DEFAULT_UPSTREAM_IDLE_PER_MEMBER),
             retry_buffer_bytes: l.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
+            start_hold: Duration::from_millis(l.start_hold_ms.unwrap_or(DEFAULT_START_HOLD_MS)),
+            max_held_requests: l.max_held_requests.unwrap_or(DEFAULT_MAX_HELD_REQUESTS),
             shutdown_grace: c.millis(
                 "limits.shutdown_grace_ms",
                 l.shutdown_grace_ms,
@@ -1402,6 +1412,19 @@ mod tests {
             Config::from_toml("[edge]\nadr = \"x\"\n[control]\nanything = 1\n", &env(&[])).unwrap();
         let paths: Vec<_> = warnings.iter().map(|w| w.path.as_str()).collect();
         assert_eq!(paths, ["edge.adr"]);
+    }
+
+    /// Issue 19: a value of the wrong type is named by its key, not by `(file)`.
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let report =
+            Config::from_toml("[limits]\nmax_body_bytes = \"big\"\n", &env(&[])).unwrap_err();
+        assert_eq!(report.errors.len(), 1, "{report}");
+        assert_eq!(report.errors[0].path, "limits.max_body_bytes", "{report}");
+        assert!(
+            report.errors[0].message.contains("invalid type"),
+            "{report}"
+        );
     }
 
     #[test]

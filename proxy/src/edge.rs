@@ -24,6 +24,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use stacklab_types::routes::Transport;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -103,7 +104,14 @@ pub async fn handle(
         Protocol::H1
     };
     let cfg = proxy.config.load_full();
-    let table = proxy.routing.load();
+    let mut table = proxy.routing.load();
+    if proxy.feed_pending(&cfg) && names_unknown_session(&table, req.headers()) {
+        // Before the feed's first table no session is known: wait for it rather than tell a
+        // live session it has expired (see `hold`).
+        if crate::hold::for_table(&proxy, &cfg).await {
+            table = proxy.routing.load();
+        }
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let host = request_host(&req).unwrap_or_default();
@@ -115,6 +123,8 @@ pub async fn handle(
         member: None,
         upstream: None,
         session: None,
+        refresh_code: None,
+        transport: None,
     };
     let result = match route {
         None => Err(ProxyError::NoRoute { path: path.clone() }),
@@ -165,13 +175,28 @@ pub async fn handle(
     response
 }
 
+/// The request's cookie names a session the table does not have.
+fn names_unknown_session(table: &crate::table::Table, headers: &http::HeaderMap) -> bool {
+    match session::from_headers(headers) {
+        CookieSession::Code(code) => !table
+            .sessions
+            .contains_key(&stacklab_types::session::id(code)),
+        _ => false,
+    }
+}
+
 /// Per-request facts gathered on the way, for headers, logs and capture.
 struct Ctx {
     protocol: Protocol,
     request_id: HeaderValue,
     member: Option<String>,
     upstream: Option<Duration>,
+    /// The session's id (what members, captures and control know it by).
     session: Option<String>,
+    /// The cookie's code, kept only on a data request, whose answer refreshes the cookie.
+    refresh_code: Option<String>,
+    /// The session's transport choice, for `Alt-Svc`.
+    transport: Option<Transport>,
 }
 
 async fn serve(
@@ -201,8 +226,18 @@ async fn serve(
     }
 
     let session: Option<Arc<SessionEntry>> = match session::from_headers(req.headers()) {
-        CookieSession::Code(code) => match table.sessions.get(code) {
-            Some(entry) => Some(Arc::clone(entry)),
+        CookieSession::Code(code) => match table.sessions.get(&stacklab_types::session::id(code)) {
+            Some(entry) => {
+                if route.cfg.touches_session {
+                    ctx.refresh_code = Some(code.to_owned());
+                }
+                Some(Arc::clone(entry))
+            }
+            None if route.cfg.require_session && proxy.feed_pending(cfg) => {
+                return Err(ProxyError::NotReady {
+                    ms: cfg.limits.start_hold.as_millis(),
+                })
+            }
             None if route.cfg.require_session => return Err(ProxyError::SessionExpired),
             None => None,
         },
@@ -218,7 +253,8 @@ async fn serve(
         if route.cfg.touches_session {
             entry.last_used_ms.store(proxy.clock.now_ms(), Relaxed);
         }
-        ctx.session = Some(entry.route.code.clone());
+        ctx.session = Some(entry.route.id.clone());
+        ctx.transport = entry.route.transport;
     }
 
     let (pool, pinned) =
@@ -253,6 +289,12 @@ async fn serve(
                 (pool, entry.route.member.as_deref())
             }
         };
+    // A pool with no member yet is starting: its first member is moments away (see `hold`).
+    let pool = if pool.members.is_empty() {
+        crate::hold::for_member(proxy, cfg, pool).await
+    } else {
+        pool
+    };
 
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -370,7 +412,7 @@ async fn serve(
         .headers_mut()
         .insert(&X_STACKLAB_MEMBER, header_value(&forwarded.member.id));
     // A data request moved the session's expiry: the browser's cookie moves with it.
-    if let (true, Some(code)) = (route.cfg.touches_session, &ctx.session) {
+    if let Some(code) = &ctx.refresh_code {
         if forwarded.response.status().is_success()
             && !forwarded
                 .response
@@ -486,7 +528,30 @@ fn finish_headers(
     );
     h.insert(&X_REQUEST_ID, ctx.request_id.clone());
     security_headers(&cfg.edge.headers, conn.secure, h);
-    if conn.secure && !conn.quic && cfg.edge.http3 {
+    alt_svc(proxy, cfg, conn, ctx.transport, h);
+}
+
+/// `Alt-Svc: clear` withdraws any HTTP/3 advertisement for the origin (RFC 7838 §3).
+const ALT_SVC_CLEAR: HeaderValue = HeaderValue::from_static("clear");
+
+/// What the edge tells the browser about HTTP/3. The browser makes the final pick; the edge
+/// only offers or withdraws it. A session that chose HTTPS gets `Alt-Svc: clear` on every
+/// response, over HTTP/3 too (a browser that learnt `h3` from the UI's pages before the session
+/// existed forgets it). A session that chose HTTP/3, and a request with no session (the UI's
+/// pages), get the `h3` advertisement over TCP; over HTTP/3 itself none is needed.
+fn alt_svc(
+    proxy: &Proxy,
+    cfg: &Config,
+    conn: &ConnInfo,
+    transport: Option<Transport>,
+    h: &mut HeaderMap,
+) {
+    if !conn.secure {
+        return;
+    }
+    if transport == Some(Transport::Https) {
+        h.insert(header::ALT_SVC, ALT_SVC_CLEAR);
+    } else if !conn.quic && cfg.edge.http3 {
         if let Some(alt) = proxy.alt_svc.load().as_ref() {
             h.insert(header::ALT_SVC, alt.clone());
         }
@@ -764,6 +829,8 @@ pub mod fuzzing {
             member: None,
             upstream: None,
             session,
+            refresh_code: None,
+            transport: None,
         };
         super::rewrite_request_headers(h, uri, conn, &ctx, upgrade)
     }
@@ -806,6 +873,8 @@ mod tests {
             member: None,
             upstream: None,
             session: Some("CODE".into()),
+            refresh_code: None,
+            transport: None,
         };
         rewrite_request_headers(&mut h, &"/".parse().unwrap(), &conn, &ctx, false);
         assert_eq!(h["x-stacklab-session"], "CODE");
@@ -833,6 +902,8 @@ mod tests {
             member: None,
             upstream: None,
             session: None,
+            refresh_code: None,
+            transport: None,
         };
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-host", "evil.example".parse().unwrap());

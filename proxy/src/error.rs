@@ -39,6 +39,8 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("pool {pool} has no member that can take the request")]
     NoMember { pool: String },
+    #[error("the route feed has delivered no table yet")]
+    NotReady { ms: u128 },
     #[error("pool {pool} is not configured")]
     NoPool { pool: String },
     #[error("could not connect to {member} in pool {pool}")]
@@ -78,7 +80,7 @@ impl ProxyError {
             NoMember { .. } | NoPool { .. } | Connect { .. } | Upstream { .. } | Timeout { .. } => {
                 Source::Upstream
             }
-            Internal(_) => Source::Proxy,
+            NotReady { .. } | Internal(_) => Source::Proxy,
         }
     }
 
@@ -94,7 +96,7 @@ impl ProxyError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BadBody(_) | BadRequest(_) => StatusCode::BAD_REQUEST,
             BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            NoMember { .. } | NoPool { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            NoMember { .. } | NoPool { .. } | NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Connect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -137,6 +139,10 @@ impl ProxyError {
                 format!("no member of pool `{pool}` can take requests right now; retry shortly or add a member"),
             )
             .with_field(pool.clone()),
+            NotReady { ms } => ErrorBody::new(
+                "not_ready",
+                format!("this proxy has had no route table from control within {ms} ms (limits.start_hold_ms), so it cannot tell whether your session is live; retry shortly"),
+            ),
             NoPool { pool } => ErrorBody::new(
                 "no_pool",
                 format!("pool `{pool}` is not configured on this proxy; register it through the admin API or the route feed"),
@@ -173,6 +179,7 @@ impl ProxyError {
             BadRequest(_) => "bad_request",
             NoMember { .. } => "no_member",
             NoPool { .. } => "no_pool",
+            NotReady { .. } => "not_ready",
             Connect { .. } => "connect",
             Upstream { .. } => "upstream",
             Timeout { .. } => "timeout",

@@ -104,9 +104,7 @@ async fn follow(
         buf.extend_from_slice(&data);
         let result = apply_lines(&proxy.routing, &mut buf, since);
         if since.is_some() {
-            proxy
-                .feed_synced
-                .send_if_modified(|synced| !std::mem::replace(synced, true));
+            proxy.mark_feed_synced();
         }
         result?;
     }
@@ -144,21 +142,24 @@ pub fn apply_lines(
 }
 
 /// The sessions used (by a request on a `touches_session` route) after `since_ms` on the
-/// proxy's clock, with how long ago.
-pub fn touched_since(proxy: &Proxy, since_ms: u64) -> Vec<SessionTouch> {
-    let now = proxy.clock.now_ms();
+/// proxy's clock, with how long before `now`, and the latest use among them (`since_ms` when
+/// none): the next report starts from there, so a use is never reported twice.
+pub fn touched_since(proxy: &Proxy, since_ms: u64, now: u64) -> (Vec<SessionTouch>, u64) {
     let table = proxy.routing.load();
-    table
+    let mut newest = since_ms;
+    let touches = table
         .sessions
         .values()
         .filter_map(|e| {
             let last = e.last_used_ms.load(Relaxed);
+            newest = newest.max(last);
             (last > since_ms).then(|| SessionTouch {
-                code: e.route.code.clone(),
+                id: e.route.id.clone(),
                 idle_ms: now.saturating_sub(last),
             })
         })
-        .collect()
+        .collect();
+    (touches, newest)
 }
 
 /// Reports session use to control in batches (`POST /admin/sessions/touches` next to the
@@ -194,9 +195,13 @@ pub fn spawn_reporter(
                 () = stop.cancelled() => return,
             }
             let now = proxy.clock.now_ms();
-            let touches = touched_since(&proxy, since);
+            // A use stored after `now` was read is in this batch too: the next one starts
+            // after it (from `now` alone it would be sent again, later, with a smaller idle
+            // time, and move the session's last use forward on control's clock).
+            let (touches, newest) = touched_since(&proxy, since, now);
+            let next_since = now.max(newest);
             if touches.is_empty() {
-                since = now;
+                since = next_since;
                 continue;
             }
             let body = match serde_json::to_vec(&TouchReport { touches }) {
@@ -212,7 +217,7 @@ pub fn spawn_reporter(
                 .body(crate::body::full(body));
             let Ok(req) = req else { continue };
             match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                Ok(Ok(res)) if res.status().is_success() => since = now,
+                Ok(Ok(res)) if res.status().is_success() => since = next_since,
                 Ok(Ok(res)) => {
                     tracing::debug!(status = %res.status(), "session report refused; retrying with the next batch")
                 }

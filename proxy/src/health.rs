@@ -204,10 +204,47 @@ pub fn spawn_supervisor(proxy: &Arc<Proxy>) -> JoinHandle<()> {
     })
 }
 
+/// A pool's active checks over HTTP: `GET <path>` on each member, healthy on a 2xx or 3xx.
 async fn check_pool(proxy: Weak<Proxy>, name: String) {
     let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    run_checks(proxy, name, move |member: Arc<Member>, path: String| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get(format!("{}{path}", member.base_uri))
+                .header(http::header::USER_AGENT, "stacklab-health")
+                .body(Empty::new())
+                .map_err(|_| "bad health path".to_owned())?;
+            match client.request(req).await {
+                Ok(res) => {
+                    let status = res.status();
+                    let _ = res.into_body().collect().await;
+                    if status.is_success() || status.is_redirection() {
+                        Ok(())
+                    } else {
+                        Err(format!("health check answered {status}"))
+                    }
+                }
+                Err(e) => Err(format!(
+                    "health check failed: {}",
+                    crate::upstream::error_chain(&e)
+                )),
+            }
+        }
+    })
+    .await
+}
+
+/// The rounds of a pool's active checks: every `interval_ms`, each member probed at once
+/// (bounded by `timeout_ms`), then `rise`/`fall` applied. The probe is a parameter so that the
+/// rounds can be tested on a paused clock without sockets (see the tests below); everything
+/// here waits on `tokio::time`.
+async fn run_checks<P, F>(proxy: Weak<Proxy>, name: String, probe: P)
+where
+    P: Fn(Arc<Member>, String) -> F,
+    F: std::future::Future<Output = Result<(), String>>,
+{
     loop {
         let (members, spec) = {
             let Some(proxy) = proxy.upgrade() else { return };
@@ -222,34 +259,16 @@ async fn check_pool(proxy: Weak<Proxy>, name: String) {
         };
         let timeout = Duration::from_millis(spec.timeout_ms);
         let probes = members.iter().map(|m| {
-            let client = client.clone();
-            let uri = format!("{}{}", m.base_uri, spec.path);
+            let probe = probe(Arc::clone(m), spec.path.clone());
             async move {
-                let req = http::Request::get(uri)
-                    .header(http::header::USER_AGENT, "stacklab-health")
-                    .body(Empty::new());
-                let Ok(req) = req else {
-                    return Err("bad health path".to_owned());
-                };
-                match tokio::time::timeout(timeout, client.request(req)).await {
-                    Ok(Ok(res)) => {
-                        let status = res.status();
-                        let _ = res.into_body().collect().await;
-                        if status.is_success() || status.is_redirection() {
-                            Ok(())
-                        } else {
-                            Err(format!("health check answered {status}"))
-                        }
-                    }
-                    Ok(Err(e)) => Err(format!(
-                        "health check failed: {}",
-                        crate::upstream::error_chain(&e)
-                    )),
-                    Err(_) => Err(format!(
-                        "health check timed out after {} ms",
-                        timeout.as_millis()
-                    )),
-                }
+                tokio::time::timeout(timeout, probe)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "health check timed out after {} ms",
+                            timeout.as_millis()
+                        ))
+                    })
             }
         });
         let results = futures_util::future::join_all(probes).await;
@@ -300,5 +319,155 @@ fn record_active(
                 );
             }
         }
+    }
+}
+
+/// The rounds of active checks on a paused clock: a fake probe instead of sockets, so tokio
+/// moves time from one round to the next and the tests take no real time (issue 19: they ran
+/// on real 20 ms intervals). `tests/it/health.rs` checks the real HTTP probe over sockets.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use tokio::sync::broadcast;
+
+    const INTERVAL_MS: u64 = 2_000;
+    const TIMEOUT_MS: u64 = 1_000;
+
+    /// A proxy (nothing bound) with pool `p` of members `m0` and `m1`, checked every 2 s.
+    fn proxy(name: &str, rise: u32, fall: u32) -> (Arc<Proxy>, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("stacklab-health-{name}-{}", std::process::id()));
+        let text = format!(
+            "data_dir = \"{}\"\n[admin]\ntoken = \"health-unit-test-token-0123\"\n[[pools]]\nname = \"p\"\nalgorithm = \"round_robin\"\nmembers = [{{ id = \"m0\", addr = \"127.0.0.1:1\" }}, {{ id = \"m1\", addr = \"127.0.0.1:2\" }}]\nhealth = {{ path = \"/healthz\", interval_ms = {INTERVAL_MS}, timeout_ms = {TIMEOUT_MS}, rise = {rise}, fall = {fall} }}\n[[routes]]\npath = \"/\"\npool = \"p\"\n",
+            dir.display()
+        );
+        let env = std::collections::BTreeMap::<String, String>::new();
+        let (cfg, _) =
+            crate::config::Config::from_toml(&text, &env).unwrap_or_else(|r| panic!("{r}"));
+        (Proxy::new(cfg).unwrap(), dir)
+    }
+
+    /// The next member event; the deadline is on the paused clock, so a missing event fails
+    /// the test at once instead of hanging it.
+    async fn next_event(events: &mut broadcast::Receiver<MemberEvent>) -> MemberEvent {
+        tokio::time::timeout(Duration::from_secs(600), events.recv())
+            .await
+            .expect("a member event within 10 minutes of the proxy's clock")
+            .expect("the event channel is open")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fall_failed_rounds_take_a_member_out_and_rise_passed_ones_bring_it_back() {
+        let (proxy, dir) = proxy("rounds", 2, 3);
+        let mut events = proxy.events.subscribe();
+        let m1_fails = Arc::new(AtomicBool::new(false));
+        let fails = Arc::clone(&m1_fails);
+        let checks = tokio::spawn(run_checks(
+            Arc::downgrade(&proxy),
+            "p".into(),
+            move |m: Arc<Member>, path: String| {
+                assert_eq!(path, "/healthz");
+                let fail = m.id == "m1" && fails.load(Relaxed);
+                async move {
+                    if fail {
+                        Err("health check answered 503 Service Unavailable".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        ));
+        // Rounds run at 0, 2 s, 4 s, … on the proxy's clock; m1 starts failing at 1 s.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        m1_fails.store(true, Relaxed);
+        let ev = next_event(&mut events).await;
+        assert_eq!(
+            (ev.member.as_str(), ev.state),
+            ("m1", MemberState::Unhealthy)
+        );
+        assert_eq!(
+            ev.at_ms,
+            3 * INTERVAL_MS,
+            "out on the third failed round (fall = 3)"
+        );
+        assert!(
+            ev.reason
+                .contains("3 failed check(s) in a row: health check answered 503"),
+            "{}",
+            ev.reason
+        );
+        let table = proxy.routing.load_full();
+        let pool = &table.pools["p"];
+        assert_eq!(
+            pool.member("m1").unwrap().state(proxy.clock.now_ms()),
+            MemberState::Unhealthy
+        );
+        assert_eq!(
+            pool.member("m0").unwrap().state(proxy.clock.now_ms()),
+            MemberState::Healthy
+        );
+
+        m1_fails.store(false, Relaxed);
+        let ev = next_event(&mut events).await;
+        assert_eq!((ev.member.as_str(), ev.state), ("m1", MemberState::Healthy));
+        assert_eq!(
+            ev.at_ms,
+            5 * INTERVAL_MS,
+            "back on the second passed round (rise = 2)"
+        );
+        assert_eq!(
+            pool.member("m1").unwrap().state(proxy.clock.now_ms()),
+            MemberState::Healthy
+        );
+        checks.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_answers_fails_at_the_timeout() {
+        let (proxy, dir) = proxy("timeout", 2, 2);
+        let mut events = proxy.events.subscribe();
+        let checks = tokio::spawn(run_checks(
+            Arc::downgrade(&proxy),
+            "p".into(),
+            |m: Arc<Member>, _path: String| async move {
+                if m.id == "m1" {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            },
+        ));
+        let ev = next_event(&mut events).await;
+        assert_eq!(
+            (ev.member.as_str(), ev.state),
+            ("m1", MemberState::Unhealthy)
+        );
+        // Round one times out at 1 s, round two starts 2 s later and times out at 4 s.
+        assert_eq!(ev.at_ms, TIMEOUT_MS + INTERVAL_MS + TIMEOUT_MS);
+        assert!(
+            ev.reason.contains("timed out after 1000 ms"),
+            "{}",
+            ev.reason
+        );
+        checks.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_checks_end_when_the_proxy_is_gone() {
+        let (proxy, dir) = proxy("gone", 2, 2);
+        let checks = tokio::spawn(run_checks(
+            Arc::downgrade(&proxy),
+            "p".into(),
+            |_: Arc<Member>, _: String| async { Ok(()) },
+        ));
+        tokio::time::sleep(Duration::from_millis(INTERVAL_MS / 2)).await;
+        drop(proxy);
+        tokio::time::timeout(Duration::from_millis(2 * INTERVAL_MS), checks)
+            .await
+            .expect("the checks stop within a round once the proxy is gone")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

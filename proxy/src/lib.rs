@@ -31,6 +31,7 @@ pub mod error;
 pub mod feed;
 pub mod h3;
 pub mod health;
+pub mod hold;
 pub mod metrics;
 pub mod pool;
 pub mod server;
@@ -78,6 +79,10 @@ pub struct Proxy {
     /// True once the route feed has delivered its first update (a new process waits for it
     /// before it accepts on sockets it took over).
     pub feed_synced: tokio::sync::watch::Sender<bool>,
+    /// The same, read on the request path without the watch's lock.
+    feed_ready: std::sync::atomic::AtomicBool,
+    /// Requests waiting for a table or a pool's first member (see [`hold`]).
+    pub holds: hold::Holds,
     /// Control's admin routes when it shares this process and admin address (`stacklab up`).
     pub admin_ext: std::sync::OnceLock<Arc<dyn admin::AdminExtension>>,
 }
@@ -107,10 +112,27 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             handed_over: std::sync::atomic::AtomicBool::new(false),
             feed_synced: tokio::sync::watch::Sender::new(false),
+            feed_ready: std::sync::atomic::AtomicBool::new(false),
+            holds: hold::Holds::default(),
             admin_ext: std::sync::OnceLock::new(),
             config: ArcSwap::from_pointee(cfg),
             metrics,
         }))
+    }
+
+    /// The route feed has delivered its first table (called by the feed follower).
+    pub fn mark_feed_synced(&self) {
+        self.feed_ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.feed_synced
+            .send_if_modified(|synced| !std::mem::replace(synced, true));
+    }
+
+    /// This proxy follows a feed that has not delivered its first table yet: it knows no
+    /// session so far (see [`hold`]).
+    #[inline]
+    pub fn feed_pending(&self, cfg: &Config) -> bool {
+        cfg.feed.is_some() && !self.feed_ready.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Re-reads the config from where it came from and applies what can change while running:

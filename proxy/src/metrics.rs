@@ -43,6 +43,8 @@ pub struct Metrics {
     pub feed_connected: IntGauge,
     pub health_events: IntCounterVec,
     pub captured_sessions: IntGauge,
+    pub held_requests: IntGauge,
+    pub holds: IntCounterVec,
 }
 
 /// Handles for one route, by protocol and status class.
@@ -192,6 +194,15 @@ impl Metrics {
             captured_sessions: reg!(IntGauge::new(
                 "captured_sessions",
                 "Sessions with captured requests held for the inspector."
+            )),
+            held_requests: reg!(IntGauge::new(
+                "held_requests",
+                "Requests waiting for the first route table or a pool's first member (limits.max_held_requests)."
+            )),
+            holds: reg!(counter(
+                "holds_total",
+                "Requests held while what they need was starting, by reason (table, member) and outcome (served, timed_out, refused).",
+                &["reason", "outcome"]
             )),
             registry,
         }

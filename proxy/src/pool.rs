@@ -4,7 +4,9 @@
 //! then: the eligible order for weighted round robin (nginx's smooth weighted sequence), the
 //! hash ring for consistent hashing, the metric handles. A member's live state — in flight,
 //! latency, health, ejection — sits in atomics on an `Arc<Member>` that survives rebuilds as
-//! long as its id and address stay, so a weight change does not forget a member's latency.
+//! long as its id and address stay. Its weight is not part of it: a weight belongs to the
+//! pool's spec and shapes only the tables built from it, so a weight change does not forget a
+//! member's latency.
 //!
 //! Picking takes no lock and allocates nothing: it reads atomics and the prebuilt tables.
 
@@ -38,12 +40,10 @@ pub enum MemberState {
 /// One upstream server and its live state.
 #[derive(Debug)]
 pub struct Member {
-    pub pool: String,
     pub id: String,
     pub addr: String,
     /// Scheme and authority as a prefix for upstream URIs: `http://addr`.
     pub base_uri: String,
-    pub weight: u32,
     pub draining: AtomicBool,
     pub in_flight: AtomicU32,
     /// Active checks say it is up (true until a check says otherwise).
@@ -62,13 +62,11 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(pool: &str, spec: &MemberSpec) -> Self {
+    pub fn new(spec: &MemberSpec) -> Self {
         Self {
-            pool: pool.to_owned(),
             id: spec.id.clone(),
             addr: spec.addr.clone(),
             base_uri: format!("http://{}", spec.addr),
-            weight: spec.weight.max(1),
             draining: AtomicBool::new(spec.draining),
             in_flight: AtomicU32::new(0),
             active_up: AtomicBool::new(true),
@@ -158,15 +156,16 @@ impl Pool {
             .members
             .iter()
             .map(|m| match old.get(m.id.as_str()) {
-                Some(prev) if prev.addr == m.addr && prev.weight == m.weight.max(1) => {
+                Some(prev) if prev.addr == m.addr => {
                     prev.draining.store(m.draining, Relaxed);
                     Arc::clone(prev)
                 }
-                _ => Arc::new(Member::new(&spec.name, m)),
+                _ => Arc::new(Member::new(m)),
             })
             .collect();
-        let wrr_order = smooth_weighted_order(&members);
-        let ring = hash_ring(&members);
+        let weights: Vec<u32> = spec.members.iter().map(|m| m.weight.max(1)).collect();
+        let wrr_order = smooth_weighted_order(&weights);
+        let ring = hash_ring(&members, &weights);
         let metrics = metrics.pool(&spec.name);
         Pool {
             spec,
@@ -267,14 +266,14 @@ fn next_ok(from: usize, n: usize, ok: &impl Fn(usize) -> bool) -> Option<usize> 
 
 /// nginx's smooth weighted round robin, unrolled once per change: weights 5,1,1 give
 /// `a a b a c a a`, not `a a a a a b c`.
-fn smooth_weighted_order(members: &[Arc<Member>]) -> Vec<u32> {
-    let total: i64 = members.iter().map(|m| i64::from(m.weight)).sum();
-    let mut current = vec![0i64; members.len()];
+fn smooth_weighted_order(weights: &[u32]) -> Vec<u32> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
     let mut order = Vec::with_capacity(total as usize);
     for _ in 0..total {
         let mut best = 0;
-        for (i, m) in members.iter().enumerate() {
-            current[i] += i64::from(m.weight);
+        for (i, &w) in weights.iter().enumerate() {
+            current[i] += i64::from(w);
             if current[i] > current[best] {
                 best = i;
             }
@@ -285,10 +284,10 @@ fn smooth_weighted_order(members: &[Arc<Member>]) -> Vec<u32> {
     order
 }
 
-fn hash_ring(members: &[Arc<Member>]) -> Vec<(u64, u32)> {
+fn hash_ring(members: &[Arc<Member>], weights: &[u32]) -> Vec<(u64, u32)> {
     let mut ring = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        for v in 0..(m.weight as usize * RING_POINTS_PER_WEIGHT) {
+    for (i, (m, &w)) in members.iter().zip(weights).enumerate() {
+        for v in 0..(w as usize * RING_POINTS_PER_WEIGHT) {
             ring.push((hash64(format!("{}#{v}", m.id).as_bytes()), i as u32));
         }
     }
@@ -386,15 +385,12 @@ mod tests {
 
     #[test]
     fn peak_ewma_takes_peaks_at_once_and_decays_slowly() {
-        let m = Member::new(
-            "p",
-            &MemberSpec {
-                id: "a".into(),
-                addr: "127.0.0.1:1".into(),
-                weight: 1,
-                draining: false,
-            },
-        );
+        let m = Member::new(&MemberSpec {
+            id: "a".into(),
+            addr: "127.0.0.1:1".into(),
+            weight: 1,
+            draining: false,
+        });
         m.observe_latency(Duration::from_millis(100), 0);
         assert_eq!(m.ewma(), Duration::from_millis(100));
         m.observe_latency(Duration::from_millis(1), EWMA_DECAY.as_nanos() as u64);
@@ -454,5 +450,27 @@ mod tests {
         assert!(Arc::ptr_eq(&p.members[0], &q.members[0]));
         assert_eq!(q.members[0].in_flight.load(Relaxed), 3);
         assert_eq!(q.members.len(), 3);
+    }
+
+    /// Issue 19: the module doc said a weight change keeps a member's latency while the
+    /// rebuild made a new member for it; now the weight lives in the spec alone.
+    #[test]
+    fn a_weight_change_keeps_the_members_latency_and_reorders() {
+        let p = pool(Algorithm::WeightedRoundRobin, &[1, 1]);
+        p.members[0].observe_latency(Duration::from_millis(40), 1);
+        p.members[0].in_flight.store(2, Relaxed);
+        let mut spec = p.spec.clone();
+        spec.members[0].weight = 3;
+        let q = Pool::build(spec, Some(&p), &crate::metrics::Metrics::new());
+        assert!(Arc::ptr_eq(&p.members[0], &q.members[0]), "the same member");
+        assert_eq!(q.members[0].ewma(), Duration::from_millis(40));
+        assert_eq!(q.members[0].in_flight.load(Relaxed), 2);
+        assert_eq!(q.wrr_order, [0, 0, 1, 0], "the new weight shapes the order");
+        // A new address is a new server: nothing of the old one's record carries over.
+        let mut spec = q.spec.clone();
+        spec.members[0].addr = "127.0.0.1:2000".into();
+        let r = Pool::build(spec, Some(&q), &crate::metrics::Metrics::new());
+        assert!(!Arc::ptr_eq(&q.members[0], &r.members[0]));
+        assert_eq!(r.members[0].ewma(), EWMA_DEFAULT_RTT);
     }
 }

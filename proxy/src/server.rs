@@ -646,19 +646,8 @@ async fn accept_loop(
         .metrics
         .open_connections
         .with_label_values(&[kind.label()]);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = proxy.shutdown.cancelled() => return,
-        };
+    let shutdown = proxy.shutdown.clone();
+    stacklab_serve::accept_loop(&listener, &shutdown, &tracker, |stream, peer| {
         let slot = match limiter.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(limit) => {
@@ -668,8 +657,7 @@ async fn accept_loop(
                     .with_label_values(&[limit])
                     .inc();
                 tracing::debug!(client = %peer.ip(), limit, "connection refused");
-                drop(stream);
-                continue;
+                return None;
             }
         };
         let _ = stream.set_nodelay(true);
@@ -679,13 +667,14 @@ async fn accept_loop(
             Arc::clone(&kind),
             open.clone(),
         );
-        tracker.spawn(async move {
+        Some(async move {
             open.inc();
             serve_tcp(proxy, stream, peer, &kind, &builder).await;
             open.dec();
             drop(slot);
-        });
-    }
+        })
+    })
+    .await;
 }
 
 fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {

@@ -1,13 +1,14 @@
 //! The `stacklab_session` cookie.
 //!
 //! A session code is 128 random bits in Crockford base32 (26 characters, no `I`, `L`, `O`,
-//! `U`), made by control. The proxy only reads it: it never trusts a code it has no route for.
+//! `U`), made by control. The proxy only reads it, and looks its route up by the code's id
+//! ([`stacklab_types::session::id`]): routes are kept by id, never by code, so an id seen
+//! anywhere (a container name, a log) opens nothing when sent as a cookie.
 
 use http::HeaderMap;
 
 pub const COOKIE_NAME: &str = "stacklab_session";
-/// Cookie values longer than this are not session codes and are ignored unread.
-pub const MAX_CODE_LEN: usize = 64;
+pub use stacklab_types::session::{is_code, MAX_CODE_LEN};
 
 /// What the request's cookies say about its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,11 +25,6 @@ pub fn set_cookie(code: &str, max_age_secs: u64) -> String {
     format!("{COOKIE_NAME}={code}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Lax")
 }
 
-/// Codes are 16-64 ASCII letters and digits.
-pub fn valid_code(code: &str) -> bool {
-    (16..=MAX_CODE_LEN).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 /// Finds the session cookie among all `Cookie` headers (HTTP/2 and HTTP/3 may split them).
 pub fn from_headers(headers: &HeaderMap) -> CookieSession<'_> {
     for value in headers.get_all(http::header::COOKIE) {
@@ -40,7 +36,7 @@ pub fn from_headers(headers: &HeaderMap) -> CookieSession<'_> {
                 .and_then(|rest| rest.strip_prefix('='))
             {
                 let v = v.trim_end().trim_matches('"');
-                return if valid_code(v) {
+                return if is_code(v) {
                     CookieSession::Code(v)
                 } else {
                     CookieSession::Malformed

@@ -39,6 +39,7 @@ pub struct Table {
     pub version: u64,
     pub routes: Vec<Route>,
     pub pools: HashMap<String, Arc<Pool>>,
+    /// Session routes by session id (never by code: see [`stacklab_types::session`]).
     pub sessions: imbl::HashMap<String, Arc<SessionEntry>>,
     /// Pools as the config file defines them.
     config_pools: BTreeMap<String, PoolSpec>,
@@ -273,10 +274,10 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> UpdateError 
 }
 
 fn check_session(s: &SessionRoute, draft: &Draft) -> Result<(), UpdateError> {
-    if !crate::session::valid_code(&s.code) {
+    if !stacklab_types::session::is_id(&s.id) {
         return Err(invalid(
-            "code",
-            "a session code is 16-64 letters and digits",
+            "id",
+            "a session id is 26 lowercase hex digits (stacklab_types::session::id of the code)",
         ));
     }
     if !draft.has_pool(&s.pool) {
@@ -302,9 +303,9 @@ fn apply_update(next: &mut Draft, update: RouteUpdate) -> Result<(), UpdateError
             let old = std::mem::take(&mut next.sessions);
             for s in sessions {
                 check_session(&s, next)?;
-                let last = old.get(&s.code).map_or(0, |e| e.last_used_ms.load(Relaxed));
+                let last = old.get(&s.id).map_or(0, |e| e.last_used_ms.load(Relaxed));
                 next.sessions.insert(
-                    s.code.clone(),
+                    s.id.clone(),
                     Arc::new(SessionEntry {
                         route: s,
                         last_used_ms: AtomicU64::new(last),
@@ -344,19 +345,19 @@ fn apply_update(next: &mut Draft, update: RouteUpdate) -> Result<(), UpdateError
             check_session(&session, next)?;
             let last = next
                 .sessions
-                .get(&session.code)
+                .get(&session.id)
                 .map_or(0, |e| e.last_used_ms.load(Relaxed));
             next.sessions.insert(
-                session.code.clone(),
+                session.id.clone(),
                 Arc::new(SessionEntry {
                     route: session,
                     last_used_ms: AtomicU64::new(last),
                 }),
             );
         }
-        RouteUpdate::RemoveSession { code } => {
-            if next.sessions.remove(&code).is_none() {
-                return Err(UpdateError::NoSession(code));
+        RouteUpdate::RemoveSession { id } => {
+            if next.sessions.remove(&id).is_none() {
+                return Err(UpdateError::NoSession(id));
             }
         }
     }
@@ -459,9 +460,10 @@ mod tests {
             Err(UpdateError::Invalid { .. })
         ));
         let session = SessionRoute {
-            code: "ABCDEFGHJKMNPQRSTVWXYZ0123".into(),
+            id: stacklab_types::session::id("ABCDEFGHJKMNPQRSTVWXYZ0123"),
             pool: "nope".into(),
             member: None,
+            transport: None,
         };
         assert!(matches!(
             routing.apply(RouteUpdate::PutSession { session }),
@@ -500,9 +502,10 @@ mod tests {
             .apply(RouteUpdate::Snapshot {
                 pools: vec![pool("new")],
                 sessions: vec![SessionRoute {
-                    code: "ABCDEFGHJKMNPQRSTVWXYZ0123".into(),
+                    id: stacklab_types::session::id("ABCDEFGHJKMNPQRSTVWXYZ0123"),
                     pool: "new".into(),
                     member: None,
+                    transport: None,
                 }],
             })
             .unwrap();

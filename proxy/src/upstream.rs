@@ -9,7 +9,10 @@
 //! - a connection that broke before the response began is retried only for idempotent methods
 //!   (GET, HEAD, OPTIONS, PUT, DELETE) — POST and PATCH may have been applied;
 //! - only bodies the proxy still holds (up to `limits.retry_buffer_bytes`) can be sent again,
-//!   and a [`RetryBudget`] keeps retries to a share of traffic so a sick pool is not hammered.
+//!   and a [`RetryBudget`] keeps retries to a share of traffic so a sick pool is not hammered;
+//! - an answer that breaks after its head counts as a broken connection when nothing of it has
+//!   gone to the client yet: small answers of declared length are held whole first
+//!   ([`hold_small_answer`]), larger ones stream and a break reaches the client as a reset.
 //!
 //! A member that does not start its answer within `limits.upstream_response_timeout_ms` gives
 //! `504` and is not retried: the request may still be running there. That time counts from
@@ -156,7 +159,6 @@ pub struct Forwarded {
     pub member: Arc<Member>,
     /// Time from sending to the response head, on the attempt that answered.
     pub upstream: Duration,
-    pub attempts: u32,
 }
 
 /// Keeps a member's in-flight count up while a request (and its response body) is going.
@@ -256,6 +258,19 @@ pub async fn forward(
         )
         .await;
         let elapsed = started.elapsed();
+        let result = match result {
+            Ok(Ok(response)) => {
+                match hold_small_answer(response, &out.method, replayable, limits) {
+                    Ok(small) => hold(small, limits.upstream_response_timeout).await,
+                    Err(streamed) => Ok(Ok(streamed.map(|b| {
+                        Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight)
+                            .boxed_unsync()
+                    }))),
+                }
+            }
+            Ok(Err(e)) => Ok(Err(AttemptError::Request(e))),
+            Err(()) => Err(()),
+        };
         match result {
             Ok(Ok(response)) => {
                 member.observe_latency(elapsed, proxy.clock.now_ns());
@@ -271,20 +286,14 @@ pub async fn forward(
                     &pool.metrics.ok
                 }
                 .inc();
-                let response = response.map(|b| {
-                    Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight)
-                        .boxed_unsync()
-                });
                 return Ok(Forwarded {
                     response,
                     member,
                     upstream: elapsed,
-                    attempts,
                 });
             }
             Ok(Err(e)) => {
-                drop(in_flight);
-                if let Some(client_side) = ClientBodyError::find(&e) {
+                if let Some(client_side) = e.client_body() {
                     // The client's body failed (too large, malformed, cut, stalled): the
                     // member did nothing wrong, so its health record does not move.
                     proxy
@@ -296,6 +305,7 @@ pub async fn forward(
                 }
                 member.failures.fetch_add(1, Relaxed);
                 let connect = e.is_connect();
+                let cut = matches!(e, AttemptError::Cut(_));
                 if connect {
                     health::passive_unreachable(proxy, pool, &member);
                 } else {
@@ -318,10 +328,10 @@ pub async fn forward(
                     ProxyError::Upstream {
                         pool: pool_name.to_owned(),
                         member: member.id.clone(),
-                        reason: error_chain(&e),
+                        reason: e.to_string(),
                     }
                 };
-                tracing::debug!(pool = pool_name, member = %member.id, error = %error_chain(&e), "upstream attempt failed");
+                tracing::debug!(pool = pool_name, member = %member.id, error = %e, "upstream attempt failed");
                 let may_retry = replayable
                     && (connect || idempotent(&out.method))
                     && attempts < cfg.retry.max_attempts;
@@ -341,12 +351,18 @@ pub async fn forward(
                 proxy
                     .metrics
                     .retries
-                    .with_label_values(&[pool_name, if connect { "connect" } else { "reset" }])
+                    .with_label_values(&[
+                        pool_name,
+                        match (connect, cut) {
+                            (true, _) => "connect",
+                            (false, true) => "cut",
+                            (false, false) => "reset",
+                        },
+                    ])
                     .inc();
                 last_err = Some(err);
             }
-            Err(_) => {
-                drop(in_flight);
+            Err(()) => {
                 member.failures.fetch_add(1, Relaxed);
                 health::passive_result(proxy, pool, &member, false);
                 proxy
@@ -361,6 +377,77 @@ pub async fn forward(
                 });
             }
         }
+    }
+}
+
+/// Why an attempt got no usable answer.
+enum AttemptError {
+    /// The request could not be sent or its head did not come back.
+    Request(hyper_util::client::legacy::Error),
+    /// The head came, then the connection broke before the (held) body was in.
+    Cut(hyper::Error),
+}
+
+impl AttemptError {
+    fn is_connect(&self) -> bool {
+        matches!(self, Self::Request(e) if e.is_connect())
+    }
+
+    fn client_body(&self) -> Option<&ClientBodyError> {
+        match self {
+            Self::Request(e) => ClientBodyError::find(e),
+            Self::Cut(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Request(e) => f.write_str(&error_chain(e)),
+            Self::Cut(e) => write!(f, "the answer was cut: {}", error_chain(e)),
+        }
+    }
+}
+
+/// An answer that could still be retried elsewhere if it broke: one to a request the proxy
+/// could send again, whose body has a declared length of at most `limits.retry_buffer_bytes`.
+/// Such an answer is read whole before its head goes on, so a member that dies mid-answer is
+/// retried like one that died before answering (nginx's `proxy_next_upstream` can only do that
+/// while nothing has gone to the client). Streams, chunked answers and large bodies go on as
+/// they come: holding them would delay them or cost memory without bound.
+fn hold_small_answer(
+    response: Response<hyper::body::Incoming>,
+    method: &Method,
+    replayable: bool,
+    limits: &Limits,
+) -> Result<Response<hyper::body::Incoming>, Response<hyper::body::Incoming>> {
+    use hyper::body::Body;
+    let small = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > 0 && n <= limits.retry_buffer_bytes as u64);
+    if small && replayable && idempotent(method) {
+        Ok(response)
+    } else {
+        Err(response)
+    }
+}
+
+/// Reads a small answer's body whole (`timeout` at most, as for its head).
+async fn hold(
+    response: Response<hyper::body::Incoming>,
+    timeout: Duration,
+) -> Result<Result<Response<RespBody>, AttemptError>, ()> {
+    let (parts, body) = response.into_parts();
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(whole)) => Ok(Ok(Response::from_parts(
+            parts,
+            crate::body::full(whole.to_bytes()),
+        ))),
+        Ok(Err(e)) => Ok(Err(AttemptError::Cut(e))),
+        Err(_) => Err(()),
     }
 }
 

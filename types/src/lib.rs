@@ -9,12 +9,16 @@
 //!   sends and proxies follow.
 //! - [`runtime`]: a runtime's manifest (`backends/<name>/runtime.toml`), read by control and
 //!   the conformance suite.
+//! - [`session`]: a session's id, the one-way name of its code that everything but the
+//!   cookie uses.
 //! - [`stack`]: the stack descriptor backends fetch; [`secret`]: values that never print.
 
+pub mod config;
 pub mod error;
 pub mod routes;
 pub mod runtime;
 pub mod secret;
+pub mod session;
 pub mod stack;
 
 pub use error::{ErrorBody, ErrorDetail};

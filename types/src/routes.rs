@@ -18,7 +18,7 @@ pub enum Algorithm {
     /// Power of two random choices, compared on peak-EWMA latency times load (the default).
     #[default]
     P2cEwma,
-    /// Consistent hashing on the session code, so a session keeps its member (stickiness).
+    /// Consistent hashing on the session id, so a session keeps its member (stickiness).
     ConsistentHash,
 }
 
@@ -140,13 +140,40 @@ pub struct PoolSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRoute {
-    /// The session code, as carried by the `stacklab_session` cookie.
-    pub code: String,
+    /// The session's id ([`crate::session::id`] of the code its cookie carries): a proxy
+    /// finds the route by hashing the cookie, so neither control nor the proxy holds codes.
+    pub id: String,
     /// The pool that serves the session's API.
     pub pool: String,
     /// A member the session is pinned to while it is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// The transport the session chose, which decides the edge's `Alt-Svc` on its responses.
+    /// `None` (a feed from before it was carried) keeps the edge's own advertisement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+}
+
+/// How a session asked to reach the edge. The browser makes the final pick: the edge can only
+/// advertise HTTP/3 (`Alt-Svc: h3=…`) or withdraw it (`Alt-Svc: clear`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// TLS over TCP, HTTP/1.1 or HTTP/2: HTTP/3 is not advertised.
+    Https,
+    /// HTTP/3 over QUIC, advertised with `Alt-Svc`.
+    H3,
+}
+
+impl Transport {
+    /// The session choice's value (`"https"`, `"h3"`) as a transport.
+    pub fn from_choice(value: &str) -> Option<Transport> {
+        match value {
+            "https" => Some(Transport::Https),
+            "h3" => Some(Transport::H3),
+            _ => None,
+        }
+    }
 }
 
 /// One change to the route table.
@@ -178,7 +205,7 @@ pub enum RouteUpdate {
         session: SessionRoute,
     },
     RemoveSession {
-        code: String,
+        id: String,
     },
 }
 
@@ -203,7 +230,8 @@ pub struct TouchReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionTouch {
-    pub code: String,
+    /// The session's id.
+    pub id: String,
     /// Milliseconds since the proxy last saw a data request for the session.
     pub idle_ms: u64,
 }
@@ -229,6 +257,24 @@ mod tests {
         let line = serde_json::to_string(&msg).unwrap();
         assert!(line.contains(r#""op":"put_member""#), "{line}");
         assert_eq!(serde_json::from_str::<FeedMessage>(&line).unwrap(), msg);
+    }
+
+    /// Issue 19: the session's transport rides on its route; a feed from before it parses.
+    #[test]
+    fn session_routes_carry_the_transport_and_old_lines_still_parse() {
+        let old: SessionRoute = serde_json::from_str(r#"{"id":"c","pool":"rust"}"#).unwrap();
+        assert_eq!(old.transport, None);
+        let route = SessionRoute {
+            id: "c".into(),
+            pool: "rust".into(),
+            member: None,
+            transport: Some(Transport::Https),
+        };
+        let line = serde_json::to_string(&route).unwrap();
+        assert_eq!(line, r#"{"id":"c","pool":"rust","transport":"https"}"#);
+        assert_eq!(serde_json::from_str::<SessionRoute>(&line).unwrap(), route);
+        assert_eq!(Transport::from_choice("h3"), Some(Transport::H3));
+        assert_eq!(Transport::from_choice("quic"), None);
     }
 
     #[test]

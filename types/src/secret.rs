@@ -26,15 +26,25 @@ impl Secret {
 
     /// Compares in time independent of where the first difference is, for tokens.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        let ours = self.0.as_bytes();
-        if ours.len() != candidate.len() {
-            return false;
-        }
-        ours.iter()
-            .zip(candidate)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        constant_time_eq(self.0.as_bytes(), candidate)
     }
+
+    /// Whether a request's bearer token ([`bearer`]) is this one. An empty secret admits
+    /// nobody: a token that was never set is no open door.
+    pub fn admits(&self, given: Option<&[u8]>) -> bool {
+        given.is_some_and(|g| !self.is_empty() && self.matches(g))
+    }
+}
+
+/// The token of a request's `Authorization: Bearer <token>` (the scheme in any case, RFC 9110
+/// §11.1), if it has one: the one reading of a bearer credential for every part.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
+        .filter(|t| !t.is_empty())
 }
 
 /// Equality whose time does not depend on where the first difference is (only on length).
@@ -71,6 +81,31 @@ impl Serialize for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(auth: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_bearer_token_is_read_in_any_case_of_the_scheme_and_admitted_only_when_set() {
+        assert_eq!(bearer(&headers("Bearer abc")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&headers("bearer abc")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&headers("BEARER  abc ")), Some(&b"abc"[..]));
+        assert_eq!(bearer(&headers("Basic YWJj")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("Bear")), None);
+        assert_eq!(bearer(&http::HeaderMap::new()), None);
+        let token = Secret::new("abc");
+        assert!(token.admits(bearer(&headers("Bearer abc"))));
+        assert!(!token.admits(bearer(&headers("Bearer abd"))));
+        assert!(!token.admits(None));
+        assert!(
+            !Secret::new("").admits(Some(b"")),
+            "an unset token admits nobody"
+        );
+    }
 
     #[test]
     fn never_prints_itself() {

@@ -129,7 +129,7 @@ class Stacklab:
     def start(self, timeout: float = 60.0) -> "Stacklab":
         binary = stacklab_binary()
         if not binary.is_file():
-            raise Missing(f"{binary} does not exist: build it with `cargo build -p stacklab-control` "
+            raise Missing(f"{binary} does not exist: build it with `cargo build -p stacklab` "
                           "(or set STACKLAB_BIN)")
         self.port = free_edge_port()
         http_port, self.admin_port = free_tcp_ports(2)

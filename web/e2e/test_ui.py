@@ -4,6 +4,7 @@ test asserts is summed up in web/e2e/README.md."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -297,6 +298,9 @@ def test_journey(server, open_browser, shot):
 
     # --- REST ---
     launch(b, protocol="rest", password_storage="bcrypt")
+    # Transport "HTTPS" (the default): the page says the browser picks, and which it picked.
+    note = b.text("[data-testid=transport-note]") or ""
+    assert "You chose HTTPS" in note and "It picked TCP" in note, note
     steps = b.each("#steps li[data-testid=step]", """{
         name: e.dataset.name, status: e.dataset.status, ms: e.querySelector('.step-ms').textContent }""")
     assert steps, "no provisioning steps shown"
@@ -381,6 +385,8 @@ def test_quic(server, open_browser, shot):
     open_page(b, server)
     assert b.text("#page-protocol") == "h3", "the page itself did not come over HTTP/3"
     launch(b, transport="h3", protocol="rest")
+    note = b.text("[data-testid=transport-note]") or ""
+    assert "You chose HTTP/3" in note and "It picked HTTP/3" in note, note
     exchange(b, "search")
     x = add_user(b, "quinn", "over-udp-443")
     check_exchange(x, status=201, cache="bypass")
@@ -398,6 +404,11 @@ def test_quic(server, open_browser, shot):
 # --------------------------------------------------------------------------------------------
 
 
+def session_id(code: str) -> str:
+    """The id control and the admin API know a session by (types/src/session.rs)."""
+    return hashlib.sha256(b"stacklab-resource:" + code.encode()).hexdigest()[:26]
+
+
 def dialog_open(b: Browser) -> bool:
     return b.js("return document.getElementById('expired-dialog').open")
 
@@ -406,10 +417,11 @@ def end_server_side(b: Browser, server: Stacklab) -> str:
     """Ends the page's session with the admin API, as the reaper or an operator would."""
     status, live = server.admin("GET", "/admin/control/sessions")
     assert status == 200 and len(live["sessions"]) == 1, live
-    code = live["sessions"][0]["code"]
-    assert b.attr("#session-code", "title") == f"Session {code}"
+    sid = live["sessions"][0]["id"]
+    code = b.attr("#session-code", "title").removeprefix("Session ")
+    assert session_id(code) == sid, (code, sid)
     assert code.startswith(b.text("#session-code")[:6])
-    status, _ = server.admin("DELETE", f"/admin/sessions/{code}")
+    status, _ = server.admin("DELETE", f"/admin/sessions/{sid}")
     assert status in (200, 204), status
     return code
 
@@ -427,7 +439,7 @@ def relaunch_and_check(b: Browser, server: Stacklab, old: str, choices: dict, us
     check_exchange(x, status=200, cache="bypass")
     assert x["stored"] == "still-here-1"  # plaintext, as chosen
     status, live = server.admin("GET", "/admin/control/sessions")
-    assert [s["code"] for s in live["sessions"]] == [code], live
+    assert [s["id"] for s in live["sessions"]] == [session_id(code)], live
     return code
 
 
@@ -620,7 +632,7 @@ def test_reprovision(server, open_browser, shot):
     check_exchange(x, status=201, cache="bypass")
     assert x["stored"] == "fresh-start-1"
     status, live = server.admin("GET", "/admin/control/sessions")
-    assert [s["code"] for s in live["sessions"]] == [code], live
+    assert [s["id"] for s in live["sessions"]] == [session_id(code)], live
     b.click("#reprovision-dismiss")
     b.wait(lambda: not b.visible("#reprovision-done"), "the note dismissed")
 

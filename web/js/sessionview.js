@@ -5,6 +5,7 @@ import { h, byId, fill } from "./dom.js";
 import { describeStack } from "./lib/choices.js";
 import { formatCountdown, formatMs, shortCode, timeLeft } from "./lib/format.js";
 import { stepWidths } from "./lib/timing.js";
+import { transportNote } from "./lib/transport.js";
 
 const STATE_TEXT = {
   provisioning: "Setting up your stack…",
@@ -61,11 +62,13 @@ export function renderStackPanel(session, choices) {
   ]));
   renderSteps(session.steps || []);
   const notes = (Array.isArray(session.notes) ? session.notes : []).map(String);
-  const hint = transportHint(session.stack?.transport);
-  if (hint) notes.push(hint);
+  const transport = transportNote(session.stack?.transport, pageProtocol());
   const notesEl = byId("notes");
-  notesEl.hidden = notes.length === 0;
-  fill(notesEl, notes.map((n) => h("li", null, n)));
+  notesEl.hidden = notes.length === 0 && !transport;
+  fill(notesEl, [
+    ...notes.map((n) => h("li", null, n)),
+    transport ? h("li", { class: "transport-note", dataset: { testid: "transport-note" } }, transport) : null,
+  ]);
   byId("failed-actions").hidden = session.state !== "failed";
 }
 
@@ -88,13 +91,3 @@ export function pageProtocol() {
   return nav && nav.nextHopProtocol ? nav.nextHopProtocol : "";
 }
 
-/**
- * The page cannot pick HTTP/3 itself: the browser moves to it on its own once it has seen the
- * proxy's Alt-Svc header. Say so when the stack asks for h3 and this page is not on it yet.
- */
-function transportHint(transport) {
-  if (transport !== "h3") return "";
-  const p = pageProtocol();
-  if (p === "h3") return "";
-  return `You chose HTTP/3, and this page came over ${p || "TCP"}: your browser switches to HTTP/3 by itself once it has seen the proxy's Alt-Svc header (reload the page). The Inspector shows which protocol each request used.`;
-}

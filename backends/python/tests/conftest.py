@@ -287,8 +287,8 @@ def rust(control, tmp_path) -> Instance:
     binary = rust_binary()
     if not binary.exists():
         if os.environ.get("STACKLAB_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{binary} is missing (cargo build -p stacklab-control --bin stacklab), and STACKLAB_REQUIRE_SERVICES=1")
-        pytest.skip(f"{binary} is missing: cargo build -p stacklab-control --bin stacklab")
+            pytest.fail(f"{binary} is missing (cargo build -p stacklab --bin stacklab), and STACKLAB_REQUIRE_SERVICES=1")
+        pytest.skip(f"{binary} is missing: cargo build -p stacklab --bin stacklab")
     config = tmp_path / "rust.toml"
     config.write_text("[backend]\nbcrypt_cost = 4\n")
     env = {k: v for k, v in os.environ.items() if k != "STACKLAB_ADMIN_TOKEN"}

@@ -29,7 +29,7 @@ def instance(request, control, tmp_path, start_python):
     if not binary.exists():
         if os.environ.get("STACKLAB_REQUIRE_SERVICES") == "1":
             pytest.fail(f"{binary} is missing, and STACKLAB_REQUIRE_SERVICES=1")
-        pytest.skip(f"{binary} is missing: cargo build -p stacklab-control --bin stacklab")
+        pytest.skip(f"{binary} is missing: cargo build -p stacklab --bin stacklab")
     config: Path = tmp_path / "rust-guards.toml"
     config.write_text(f"[backend]\n{LIMITS}")
     env = {k: v for k, v in os.environ.items() if k != "STACKLAB_ADMIN_TOKEN"}

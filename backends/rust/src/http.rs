@@ -250,16 +250,12 @@ async fn route(
             )
         }
         (&Method::DELETE, ["internal", "sessions", code]) => {
-            let offered = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-            match offered {
-                None => return Err(ApiError::Unauthorized),
-                Some(t) if app.credential.is_empty() || !app.credential.matches(t) => {
-                    return Err(ApiError::Forbidden)
-                }
-                Some(_) => {}
+            let offered = stacklab_types::secret::bearer(req.headers());
+            if offered.is_none() {
+                return Err(ApiError::Unauthorized);
+            }
+            if !app.credential.admits(offered) {
+                return Err(ApiError::Forbidden);
             }
             app.sessions.close(code).await;
             return ok(StatusCode::OK, &serde_json::json!({"closed": code}));

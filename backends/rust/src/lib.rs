@@ -29,7 +29,6 @@ pub mod sessions;
 pub mod storage;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use stacklab_types::Secret;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -87,39 +86,14 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
             }
         })
     };
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-        TokioExecutor::new(),
-    ));
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (app, builder, shutdown) = (Arc::clone(&app), Arc::clone(&builder), shutdown.clone());
-        tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req: ::http::Request<Incoming>| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, std::convert::Infallible>(http::handle(app, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.as_mut()).await;
-                }
-            }
-        });
-    }
+    stacklab_serve::serve_http(
+        listener,
+        shutdown,
+        &tracker,
+        std::time::Duration::from_secs(10),
+        move |req: ::http::Request<Incoming>| http::handle(Arc::clone(&app), req),
+    )
+    .await;
     sweeper.abort();
     tracker.close();
     tracker.wait().await;

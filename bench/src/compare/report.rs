@@ -9,7 +9,7 @@ use super::{Options, Results, RunRecord, Scenario};
 use crate::peers::PeerKind;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The machine the numbers come from.
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +59,6 @@ impl Machine {
                     .map(|v| v.trim_matches('"').to_owned())
             })
             .unwrap_or_default();
-        let manifest = env!("CARGO_MANIFEST_DIR");
         Machine {
             cpu,
             cores: options.workers,
@@ -71,7 +70,9 @@ impl Machine {
             os,
             nginx: command_text("nginx", &["-v"]),
             haproxy: command_text("haproxy", &["-v"]),
-            stacklab_commit: command_text("git", &["-C", manifest, "rev-parse", "--short", "HEAD"]),
+            // The checkout the bench runs in (the current folder), like the results folder;
+            // not the one it was compiled in.
+            stacklab_commit: command_text("git", &["rev-parse", "--short", "HEAD"]),
             date_utc: command_text("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         }
     }
@@ -586,14 +587,88 @@ pub fn write(r: &Results) -> Result<(), super::CompareError> {
     Ok(())
 }
 
-/// Where the results go by default: `bench/results/` in the source tree.
-pub fn default_out_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))
+/// No stacklab workspace at or above the folder the bench was run from.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} is not inside a stacklab checkout (no Cargo.toml with [workspace] and a bench/ folder \
+     beside it, here or above): run from the checkout or say where with --out DIR",
+    from.display()
+)]
+pub struct NoWorkspace {
+    pub from: PathBuf,
+}
+
+/// The stacklab workspace holding `from`: the first folder from `from` upward whose
+/// `Cargo.toml` declares `[workspace]` and that has a `bench/` folder.
+pub fn workspace_root(from: &Path) -> Option<PathBuf> {
+    from.ancestors()
+        .find(|dir| {
+            dir.join("bench").is_dir()
+                && std::fs::read_to_string(dir.join("Cargo.toml"))
+                    .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+        })
+        .map(Path::to_path_buf)
+}
+
+/// Where the results go without `--out`: `bench/results/` of the workspace the bench runs in
+/// (found from `from`, the current folder, upward). Not the folder it was compiled in: a
+/// binary built in one checkout and run in another writes into the one it runs in.
+pub fn default_out_dir(from: &Path) -> Result<PathBuf, NoWorkspace> {
+    workspace_root(from)
+        .map(|root| root.join("bench").join("results"))
+        .ok_or_else(|| NoWorkspace {
+            from: from.to_path_buf(),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19: the results went to `env!("CARGO_MANIFEST_DIR")/results`, the checkout the
+    /// binary was compiled in, wherever it ran.
+    #[test]
+    fn results_go_to_the_workspace_the_bench_runs_in() {
+        let base = std::env::temp_dir().join(format!("stacklab-bench-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let ws = base.join("checkout");
+        std::fs::create_dir_all(ws.join("bench/src")).unwrap();
+        std::fs::create_dir_all(ws.join("proxy/src")).unwrap();
+        std::fs::write(
+            ws.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"bench\"]\n",
+        )
+        .unwrap();
+        // A member's own manifest is not the workspace's.
+        std::fs::write(ws.join("bench/Cargo.toml"), "[package]\nname = \"b\"\n").unwrap();
+        let want = ws.join("bench/results");
+        for from in [
+            ws.clone(),
+            ws.join("proxy/src"),
+            ws.join("bench"),
+            ws.join("bench/src"),
+        ] {
+            assert_eq!(
+                default_out_dir(&from).unwrap(),
+                want,
+                "from {}",
+                from.display()
+            );
+        }
+        assert_ne!(
+            default_out_dir(&ws).unwrap(),
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/results")),
+            "not where it was compiled"
+        );
+        // A workspace without bench/ is some other project: keep looking, then say so.
+        let other = base.join("other");
+        std::fs::create_dir_all(other.join("src")).unwrap();
+        std::fs::write(other.join("Cargo.toml"), "[workspace]\n").unwrap();
+        let e = default_out_dir(&other.join("src")).unwrap_err();
+        assert_eq!(e.from, other.join("src"));
+        assert!(e.to_string().contains("--out DIR"), "{e}");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn medians() {

@@ -2,6 +2,7 @@
 //! in-process (HTTP/1.1, HTTP/2, HTTP/3, and sessions from the bench's route feed), and
 //! nginx as the comparison starts it. Runs are a fraction of a second; no speed is asserted.
 
+mod cli;
 mod generator;
 mod nginx;
 mod proxy;

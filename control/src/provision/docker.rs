@@ -8,7 +8,7 @@
 //! | the database container | `stacklab-<id>-db` | `stacklab.instance`, `stacklab.session`, `stacklab.role=database`, `stacklab.engine` |
 //! | the cache container | `stacklab-<id>-cache` | the same, `stacklab.role=cache` |
 //!
-//! `<id>` is the session's resource id ([`super::resource_id`]), never its code. SQLite and the
+//! `<id>` is the session's resource id ([`stacklab_types::session::id`]), never its code. SQLite and the
 //! in-process cache need no container and are made as `embedded` makes them.
 //!
 //! Each container runs the image its engine's spec names (`[docker.engines.*]`, see
@@ -61,8 +61,7 @@
 //! - The pool task: checks the engine, fills the pool, drops pooled containers that died.
 //! - Readiness probes per engine.
 
-use super::embedded::{make_sqlite, remove_sqlite, sqlite_codes};
-use super::shared::valid_code;
+use super::embedded::{make_sqlite, remove_sqlite, sqlite_ids};
 use super::{cache_spec, Lost, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
 use crate::config::KeyError;
 use crate::seal::random_password;
@@ -80,6 +79,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use serde::Deserialize;
 use sqlx::{ConnectOptions, Connection, Executor};
+use stacklab_types::session::is_id;
 use stacklab_types::stack::{CacheEngine, CacheSpec, DatabaseEngine, DatabaseSpec};
 use stacklab_types::Secret;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -168,7 +168,7 @@ pub fn id_in(name: &str) -> Option<String> {
         .strip_suffix("-db")
         .or_else(|| rest.strip_suffix("-cache"))
         .unwrap_or(rest);
-    valid_code(id).then(|| id.to_owned())
+    is_id(id).then(|| id.to_owned())
 }
 
 /// What a container is for.
@@ -1138,7 +1138,7 @@ impl Provisioner for Docker {
         inner
             .usable()
             .map_err(|m| ProvisionError::new(Some("provisioner"), m))?;
-        if !valid_code(req.code) {
+        if !is_id(req.id) {
             return Err(ProvisionError::new(
                 None,
                 "not a session id (26 lower-case characters): nothing was made",
@@ -1149,7 +1149,7 @@ impl Provisioner for Docker {
             .map_err(|m| ProvisionError::new(Some("database"), m))?;
         self.cache(cache_engine)
             .map_err(|m| ProvisionError::new(Some("cache"), m))?;
-        let id = req.code;
+        let id = req.id;
         let containers =
             Engine::of_database(db_engine).is_some() || Engine::of_cache(cache_engine).is_some();
         if containers {
@@ -1198,15 +1198,15 @@ impl Provisioner for Docker {
         }
     }
 
-    async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError> {
+    async fn teardown(&self, id: &str, steps: &Steps) -> Result<(), ProvisionError> {
         let inner = &self.inner;
-        if inner.cfg.is_none() || !valid_code(code) {
+        if inner.cfg.is_none() || !is_id(id) {
             // Nothing of ours carries a name that is not a session id.
             return Ok(());
         }
         let files = steps
             .run("remove: SQLite file", "removed (if there was one)", async {
-                remove_sqlite(&inner.files, code)
+                remove_sqlite(&inner.files, id)
             })
             .await;
         let containers = steps
@@ -1214,12 +1214,12 @@ impl Provisioner for Docker {
                 "remove: containers",
                 &format!(
                     "{} and {} (if there were any), with their volumes",
-                    container_name(code, Role::Database),
-                    container_name(code, Role::Cache)
+                    container_name(id, Role::Database),
+                    container_name(id, Role::Cache)
                 ),
                 async {
                     inner
-                        .remove_session_containers(code)
+                        .remove_session_containers(id)
                         .await
                         .map_err(|m| ProvisionError::new(None, m))
                 },
@@ -1228,10 +1228,10 @@ impl Provisioner for Docker {
         let network = steps
             .run(
                 "remove: network",
-                &format!("{} (if there was one)", network_name(code)),
+                &format!("{} (if there was one)", network_name(id)),
                 async {
                     inner
-                        .remove_networks(&network_name(code))
+                        .remove_networks(&network_name(id))
                         .await
                         .map_err(|m| ProvisionError::new(None, m))
                 },
@@ -1255,9 +1255,9 @@ impl Provisioner for Docker {
         let (Some(cfg), Some(api)) = (&inner.cfg, &inner.api) else {
             return Ok(vec![]);
         };
-        let mut ids: BTreeSet<String> = sqlite_codes(&inner.files)
+        let mut ids: BTreeSet<String> = sqlite_ids(&inner.files)
             .into_iter()
-            .filter(|c| valid_code(c))
+            .filter(|c| is_id(c))
             .collect();
         let filters = label_filter(&[(LABEL_INSTANCE, &cfg.instance)]);
         let fail = |e: bollard::errors::Error| {
@@ -2466,13 +2466,13 @@ impl Inner {
                 .run(
                     "database: SQLite file",
                     "created and answered SELECT 1",
-                    make_sqlite(&self.files, req.code),
+                    make_sqlite(&self.files, req.id),
                 )
                 .await?;
-            let at = format!("{}.db (a file on the control machine)", req.code);
+            let at = format!("{}.db (a file on the control machine)", req.id);
             return Ok((spec, serde_json::json!({"engine": "sqlite", "where": at})));
         };
-        let c = self.container(engine, req.code, steps).await?;
+        let c = self.container(engine, req.id, steps).await?;
         let spec = &self.cfg().engines[&engine];
         let at = c.addr;
         let (account, db, pw) = (&spec.account, &spec.database, c.password.expose());
@@ -2518,7 +2518,7 @@ impl Inner {
                 vec![],
             ));
         };
-        let c = self.container(engine, req.code, steps).await?;
+        let c = self.container(engine, req.id, steps).await?;
         let at = c.addr;
         // The server is the session's own: the backend may set its maxmemory and policy.
         spec.shared = false;
@@ -2883,7 +2883,7 @@ volumes = ["data"]
 
     #[test]
     fn names_carry_the_session_id_and_nothing_else_parses_as_one() {
-        let id = super::super::resource_id("a-session-code");
+        let id = stacklab_types::session::id("a-session-code");
         assert_eq!(
             id_in(&format!("/{}", container_name(&id, Role::Database))),
             Some(id.clone())

@@ -19,12 +19,12 @@ impl Embedded {
     }
 }
 
-fn file_for(dir: &Path, code: &str) -> PathBuf {
-    dir.join(format!("{code}.db"))
+fn file_for(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.db"))
 }
 
 /// Makes the session's SQLite file and proves it answers a query; returns its spec.
-pub async fn make_sqlite(dir: &Path, code: &str) -> Result<DatabaseSpec, ProvisionError> {
+pub async fn make_sqlite(dir: &Path, id: &str) -> Result<DatabaseSpec, ProvisionError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         ProvisionError::new(
             Some("database"),
@@ -32,7 +32,7 @@ pub async fn make_sqlite(dir: &Path, code: &str) -> Result<DatabaseSpec, Provisi
         )
     };
     stacklab_proxy::config::create_private_dir(dir).map_err(|e| fail("make the folder for", &e))?;
-    let path = file_for(dir, code);
+    let path = file_for(dir, id);
     stacklab_proxy::config::create_private_file(&path).map_err(|e| fail("create", &e))?;
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let mut conn = sqlx::SqliteConnection::connect(&url)
@@ -55,8 +55,8 @@ pub async fn make_sqlite(dir: &Path, code: &str) -> Result<DatabaseSpec, Provisi
 }
 
 /// Removes a session's SQLite file and its WAL and shared-memory files.
-pub fn remove_sqlite(dir: &Path, code: &str) -> Result<(), ProvisionError> {
-    let base = file_for(dir, code);
+pub fn remove_sqlite(dir: &Path, id: &str) -> Result<(), ProvisionError> {
+    let base = file_for(dir, id);
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let p = PathBuf::from(format!("{}{suffix}", base.display()));
         match std::fs::remove_file(&p) {
@@ -73,8 +73,8 @@ pub fn remove_sqlite(dir: &Path, code: &str) -> Result<(), ProvisionError> {
     Ok(())
 }
 
-/// Codes that have a SQLite file in `dir`.
-pub fn sqlite_codes(dir: &Path) -> Vec<String> {
+/// Session ids that have a SQLite file in `dir`.
+pub fn sqlite_ids(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -125,7 +125,7 @@ impl Provisioner for Embedded {
             .run(
                 "database: SQLite file",
                 "created and answered SELECT 1",
-                make_sqlite(&self.dir, req.code),
+                make_sqlite(&self.dir, req.id),
             )
             .await?;
         let cache = cache_spec(req);
@@ -139,20 +139,20 @@ impl Provisioner for Embedded {
         Ok(Provisioned {
             database,
             cache,
-            resources: serde_json::json!({"database": {"engine": "sqlite", "where": format!("{}.db (embedded file)", req.code)}, "cache": {"engine": format!("{:?}", req.choices.cache).to_lowercase(), "where": "in-process"}}),
+            resources: serde_json::json!({"database": {"engine": "sqlite", "where": format!("{}.db (embedded file)", req.id)}, "cache": {"engine": format!("{:?}", req.choices.cache).to_lowercase(), "where": "in-process"}}),
             notes: vec![],
         })
     }
 
-    async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError> {
+    async fn teardown(&self, id: &str, steps: &Steps) -> Result<(), ProvisionError> {
         steps
             .run("remove SQLite file", "removed", async {
-                remove_sqlite(&self.dir, code)
+                remove_sqlite(&self.dir, id)
             })
             .await
     }
 
     async fn leftovers(&self) -> Result<Vec<String>, ProvisionError> {
-        Ok(sqlite_codes(&self.dir))
+        Ok(sqlite_ids(&self.dir))
     }
 }

@@ -7,7 +7,7 @@
 //! left behind: [`Provisioner::leftovers`] lists the ids it still finds resources for.
 //!
 //! Provisioners never see the session code (the cookie, a credential): they get
-//! [`resource_id`], a one-way hash of it, so listing databases, roles or key names on a shared
+//! [`stacklab_types::session::id`], a one-way hash of it, so listing databases, roles or key names on a shared
 //! server reveals no session's cookie.
 
 pub mod docker;
@@ -46,8 +46,9 @@ impl ProvisionError {
 /// What a session asks a provisioner for.
 #[derive(Debug)]
 pub struct ProvisionRequest<'a> {
-    /// The session's resource id ([`resource_id`]), not its code: what names its resources.
-    pub code: &'a str,
+    /// The session's id ([`stacklab_types::session::id`]), never its code: what names its
+    /// resources.
+    pub id: &'a str,
     pub choices: &'a Choices,
     /// `<data_dir>/sessions`: where embedded files go.
     pub files_dir: PathBuf,
@@ -78,8 +79,9 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
         req: &ProvisionRequest<'_>,
         steps: &Steps,
     ) -> Result<Provisioned, ProvisionError>;
-    /// Removes everything made for `code`; removing what is already gone is not an error.
-    async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError>;
+    /// Removes everything made for the session `id`; removing what is already gone is not an
+    /// error.
+    async fn teardown(&self, id: &str, steps: &Steps) -> Result<(), ProvisionError>;
     /// Codes this provisioner still holds resources for.
     async fn leftovers(&self) -> Result<Vec<String>, ProvisionError>;
     /// Resources of sessions that stopped without being asked to (a container killed from
@@ -93,7 +95,7 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
 /// A session's resource that stopped on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lost {
-    /// The session's resource id ([`resource_id`]).
+    /// The session's resource id ([`stacklab_types::session::id`]).
     pub id: String,
     /// `database` or `cache`.
     pub role: String,
@@ -166,19 +168,6 @@ impl Steps {
     }
 }
 
-/// The id a session's resources are named by: 26 lowercase hex characters of
-/// SHA-256(`stacklab-resource:` + code). One-way: a database or key name never gives the
-/// cookie away.
-pub fn resource_id(code: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("stacklab-resource:{code}").as_bytes());
-    digest
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()[..26]
-        .to_owned()
-}
-
 /// The cache spec every provisioner starts from.
 pub fn cache_spec(req: &ProvisionRequest<'_>) -> CacheSpec {
     CacheSpec {
@@ -189,53 +178,5 @@ pub fn cache_spec(req: &ProvisionRequest<'_>) -> CacheSpec {
         max_bytes: req.cache_max_bytes,
         ttl_ms: req.cache_ttl_ms,
         shared: false,
-    }
-}
-
-/// A provisioner this install cannot offer, with the reason (`GET /api/options` shows it).
-#[derive(Debug)]
-pub struct Unavailable {
-    name: &'static str,
-    reason: String,
-}
-
-impl Unavailable {
-    pub fn docker() -> Self {
-        Self {
-            name: "docker",
-            reason: "the docker provisioner is not part of this build yet".into(),
-        }
-    }
-}
-
-#[async_trait]
-impl Provisioner for Unavailable {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn available(&self) -> Result<(), String> {
-        Err(self.reason.clone())
-    }
-    fn database(&self, _: DatabaseEngine) -> Result<(), String> {
-        Err(self.reason.clone())
-    }
-    fn cache(&self, _: CacheEngine) -> Result<(), String> {
-        Err(self.reason.clone())
-    }
-    async fn provision(
-        &self,
-        _: &ProvisionRequest<'_>,
-        _: &Steps,
-    ) -> Result<Provisioned, ProvisionError> {
-        Err(ProvisionError::new(
-            Some("provisioner"),
-            self.reason.clone(),
-        ))
-    }
-    async fn teardown(&self, _: &str, _: &Steps) -> Result<(), ProvisionError> {
-        Ok(())
-    }
-    async fn leftovers(&self) -> Result<Vec<String>, ProvisionError> {
-        Ok(vec![])
     }
 }

@@ -1,19 +1,19 @@
 //! `shared`: a database and a keyspace of the session's own on servers named in `[shared]`.
 //!
-//! Every name made here is `s<instance>_<code>` (`Shared::engine_name`; `s_<code>` with no
-//! `shared.instance`), so teardown and the search for leftovers work from the session code
-//! alone, and only this instance's names are ever taken for leftovers. A code is checked before it goes anywhere near
-//! DDL (26 characters of lower-case Crockford base32, so `s_<code>` is a plain identifier that
-//! needs no quoting on any engine); anything else is refused.
+//! Every name made here is `s<instance>_<id>` (`Shared::engine_name`; `s_<id>` with no
+//! `shared.instance`), so teardown and the search for leftovers work from the session id
+//! alone, and only this instance's names are ever taken for leftovers. An id is checked before
+//! it goes anywhere near DDL ([`is_id`]: 26 lower-case hex digits, so `s_<id>` is a plain
+//! identifier that needs no quoting on any engine); anything else is refused.
 //!
 //! # What a session gets
 //! | engine | made for the session | what keeps other sessions out |
 //! |---|---|---|
-//! | PostgreSQL | role `s_<code>` (LOGIN, its own password) owning database `s_<code>` | `REVOKE ALL ON DATABASE … FROM PUBLIC`: no other role may connect to it |
-//! | MySQL / MariaDB | database `s_<code>`, user `'s_<code>'@'%'` and `@'localhost'` | `GRANT ALL ON \`s\_<code>\`.*` only (the `_` escaped, as it is a wildcard in grants) |
-//! | MongoDB | user `s_<code>` in database `s_<code>`, role `readWrite` on it alone | MongoDB's own authorization; the URL has `authSource=s_<code>` |
-//! | Redis | ACL user `s_<code>`, keys `s_<code>:*` only, and only the commands in [`REDIS_COMMANDS`] | key patterns: another prefix answers `NOPERM` |
-//! | Memcached | key prefix `s_<code>:` | nothing: Memcached has no accounts, the session is told so |
+//! | PostgreSQL | role `s_<id>` (LOGIN, its own password) owning database `s_<id>` | `REVOKE ALL ON DATABASE … FROM PUBLIC`: no other role may connect to it |
+//! | MySQL / MariaDB | database `s_<id>`, user `'s_<id>'@'%'` and `@'localhost'` | `GRANT ALL ON \`s\_<id>\`.*` only (the `_` escaped, as it is a wildcard in grants) |
+//! | MongoDB | user `s_<id>` in database `s_<id>`, role `readWrite` on it alone | MongoDB's own authorization; the URL has `authSource=s_<id>` |
+//! | Redis | ACL user `s_<id>`, keys `s_<id>:*` only, and only the commands in [`REDIS_COMMANDS`] | key patterns: another prefix answers `NOPERM` |
+//! | Memcached | key prefix `s_<id>:` | nothing: Memcached has no accounts, the session is told so |
 //! | SQLite, in-process cache | as `embedded` does it (a file under the data dir) | the file is the session's |
 //!
 //! Readiness is a real query with the session's own credentials (`SELECT 1`, a `ping` and a
@@ -22,7 +22,7 @@
 //! # Failure and teardown
 //! A step that fails undoes what this call made before the error is returned (control also
 //! calls [`Provisioner::teardown`], which is idempotent). Teardown does not know which engines
-//! a session used, so it removes `s_<code>` from every configured server, concurrently, with
+//! a session used, so it removes `s_<id>` from every configured server, concurrently, with
 //! `IF EXISTS` everywhere. Memcached keys are removed best-effort: they can only be found
 //! through `lru_crawler metadump`, and keys it cannot list expire by their TTL.
 //!
@@ -40,7 +40,7 @@
 //! - Helpers: URL parts without credentials, scrubbing, steps with a timeout, the Memcached
 //!   text protocol for teardown.
 
-use super::embedded::{make_sqlite, remove_sqlite, sqlite_codes};
+use super::embedded::{make_sqlite, remove_sqlite, sqlite_ids};
 use super::{cache_spec, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
 use crate::config::SharedConfig;
 use crate::seal::random_password;
@@ -104,7 +104,7 @@ const MEMCACHED_DELETE_BATCH: usize = 100;
 const REDIS_BATCH: usize = 500;
 
 const NOTE_MEMCACHED: &str = "Memcached has no per-session isolation: it has no accounts, so \
-    only the key prefix s_<code>: keeps this session's keys apart from other sessions' on the \
+    only the key prefix s_<id>: keeps this session's keys apart from other sessions' on the \
     same server, and their items compete for the same memory.";
 
 /// The `shared` provisioner.
@@ -156,8 +156,8 @@ impl Shared {
     }
 
     /// Database, role, user and key-prefix name of a session: `s<instance>_<id>`.
-    fn engine_name(&self, code: &str) -> String {
-        format!("s{}_{code}", self.cfg.instance)
+    fn engine_name(&self, id: &str) -> String {
+        format!("s{}_{id}", self.cfg.instance)
     }
 
     /// `text` with credentials in URLs and every known password replaced.
@@ -212,28 +212,21 @@ fn undone(result: Result<(), ProvisionError>) {
 // Codes, URLs, error texts
 // ---------------------------------------------------------------------------------------------
 
-/// A session code as [`crate::seal::session_code`] makes them: 26 characters of lower-case
-/// Crockford base32.
-pub fn valid_code(code: &str) -> bool {
-    code.len() == 26
-        && code
-            .bytes()
-            .all(|b| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b))
-}
+pub use stacklab_types::session::is_id;
 
-/// The code in an engine name `s<instance>_<code>`, if it is one of `instance`'s.
-fn code_of(instance: &str, name: &str) -> Option<String> {
+/// The id in an engine name `s<instance>_<id>`, if it is one of `instance`'s.
+fn id_of(instance: &str, name: &str) -> Option<String> {
     name.strip_prefix('s')?
         .strip_prefix(instance)?
         .strip_prefix('_')
-        .filter(|c| valid_code(c))
+        .filter(|c| is_id(c))
         .map(str::to_owned)
 }
 
-fn bad_code() -> ProvisionError {
+fn bad_id() -> ProvisionError {
     ProvisionError::new(
         None,
-        "not a session code (26 characters of lower-case base32): nothing was made or removed",
+        "not a session id (26 lower-case hex digits): nothing was made or removed",
     )
 }
 
@@ -453,8 +446,8 @@ impl Provisioner for Shared {
         req: &ProvisionRequest<'_>,
         steps: &Steps,
     ) -> Result<Provisioned, ProvisionError> {
-        if !valid_code(req.code) {
-            return Err(bad_code());
+        if !is_id(req.id) {
+            return Err(bad_id());
         }
         let (db_engine, cache_engine) = (req.choices.database, req.choices.cache);
         self.database(db_engine)
@@ -464,7 +457,7 @@ impl Provisioner for Shared {
         // Database and cache are independent: made side by side, so a launch waits for the
         // slower of the two, not for both.
         let (database, cache) = tokio::join!(
-            self.make_database(db_engine, req.code, steps),
+            self.make_database(db_engine, req.id, steps),
             self.make_cache(req, steps)
         );
         match (database, cache) {
@@ -479,29 +472,29 @@ impl Provisioner for Shared {
             }),
             (Err(e), cache) => {
                 if cache.is_ok() {
-                    undone(self.remove_cache(cache_engine, req.code, steps).await);
+                    undone(self.remove_cache(cache_engine, req.id, steps).await);
                 }
                 Err(e)
             }
             (Ok(_), Err(e)) => {
-                undone(self.remove_database(db_engine, req.code, steps).await);
+                undone(self.remove_database(db_engine, req.id, steps).await);
                 Err(e)
             }
         }
     }
 
-    async fn teardown(&self, code: &str, steps: &Steps) -> Result<(), ProvisionError> {
-        if !valid_code(code) {
-            // Nothing of ours can carry a name that is not a session code.
+    async fn teardown(&self, id: &str, steps: &Steps) -> Result<(), ProvisionError> {
+        if !is_id(id) {
+            // Nothing of ours can carry a name that is not a session id.
             return Ok(());
         }
         let results = tokio::join!(
-            self.remove_database(DatabaseEngine::Sqlite, code, steps),
-            self.remove_database(DatabaseEngine::Postgres, code, steps),
-            self.remove_database(DatabaseEngine::Mysql, code, steps),
-            self.remove_database(DatabaseEngine::Mongodb, code, steps),
-            self.remove_cache(CacheEngine::Redis, code, steps),
-            self.remove_cache(CacheEngine::Memcached, code, steps),
+            self.remove_database(DatabaseEngine::Sqlite, id, steps),
+            self.remove_database(DatabaseEngine::Postgres, id, steps),
+            self.remove_database(DatabaseEngine::Mysql, id, steps),
+            self.remove_database(DatabaseEngine::Mongodb, id, steps),
+            self.remove_cache(CacheEngine::Redis, id, steps),
+            self.remove_cache(CacheEngine::Memcached, id, steps),
         );
         let failed: Vec<String> = [
             results.0, results.1, results.2, results.3, results.4, results.5,
@@ -521,9 +514,9 @@ impl Provisioner for Shared {
     /// A server that cannot be asked is logged and skipped, so one that is down does not hide
     /// the others' leftovers.
     async fn leftovers(&self) -> Result<Vec<String>, ProvisionError> {
-        let mut codes: BTreeSet<String> = sqlite_codes(&self.files)
+        let mut ids: BTreeSet<String> = sqlite_ids(&self.files)
             .into_iter()
-            .filter(|c| valid_code(c))
+            .filter(|c| is_id(c))
             .collect();
         let found = tokio::join!(
             bounded(self.names_postgres()),
@@ -538,9 +531,7 @@ impl Provisioner for Shared {
             ("Redis", found.3),
         ] {
             match names {
-                Ok(names) => {
-                    codes.extend(names.iter().filter_map(|n| code_of(&self.cfg.instance, n)))
-                }
+                Ok(names) => ids.extend(names.iter().filter_map(|n| id_of(&self.cfg.instance, n))),
                 Err(e) => tracing::warn!(
                     engine,
                     error = %self.scrub(&e, ""),
@@ -548,7 +539,7 @@ impl Provisioner for Shared {
                 ),
             }
         }
-        Ok(codes.into_iter().collect())
+        Ok(ids.into_iter().collect())
     }
 }
 
@@ -566,7 +557,7 @@ impl Shared {
     async fn make_database(
         &self,
         engine: DatabaseEngine,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
         match engine {
@@ -575,14 +566,14 @@ impl Shared {
                     .run(
                         "database: SQLite file",
                         "created and answered SELECT 1",
-                        make_sqlite(&self.files, code),
+                        make_sqlite(&self.files, id),
                     )
                     .await?;
-                Ok((spec, format!("{code}.db (a file on the control machine)")))
+                Ok((spec, format!("{id}.db (a file on the control machine)")))
             }
-            DatabaseEngine::Postgres => self.make_postgres(code, steps).await,
-            DatabaseEngine::Mysql => self.make_mysql(code, steps).await,
-            DatabaseEngine::Mongodb => self.make_mongodb(code, steps).await,
+            DatabaseEngine::Postgres => self.make_postgres(id, steps).await,
+            DatabaseEngine::Mysql => self.make_mysql(id, steps).await,
+            DatabaseEngine::Mongodb => self.make_mongodb(id, steps).await,
         }
     }
 
@@ -606,11 +597,11 @@ impl Shared {
                 Ok((spec, "in-process".into(), vec![]))
             }
             CacheEngine::Redis => {
-                let (url, at) = self.make_redis(req.code, steps).await?;
+                let (url, at) = self.make_redis(req.id, steps).await?;
                 spec.url = url;
-                spec.key_prefix = format!("{}:", self.engine_name(req.code));
+                spec.key_prefix = format!("{}:", self.engine_name(req.id));
                 spec.shared = true;
-                let name = self.engine_name(req.code);
+                let name = self.engine_name(req.id);
                 Ok((
                     spec,
                     format!("ACL user {name}, keys {name}:* on {at}"),
@@ -618,17 +609,17 @@ impl Shared {
                 ))
             }
             CacheEngine::Memcached => {
-                let at = self.make_memcached(req.code, steps).await?;
+                let at = self.make_memcached(req.id, steps).await?;
                 spec.url = Secret::new(at.clone());
-                spec.key_prefix = format!("{}:", self.engine_name(req.code));
+                spec.key_prefix = format!("{}:", self.engine_name(req.id));
                 spec.shared = true;
                 Ok((
                     spec,
                     format!(
                         "keys {}:* on {at} (a key prefix only: no isolation)",
-                        self.engine_name(req.code)
+                        self.engine_name(req.id)
                     ),
-                    vec![NOTE_MEMCACHED.replace("<code>", req.code)],
+                    vec![NOTE_MEMCACHED.replace("<id>", req.id)],
                 ))
             }
         }
@@ -638,15 +629,15 @@ impl Shared {
     async fn remove_database(
         &self,
         engine: DatabaseEngine,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(), ProvisionError> {
-        let name = self.engine_name(code);
+        let name = self.engine_name(id);
         match engine {
             DatabaseEngine::Sqlite => {
                 steps
                     .run("remove: SQLite file", "removed (if there was one)", async {
-                        remove_sqlite(&self.files, code)
+                        remove_sqlite(&self.files, id)
                     })
                     .await
             }
@@ -691,10 +682,10 @@ impl Shared {
     async fn remove_cache(
         &self,
         engine: CacheEngine,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(), ProvisionError> {
-        let name = self.engine_name(code);
+        let name = self.engine_name(id);
         match engine {
             CacheEngine::Redis if self.cfg.redis_url.is_some() => {
                 self.step(
@@ -813,10 +804,10 @@ impl Shared {
 
     async fn make_postgres(
         &self,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
-        let name = self.engine_name(code);
+        let name = self.engine_name(id);
         let (parts, at) = self
             .pg_parts()
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
@@ -911,7 +902,7 @@ impl Shared {
         };
         if let Err(e) = ready {
             undone(
-                self.remove_database(DatabaseEngine::Postgres, code, steps)
+                self.remove_database(DatabaseEngine::Postgres, id, steps)
                     .await,
             );
             return Err(e);
@@ -986,7 +977,7 @@ async fn mysql_exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), String>
     conn.execute(sql).await.map(drop).map_err(|e| sql_text(&e))
 }
 
-/// `'s_<code>'@'%', 's_<code>'@'localhost'`: every account of one session.
+/// `'s_<id>'@'%', 's_<id>'@'localhost'`: every account of one session.
 fn mysql_accounts(name: &str) -> String {
     MYSQL_HOSTS
         .iter()
@@ -1033,10 +1024,10 @@ impl Shared {
 
     async fn make_mysql(
         &self,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
-        let name = self.engine_name(code);
+        let name = self.engine_name(id);
         let (parts, at) = self
             .mysql_parts()
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
@@ -1137,10 +1128,7 @@ impl Shared {
             Err(e) => Err(e),
         };
         if let Err(e) = ready {
-            undone(
-                self.remove_database(DatabaseEngine::Mysql, code, steps)
-                    .await,
-            );
+            undone(self.remove_database(DatabaseEngine::Mysql, id, steps).await);
             return Err(e);
         }
         Ok((
@@ -1258,10 +1246,10 @@ impl Shared {
 
     async fn make_mongodb(
         &self,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
-        let name = self.engine_name(code);
+        let name = self.engine_name(id);
         let (parts, at) = self
             .mongo_parts()
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
@@ -1338,7 +1326,7 @@ impl Shared {
             .await;
         if let Err(e) = ready {
             undone(
-                self.remove_database(DatabaseEngine::Mongodb, code, steps)
+                self.remove_database(DatabaseEngine::Mongodb, id, steps)
                     .await,
             );
             return Err(e);
@@ -1440,10 +1428,10 @@ impl Shared {
     /// Returns the session's URL and the server's endpoint.
     async fn make_redis(
         &self,
-        code: &str,
+        id: &str,
         steps: &Steps,
     ) -> Result<(Secret, String), ProvisionError> {
-        let name = self.engine_name(code);
+        let name = self.engine_name(id);
         let (parts, at) = self
             .redis_parts()
             .map_err(|m| ProvisionError::new(CACHE, m))?;
@@ -1532,7 +1520,7 @@ impl Shared {
             Err(e) => Err(e),
         };
         if let Err(e) = ready {
-            undone(self.remove_cache(CacheEngine::Redis, code, steps).await);
+            undone(self.remove_cache(CacheEngine::Redis, id, steps).await);
             return Err(e);
         }
         Ok((Secret::new(url), parts.endpoint()))
@@ -1609,8 +1597,8 @@ impl Shared {
     }
 
     /// Checks the server answers a write and a read of a key under the session's prefix.
-    async fn make_memcached(&self, code: &str, steps: &Steps) -> Result<String, ProvisionError> {
-        let name = self.engine_name(code);
+    async fn make_memcached(&self, id: &str, steps: &Steps) -> Result<String, ProvisionError> {
+        let name = self.engine_name(id);
         let addr = self
             .memcached_addr()
             .map_err(|m| ProvisionError::new(CACHE, m))?;
@@ -1777,32 +1765,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_session_codes_make_names() {
-        let code = crate::seal::session_code();
-        assert!(valid_code(&code));
-        assert_eq!(code_of("", &format!("s_{code}")), Some(code.clone()));
-        assert_eq!(code_of("t1", &format!("st1_{code}")), Some(code.clone()));
-        assert_eq!(
-            code_of("", &format!("st1_{code}")),
-            None,
-            "another instance's"
-        );
-        assert_eq!(
-            code_of("t1", &format!("s_{code}")),
-            None,
-            "another instance's"
-        );
+    fn only_session_ids_make_names() {
+        let id = stacklab_types::session::id(&crate::seal::session_code());
+        assert!(is_id(&id));
+        assert_eq!(id_of("", &format!("s_{id}")), Some(id.clone()));
+        assert_eq!(id_of("t1", &format!("st1_{id}")), Some(id.clone()));
+        assert_eq!(id_of("", &format!("st1_{id}")), None, "another instance's");
+        assert_eq!(id_of("t1", &format!("s_{id}")), None, "another instance's");
         for bad in [
             "",
             "s_x",
             "abc'; DROP DATABASE x; --",
-            "0123456789ABCDEFGHJKMNPQRS",
-            "0123456789abcdefghjkmnpqrsi",
+            "0123456789ABCDEF0123456789",
+            "0123456789abcdefghjkmnpqrs",
+            "0123456789abcdef0123456789a",
         ] {
-            assert!(!valid_code(bad), "{bad}");
+            assert!(!is_id(bad), "{bad}");
         }
-        assert_eq!(code_of("", "s_postgres"), None);
-        assert_eq!(code_of("", "postgres"), None);
+        assert_eq!(id_of("", "s_postgres"), None);
+        assert_eq!(id_of("", "postgres"), None);
     }
 
     #[test]

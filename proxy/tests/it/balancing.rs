@@ -130,7 +130,7 @@ async fn consistent_hash_keeps_a_session_on_one_member() {
         let r = admin(
             &p,
             "PUT",
-            &format!("/admin/sessions/{code}"),
+            &format!("/admin/sessions/{}", id(&code)),
             serde_json::json!({"pool": "p"}),
         )
         .await;

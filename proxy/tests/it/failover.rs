@@ -84,3 +84,114 @@ async fn no_member_left_gives_503_naming_the_pool() {
     assert_eq!(e["error"]["field"], "lonely");
     assert!(e["error"]["message"].as_str().unwrap().contains("lonely"));
 }
+
+/// A member that dies mid-answer, on a real socket: it reads a request, sends a head that
+/// declares `declared` bytes, ten of them, and closes. `/healthz` it answers whole.
+async fn member_that_dies_mid_answer(
+    declared: usize,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = if head.starts_with(b"GET /healthz ") {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_owned()
+                } else {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {declared}\r\nx-backend: cut\r\n\r\n0123456789")
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A small answer of declared length to a GET is read whole before its head goes on: a member
+/// that dies mid-answer is retried like one that died before answering, and the client never
+/// sees the cut (with no member left it gets a clear 502). A POST's answer, or one too large
+/// to hold, streams as it comes, so its cut reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_mid_answer_is_retried_for_a_small_get() {
+    let good = Backend::start("good").await;
+    let (small, small_task) = member_that_dies_mid_answer(2_000).await;
+    let (large, large_task) = member_that_dies_mid_answer(200_000).await;
+    let pool = |name: &str, members: &[(&str, std::net::SocketAddr)]| {
+        let members: Vec<String> = members
+            .iter()
+            .map(|(id, addr)| format!("{{ id = \"{id}\", addr = \"{addr}\" }}"))
+            .collect();
+        format!(
+            "[[pools]]\nname = \"{name}\"\nalgorithm = \"round_robin\"\nmembers = [{}]\n",
+            members.join(", ")
+        )
+    };
+    let toml = [
+        pool("p", &[("good", good.addr), ("cut", small)]),
+        pool("solo", &[("cut", small)]),
+        pool("big", &[("cut", large)]),
+        route_toml("/solo", "pool = \"solo\""),
+        route_toml("/big", "pool = \"big\""),
+        route_toml("/", "pool = \"p\""),
+    ]
+    .concat();
+    let p = TestProxy::start("cut-mid-answer", &toml).await;
+    let c = client();
+
+    // Round robin sends GETs to the member that cuts (until it is ejected): each is retried
+    // on `good`.
+    for i in 0..6 {
+        let r = send(&c, "GET", &p.plain_url(&format!("/items/{i}")), &[], "")
+            .await
+            .unwrap_or_else(|e| panic!("GET {i} reached the client cut: {e}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json()["id"],
+            "good",
+            "answered whole by the member that lives"
+        );
+    }
+    let m = metrics(&p).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("stacklab_proxy_retries_total{pool=\"p\",reason=\"cut\"}")),
+        "cut answers are counted as retries: {m}"
+    );
+
+    // No member left to retry on: a clear 502 naming the cut, not a broken answer.
+    let r = send(&c, "GET", &p.plain_url("/solo/1"), &[], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    assert_eq!(r.json()["error"]["code"], "upstream_failed");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cut"),
+        "{}",
+        r.json()
+    );
+
+    // A POST may have been applied: its answer is not held, and the cut reaches the client.
+    let post = send(&c, "POST", &p.plain_url("/solo/1"), &[], "x").await;
+    assert!(post.is_err(), "a POST's answer streams: {post:?}");
+    // Too large to hold: it streams, so its cut cannot be undone either.
+    let large = send(&c, "GET", &p.plain_url("/big/1"), &[], "").await;
+    assert!(large.is_err(), "a large answer streams: {large:?}");
+    small_task.abort();
+    large_task.abort();
+}

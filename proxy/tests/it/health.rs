@@ -1,5 +1,20 @@
+//! Health over real sockets: the real HTTP probe and real upstream failures. The rounds'
+//! timing (interval, rise, fall, probe timeout) is tested on a paused clock in
+//! `src/health.rs`; these use short real intervals, and every wait has a deadline.
+
 use crate::helpers::*;
+use stacklab_proxy::health::MemberEvent;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The next member event, or a failed test after 20 s (never a hang).
+async fn next_event(events: &mut broadcast::Receiver<MemberEvent>) -> MemberEvent {
+    tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("a member event within 20 s")
+        .expect("the event channel is open")
+}
 
 #[tokio::test]
 async fn active_checks_take_a_member_out_and_bring_it_back() {
@@ -12,7 +27,7 @@ async fn active_checks_take_a_member_out_and_bring_it_back() {
     let p = TestProxy::start("active", &toml).await;
     let mut events = p.proxy.events.subscribe();
     b1.set_health(503);
-    let ev = events.recv().await.unwrap();
+    let ev = next_event(&mut events).await;
     assert_eq!(
         (ev.member.as_str(), ev.state),
         ("m1", stacklab_proxy::pool::MemberState::Unhealthy)
@@ -27,7 +42,7 @@ async fn active_checks_take_a_member_out_and_bring_it_back() {
     assert_eq!(b1.hits.load(Relaxed), before);
 
     b1.set_health(200);
-    let ev = events.recv().await.unwrap();
+    let ev = next_event(&mut events).await;
     assert_eq!(
         (ev.member.as_str(), ev.state),
         ("m1", stacklab_proxy::pool::MemberState::Healthy)
@@ -70,7 +85,7 @@ async fn passive_checks_eject_a_member_that_does_not_answer_with_backoff_and_res
             assert_eq!(r.member(), "m0");
         }
     }
-    let ev = events.recv().await.unwrap();
+    let ev = next_event(&mut events).await;
     assert_eq!(
         (ev.member.as_str(), ev.state),
         ("m1", stacklab_proxy::pool::MemberState::Ejected)
@@ -84,6 +99,7 @@ async fn passive_checks_eject_a_member_that_does_not_answer_with_backoff_and_res
 
     // After the ejection an answer restores it.
     b1.delay_ms.store(0, Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let ev = loop {
         let _ = get(&c, &p.plain_url("/ok"), &[]).await;
         match events.try_recv() {
@@ -92,7 +108,13 @@ async fn passive_checks_eject_a_member_that_does_not_answer_with_backoff_and_res
             {
                 break ev
             }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "m1 was not restored within 20 s of answering again"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
         }
     };
     assert!(ev.reason.contains("after its ejection"));

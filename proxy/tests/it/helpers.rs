@@ -25,6 +25,11 @@ pub const TOKEN: &str = "test-admin-token-0123456789";
 pub const SESSION_A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAA";
 pub const SESSION_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBB";
 
+/// The id a session is routed, captured and forwarded by (the cookie carries its code).
+pub fn id(code: &str) -> String {
+    stacklab_types::session::id(code)
+}
+
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -328,6 +333,7 @@ pub fn client() -> Client<HttpConnector, Body> {
         .build(HttpConnector::new())
 }
 
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
@@ -338,6 +344,10 @@ impl Answer {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn member(&self) -> String {

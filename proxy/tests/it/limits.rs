@@ -267,3 +267,38 @@ async fn a_70_kb_header_gets_the_json_431_over_http1_and_http2() {
     assert_eq!(e["error"]["code"], "headers_too_large");
     assert_eq!(b.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// What HTTP/2 clients are told (SETTINGS_MAX_HEADER_LIST_SIZE) is the protocol libraries'
+/// limit, well above ours: a browser that honours it sends a 70 KB header and reads our JSON
+/// 431 (the test above) instead of refusing to send or being reset.
+#[tokio::test]
+async fn http2_advertises_a_header_list_size_above_our_limit() {
+    let (p, _b) = proxy_with_limits("h2-settings", "").await;
+    let limits = p.proxy.config.load().limits.clone();
+    let mut tls = tls_connect(&p, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The client preface and an empty SETTINGS frame; the server's first frame is its SETTINGS.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let read = async {
+        let mut head = [0u8; 9];
+        tls.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        assert_eq!((head[3], head[4]), (0x4, 0), "a SETTINGS frame, not an ACK");
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).await.unwrap();
+        payload
+    };
+    let payload = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the server's SETTINGS in time");
+    let advertised = payload
+        .chunks_exact(6)
+        .find(|s| u16::from_be_bytes([s[0], s[1]]) == 0x6)
+        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]) as usize)
+        .expect("SETTINGS_MAX_HEADER_LIST_SIZE advertised");
+    assert_eq!(advertised, limits.protocol_header_bytes());
+    assert_eq!(advertised, 128 * 1024, "8 x the 16 KiB default");
+    assert!(advertised > 70 * 1024 && advertised > limits.max_header_bytes);
+}

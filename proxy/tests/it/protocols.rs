@@ -18,7 +18,7 @@ async fn session_proxy(name: &str) -> (TestProxy, Backend) {
     admin(
         &p,
         "PUT",
-        &format!("/admin/sessions/{SESSION_A}"),
+        &format!("/admin/sessions/{}", id(SESSION_A)),
         serde_json::json!({"pool": "rust"}),
     )
     .await;
@@ -56,7 +56,7 @@ async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
     let caps = admin(
         &p,
         "GET",
-        &format!("/admin/sessions/{SESSION_A}/requests"),
+        &format!("/admin/sessions/{}/requests", id(SESSION_A)),
         serde_json::Value::Null,
     )
     .await
@@ -114,7 +114,7 @@ async fn http3_is_served_on_the_same_port_over_udp() {
     let seen: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["body"], body, "the body crossed QUIC intact");
-    assert_eq!(seen["headers"]["x-stacklab-session"], SESSION_A);
+    assert_eq!(seen["headers"]["x-stacklab-session"], id(SESSION_A));
 
     let static_req = http::Request::get(format!("https://localhost:{}/", p.addrs.edge.port()))
         .body(())
@@ -126,7 +126,7 @@ async fn http3_is_served_on_the_same_port_over_udp() {
     let caps = admin(
         &p,
         "GET",
-        &format!("/admin/sessions/{SESSION_A}/requests"),
+        &format!("/admin/sessions/{}/requests", id(SESSION_A)),
         serde_json::Value::Null,
     )
     .await
@@ -395,4 +395,108 @@ async fn every_response_carries_the_security_headers() {
         false,
         "a member's response over plain HTTP",
     );
+}
+
+/// Issue 19: the Transport choice changed nothing — every response over TCP advertised
+/// HTTP/3, so a session that chose HTTPS was served over h3 once the browser took the offer.
+/// The choice rides on the session's route: HTTPS sessions get `Alt-Svc: clear` on every
+/// response (over h3 too, so a browser that learnt h3 earlier forgets it), HTTP/3 sessions the
+/// `h3` advertisement, and requests without a session (the UI's pages) keep it.
+#[tokio::test]
+async fn alt_svc_follows_the_sessions_transport_choice() {
+    let b = Backend::start("m0").await;
+    let toml = format!(
+        "{}{}{}",
+        pool_toml("rust", "round_robin", &[&b]),
+        route_toml("/api/", "session_pool = true"),
+        route_toml("/", "static_files = true")
+    );
+    let p = TestProxy::start("alt-svc", &toml).await;
+    for (code, transport) in [(SESSION_A, "https"), (SESSION_B, "h3")] {
+        let r = admin(
+            &p,
+            "PUT",
+            &format!("/admin/sessions/{}", id(code)),
+            serde_json::json!({"pool": "rust", "transport": transport}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let port = p.addrs.edge.port();
+    let h3 = format!("h3=\":{port}\"; ma=86400");
+    let alt_svc = |h: &http::HeaderMap| {
+        h.get_all("alt-svc")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let https_a = cookie(SESSION_A);
+    let h3_b = cookie(SESSION_B);
+    let cases: [(Option<&str>, &str, Vec<String>); 6] = [
+        (Some(&https_a), "/api/users", vec!["clear".into()]),
+        (Some(&https_a), "/", vec!["clear".into()]),
+        (Some(&h3_b), "/api/users", vec![h3.clone()]),
+        (Some(&h3_b), "/", vec![h3.clone()]),
+        (None, "/", vec![h3.clone()]),
+        (None, "/api/users", vec![h3.clone()]),
+    ];
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        for (cookie, path, want) in &cases {
+            let mut req = http::Request::get(format!("https://localhost:{port}{path}"))
+                .header("host", "localhost");
+            if let Some(c) = cookie {
+                req = req.header("cookie", *c);
+            }
+            let req = req.body(Empty::<Bytes>::new()).unwrap();
+            let res = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tls_request(&p, alpn, req),
+            )
+            .await
+            .expect("an answer in time")
+            .unwrap();
+            let proto = String::from_utf8_lossy(alpn);
+            let expected_status = if cookie.is_none() && path.starts_with("/api") {
+                401
+            } else {
+                200
+            };
+            assert_eq!(res.status(), expected_status, "{proto} {cookie:?} {path}");
+            assert_eq!(&alt_svc(res.headers()), want, "{proto} {cookie:?} {path}");
+        }
+    }
+    // Over HTTP/3: the HTTPS session is told to forget h3; the others need no advertisement.
+    let (mut send, drive) = h3_connect(&p).await;
+    for (cookie, want) in [
+        (Some(&https_a), vec!["clear".to_owned()]),
+        (Some(&h3_b), vec![]),
+        (None, vec![]),
+    ] {
+        let mut req = http::Request::get(format!("https://localhost:{port}/"));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c.as_str());
+        }
+        let mut stream = send.send_request(req.body(()).unwrap()).await.unwrap();
+        stream.finish().await.unwrap();
+        let a = h3_answer(&mut stream).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(alt_svc(&a.headers), want, "h3 {cookie:?}");
+    }
+    drive.abort();
+    let sessions = admin(&p, "GET", "/admin/sessions", serde_json::Value::Null)
+        .await
+        .json();
+    let mut seen: Vec<_> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].clone(), s["transport"].clone()))
+        .collect();
+    seen.sort_by_key(|(c, _)| c.to_string());
+    let mut want: Vec<(serde_json::Value, serde_json::Value)> = vec![
+        (id(SESSION_A).into(), "https".into()),
+        (id(SESSION_B).into(), "h3".into()),
+    ];
+    want.sort_by_key(|(c, _)| c.to_string());
+    assert_eq!(seen, want);
 }

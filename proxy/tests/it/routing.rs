@@ -68,7 +68,7 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
     let r = admin(
         &p,
         "PUT",
-        &format!("/admin/sessions/{SESSION_A}"),
+        &format!("/admin/sessions/{}", id(SESSION_A)),
         serde_json::json!({"pool": "rust", "member": "b2"}),
     )
     .await;
@@ -76,7 +76,7 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
     let r = admin(
         &p,
         "PUT",
-        &format!("/admin/sessions/{SESSION_B}"),
+        &format!("/admin/sessions/{}", id(SESSION_B)),
         serde_json::json!({"pool": "rust"}),
     )
     .await;
@@ -92,7 +92,7 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
         assert_eq!(r.status, 200);
         assert_eq!(r.member(), "b2", "pinned");
         let seen = r.json();
-        assert_eq!(seen["headers"]["x-stacklab-session"], SESSION_A);
+        assert_eq!(seen["headers"]["x-stacklab-session"], id(SESSION_A));
         assert_eq!(seen["query"], "q=x");
     }
     let mut members = std::collections::BTreeSet::new();
@@ -103,7 +103,7 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
             &[("cookie", &format!("theme=dark; {}", cookie(SESSION_B)))],
         )
         .await;
-        assert_eq!(r.json()["headers"]["x-stacklab-session"], SESSION_B);
+        assert_eq!(r.json()["headers"]["x-stacklab-session"], id(SESSION_B));
         members.insert(r.member());
     }
     assert_eq!(
@@ -129,7 +129,7 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
     let r = admin(
         &p,
         "DELETE",
-        &format!("/admin/sessions/{SESSION_A}"),
+        &format!("/admin/sessions/{}", id(SESSION_A)),
         serde_json::Value::Null,
     )
     .await;
@@ -154,7 +154,7 @@ async fn forged_stacklab_headers_are_stripped_and_forwarding_headers_added() {
     admin(
         &p,
         "PUT",
-        &format!("/admin/sessions/{SESSION_A}"),
+        &format!("/admin/sessions/{}", id(SESSION_A)),
         serde_json::json!({"pool": "rust"}),
     )
     .await;
@@ -174,7 +174,8 @@ async fn forged_stacklab_headers_are_stripped_and_forwarding_headers_added() {
     let seen = r.json();
     let h = &seen["headers"];
     assert_eq!(
-        h["x-stacklab-session"], SESSION_A,
+        h["x-stacklab-session"],
+        id(SESSION_A),
         "the forged session header was replaced"
     );
     assert!(h.get("x-stacklab-admin").is_none());
@@ -209,14 +210,14 @@ async fn requests_are_captured_per_session_with_secrets_masked() {
     admin(
         &p,
         "PUT",
-        &format!("/admin/sessions/{SESSION_A}"),
+        &format!("/admin/sessions/{}", id(SESSION_A)),
         serde_json::json!({"pool": "rust"}),
     )
     .await;
     admin(
         &p,
         "PUT",
-        &format!("/admin/sessions/{SESSION_B}"),
+        &format!("/admin/sessions/{}", id(SESSION_B)),
         serde_json::json!({"pool": "rust"}),
     )
     .await;
@@ -245,7 +246,7 @@ async fn requests_are_captured_per_session_with_secrets_masked() {
     let list = admin(
         &p,
         "GET",
-        &format!("/admin/sessions/{SESSION_A}/requests"),
+        &format!("/admin/sessions/{}/requests", id(SESSION_A)),
         serde_json::Value::Null,
     )
     .await
@@ -264,7 +265,7 @@ async fn requests_are_captured_per_session_with_secrets_masked() {
     assert!(!text.contains("hunter2"), "password masked: {text}");
     assert!(!text.contains("Bearer abc"), "authorization redacted");
     assert!(
-        !text.contains(&format!("stacklab_session={SESSION_A}")),
+        !text.contains(&format!("stacklab_session={}", id(SESSION_A))),
         "cookie redacted"
     );
     assert!(cap["body"]

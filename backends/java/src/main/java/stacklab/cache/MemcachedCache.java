@@ -8,6 +8,7 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
+import java.net.SocketAddress;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
@@ -17,9 +18,11 @@ import java.util.Comparator;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import net.spy.memcached.ConnectionFactoryBuilder;
+import net.spy.memcached.ConnectionObserver;
 import net.spy.memcached.FailureMode;
 import net.spy.memcached.MemcachedClient;
 
@@ -134,17 +137,37 @@ public final class MemcachedCache implements Cache {
         } catch (IOException e) {
             throw new CacheException("Memcached at " + host + ":" + port + ": connect failed: " + e.getMessage());
         }
+        // spymemcached connects in the background, and in Cancel mode an operation sent before
+        // the connection is up is cancelled (read as a miss): the client is handed out only once
+        // it is connected, within TIMEOUT_MS.
+        CountDownLatch connected = new CountDownLatch(1);
+        ConnectionObserver observer = new ConnectionObserver() {
+            @Override public void connectionEstablished(SocketAddress sa, int reconnectCount) { connected.countDown(); }
+            @Override public void connectionLost(SocketAddress sa) {}
+        };
+        MemcachedClient client;
         try {
-            MemcachedClient client = new MemcachedClient(new ConnectionFactoryBuilder()
+            client = new MemcachedClient(new ConnectionFactoryBuilder()
                     .setProtocol(ConnectionFactoryBuilder.Protocol.TEXT)
                     .setOpTimeout(TIMEOUT_MS)
                     .setFailureMode(FailureMode.Cancel)
                     .setDaemon(true)
+                    .setInitialObservers(List.of(observer))
                     .build(), List.of(new InetSocketAddress(host, port)));
-            return new MemcachedCache(host, port, prefix, shared, client);
         } catch (IOException e) {
             throw new CacheException("Memcached at " + host + ":" + port + ": connect failed: " + e.getMessage());
         }
+        try {
+            if (!connected.await(TIMEOUT_MS, TimeUnit.MILLISECONDS)) {
+                client.shutdown();
+                throw new CacheException("Memcached at " + host + ":" + port + ": not connected within " + TIMEOUT_MS + " ms");
+            }
+        } catch (InterruptedException e) {
+            client.shutdown();
+            Thread.currentThread().interrupt();
+            throw new CacheException("Memcached at " + host + ":" + port + ": interrupted while connecting");
+        }
+        return new MemcachedCache(host, port, prefix, shared, client);
     }
 
     private CacheException failed(String what, Exception e) {

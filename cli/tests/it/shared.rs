@@ -19,6 +19,11 @@ use stacklab_control::provision::{
     ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
 };
 use stacklab_control::seal::session_code;
+
+/// A fresh session's id: what provisioners are given (never the code).
+fn session_id() -> String {
+    stacklab_types::session::id(&session_code())
+}
 use stacklab_types::stack::{CacheEngine, DatabaseEngine};
 use stacklab_types::Secret;
 use std::path::Path;
@@ -34,7 +39,7 @@ async fn provision(
     shared
         .provision(
             &ProvisionRequest {
-                code,
+                id: code,
                 choices,
                 files_dir: dir.to_owned(),
                 cache_max_bytes: 1 << 20,
@@ -68,7 +73,7 @@ async fn postgres_sessions_cannot_reach_each_other_and_teardown_leaves_nothing()
         },
         dir.clone(),
     );
-    let (a, b) = (session_code(), session_code());
+    let (a, b) = (session_id(), session_id());
     let ch = choices("shared", "postgres", "none");
     let steps = Steps::silent();
     let started = Instant::now();
@@ -169,7 +174,7 @@ async fn mariadb_sessions_cannot_reach_each_other_and_teardown_leaves_nothing() 
         },
         dir.clone(),
     );
-    let (a, b) = (session_code(), session_code());
+    let (a, b) = (session_id(), session_id());
     let ch = choices("shared", "mysql", "none");
     let steps = Steps::silent();
     let started = Instant::now();
@@ -281,7 +286,7 @@ async fn redis_users_reach_their_own_prefix_only_and_teardown_leaves_nothing() {
         },
         dir.clone(),
     );
-    let (a, b) = (session_code(), session_code());
+    let (a, b) = (session_id(), session_id());
     let ch = choices("shared", "sqlite", "redis");
     let steps = Steps::silent();
     let started = Instant::now();
@@ -435,7 +440,7 @@ async fn memcached_sessions_get_a_prefix_and_are_told_it_is_no_isolation() {
         },
         dir.clone(),
     );
-    let (a, b) = (session_code(), session_code());
+    let (a, b) = (session_id(), session_id());
     let ch = choices("shared", "sqlite", "memcached");
     let steps = Steps::silent();
     let started = Instant::now();
@@ -522,7 +527,7 @@ async fn mongodb_users_reach_their_own_database_only() {
         },
         dir.clone(),
     );
-    let (a, b) = (session_code(), session_code());
+    let (a, b) = (session_id(), session_id());
     let ch = choices("shared", "mongodb", "none");
     let steps = Steps::silent();
     let started = Instant::now();
@@ -590,7 +595,7 @@ async fn mongodb_users_reach_their_own_database_only() {
 async fn sqlite_and_the_in_process_cache_need_no_server() {
     let dir = files_dir("shared", "sqlite");
     let shared = Shared::new(SharedConfig::default(), dir.clone());
-    let code = session_code();
+    let code = session_id();
     let steps = Steps::silent();
     let p = provision(
         &shared,
@@ -651,7 +656,7 @@ async fn what_is_not_configured_is_refused_by_its_key() {
     assert!(shared.cache(CacheEngine::Memory).is_ok() && shared.cache(CacheEngine::None).is_ok());
     let err = provision(
         &shared,
-        &session_code(),
+        &session_id(),
         &choices("shared", "postgres", "none"),
         &dir,
         &Steps::silent(),
@@ -666,7 +671,7 @@ async fn what_is_not_configured_is_refused_by_its_key() {
     );
     let err = provision(
         &shared,
-        &session_code(),
+        &session_id(),
         &choices("shared", "sqlite", "redis"),
         &dir,
         &Steps::silent(),
@@ -690,38 +695,37 @@ async fn what_is_not_configured_is_refused_by_its_key() {
 }
 
 #[tokio::test]
-async fn a_code_that_is_not_a_session_code_touches_nothing() {
+async fn an_id_that_is_not_a_session_id_touches_nothing() {
     let dir = files_dir("shared", "code");
     let shared = Shared::new(
         SharedConfig {
-            // Never reached: the code is refused first.
+            // Never reached: the id is refused first.
             postgres_url: Some(Secret::new("postgres://admin:pw@127.0.0.1:1/postgres")),
             ..Default::default()
         },
         dir.clone(),
     );
     let steps = Steps::silent();
-    for code in [
+    let code = session_code();
+    for id in [
         "x; DROP DATABASE postgres; --",
         "../../etc/passwd",
         "",
         "S0MEUPPERCASECODE000000000",
+        // A session code is not an id (provisioners are given ids only).
+        code.as_str(),
     ] {
         let err = provision(
             &shared,
-            code,
+            id,
             &choices("shared", "postgres", "none"),
             &dir,
             &steps,
         )
         .await
         .unwrap_err();
-        assert!(
-            err.message.contains("not a session code"),
-            "{}",
-            err.message
-        );
-        shared.teardown(code, &steps).await.unwrap();
+        assert!(err.message.contains("not a session id"), "{}", err.message);
+        shared.teardown(id, &steps).await.unwrap();
     }
     assert!(steps.list().is_empty(), "no step ran: {:?}", steps.list());
     let _ = std::fs::remove_dir_all(&dir);
@@ -799,7 +803,7 @@ async fn errors_never_show_an_administrators_password() {
     for (cfg, ch, field) in cases {
         let shared = Shared::new(cfg, dir.clone());
         let steps = Steps::silent();
-        let err = provision(&shared, &session_code(), &ch, &dir, &steps)
+        let err = provision(&shared, &session_id(), &ch, &dir, &steps)
             .await
             .unwrap_err();
         assert_eq!(err.field, Some(field), "{}", err.message);
@@ -809,7 +813,7 @@ async fn errors_never_show_an_administrators_password() {
             err.message
         );
         assert_no_secret(&shared, &err, &steps, SECRET, &format!(":{SECRET}"));
-        let err = shared.teardown(&session_code(), &steps).await.unwrap_err();
+        let err = shared.teardown(&session_id(), &steps).await.unwrap_err();
         assert_no_secret(&shared, &err, &steps, SECRET, &format!(":{SECRET}"));
     }
 
@@ -833,7 +837,7 @@ async fn errors_never_show_an_administrators_password() {
     let steps = Steps::silent();
     let err = provision(
         &shared,
-        &session_code(),
+        &session_id(),
         &choices("shared", "postgres", "none"),
         &dir,
         &steps,
@@ -864,7 +868,7 @@ async fn a_failed_cache_undoes_the_database_made_before_it() {
         },
         dir.clone(),
     );
-    let code = session_code();
+    let code = session_id();
     let steps = Steps::silent();
     let err = provision(
         &shared,
@@ -925,7 +929,7 @@ async fn postgres_needs_createrole_and_createdb_not_a_superuser() {
         },
         dir.clone(),
     );
-    let code = session_code();
+    let code = session_id();
     let p = provision(
         &shared,
         &code,

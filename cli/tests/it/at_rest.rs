@@ -41,7 +41,7 @@ async fn the_data_folder_its_registry_and_sessions_databases_are_private() {
     ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
-    let id = stacklab_control::provision::resource_id(&code);
+    let id = stacklab_types::session::id(&code);
     let db = data.join("sessions").join(format!("{id}.db"));
     assert_eq!(mode(&db), 0o600, "the session's SQLite file");
     // SQLite's journal files take the database file's mode.
@@ -54,14 +54,43 @@ async fn the_data_folder_its_registry_and_sessions_databases_are_private() {
             assert_eq!(mode(&entry.path()), 0o600, "{name}");
         }
     }
-    // The registry keeps a keyed tag of the client, not its address.
+    // The registry keeps a keyed tag of the client, not its address, and the session's id,
+    // not its code: no file control wrote holds the code (the cookie is its only copy).
     up.shutdown().await.unwrap();
+    let mut files = vec![];
+    let mut dirs = vec![data.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("registry.db")),
+        "{files:?}"
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(code.len()).any(|w| w == code.as_bytes()),
+            "{} holds the session code",
+            f.display()
+        );
+    }
     let mut reg = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
         "sqlite://{}?mode=ro",
         data.join("registry.db").display()
     ))
     .await
     .unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions")
+        .fetch_all(&mut reg)
+        .await
+        .unwrap();
+    assert_eq!(ids, std::slice::from_ref(&id));
     let clients: Vec<String> = sqlx::query_scalar("SELECT client FROM sessions")
         .fetch_all(&mut reg)
         .await

@@ -475,11 +475,16 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &base[..slash])
 }
 
+/// The id control, proxies and backends know a session by (its cookie carries the code).
+pub fn id(code: &str) -> String {
+    stacklab_types::session::id(code)
+}
+
 /// Where an administrator reads a session's database: its SQLite file (read-only) for
 /// `embedded`, the session's own database on the server through the administrator's URL for
 /// `shared`.
 pub fn session_db_url(data_dir: &Path, code: &str, admin_url: Option<&str>) -> String {
-    let id = stacklab_control::provision::resource_id(code);
+    let id = stacklab_types::session::id(code);
     match admin_url {
         None => format!(
             "sqlite://{}?mode=ro",

@@ -236,13 +236,19 @@ async fn instances_get_a_credential_that_reads_descriptors_and_nothing_else() {
     let code = r.json()["code"].as_str().unwrap().to_owned();
 
     // What it is for.
-    let r = admin_call(admin, "GET", &format!("/admin/stacks/{code}"), &runtime).await;
+    let r = admin_call(
+        admin,
+        "GET",
+        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
+        &runtime,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["database"]["engine"], "sqlite");
     let r = crate::helpers::admin(
         admin,
         "PUT",
-        &format!("/admin/stacks/{code}/cache-policy"),
+        &format!("/admin/stacks/{}/cache-policy", crate::helpers::id(&code)),
         Some(&runtime),
         Some(json!({"policy": "lfu"})),
     )
@@ -260,8 +266,14 @@ async fn instances_get_a_credential_that_reads_descriptors_and_nothing_else() {
         ("GET", "/admin/pools"),
         ("GET", "/admin/sessions"),
         ("POST", "/admin/reload"),
-        ("GET", &format!("/admin/sessions/{code}/requests")),
-        ("DELETE", &format!("/admin/sessions/{code}")),
+        (
+            "GET",
+            &format!("/admin/sessions/{}/requests", crate::helpers::id(&code)),
+        ),
+        (
+            "DELETE",
+            &format!("/admin/sessions/{}", crate::helpers::id(&code)),
+        ),
     ] {
         let r = admin_call(admin, method, path, &runtime).await;
         assert_eq!(
@@ -281,7 +293,14 @@ async fn instances_get_a_credential_that_reads_descriptors_and_nothing_else() {
             .status,
         200
     );
-    let r = crate::helpers::admin(admin, "GET", &format!("/admin/stacks/{code}"), None, None).await;
+    let r = crate::helpers::admin(
+        admin,
+        "GET",
+        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(r.status, 401);
 
     // The instance holds the runtime credential only: not in its arguments or environment,
@@ -304,4 +323,207 @@ async fn admin_call(
     token: &str,
 ) -> crate::helpers::Answer {
     crate::helpers::admin(addr, method, path, Some(token), None).await
+}
+
+/// Issue 19: a restart must not leave a live session of a runtime started on demand without
+/// its route or its pool. The edge accepts as soon as `up` binds it, before the route feed has
+/// given it a table and while the session's pool has no instance yet: a request sent then is
+/// held until both are there (`limits.start_hold_ms`) and served — not `410`, not `503`. And
+/// `up` reports ready once every pool a restored session needs has its instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_session_of_an_on_demand_runtime_is_served_at_once_after_a_restart() {
+    let dir = temp_dir("runtimes-restart");
+    let root = runtimes_dir(&dir);
+    let config = |root: PathBuf| {
+        move |_: &mut stacklab_proxy::config::Config,
+              c: &mut stacklab_control::config::ControlConfig| {
+            c.backends.runtimes_dir = root;
+            c.backends.idle_stop = std::time::Duration::from_secs(600);
+        }
+    };
+    let up = start_up(&dir, 1, config(root.clone())).await;
+    let data = dir.join("data");
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    new_session(&mut b, json!({"runtime": "twin"})).await;
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "tia", "email": "tia@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    up.shutdown().await.unwrap();
+
+    // The restart, on a port known beforehand so the request can go while `up` starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let starting = tokio::spawn({
+        let (dir, tweak) = (dir.clone(), config(root));
+        async move {
+            start_up(&dir, 1, move |cfg, c| {
+                cfg.edge.addr = ([127, 0, 0, 1], port).into();
+                tweak(cfg, c)
+            })
+            .await
+        }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge never listened"
+        );
+        assert!(!starting.is_finished(), "up ended before its edge listened");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut b = b.on_port(port);
+    let r = b.get("/api/users/1").await;
+    assert_eq!(
+        r.status,
+        200,
+        "the first request, sent while stacklab was starting: {}",
+        r.text()
+    );
+    assert_eq!(r.json()["username"], "tia");
+    let up = starting.await.unwrap();
+    assert_eq!(
+        pool_instances(&up, "twin").len(),
+        1,
+        "the twin pool was started for its restored session"
+    );
+    up.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The processes under `pid` (itself first), from `/proc/PID/task/PID/children`.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            all.extend(
+                text.split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    all
+}
+
+/// Issue 22 item 3: a process instance runs in a bubblewrap sandbox where the data folder holds
+/// only `sessions/` (no admin token, runtime token, master key or registry), the rest of the
+/// machine is read-only, control's processes are out of sight, and its config is the
+/// `[log]`/`[backend]` copy, never the operator's file with its secrets. Seen from outside,
+/// through `/proc/PID/root` of the instance's own process (its mount namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_instance_sees_of_the_data_folder_only_sessions() {
+    let dir = temp_dir("sandbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("stacklab.toml");
+    std::fs::write(
+        &source,
+        format!("[admin]\ntoken = \"{TOKEN}\"\n[backend]\nmax_sessions = 9\n"),
+    )
+    .unwrap();
+    let up = start_up(&dir, 1, |c, _| c.source = Some(source.clone())).await;
+    if !up.control.sandbox.active() {
+        let why = "bubblewrap cannot run here (apt install bubblewrap; it needs namespaces)";
+        if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{why}, and STACKLAB_REQUIRE_SERVICES=1");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let data = std::path::absolute(dir.join("data")).unwrap();
+    let mut b = Browser::new(&data, up.addrs.edge.port());
+    let r = b.post("/api/sessions", json!({})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = b
+        .post(
+            "/api/users",
+            json!({"username": "sandy", "email": "sandy@example.com", "password": "longenough"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "the sandboxed instance serves: {}", r.text());
+
+    let pid = up.control.instances.list()[0].pid;
+    let tree = process_tree(pid);
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let inside: Vec<u32> = tree
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/mnt"))
+                .ok()
+                .as_ref()
+                != Some(&ours)
+        })
+        .collect();
+    assert!(
+        !inside.is_empty(),
+        "no process of {tree:?} is in a mount namespace of its own"
+    );
+    let instance = *inside.last().unwrap();
+    let seen = |p: &Path| PathBuf::from(format!("/proc/{instance}/root{}", p.display()));
+    // (The admin token came from the environment here, so there is no admin.token file; it
+    // would lie beside these.)
+    for hidden in ["runtime.token", "control.key", "registry.db"] {
+        assert!(data.join(hidden).exists(), "{hidden} is there outside");
+        assert!(
+            !seen(&data.join(hidden)).exists(),
+            "the instance sees {hidden}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(seen(&source)).unwrap(),
+        "",
+        "the operator's config file reads empty inside"
+    );
+    let files: Vec<_> = std::fs::read_dir(seen(&data.join("sessions")))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "the session's SQLite file is visible to it"
+    );
+    let config = std::fs::read_to_string(seen(&data.join("backend.toml"))).unwrap();
+    assert!(config.contains("max_sessions = 9"), "{config}");
+    assert!(
+        !config.contains(TOKEN),
+        "the operator's secrets stay out: {config}"
+    );
+    let cmdline = String::from_utf8(std::fs::read(format!("/proc/{instance}/cmdline")).unwrap())
+        .unwrap()
+        .replace('\0', " ");
+    assert!(
+        cmdline.contains(&format!("--config {}", data.join("backend.toml").display())),
+        "{cmdline}"
+    );
+    let err = std::fs::write(seen(Path::new("/etc/stacklab-sandbox-probe")), "x").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ReadOnlyFilesystem, "{err}");
+    assert!(
+        !seen(Path::new(&format!("/proc/{}", std::process::id()))).exists(),
+        "control's process is visible in the instance's /proc"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{instance}/status")).unwrap();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    assert_eq!(
+        u64::from_str_radix(caps, 16).unwrap(),
+        0,
+        "no capability: {status}"
+    );
+    up.shutdown().await.unwrap();
 }

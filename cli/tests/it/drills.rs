@@ -95,7 +95,7 @@ async fn a_session_drills_on_instances_of_its_own_and_never_on_the_shared_pool()
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["code"] == code_a.as_str() && s["pool"] == pool.as_str()),
+            .any(|s| s["id"] == crate::helpers::id(&code_a).as_str() && s["pool"] == pool.as_str()),
         "{seen}"
     );
     let drilled = pool_instances(&up, &pool);

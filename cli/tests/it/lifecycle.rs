@@ -39,7 +39,7 @@ async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
         .unwrap()
         .iter()
         .any(|s| s["status"] == "done" && s["ms"].as_f64().is_some()));
-    let id = stacklab_control::provision::resource_id(&code);
+    let id = stacklab_types::session::id(&code);
     assert!(
         !id.contains(&code[..8]),
         "resources are not named by the cookie"
@@ -74,7 +74,7 @@ async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
     );
     assert_eq!(b.get("/api/users/1").await.status, 200);
 
-    let session = up.control.sessions.get(&code).unwrap();
+    let session = up.control.sessions.get(&crate::helpers::id(&code)).unwrap();
     // 40 minutes pass with nobody using it: still alive.
     up.control.clock.advance(40 * MINUTE);
     assert_eq!(up.control.reap_once().await, 0);
@@ -118,7 +118,7 @@ async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
     let r = admin(
         up.addrs.admin,
         "GET",
-        &format!("/admin/stacks/{code}"),
+        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
         Some(TOKEN),
         None,
     )
@@ -419,7 +419,7 @@ async fn bug_reports_carry_the_stack_and_the_last_requests() {
     let r = admin(
         up.addrs.admin,
         "GET",
-        &format!("/admin/stacks/{code}"),
+        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
         Some(TOKEN),
         None,
     )
@@ -443,7 +443,7 @@ async fn bug_reports_carry_the_stack_and_the_last_requests() {
     assert_eq!(r.status, 201, "{}", r.text());
     let r = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
     let bug = &r.json()["bugs"][0];
-    assert_eq!(bug["session"], code.as_str());
+    assert_eq!(bug["session"], crate::helpers::id(&code).as_str());
     assert_eq!(bug["stack"]["protocol"], "graphql");
     assert_eq!(bug["stack"]["cache_policy"], "lfu");
     assert_eq!(bug["requests"][0]["path"], "/api/users");
@@ -678,10 +678,7 @@ async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
         "write-through fills the session's Redis"
     );
 
-    let name = shared_name(
-        &dir.join("data"),
-        &stacklab_control::provision::resource_id(&code),
-    );
+    let name = shared_name(&dir.join("data"), &stacklab_types::session::id(&code));
     let mut admin_pg = sqlx::PgConnection::connect(&pg).await.unwrap();
     let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(&name)
@@ -829,4 +826,53 @@ async fn a_replacement_that_fails_to_start_is_tried_again() {
     .await;
     assert_ne!(up.control.instances.list()[0].id, first.id);
     up.shutdown().await.unwrap();
+}
+
+/// Issue 19: the Transport choice changed nothing (every response advertised HTTP/3). It now
+/// rides on the session's route through the feed: a session that chose HTTPS gets
+/// `Alt-Svc: clear` on every response of the edge — the UI's page, control's API, its data —
+/// and never an `h3` advertisement; one that chose HTTP/3 gets `h3`; a browser with no session
+/// keeps the advertisement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transport_choice_decides_what_the_edge_advertises() {
+    let dir = temp_dir("transport");
+    let up = start_up(&dir, 1, |_, _| {}).await;
+    let data = dir.join("data");
+    let port = up.addrs.edge.port();
+    let h3 = format!("h3=\":{port}\"; ma=86400");
+    let alt_svc = |r: &Answer| {
+        r.headers
+            .get_all("alt-svc")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut anonymous = Browser::new(&data, port);
+    assert_eq!(
+        alt_svc(&anonymous.get("/").await),
+        [h3.as_str()],
+        "no session"
+    );
+    for (transport, want) in [("https", "clear"), ("h3", h3.as_str())] {
+        let mut b = Browser::new(&data, port);
+        let code = new_session(&mut b, json!({"transport": transport})).await;
+        let routes = admin(up.addrs.admin, "GET", "/admin/sessions", Some(TOKEN), None)
+            .await
+            .json();
+        let route = routes["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == crate::helpers::id(&code).as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("the proxy has no route for the session: {routes}"));
+        assert_eq!(route["transport"], transport, "{route}");
+        for path in ["/", "/api/session", "/api/users"] {
+            let r = b.get(path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            assert_eq!(alt_svc(&r), [want], "{transport}: {path}");
+        }
+    }
+    up.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

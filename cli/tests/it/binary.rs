@@ -5,10 +5,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use tokio::io::AsyncBufReadExt;
+
+/// How long a `stacklab` process may take to print its address.
+const STARTS_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stacklab"))
@@ -45,7 +48,8 @@ fn check_config_names_every_bad_key() {
 async fn up_serves_the_web_ui_over_https_with_http3_advertised() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = temp_dir("up");
-    let mut child = bin()
+    // Killed if the test fails, and every wait on it bounded, so a stuck `up` fails the test.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stacklab"))
         .arg("up")
         .current_dir(&dir)
         .env("STACKLAB_EDGE_ADDR", "127.0.0.1:0")
@@ -53,10 +57,15 @@ async fn up_serves_the_web_ui_over_https_with_http3_advertised() {
         .env("STACKLAB_ADMIN_ADDR", "127.0.0.1:0")
         .env("STACKLAB_LOG", "warn")
         .stdout(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(STARTS_WITHIN, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("`up` printed nothing within {STARTS_WITHIN:?}"))
+        .unwrap()
+        .expect("`up` printed its URL before exiting");
     let port: u16 = first
         .strip_prefix("stacklab is up: https://localhost:")
         .and_then(|rest| rest.trim_end_matches('/').parse().ok())
@@ -107,13 +116,13 @@ async fn up_serves_the_web_ui_over_https_with_http3_advertised() {
     // SIGTERM: a graceful stop.
     let _ = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.id().expect("still running").to_string())
         .status();
-    // Wait off the runtime, so the client side of the HTTP/2 connection can answer GOAWAY.
+    // An async wait, so the client side of the HTTP/2 connection can answer GOAWAY meanwhile.
     let started = std::time::Instant::now();
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
         .await
-        .unwrap()
+        .expect("`up` stopped within 20 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(
@@ -173,16 +182,19 @@ async fn a_proxy_replaced_by_a_new_process_under_load_fails_no_request() {
             .unwrap()
     };
     async fn plain_addr(child: &mut tokio::process::Child) -> std::net::SocketAddr {
-        use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(a) = l.trim().strip_prefix("plain HTTP on ") {
-                let addr = a.parse().unwrap();
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return addr;
+        let addr = tokio::time::timeout(STARTS_WITHIN, async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(a) = l.trim().strip_prefix("plain HTTP on ") {
+                    return a.parse().unwrap();
+                }
             }
-        }
-        panic!("the proxy printed no plain HTTP address");
+            panic!("the proxy printed no plain HTTP address");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the proxy printed no address within {STARTS_WITHIN:?}"));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        addr
     }
     let mut old = spawn(false);
     let addr = plain_addr(&mut old).await;
@@ -237,12 +249,16 @@ async fn a_proxy_replaced_by_a_new_process_under_load_fails_no_request() {
             }
         }));
     }
+    // Bounded: a proxy that stops serving fails the test instead of hanging it.
     let wait_for = |n: u64| {
         let ok = Arc::clone(&ok);
         async move {
-            while ok.load(Relaxed) < n {
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
+            let what = format!("{n} requests answered");
+            crate::helpers::eventually(&what, || {
+                let ok = Arc::clone(&ok);
+                async move { ok.load(Relaxed) >= n }
+            })
+            .await;
         }
     };
     wait_for(200).await;
@@ -258,7 +274,10 @@ async fn a_proxy_replaced_by_a_new_process_under_load_fails_no_request() {
     wait_for(after + 200).await; // served by the new process alone
     stop.store(true, Relaxed);
     for w in workers {
-        w.await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), w)
+            .await
+            .expect("every load worker ends within 20 s of being told to stop")
+            .unwrap();
     }
     assert_eq!(
         failed.load(Relaxed),

@@ -199,7 +199,7 @@ async fn sessions_never_see_each_other_on_any_provisioner() {
                 let r = admin(
                     up.addrs.admin,
                     "GET",
-                    &format!("/admin/stacks/{code}"),
+                    &format!("/admin/stacks/{}", crate::helpers::id(&code)),
                     Some(TOKEN),
                     None,
                 )
@@ -209,7 +209,7 @@ async fn sessions_never_see_each_other_on_any_provisioner() {
             }
         };
         let (sa, sb) = (stack(&code_a).await, stack(&code_b).await);
-        let id_a = stacklab_control::provision::resource_id(&code_a);
+        let id_a = stacklab_types::session::id(&code_a);
         assert!(
             !sb.to_string().contains(&code_a) && !sb.to_string().contains(&id_a),
             "{label}: B's descriptor names A"

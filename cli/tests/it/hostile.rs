@@ -450,10 +450,10 @@ async fn forged_headers_and_hostile_cookies_are_not_trusted() {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.code)
+        .map(|s| s.id)
         .collect();
     live.sort();
-    let mut want = vec![code_a.clone(), code_b.clone()];
+    let mut want = vec![crate::helpers::id(&code_a), crate::helpers::id(&code_b)];
     want.sort();
     assert_eq!(live, want, "the registry holds A and B only");
     assert_eq!(instance_pids(&up), pids, "no backend instance died");
@@ -584,9 +584,7 @@ async fn static_traversal_forged_addresses_and_the_admin_api_are_refused() {
     )
     .await;
     assert_eq!(routes_before.status, 200);
-    let code = up.control.registry.sessions().await.unwrap()[0]
-        .code
-        .clone();
+    let id = up.control.registry.sessions().await.unwrap()[0].id.clone();
     let basic = format!(
         "Basic {}",
         base64::Engine::encode(
@@ -653,9 +651,9 @@ async fn static_traversal_forged_addresses_and_the_admin_api_are_refused() {
         ("GET", "/admin/instances".into(), None),
         ("GET", "/admin/bugs".into(), None),
         ("GET", "/admin/control/sessions".into(), None),
-        ("GET", format!("/admin/stacks/{code}"), None),
-        ("GET", format!("/admin/sessions/{code}/requests"), None),
-        ("DELETE", format!("/admin/sessions/{code}"), None),
+        ("GET", format!("/admin/stacks/{}", id), None),
+        ("GET", format!("/admin/sessions/{}/requests", id), None),
+        ("DELETE", format!("/admin/sessions/{}", id), None),
         ("POST", "/admin/control/reap".into(), None),
         ("POST", "/admin/reload".into(), None),
         (
@@ -670,12 +668,12 @@ async fn static_traversal_forged_addresses_and_the_admin_api_are_refused() {
         ),
         (
             "PUT",
-            format!("/admin/sessions/{code}"),
+            format!("/admin/sessions/{}", id),
             Some(json!({"pool": "evil"})),
         ),
         (
             "PUT",
-            format!("/admin/stacks/{code}/cache-policy"),
+            format!("/admin/stacks/{}/cache-policy", id),
             Some(json!({"policy": "lfu"})),
         ),
         (
@@ -784,35 +782,35 @@ async fn static_traversal_forged_addresses_and_the_admin_api_are_refused() {
         ),
         (
             "PUT",
-            format!("/admin/sessions/{code}"),
+            format!("/admin/sessions/{}", id),
             "application/json",
             br#"{"pool":1}"#.to_vec(),
             400,
         ),
         (
             "PUT",
-            format!("/admin/sessions/{code}"),
+            format!("/admin/sessions/{}", id),
             "application/json",
             b"{nope".to_vec(),
             400,
         ),
         (
             "PUT",
-            format!("/admin/stacks/{code}/cache-policy"),
+            format!("/admin/stacks/{}/cache-policy", id),
             "application/json",
             br#"{"policy":5}"#.to_vec(),
             400,
         ),
         (
             "PUT",
-            format!("/admin/stacks/{code}/cache-policy"),
+            format!("/admin/stacks/{}/cache-policy", id),
             "application/json",
             br#"{"policy":"'; FLUSHALL"}"#.to_vec(),
             400,
         ),
         (
             "PUT",
-            format!("/admin/stacks/{code}/cache-policy"),
+            format!("/admin/stacks/{}/cache-policy", id),
             "application/json",
             deep.clone().into_bytes(),
             400,
@@ -1652,7 +1650,7 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let put = http::Request::put(format!("http://{backend}/api/cache/policy"))
-        .header("x-stacklab-session", &code)
+        .header("x-stacklab-session", crate::helpers::id(&code))
         .header("content-type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(
             json!({"policy": " ALLKEYS-LFU "}).to_string(),
@@ -1681,7 +1679,7 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
     let recorded = admin(
         up.addrs.admin,
         "GET",
-        &format!("/admin/stacks/{code}"),
+        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
         Some(TOKEN),
         None,
     )
@@ -1691,7 +1689,7 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
     let loose = admin(
         up.addrs.admin,
         "PUT",
-        &format!("/admin/stacks/{code}/cache-policy"),
+        &format!("/admin/stacks/{}/cache-policy", crate::helpers::id(&code)),
         Some(TOKEN),
         Some(json!({"policy": "ALLKEYS-LRU"})),
     )
@@ -1699,7 +1697,7 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
     let after = admin(
         up.addrs.admin,
         "GET",
-        &format!("/admin/stacks/{code}"),
+        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
         Some(TOKEN),
         None,
     )
@@ -1949,7 +1947,7 @@ async fn cross_site_requests_are_refused_and_change_nothing() {
     up.shutdown().await.unwrap();
 }
 
-/// One request to a backend instance as the proxy sends it (the session in
+/// One request to a backend instance as the proxy sends it (the session's id in
 /// `x-stacklab-session`): status, headers, JSON body.
 async fn backend_call(
     addr: std::net::SocketAddr,
@@ -1963,7 +1961,7 @@ async fn backend_call(
     let mut req = http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
-        .header("x-stacklab-session", code);
+        .header("x-stacklab-session", crate::helpers::id(code));
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
@@ -2241,7 +2239,10 @@ async fn graphql_passwords_are_masked_in_captures_and_bug_reports() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let bugs = admin(up.addrs.admin, "GET", "/admin/bugs", Some(TOKEN), None).await;
-    assert_eq!(bugs.json()["bugs"][0]["session"], code.as_str());
+    assert_eq!(
+        bugs.json()["bugs"][0]["session"],
+        crate::helpers::id(&code).as_str()
+    );
     for (what, text) in [
         ("captured requests", &captured),
         ("the bug report", &bugs.text()),

@@ -17,7 +17,7 @@
 //! A missing Docker engine or missing local images fail these tests under
 //! `STACKLAB_REQUIRE_SERVICES=1` (CI) and skip them, saying so, elsewhere. The measurements
 //! (launch p50/p95 with and without the pool, memory per idle stack) are an ignored test:
-//! `cargo test -p stacklab-control --test it docker::measure -- --ignored --nocapture`.
+//! `cargo test -p stacklab --test it docker::measure -- --ignored --nocapture`.
 
 use crate::helpers::{all_done, choices, files_dir, user};
 use bollard::query_parameters::{
@@ -33,7 +33,7 @@ use stacklab_control::provision::docker::{
     LABEL_ROLE, LABEL_SESSION, WARM,
 };
 use stacklab_control::provision::{
-    resource_id, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
+    ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
 };
 use stacklab_control::seal::session_code;
 use stacklab_types::stack::{CacheEngine, DatabaseEngine};
@@ -114,7 +114,7 @@ async fn provision(
     docker
         .provision(
             &ProvisionRequest {
-                code: id,
+                id,
                 choices,
                 files_dir: PathBuf::from("/nonexistent"),
                 cache_max_bytes: 8 << 20,
@@ -126,7 +126,7 @@ async fn provision(
 }
 
 fn new_id() -> String {
-    resource_id(&session_code())
+    stacklab_types::session::id(&session_code())
 }
 
 /// `url` with its password replaced by `other`'s.
@@ -888,7 +888,7 @@ async fn a_control_restart_keeps_live_sessions_and_reaps_orphan_containers() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let live = resource_id(r.json()["code"].as_str().unwrap());
+    let live = stacklab_types::session::id(r.json()["code"].as_str().unwrap());
     let ann = json!({"username": "ann", "email": "ann@example.com", "password": "longenough"});
     assert_eq!(b.post("/api/users", ann).await.status, 201);
     up.shutdown().await.unwrap();
@@ -951,7 +951,7 @@ async fn a_container_killed_from_outside_is_reported_and_the_session_made_again(
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let id = resource_id(r.json()["code"].as_str().unwrap());
+    let id = stacklab_types::session::id(r.json()["code"].as_str().unwrap());
     let r = b.post("/api/sessions", json!({})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let ann = json!({"username": "ann", "email": "ann@example.com", "password": "longenough"});
