@@ -4,6 +4,7 @@
 //! cookie and reports use); see `stacklab_proxy::config::SessionsConfig`.
 
 use serde::Deserialize;
+use stacklab_types::config::{self, EnvKey};
 use stacklab_types::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,7 +135,6 @@ pub struct SharedConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawControl {
     addr: Option<String>,
     registry_url: Option<Secret>,
@@ -169,7 +169,6 @@ struct RawControl {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawShared {
     postgres_url: Option<Secret>,
     mysql_url: Option<Secret>,
@@ -179,19 +178,13 @@ struct RawShared {
     instance: Option<String>,
 }
 
-fn section<T: Default + for<'de> Deserialize<'de>>(
-    name: &str,
-    value: Option<&toml::Value>,
-    errors: &mut Vec<KeyError>,
-) -> T {
-    match value {
-        None => T::default(),
-        Some(v) => v.clone().try_into().unwrap_or_else(|e: toml::de::Error| {
-            errors.push((name.to_owned(), e.message().to_owned()));
-            T::default()
-        }),
-    }
-}
+/// Variables that stand for keys of `[control]` (read as those keys: `stacklab_types::config`).
+const ENV_KEYS: [EnvKey; 4] = [
+    EnvKey::integer("STACKLAB_BACKEND_INSTANCES", "control.backend_instances"),
+    EnvKey::integer("STACKLAB_BACKEND_CONTAINERS", "control.backend_containers"),
+    EnvKey::text("STACKLAB_BACKEND_SANDBOX", "control.backend_sandbox"),
+    EnvKey::text("STACKLAB_RUNTIME_TOKEN", "control.runtime_token"),
+];
 
 fn non_empty(s: Option<Secret>) -> Option<Secret> {
     s.filter(|s| !s.is_empty())
@@ -226,9 +219,14 @@ impl ControlConfig {
         shared: Option<&toml::Value>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<KeyError>> {
+        let mut file = toml::Table::new();
+        if let Some(c) = control {
+            file.insert("control".into(), c.clone());
+        }
+        let applied = config::apply_env(&mut file, &ENV_KEYS, env);
         let mut errors = Vec::new();
-        let raw: RawControl = section("control", control, &mut errors);
-        let shared: RawShared = section("shared", shared, &mut errors);
+        let raw: RawControl = config::section("control", file.get("control"), &mut errors);
+        let shared: RawShared = config::section("shared", shared, &mut errors);
         let addr_text = raw.addr.unwrap_or_else(|| "127.0.0.1:0".to_owned());
         let addr = addr_text.parse().unwrap_or_else(|_| {
             errors.push((
@@ -250,26 +248,8 @@ impl ControlConfig {
                 ));
             }
         }
-        let mut instances = raw.backend_instances.unwrap_or(3);
-        if let Some(v) = env("STACKLAB_BACKEND_INSTANCES") {
-            match v.trim().parse() {
-                Ok(n) => instances = n,
-                Err(_) => errors.push((
-                    "STACKLAB_BACKEND_INSTANCES".into(),
-                    format!("`{v}` is not a number of instances"),
-                )),
-            }
-        }
-        let mut containers = raw.backend_containers.unwrap_or(0);
-        if let Some(v) = env("STACKLAB_BACKEND_CONTAINERS") {
-            match v.trim().parse() {
-                Ok(n) => containers = n,
-                Err(_) => errors.push((
-                    "STACKLAB_BACKEND_CONTAINERS".into(),
-                    format!("`{v}` is not a number of instances"),
-                )),
-            }
-        }
+        let instances = raw.backend_instances.unwrap_or(3);
+        let containers = raw.backend_containers.unwrap_or(0);
         if containers > instances {
             errors.push((
                 "control.backend_containers".into(),
@@ -277,15 +257,11 @@ impl ControlConfig {
             ));
         }
         let mut sandbox = crate::sandbox::SandboxMode::default();
-        for (key, value) in [
-            ("control.backend_sandbox", raw.backend_sandbox.clone()),
-            ("STACKLAB_BACKEND_SANDBOX", env("STACKLAB_BACKEND_SANDBOX")),
-        ] {
-            let Some(v) = value else { continue };
-            match crate::sandbox::SandboxMode::parse(&v) {
+        if let Some(v) = &raw.backend_sandbox {
+            match crate::sandbox::SandboxMode::parse(v) {
                 Some(m) => sandbox = m,
                 None => errors.push((
-                    key.into(),
+                    "control.backend_sandbox".into(),
                     format!("`{v}` is not a sandbox: use \"auto\", \"bubblewrap\" or \"off\""),
                 )),
             }
@@ -310,10 +286,7 @@ impl ControlConfig {
                 ));
             }
         }
-        let mut runtime_token = non_empty(raw.runtime_token);
-        if let Some(v) = env("STACKLAB_RUNTIME_TOKEN").filter(|v| !v.is_empty()) {
-            runtime_token = Some(Secret::new(v));
-        }
+        let runtime_token = non_empty(raw.runtime_token);
         if runtime_token
             .as_ref()
             .is_some_and(|t| t.expose().len() < 16)
@@ -400,9 +373,6 @@ impl ControlConfig {
                 ),
             ));
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let instance = shared.instance.clone().unwrap_or_default();
         if instance.len() > 4
             || !instance
@@ -415,7 +385,11 @@ impl ControlConfig {
                     .into(),
             ));
         }
-        Ok(ControlConfig {
+        if !errors.is_empty() {
+            config::blame_env(&mut errors, &applied);
+            return Err(errors);
+        }
+        let config = ControlConfig {
             addr,
             registry_url,
             reaper_interval: Duration::from_millis(
@@ -467,6 +441,7 @@ impl ControlConfig {
                 memcached_addr: shared.memcached_addr.filter(|a| !a.is_empty()),
                 instance,
             },
-        })
+        };
+        Ok(config)
     }
 }

@@ -213,7 +213,6 @@ fn config() -> &'static Config {
     CONFIG.get_or_init(|| {
         Config::from_toml(stacklab_proxy::DEFAULT_CONFIG, &BTreeMap::new())
             .expect("the embedded config is valid")
-            .0
     })
 }
 

@@ -1,19 +1,25 @@
 //! Configuration: defaults, then the TOML file, then environment variables, the later winning.
 //!
 //! ```text
-//!  TOML text ──toml──▶ RawConfig ──env overrides──▶ RawConfig ──validate()──▶ Config
-//!                      (serde, all optional,          (STACKLAB_*)            (typed, checked,
-//!                       unknown keys collected)                                every error at once)
+//!  TOML text ──toml──▶ table ──env overrides──▶ table ──read──▶ RawConfig ──validate()──▶ Config
+//!                             (STACKLAB_*, put in        (serde, all optional,   (typed, checked,
+//!                              at the keys they name)     unknown keys named)     every error at once)
 //! ```
+//!
+//! The reading and the overrides are `stacklab_types::config`'s, the same for every part's
+//! section: an unknown key and a value that does not fit are errors naming the key by its
+//! whole path, a bad variable is named as `STACKLAB_ADMIN_ADDR (admin.addr)`.
 //!
 //! Nothing binds a port before [`Config::validate`] has passed. Every problem is reported with
 //! the key's path (`limits.max_body_bytes`, `routes[2].pool`), all at once, so a person fixes
-//! the file in one go. Unknown keys are warnings, not errors: a newer file still loads.
+//! the file in one go. A key nobody reads is an error too (a misspelt limit would otherwise
+//! stay at its default unnoticed).
 //!
 //! The sections owned by other parts of stacklab (`control`, `backend`, `docker`, `shared`)
 //! are carried through untouched as raw TOML for those parts to validate.
 
 use serde::Deserialize;
+use stacklab_types::config;
 use stacklab_types::routes::{HealthSpec, PoolSpec};
 use stacklab_types::Secret;
 use std::collections::{BTreeMap, HashSet};
@@ -516,11 +522,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found, and the unknown keys (warnings).
+/// Every problem found.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigReport {
     pub errors: Vec<ConfigError>,
-    pub warnings: Vec<ConfigError>,
+}
+
+impl ConfigReport {
+    pub fn one(path: String, message: String) -> Self {
+        Self {
+            errors: vec![ConfigError { path, message }],
+        }
+    }
 }
 
 impl fmt::Display for ConfigReport {
@@ -559,87 +572,74 @@ impl Env for BTreeMap<String, String> {
 impl Config {
     /// Reads, overrides and validates the file at `path` (or the embedded
     /// `config/stacklab.toml` when `None`).
-    pub fn load(
-        path: Option<&Path>,
-        env: &dyn Env,
-    ) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigReport> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigReport {
-                errors: vec![ConfigError {
-                    path: p.display().to_string(),
-                    message: format!("cannot read the file: {e}"),
-                }],
-                warnings: vec![],
+            Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                ConfigReport::one(
+                    p.display().to_string(),
+                    format!("cannot read the file: {e}"),
+                )
             })?,
             None => crate::DEFAULT_CONFIG.to_owned(),
         };
-        let (mut cfg, warnings) = Self::from_toml(&text, env)?;
+        let mut cfg = Self::from_toml(&text, env)?;
         cfg.source = path.map(Path::to_path_buf);
-        Ok((cfg, warnings))
+        Ok(cfg)
     }
 
-    /// Parses TOML text, applies the environment, validates.
-    pub fn from_toml(
-        text: &str,
-        env: &dyn Env,
-    ) -> Result<(Config, Vec<ConfigError>), ConfigReport> {
-        let refused = |path: String, message: String| ConfigReport {
-            errors: vec![ConfigError { path, message }],
-            warnings: vec![],
-        };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| refused("(file)".into(), format!("not valid TOML: {}", e.message())))?;
+    /// Parses TOML text, applies the environment, validates: every problem of the proxy's
+    /// sections at once (the sections of other parts are theirs to check).
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigReport> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigReport::one("(file)".into(), format!("not valid TOML: {}", e.message()))
+        })?;
+        let applied = config::apply_env(&mut table, &ENV_KEYS, &|k| env.var(k));
         // The same reading as every other part's section (`stacklab_types::config`).
-        let (mut raw, unknown): (RawConfig, _) =
-            stacklab_types::config::read("", de).map_err(|(path, message)| {
-                refused(
-                    if path.is_empty() {
-                        "(file)".into()
-                    } else {
-                        path
-                    },
-                    message,
-                )
-            })?;
-        let mut warnings: Vec<ConfigError> = unknown
-            .into_iter()
-            .map(|(path, message)| ConfigError { path, message })
-            .collect();
-        for key in raw.other.keys() {
-            if !OTHER_PARTS.contains(&key.as_str()) {
-                warnings.push(ConfigError {
-                    path: key.clone(),
-                    message: stacklab_types::config::UNKNOWN_KEY.into(),
-                });
+        let mut problems = Vec::new();
+        let raw: Option<RawConfig> = config::read("", toml::Value::Table(table), &mut problems);
+        if let Some(raw) = &raw {
+            for key in raw.other.keys() {
+                if !OTHER_PARTS.contains(&key.as_str()) {
+                    problems.push((key.clone(), config::UNKNOWN_KEY.into()));
+                }
             }
         }
-        apply_env(&mut raw, env);
-        let cfg = raw.validate()?;
-        Ok((cfg, warnings))
+        let mut errors: Vec<ConfigError> = problems
+            .into_iter()
+            .map(|(path, message)| ConfigError {
+                path: if path.is_empty() {
+                    "(file)".into()
+                } else {
+                    path
+                },
+                message,
+            })
+            .collect();
+        let validated = raw.map(RawConfig::validate);
+        if let Some(Err(report)) = &validated {
+            errors.extend(report.errors.iter().cloned());
+        }
+        match validated {
+            Some(Ok(cfg)) if errors.is_empty() => Ok(cfg),
+            _ => {
+                for e in &mut errors {
+                    e.path = config::blamed(&e.path, &applied);
+                }
+                Err(ConfigReport { errors })
+            }
+        }
     }
 }
 
-/// Environment variables win over the file.
-fn apply_env(raw: &mut RawConfig, env: &dyn Env) {
-    if let Some(v) = env.var("STACKLAB_EDGE_ADDR") {
-        raw.edge.addr = Some(v);
-    }
-    if let Some(v) = env.var("STACKLAB_HTTP_ADDR") {
-        raw.edge.http_addr = Some(v);
-    }
-    if let Some(v) = env.var("STACKLAB_ADMIN_ADDR") {
-        raw.admin.addr = Some(v);
-    }
-    if let Some(v) = env.var("STACKLAB_ADMIN_TOKEN") {
-        raw.admin.token = Some(Secret::new(v));
-    }
-    if let Some(v) = env.var("STACKLAB_DATA_DIR") {
-        raw.data_dir = Some(PathBuf::from(v));
-    }
-    if let Some(v) = env.var("STACKLAB_LOG") {
-        raw.log.filter = Some(v);
-    }
-}
+/// Environment variables win over the file (read as the keys they stand for).
+const ENV_KEYS: [config::EnvKey; 6] = [
+    config::EnvKey::text("STACKLAB_EDGE_ADDR", "edge.addr"),
+    config::EnvKey::text("STACKLAB_HTTP_ADDR", "edge.http_addr"),
+    config::EnvKey::text("STACKLAB_ADMIN_ADDR", "admin.addr"),
+    config::EnvKey::text("STACKLAB_ADMIN_TOKEN", "admin.token"),
+    config::EnvKey::text("STACKLAB_DATA_DIR", "data_dir"),
+    config::EnvKey::text("STACKLAB_LOG", "log.filter"),
+];
 
 /// Collects errors while validating.
 struct Check {
@@ -1055,21 +1055,22 @@ impl RawConfig {
         let mut pool_names = HashSet::new();
         for (i, value) in self.pools.into_iter().enumerate() {
             let path = format!("pools[{i}]");
-            match value.try_into::<PoolSpec>() {
-                Ok(pool) => {
-                    for problem in check_pool(&pool) {
-                        c.err(format!("{path}.{}", problem.path), problem.message);
-                    }
-                    if !pool_names.insert(pool.name.clone()) {
-                        c.err(
-                            format!("{path}.name"),
-                            format!("pool `{}` is defined twice", pool.name),
-                        );
-                    }
-                    pools.push(pool);
-                }
-                Err(e) => c.err(path, e.message().to_owned()),
+            let mut problems = Vec::new();
+            let pool: Option<PoolSpec> = config::read(&path, value, &mut problems);
+            for (key, message) in problems {
+                c.err(key, message);
             }
+            let Some(pool) = pool else { continue };
+            for problem in check_pool(&pool) {
+                c.err(format!("{path}.{}", problem.path), problem.message);
+            }
+            if !pool_names.insert(pool.name.clone()) {
+                c.err(
+                    format!("{path}.name"),
+                    format!("pool `{}` is defined twice", pool.name),
+                );
+            }
+            pools.push(pool);
         }
 
         let mut routes = Vec::new();
@@ -1132,10 +1133,7 @@ impl RawConfig {
         }
 
         if !c.errors.is_empty() {
-            return Err(ConfigReport {
-                errors: c.errors,
-                warnings: Vec::new(),
-            });
+            return Err(ConfigReport { errors: c.errors });
         }
         Ok(Config {
             data_dir: self
@@ -1320,9 +1318,8 @@ mod tests {
     #[test]
     fn defaults_then_file_then_env() {
         let text = "[edge]\naddr = \"127.0.0.1:1111\"\n[admin]\naddr = \"127.0.0.1:2222\"\n";
-        let (cfg, warnings) =
+        let cfg =
             Config::from_toml(text, &env(&[("STACKLAB_ADMIN_ADDR", "127.0.0.1:3333")])).unwrap();
-        assert!(warnings.is_empty());
         assert_eq!(cfg.edge.addr, "127.0.0.1:1111".parse().unwrap());
         assert_eq!(cfg.admin.addr, "127.0.0.1:3333".parse().unwrap());
         assert_eq!(cfg.edge.http_addr, DEFAULT_HTTP_ADDR.parse().unwrap());
@@ -1360,9 +1357,9 @@ mod tests {
 
     #[test]
     fn workers_zero_means_one_per_core() {
-        let (cfg, _) = Config::from_toml("[edge]\nworkers = 0\n", &env(&[])).unwrap();
+        let cfg = Config::from_toml("[edge]\nworkers = 0\n", &env(&[])).unwrap();
         assert_eq!(cfg.edge.workers, None);
-        let (cfg, _) = Config::from_toml("[edge]\nworkers = 3\n", &env(&[])).unwrap();
+        let cfg = Config::from_toml("[edge]\nworkers = 3\n", &env(&[])).unwrap();
         assert_eq!(cfg.edge.workers, Some(3));
         let report = Config::from_toml("[edge]\nworkers = 5000\n", &env(&[])).unwrap_err();
         assert_eq!(report.errors[0].path, "edge.workers");
@@ -1370,7 +1367,7 @@ mod tests {
 
     #[test]
     fn security_headers_are_checked_and_can_be_turned_off() {
-        let (cfg, _) = Config::from_toml("", &env(&[])).unwrap();
+        let cfg = Config::from_toml("", &env(&[])).unwrap();
         let h = &cfg.edge.headers;
         assert_eq!(
             h.strict_transport_security.as_ref().unwrap(),
@@ -1398,7 +1395,7 @@ mod tests {
         );
 
         let text = "[edge]\nstrict_transport_security = \"\"\nreferrer_policy = \"no-referrer, same-origin\"\n";
-        let (cfg, _) = Config::from_toml(text, &env(&[])).unwrap();
+        let cfg = Config::from_toml(text, &env(&[])).unwrap();
         assert!(cfg.edge.headers.strict_transport_security.is_none());
         assert_eq!(
             cfg.edge.headers.referrer_policy.as_ref().unwrap(),
@@ -1406,12 +1403,50 @@ mod tests {
         );
     }
 
+    /// Issue 19: one policy for every section. An unknown key of the proxy's was a warning
+    /// while control's, docker's and the backend's refused; now every one is an error with
+    /// its whole path, reported with the other problems (other parts' sections are theirs).
     #[test]
-    fn unknown_keys_are_warnings() {
-        let (_, warnings) =
-            Config::from_toml("[edge]\nadr = \"x\"\n[control]\nanything = 1\n", &env(&[])).unwrap();
-        let paths: Vec<_> = warnings.iter().map(|w| w.path.as_str()).collect();
-        assert_eq!(paths, ["edge.adr"]);
+    fn unknown_keys_are_errors_with_their_path() {
+        let report = Config::from_toml(
+            "[edge]\nadr = \"x\"\n[[pools]]\nname = \"p\"\nwieght = 2\n[[routes]]\npath = \"/\"\nsession_pool = true\npriority = 1\n[limits]\nmax_connections = 0\n[control]\nanything = 1\n[contrl]\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        let paths: Vec<_> = report.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths[..4],
+            [
+                "edge.adr",
+                "routes[0].priority",
+                "contrl",
+                "limits.max_connections"
+            ],
+            "{report}"
+        );
+        assert!(
+            report.errors[0].message.starts_with("unknown key"),
+            "{report}"
+        );
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.path.starts_with("pools[0]") && e.message.contains("wieght")),
+            "{report}"
+        );
+        assert_eq!(report.errors.len(), 5, "{report}");
+    }
+
+    #[test]
+    fn a_bad_variable_is_named_with_the_key_it_sets() {
+        let report =
+            Config::from_toml("", &env(&[("STACKLAB_ADMIN_ADDR", "nowhere")])).unwrap_err();
+        assert_eq!(report.errors.len(), 1, "{report}");
+        assert_eq!(
+            report.errors[0].path, "STACKLAB_ADMIN_ADDR (admin.addr)",
+            "{report}"
+        );
     }
 
     /// Issue 19: a value of the wrong type is named by its key, not by `(file)`.
@@ -1429,7 +1464,7 @@ mod tests {
 
     #[test]
     fn admin_token_is_never_debug_printed() {
-        let (cfg, _) = Config::from_toml(
+        let cfg = Config::from_toml(
             "",
             &env(&[("STACKLAB_ADMIN_TOKEN", "s3cret-s3cret-s3cret")]),
         )

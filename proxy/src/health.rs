@@ -343,8 +343,7 @@ mod tests {
             dir.display()
         );
         let env = std::collections::BTreeMap::<String, String>::new();
-        let (cfg, _) =
-            crate::config::Config::from_toml(&text, &env).unwrap_or_else(|r| panic!("{r}"));
+        let cfg = crate::config::Config::from_toml(&text, &env).unwrap_or_else(|r| panic!("{r}"));
         (Proxy::new(cfg).unwrap(), dir)
     }
 

@@ -140,7 +140,8 @@ impl Proxy {
     /// (a warning says so). On any error nothing changes.
     pub fn reload(&self, env: &dyn Env) -> Result<Vec<ConfigError>, ConfigReport> {
         let old = self.config.load_full();
-        let (mut cfg, mut warnings) = Config::load(old.source.as_deref(), env)?;
+        let mut cfg = Config::load(old.source.as_deref(), env)?;
+        let mut warnings = Vec::new();
         // What was settled at start and is not in the file: a generated admin token (kept in
         // <data_dir>/admin.token) and the feed `stacklab up` points at its own control.
         // Without this a reload left the admin API refusing every token.
@@ -150,13 +151,9 @@ impl Proxy {
         if cfg.feed.is_none() {
             cfg.feed = old.feed.clone();
         }
-        self.certs.load(&cfg).map_err(|e| ConfigReport {
-            errors: vec![ConfigError {
-                path: "edge.certificates".into(),
-                message: e.to_string(),
-            }],
-            warnings: vec![],
-        })?;
+        self.certs
+            .load(&cfg)
+            .map_err(|e| ConfigReport::one("edge.certificates".into(), e.to_string()))?;
         for (key, was, now) in [
             ("edge.addr", old.edge.addr, cfg.edge.addr),
             ("edge.http_addr", old.edge.http_addr, cfg.edge.http_addr),

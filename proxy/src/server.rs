@@ -1030,7 +1030,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 mod tests {
     #[test]
     fn timeout_answer_has_the_right_length_and_headers() {
-        let (cfg, _) = crate::config::Config::from_toml(
+        let cfg = crate::config::Config::from_toml(
             "",
             &std::collections::BTreeMap::<String, String>::new(),
         )

@@ -4,6 +4,7 @@
 //! limit it hit.
 
 use crate::error::ApiError;
+use stacklab_types::config::{self, KeyProblem};
 use std::time::Duration;
 
 /// The limits an input is checked against, and the costs the backend pays.
@@ -233,7 +234,6 @@ pub struct ServeConfig {
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSection {
     addr: Option<String>,
     control_url: Option<String>,
@@ -253,15 +253,11 @@ struct RawSection {
 }
 
 impl ServeConfig {
-    /// Validates the `[backend]` section; every problem is returned with its key.
-    pub fn from_section(section: Option<&toml::Value>) -> Result<Self, Vec<(String, String)>> {
-        let raw: RawSection = match section {
-            None => RawSection::default(),
-            Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-                vec![("backend".to_owned(), e.message().to_owned())]
-            })?,
-        };
+    /// Validates the `[backend]` section; every problem is returned with its key, unknown keys
+    /// too (`stacklab_types::config`, the same for every section; CONTRACT.md §2).
+    pub fn from_section(section: Option<&toml::Value>) -> Result<Self, Vec<KeyProblem>> {
         let mut errors = Vec::new();
+        let raw: RawSection = config::section("backend", section, &mut errors);
         let addr_text = raw.addr.unwrap_or_else(|| "127.0.0.1:0".to_owned());
         let addr = addr_text.parse().unwrap_or_else(|_| {
             errors.push((
@@ -327,7 +323,7 @@ impl ServeConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(ServeConfig {
+        let serve = ServeConfig {
             addr,
             control_url,
             backend: BackendConfig {
@@ -356,6 +352,7 @@ impl ServeConfig {
                     .descriptor_ttl_ms
                     .map_or(defaults.descriptor_ttl, Duration::from_millis),
             },
-        })
+        };
+        Ok(serve)
     }
 }

@@ -56,7 +56,7 @@ pool = "up"
     );
     let path = dir.join("stacklab.toml");
     std::fs::write(&path, text).unwrap();
-    let (cfg, _) = Config::load(Some(&path), &BTreeMap::new()).unwrap_or_else(|r| panic!("{r}"));
+    let cfg = Config::load(Some(&path), &BTreeMap::new()).unwrap_or_else(|r| panic!("{r}"));
     let server = Server::bind(cfg).await.unwrap();
     let addrs = server.addrs();
     let proxy = std::sync::Arc::clone(&server.proxy);

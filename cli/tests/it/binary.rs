@@ -44,6 +44,63 @@ fn check_config_names_every_bad_key() {
     );
 }
 
+/// Issue 19: one policy for every section. Before, an unknown key of the proxy's sections was
+/// a warning while `[control]`, `[shared]`, `[docker]` and `[backend]` refused one naming only
+/// the section; a variable with a bad value was named one way in control and another in the
+/// proxy. Now each is an error naming its whole key, or the variable and the key it sets.
+#[test]
+fn every_section_names_the_key_or_variable_at_fault_unknown_keys_included() {
+    let dir = temp_dir("policy");
+    let file = dir.join("typo.toml");
+    std::fs::write(
+        &file,
+        "[edge]\nnope = 1\n[control]\nmax_drill_pols = 2\nmax_drill_pools = \"x\"\n\
+         [shared]\ninstanse = \"x\"\n[backend]\nmax_sesions = 3\nbcrypt_cost = true\n\
+         [docker.engines.redis]\nwarm = 1\nmemroy_mb = 64\n",
+    )
+    .unwrap();
+    // The proxy's sections first: a part whose own sections fail is not read further.
+    let out = bin().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("edge.nope: unknown key"), "{stderr}");
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("nope = 1\n", "")).unwrap();
+    let out = bin()
+        .arg("check-config")
+        .arg(&file)
+        .env("STACKLAB_BACKEND_INSTANCES", "many")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "control.max_drill_pols: unknown key",
+        "control.max_drill_pools: invalid type",
+        "shared.instanse: unknown key",
+        "backend.max_sesions: unknown key",
+        "backend.bcrypt_cost: invalid type",
+        "docker.engines.redis.memroy_mb: unknown key",
+        "STACKLAB_BACKEND_INSTANCES (control.backend_instances): invalid type: string \"many\"",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from:\n{stderr}");
+    }
+
+    let out = bin()
+        .arg("check-config")
+        .arg(&file)
+        .env("STACKLAB_ADMIN_ADDR", "nowhere")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("STACKLAB_ADMIN_ADDR (admin.addr)"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn up_serves_the_web_ui_over_https_with_http3_advertised() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -43,7 +43,7 @@ pub fn configs(dir: &Path, instances: usize) -> (Config, ControlConfig) {
         ("STACKLAB_ADMIN_TOKEN", TOKEN.to_owned()),
         ("STACKLAB_DATA_DIR", dir.join("data").display().to_string()),
     ]));
-    let (mut cfg, _) = Config::from_toml(stacklab_proxy::DEFAULT_CONFIG, &env).unwrap();
+    let mut cfg = Config::from_toml(stacklab_proxy::DEFAULT_CONFIG, &env).unwrap();
     cfg.sessions.report_interval = Duration::from_millis(20);
     let mut ccfg =
         ControlConfig::from_sections(cfg.other.get("control"), cfg.other.get("shared"), &|_| None)

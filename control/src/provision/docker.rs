@@ -573,7 +573,6 @@ impl Default for BackendSpec {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawBackend {
     image: Option<String>,
     binary: Option<String>,
@@ -584,7 +583,6 @@ struct RawBackend {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDocker {
     host: Option<String>,
     instance: Option<String>,
@@ -600,7 +598,6 @@ struct RawDocker {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawEngine {
     enabled: Option<bool>,
     image: Option<String>,
@@ -631,16 +628,18 @@ fn plain_name(s: &str) -> bool {
 
 impl DockerConfig {
     /// Validates `[docker]`; `Ok(None)` when there is none (the provisioner is then off).
+    /// Every problem is named by its key, unknown keys too (`stacklab_types::config`).
     /// Every engine starts from [`EngineSpec::official`]; a key given replaces that value.
     pub fn from_section(section: Option<&toml::Value>) -> Result<Option<Self>, Vec<KeyError>> {
         let Some(section) = section else {
             return Ok(None);
         };
-        let raw: RawDocker = section
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| vec![("docker".to_owned(), e.message().to_owned())])?;
         let mut errors: Vec<KeyError> = Vec::new();
+        let Some(raw) =
+            stacklab_types::config::read::<_, RawDocker>("docker", section.clone(), &mut errors)
+        else {
+            return Err(errors);
+        };
         let mut err = |key: &str, msg: String| errors.push((key.to_owned(), msg));
 
         let host = raw.host.filter(|h| !h.is_empty());
@@ -711,13 +710,13 @@ impl DockerConfig {
                 );
                 continue;
             };
-            let r: RawEngine = match value.clone().try_into() {
-                Ok(r) => r,
-                Err(e) => {
-                    err(&path, e.message().to_owned());
-                    continue;
-                }
-            };
+            let mut problems = Vec::new();
+            let r: Option<RawEngine> =
+                stacklab_types::config::read(&path, value.clone(), &mut problems);
+            for (key, message) in problems {
+                err(&key, message);
+            }
+            let Some(r) = r else { continue };
             if r.enabled == Some(false) {
                 continue;
             }
@@ -885,7 +884,7 @@ impl DockerConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Some(DockerConfig {
+        let config = DockerConfig {
             backend,
             host,
             instance,
@@ -894,7 +893,8 @@ impl DockerConfig {
             pull_missing: raw.pull_missing.unwrap_or(true),
             engines,
             session_subnets,
-        }))
+        };
+        Ok(Some(config))
     }
 }
 
@@ -2754,6 +2754,31 @@ mod tests {
         DockerConfig::from_section(v.get("docker"))
     }
 
+    /// A config file shipped with stacklab.
+    fn shipped(text: &str) -> DockerConfig {
+        DockerConfig::from_section(Some(&section(text)))
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Issue 19: an unknown key was refused with the section's name only (`docker: unknown
+    /// field …`); now every problem names its whole key, as in every other section.
+    #[test]
+    fn an_unknown_key_or_a_wrong_type_is_an_error_naming_its_key() {
+        assert_eq!(
+            keys("[docker]\nmax_contaners = 3\n[docker.engines.redis]\nwarm = 1\nmemroy_mb = 64\n"),
+            ["docker.max_contaners", "docker.engines.redis.memroy_mb"]
+        );
+        assert_eq!(
+            keys("[docker]\nmax_containers = \"lots\"\n"),
+            ["docker.max_containers"]
+        );
+        assert_eq!(
+            keys("[docker.engines.redis]\nwarm = \"1\"\n"),
+            ["docker.engines.redis.warm"]
+        );
+    }
+
     fn keys(text: &str) -> Vec<String> {
         parse(text)
             .unwrap_err()
@@ -2764,10 +2789,7 @@ mod tests {
 
     #[test]
     fn the_shipped_config_spells_out_the_built_in_official_specs() {
-        let cfg =
-            DockerConfig::from_section(Some(&section(include_str!("../../../config/docker.toml"))))
-                .unwrap()
-                .unwrap();
+        let cfg = shipped(include_str!("../../../config/docker.toml"));
         for engine in Engine::ALL {
             assert_eq!(
                 cfg.engines[&engine],
@@ -2783,15 +2805,8 @@ mod tests {
 
     #[test]
     fn the_local_config_differs_from_the_shipped_one_only_in_images() {
-        let official =
-            DockerConfig::from_section(Some(&section(include_str!("../../../config/docker.toml"))))
-                .unwrap()
-                .unwrap();
-        let local = DockerConfig::from_section(Some(&section(include_str!(
-            "../../../config/images/docker-local.toml"
-        ))))
-        .unwrap()
-        .unwrap();
+        let official = shipped(include_str!("../../../config/docker.toml"));
+        let local = shipped(include_str!("../../../config/images/docker-local.toml"));
         assert!(!local.pull_missing, "no registry: nothing to pull");
         assert!(
             !local.engines.contains_key(&Engine::Mongodb),

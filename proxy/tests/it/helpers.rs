@@ -292,7 +292,7 @@ impl TestProxy {
         let config_path = data_dir.join("stacklab.toml");
         std::fs::write(&config_path, text).unwrap();
         let env: BTreeMap<String, String> = BTreeMap::new();
-        let (cfg, _) = Config::load(Some(&config_path), &env).unwrap_or_else(|r| panic!("{r}"));
+        let cfg = Config::load(Some(&config_path), &env).unwrap_or_else(|r| panic!("{r}"));
         let server = Server::bind(cfg).await.unwrap();
         let addrs = server.addrs();
         let proxy = Arc::clone(&server.proxy);
