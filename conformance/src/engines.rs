@@ -7,7 +7,6 @@
 use base64::Engine;
 use stacklab_types::stack::*;
 use stacklab_types::Secret;
-use std::path::PathBuf;
 
 /// A database engine under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,18 +51,7 @@ pub const PASSWORD_MODES: [PasswordStorage; 5] = [
 
 /// An engine's URL from the environment (`scripts/test` sets them). Missing: a failure under
 /// CI (`STACKLAB_REQUIRE_SERVICES=1`); elsewhere `None`, said aloud.
-pub fn engine_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if crate::required() => {
-            panic!("{var} is not set, and STACKLAB_REQUIRE_SERVICES=1: run the tests with scripts/test")
-        }
-        _ => {
-            eprintln!("NOT TESTED (outside CI): {var} is not set (scripts/test sets it)");
-            None
-        }
-    }
-}
+pub use stacklab_testkit::engine_var as engine_url;
 
 /// `prefix` and 12 random hex digits.
 pub fn unique(prefix: &str) -> String {
@@ -71,12 +59,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{:012x}", n & 0xffff_ffff_ffff)
 }
 
-/// A new folder under the system's temp dir.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(&format!("stacklab-conformance-{name}-")));
-    std::fs::create_dir_all(&dir).expect("a temp folder");
-    dir
-}
+use stacklab_testkit::temp_dir;
 
 /// A new random encryption key: 32 bytes, base64 (what control makes per session).
 pub fn new_key() -> Secret {

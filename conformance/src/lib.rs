@@ -39,7 +39,4 @@ pub use engines::{engine_url, stack, unique, Db, Kv, Stack};
 pub use instance::{Instance, Settings};
 pub use runtime::Runtime;
 
-/// Under CI (`STACKLAB_REQUIRE_SERVICES=1`) whatever a test needs must be there.
-pub fn required() -> bool {
-    std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1")
-}
+pub use stacklab_testkit::required;

@@ -37,7 +37,8 @@ where
             let path = e.path().to_string();
             // `.` is the library's name for the top.
             let path = if path == "." { String::new() } else { path };
-            errors.push((join(prefix, &path), first_line(&e.into_inner().to_string())));
+            let message = first_line(&e.into_inner().to_string());
+            errors.push((join(prefix, &path), without_key(message)));
             None
         }
     }
@@ -148,6 +149,14 @@ pub fn blamed(path: &str, applied: &[EnvKey]) -> String {
     }
 }
 
+/// toml's messages for a value inside a table end in `` in `key` ``: the path names it already.
+fn without_key(message: String) -> String {
+    match message.rfind(" in `") {
+        Some(i) if message.ends_with('`') => message[..i].to_owned(),
+        _ => message,
+    }
+}
+
 /// A path as the file's reader writes it, and as `serde_path_to_error` does: `routes[0].pool`
 /// (serde_ignored's own `Display` writes `routes.0.pool`, and `?` for an `Option`).
 fn key_path(path: &serde_ignored::Path<'_>) -> String {
@@ -229,7 +238,10 @@ mod tests {
         let _: Section = section("part", Some(&v), &mut errors);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "part.inner.name");
-        assert!(errors[0].1.contains("invalid type"), "{errors:?}");
+        assert_eq!(
+            errors[0].1, "invalid type: integer `7`, expected a string",
+            "{errors:?}"
+        );
 
         let mut errors = vec![];
         let whole: Option<Section> = read(

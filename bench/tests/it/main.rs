@@ -9,21 +9,9 @@ mod proxy;
 
 use stacklab_bench::load::{self, LoadSpec, Protocol};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// A unique temporary folder.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let d = std::env::temp_dir().join(format!(
-        "stacklab-bench-it-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+pub use stacklab_testkit::temp_dir;
 
 /// Our upstream on a loopback port.
 pub async fn upstream() -> SocketAddr {

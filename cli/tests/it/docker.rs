@@ -48,15 +48,10 @@ const LOCAL_IMAGES: &[&str] = &[
     "stacklab/memcached:local",
 ];
 
-fn required() -> bool {
-    std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1")
-}
-
 fn skip(why: &str) -> Option<bollard::Docker> {
-    if required() {
-        panic!("{why}, and STACKLAB_REQUIRE_SERVICES=1 (scripts/test builds the images with config/images/build.sh when Docker is reachable)");
-    }
-    eprintln!("skipped: {why} (build them with config/images/build.sh)");
+    stacklab_testkit::missing(format!(
+        "{why} (scripts/test builds the images with config/images/build.sh when Docker is reachable)"
+    ));
     None
 }
 
@@ -176,18 +171,6 @@ async fn networks(api: &bollard::Docker, instance: &str) -> Vec<String> {
     .into_iter()
     .filter_map(|n| n.name)
     .collect()
-}
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Checks one session container as the Docker API shows it; returns its volume names.
@@ -595,7 +578,7 @@ async fn leftovers_of_a_crashed_run_are_found_and_reaped() {
         )
         .await
         .unwrap();
-        wait_for("a pooled Redis", Duration::from_secs(60), || async {
+        stacklab_testkit::eventually("a pooled Redis", Duration::from_secs(60), || async {
             first.warm_count(Engine::Redis) == 1
         })
         .await;
@@ -637,7 +620,7 @@ async fn the_warm_pool_serves_a_launch_and_refills() {
     let docker = Docker::start(Some(cfg.clone()), files_dir("docker", "warm")).await;
     let ready =
         |d: &Docker| d.warm_count(Engine::Postgres) == 1 && d.warm_count(Engine::Redis) == 1;
-    wait_for("the pool to fill", Duration::from_secs(90), || async {
+    stacklab_testkit::eventually("the pool to fill", Duration::from_secs(90), || async {
         ready(&docker)
     })
     .await;
@@ -686,7 +669,7 @@ async fn the_warm_pool_serves_a_launch_and_refills() {
     assert_eq!(docker.leftovers().await.unwrap(), std::slice::from_ref(&id));
 
     // The pool refills with new containers.
-    wait_for("the pool to refill", Duration::from_secs(90), || async {
+    stacklab_testkit::eventually("the pool to refill", Duration::from_secs(90), || async {
         ready(&docker)
     })
     .await;
@@ -709,7 +692,7 @@ async fn the_warm_pool_serves_a_launch_and_refills() {
         .await
         .unwrap();
     docker.refill();
-    wait_for(
+    stacklab_testkit::eventually(
         "the killed container to be replaced",
         Duration::from_secs(90),
         || async {
@@ -1325,7 +1308,7 @@ async fn measure() {
         let mut refill = Vec::new();
         for _ in 0..LAUNCHES {
             let waited = Instant::now();
-            wait_for("the pool", Duration::from_secs(120), || async {
+            stacklab_testkit::eventually("the pool", Duration::from_secs(120), || async {
                 hot.warm_count(db_engine) == 1 && hot.warm_count(cache_engine) == 1
             })
             .await;

@@ -25,12 +25,7 @@ impl stacklab_proxy::config::Env for TestEnv {
     }
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stacklab-ctl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+pub use stacklab_testkit::temp_dir;
 
 /// The embedded default config on loopback port 0, with test timings: session use reported
 /// every 20 ms, the reaper left to the test (`reap_once`), backends from this build.
@@ -303,20 +298,14 @@ pub async fn admin(
     }
 }
 
-/// Waits (polling, bounded) until `cond` holds.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+/// Waits (at most 30 s) until `cond` holds.
+#[track_caller]
+pub fn eventually<'a, F, Fut>(what: &'a str, cond: F) -> impl std::future::Future<Output = ()> + 'a
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    F: FnMut() -> Fut + 'a,
+    Fut: std::future::Future<Output = bool> + 'a,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stacklab_testkit::eventually(what, Duration::from_secs(30), cond)
 }
 
 /// Steady traffic from `workers` tasks: `path` with the browser's cookie, counting answers.

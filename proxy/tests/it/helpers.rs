@@ -244,20 +244,10 @@ pub struct TestProxy {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "stacklab-it-{name}-{}-{}",
-        std::process::id(),
-        rand_u64()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+pub use stacklab_testkit::temp_dir;
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
+/// How long a test waits for what the proxy reaches on its own.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The TOML the tests start from: everything on 127.0.0.1:0, plain HTTP served (not
 /// redirected) so load can go through a pooled client, logs quiet.
@@ -522,16 +512,14 @@ impl Load {
     }
 }
 
-/// Waits for a condition the proxy reaches on its own (health rounds, feed updates).
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Waits (at most [`WAIT`]) for a condition the proxy reaches on its own (health rounds, feed
+/// updates).
+#[track_caller]
+pub fn eventually<'a>(
+    what: &'a str,
+    mut cond: impl FnMut() -> bool + 'a,
+) -> impl std::future::Future<Output = ()> + 'a {
+    stacklab_testkit::eventually(what, WAIT, move || std::future::ready(cond()))
 }
 
 pub fn pool_toml(name: &str, algorithm: &str, members: &[&Backend]) -> String {
@@ -710,7 +698,7 @@ pub async fn answered(p: &TestProxy) -> u64 {
 /// Waits until the proxy has answered `n` requests in all (a client that went away gets an
 /// answer it never reads, but the proxy counts it).
 pub async fn wait_answered(p: &TestProxy, n: u64) {
-    eventually_async(|| async {
+    stacklab_testkit::eventually_ok(WAIT, || async {
         let got = answered(p).await;
         (got >= n)
             .then_some(())
@@ -719,27 +707,10 @@ pub async fn wait_answered(p: &TestProxy, n: u64) {
     .await;
 }
 
-/// [`eventually`] for a condition that takes a request to check: `check` is `Ok` once it
-/// holds, else says what it saw (the panic message at the deadline).
-pub async fn eventually_async<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(seen) => assert!(tokio::time::Instant::now() < deadline, "{seen}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until no request is in flight to any member (the proxy is done with every request
 /// it forwarded, answered or given up when its client went away).
 pub async fn wait_nothing_in_flight(p: &TestProxy) {
-    eventually_async(|| async {
+    stacklab_testkit::eventually_ok(WAIT, || async {
         let pools = admin(p, "GET", "/admin/pools", serde_json::Value::Null)
             .await
             .json();

@@ -195,7 +195,7 @@ async fn unanswered_quic_handshakes_lock_no_address_out() {
     for i in &initials {
         forger.send_to(i, p.addrs.quic.unwrap()).await.unwrap();
     }
-    eventually_async(|| async {
+    stacklab_testkit::eventually_ok(WAIT, || async {
         let m = metrics(&p).await;
         let done = m.contains("stacklab_proxy_quic_unvalidated_handshakes 3")
             && m.contains(&format!("stacklab_proxy_quic_retries_total {}", FORGED - 3));

@@ -591,16 +591,7 @@ mod tests {
     /// The test server's `host:port`, or `None` (skip) when it is not set and services are
     /// optional.
     fn server_addr() -> Option<String> {
-        match std::env::var("STACKLAB_TEST_MEMCACHED_ADDR") {
-            Ok(addr) if !addr.is_empty() => Some(addr),
-            _ if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-                panic!("STACKLAB_TEST_MEMCACHED_ADDR is not set, and STACKLAB_REQUIRE_SERVICES=1")
-            }
-            _ => {
-                eprintln!("skipped: STACKLAB_TEST_MEMCACHED_ADDR is not set");
-                None
-            }
-        }
+        stacklab_testkit::engine_var("STACKLAB_TEST_MEMCACHED_ADDR")
     }
 
     fn spec(url: &str, prefix: &str) -> CacheSpec {

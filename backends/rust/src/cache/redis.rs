@@ -521,16 +521,7 @@ mod tests {
 
     /// The test server's URL, or `None` (skip) when it is not set and services are optional.
     fn server_url() -> Option<String> {
-        match std::env::var("STACKLAB_TEST_REDIS_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var("STACKLAB_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-                panic!("STACKLAB_TEST_REDIS_URL is not set, and STACKLAB_REQUIRE_SERVICES=1")
-            }
-            _ => {
-                eprintln!("skipped: STACKLAB_TEST_REDIS_URL is not set");
-                None
-            }
-        }
+        stacklab_testkit::engine_var("STACKLAB_TEST_REDIS_URL")
     }
 
     fn spec(url: &str, prefix: &str, shared: bool) -> CacheSpec {
