@@ -2,7 +2,7 @@
 //! the config loaded and checked whole (every problem as `key: message`, one style for every
 //! section), logging, the async runtime.
 
-use crate::signals;
+use crate::signals::Signals;
 use anyhow::Context;
 use stacklab_backend::config::ServeConfig;
 use stacklab_control::config::{ControlConfig, KeyError};
@@ -37,6 +37,7 @@ pub fn up(file: Option<&Path>) -> anyhow::Result<()> {
     let mut cfg = start(file)?;
     let control = control_config(&cfg).map_err(|e| invalid(file, e))?;
     runtime(cfg.edge.workers)?.block_on(async move {
+        let signals = Signals::listen();
         let token_file = admin_token(&mut cfg)?;
         let up = stacklab_control::serve::up(cfg, control).await?;
         println!(
@@ -49,7 +50,7 @@ pub fn up(file: Option<&Path>) -> anyhow::Result<()> {
             up.control_addr,
             up.control.instances.list().len()
         );
-        let signals = tokio::spawn(signals::reload_or_stop(Arc::clone(&up.proxy)));
+        let signals = tokio::spawn(signals.reload_or_stop(Arc::clone(&up.proxy)));
         let result = up.wait().await;
         signals.abort();
         result
@@ -60,6 +61,7 @@ pub fn up(file: Option<&Path>) -> anyhow::Result<()> {
 pub fn proxy(file: &Path, upgrade: bool) -> anyhow::Result<()> {
     let mut cfg = start(Some(file))?;
     runtime(cfg.edge.workers)?.block_on(async move {
+        let signals = Signals::listen();
         let token_file = admin_token(&mut cfg)?;
         let mut server = if upgrade {
             let (listeners, taking) = stacklab_proxy::upgrade::take_over(&cfg.edge.upgrade_socket)
@@ -77,7 +79,7 @@ pub fn proxy(file: &Path, upgrade: bool) -> anyhow::Result<()> {
         let addrs = server.addrs();
         println!("stacklab proxy: https://{}", addrs.edge);
         print_addrs(&addrs, &token_file);
-        let signals = tokio::spawn(signals::reload_or_stop(Arc::clone(&server.proxy)));
+        let signals = tokio::spawn(signals.reload_or_stop(Arc::clone(&server.proxy)));
         let result = server.run().await;
         signals.abort();
         result
@@ -89,6 +91,7 @@ pub fn control(file: Option<&Path>) -> anyhow::Result<()> {
     let mut cfg = start(file)?;
     let control = control_config(&cfg).map_err(|e| invalid(file, e))?;
     runtime(cfg.edge.workers)?.block_on(async move {
+        let mut signals = Signals::listen();
         let token_file = admin_token(&mut cfg)?;
         let c = stacklab_control::serve::control_only(cfg, control).await?;
         println!(
@@ -97,7 +100,7 @@ pub fn control(file: Option<&Path>) -> anyhow::Result<()> {
             c.admin_addr,
             token_file.display()
         );
-        signals::wait_for_stop().await;
+        signals.stopped().await;
         c.shutdown().await;
         Ok(())
     })
@@ -120,6 +123,7 @@ pub fn backend(file: Option<&Path>, args: BackendArgs) -> anyhow::Result<()> {
     serve.control_url = args.control_url.unwrap_or(serve.control_url);
     let (token, stdin) = runtime_credential(&cfg, args.token_stdin)?;
     runtime(None)?.block_on(async move {
+        let mut signals = Signals::listen();
         let listener = tokio::net::TcpListener::bind(serve.addr)
             .await
             .context("cannot bind the backend")?;
@@ -145,7 +149,7 @@ pub fn backend(file: Option<&Path>, args: BackendArgs) -> anyhow::Result<()> {
         }
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            signals::wait_for_stop().await;
+            signals.stopped().await;
             stop.cancel();
         });
         stacklab_backend::run(listener, app, shutdown).await;

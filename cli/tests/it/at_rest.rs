@@ -22,13 +22,7 @@ async fn the_data_folder_its_registry_and_sessions_databases_are_private() {
     let r = b.post("/api/sessions", json!({"database": "sqlite"})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let code = r.json()["code"].as_str().unwrap().to_owned();
-    let r = b
-        .post(
-            "/api/users",
-            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    add_ann(&mut b).await;
 
     assert_eq!(mode(&data), 0o700, "the data folder");
     assert_eq!(mode(&data.join("sessions")), 0o700, "the sessions folder");

@@ -7,13 +7,7 @@ use serde_json::json;
 
 async fn session_with_a_user(b: &mut Browser) {
     new_session(b, json!({})).await;
-    let r = b
-        .post(
-            "/api/users",
-            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    add_ann(b).await;
 }
 
 fn member_of(r: &Answer) -> String {

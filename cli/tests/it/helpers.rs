@@ -71,6 +71,23 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a response whole.
+    pub async fn read(res: hyper::Response<hyper::body::Incoming>) -> Result<Answer, String> {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -228,19 +245,7 @@ impl Browser {
             .await
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        Answer::read(res).await
     }
 
     /// A GET whose body is left to the caller to read as it streams (SSE).
@@ -288,14 +293,7 @@ pub async fn admin(
     }
     .unwrap();
     let res = client.request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer::read(res).await.unwrap()
 }
 
 /// Waits (at most 30 s) until `cond` holds.
@@ -548,6 +546,18 @@ pub fn shared_name(data_dir: &Path, id: &str) -> String {
 }
 
 /// Creates a session with `choices` (201 asserted); returns its code.
+/// The user most tests start from (ann, "correct horse"), created in the browser's session.
+pub async fn add_ann(b: &mut Browser) -> Answer {
+    let r = b
+        .post(
+            "/api/users",
+            serde_json::json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r
+}
+
 pub async fn new_session(b: &mut Browser, choices: serde_json::Value) -> String {
     let r = b.post("/api/sessions", choices).await;
     assert_eq!(r.status, 201, "{}", r.text());

@@ -146,7 +146,7 @@ async fn admin_raw(
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> Answer {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
     let mut req = http::Request::builder()
@@ -163,14 +163,7 @@ async fn admin_raw(
     }
     .unwrap();
     let res = client.request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer::read(res).await.unwrap()
 }
 
 /// A random code that looks like a real one (26 Crockford base32 characters, lower case).

@@ -53,13 +53,7 @@ async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
         (200, Some(code.as_str()))
     );
 
-    let r = b
-        .post(
-            "/api/users",
-            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let r = add_ann(&mut b).await;
     assert!(
         r.headers["set-cookie"]
             .to_str()

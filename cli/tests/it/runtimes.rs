@@ -128,13 +128,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     let twins = pool_instances(&up, "twin");
     assert_eq!(twins.len(), 1);
     assert!(twins[0].starts_with("twin-"), "{twins:?}");
-    let r = b
-        .post(
-            "/api/users",
-            json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let r = add_ann(&mut b).await;
     let member = r.headers["x-stacklab-member"].to_str().unwrap().to_owned();
     assert_eq!(member, twins[0], "served by its runtime's pool");
     let topo = b.get("/api/topology").await.json();
