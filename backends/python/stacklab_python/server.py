@@ -144,6 +144,25 @@ class _Closing:
             self._done()
 
 
+def _flushed(server, timeout: float) -> bool:
+    """Waits until every connection has sent what it holds. A request counts as done
+    (:class:`InFlight`) when waitress closes its response, which can come before waitress's
+    loop has written the answer out: exiting then cut it (seen under load, the client got no
+    answer)."""
+    from waitress.channel import HTTPChannel
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [
+            ch for ch in list(server._map.values())
+            if isinstance(ch, HTTPChannel) and (ch.requests or ch.total_outbufs_len)
+        ]
+        if not busy:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.check:
@@ -196,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.socket.getsockname()[:2]
     stop = threading.Event()
 
+    # Before the ready line: a signal sent right after it must find this handler, not
+    # Python's default action (which kills the process with requests in flight).
+    def on_signal(signum, _frame):
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
     threading.Thread(target=server.run, name="waitress", daemon=True).start()
     print(f"stacklab backend on http://{host}:{port}", flush=True)
 
@@ -218,12 +246,6 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=sweep, name="sweeper", daemon=True).start()
 
-    def on_signal(signum, _frame):
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
 
@@ -241,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     closed.wait(2.0)
     if not app.wait_idle(DRAIN_S):
         log.warning("requests still running after %.0f s: stopping anyway", DRAIN_S)
+    elif not _flushed(server, 2.0):
+        log.warning("answers still unsent after 2 s: stopping anyway")
     sessions.close_all()
     logging.shutdown()
     sys.stdout.flush()

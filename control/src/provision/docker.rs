@@ -2887,13 +2887,13 @@ volumes = ["data"]
             "docker.engines.postgres.warm",
             "docker.engines.postgres.cpus",
             "docker.engines.postgres.cap_add[0]",
-            "docker.engines.mysql",
+            "docker.engines.mysql.colour",
             "docker.engines.redis.superuser",
             "docker.engines.redis.volumes[0]",
         ] {
             assert!(found.iter().any(|k| k == key), "{key} in {found:?}");
         }
-        assert_eq!(keys("[docker]\nsurprise = 1\n"), ["docker"]);
+        assert_eq!(keys("[docker]\nsurprise = 1\n"), ["docker.surprise"]);
     }
 
     #[test]
