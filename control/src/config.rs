@@ -15,8 +15,8 @@ pub const DEFAULT_RUNTIMES_DIR: &str = "backends";
 /// A runtime pool started on demand stops 10 minutes after its last session ended.
 pub const DEFAULT_RUNTIME_IDLE_STOP_MS: u64 = 600_000;
 
-/// A config problem: the key at fault and what to do.
-pub type KeyError = (String, String);
+/// A config problem: the key at fault and what to do (one definition for every section).
+pub type KeyError = stacklab_types::config::KeyProblem;
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {

@@ -37,7 +37,7 @@ where
             let path = e.path().to_string();
             // `.` is the library's name for the top.
             let path = if path == "." { String::new() } else { path };
-            let message = first_line(&e.into_inner().to_string());
+            let message = message_only(&e.into_inner().to_string());
             errors.push((join(prefix, &path), without_key(message)));
             None
         }
@@ -183,7 +183,7 @@ fn join(prefix: &str, path: &str) -> String {
 /// The message alone, on one line. toml's errors for a whole file read "TOML parse error at
 /// line L, column C", a snippet of the file with a `^` under the value, then the message: keep
 /// what follows the snippet (the key is named by its path already).
-fn first_line(message: &str) -> String {
+fn message_only(message: &str) -> String {
     let lines: Vec<&str> = message.lines().collect();
     let after_snippet = lines
         .iter()
