@@ -60,12 +60,11 @@
  */
 
 import { request, onSessionGone, onUnavailable } from "./js/api.js";
-import { byId } from "./js/dom.js";
+import { byId, closeDialog } from "./js/dom.js";
 import { openEvents } from "./js/events.js";
 import { poller } from "./js/poll.js";
 import { normalizeChoices, restoreSelection, launchBody } from "./js/lib/choices.js";
 import { nextPhase, applySessionEvent, mergeSession } from "./js/lib/state.js";
-import { problemBanner, canReprovision, reprovisionOutcome, REPROVISION_NOTE } from "./js/lib/reprovision.js";
 import { createLauncher } from "./js/launcher.js";
 import { renderHeader, renderCountdown, renderStackPanel, pageProtocol } from "./js/sessionview.js";
 import { createConsole } from "./js/console.js";
@@ -74,6 +73,7 @@ import { createInspector } from "./js/inspector.js";
 import { createAnalysis } from "./js/analysis.js";
 import { createTopology } from "./js/topology.js";
 import { createBugs } from "./js/bugs.js";
+import { createReprovisionView, REPROVISION_FAILED_TITLE } from "./js/reprovisionview.js";
 
 const STORE_KEY = "stacklab.choices";
 const TABS = ["console", "cache", "inspector", "analysis", "topology", "bugs"];
@@ -90,12 +90,7 @@ const app = {
   // still in flight) must not open "your session expired".
   ending: false,
   slidingMs: DEFAULT_WINDOW_MS,
-  // This page's re-provision: its request running, why it was refused, that it succeeded.
-  rp: { busy: false, error: "", done: false },
-  // A `state: broken` event came without its `lost` yet (see onEvent).
-  awaitingWords: false,
 };
-const RP_IDLE = { busy: false, error: "", done: false };
 
 // --- Announcements ---------------------------------------------------------------------------
 
@@ -148,6 +143,22 @@ const views = {
   topology: createTopology(ctx),
   bugs: createBugs(ctx),
 };
+// The banner over the session, and re-provisioning it (the header's button and its dialog).
+const reprov = createReprovisionView({
+  request,
+  announce,
+  session: () => app.session,
+  isGone: () => app.gone,
+  adoptSession,
+  refreshSession,
+  renderSession,
+  refreshViews,
+  sessionGone,
+  onNewSession: replaceSession,
+  onDismiss: () => {
+    if (app.phase === "ready") byId(`tab-${app.tab}`).focus();
+  },
+});
 
 // --- Phases ----------------------------------------------------------------------------------
 
@@ -209,13 +220,13 @@ const countdown = { timer: null, checking: false };
 const refresher = poller(refreshSession, 60000);
 // While provisioning (or re-provisioning) without a live stream, the session is polled every second.
 const provisioningPoll = poller(refreshSession, 1000, {
-  when: () => (app.phase === "provisioning" || app.rp.busy) && !ctx.isLive(),
+  when: () => (app.phase === "provisioning" || reprov.busy) && !ctx.isLive(),
 });
 
 function enterSession(session, how) {
   app.session = session;
   app.gone = false;
-  app.rp = { ...RP_IDLE };
+  reprov.reset();
   // The idle window: how far a data request pushes the expiry (an hour by default).
   const span = session.expires_at - (session.last_used_at ?? session.created_at);
   app.slidingMs = Number.isFinite(span) && span > 0 ? span : DEFAULT_WINDOW_MS;
@@ -235,41 +246,14 @@ function enterSession(session, how) {
 /** The stack panel and the banner, from app.session. */
 function renderSession() {
   if (app.session) renderStackPanel(app.session, app.choices);
-  renderBanner();
+  reprov.render();
 }
 
-/**
- * The banner over the session: a broken session (the server's words and "Re-provision"), a
- * re-provision running, or done. Written only when what it says changes, so the alert is not
- * read out again at every poll.
- */
-function renderBanner() {
-  const b = problemBanner(app.session, { ...app.rp, awaitingWords: app.awaitingWords });
-  const problem = b && b.kind !== "done" ? b : null;
-  const banner = byId("problem-banner");
-  const key = problem ? JSON.stringify(problem) : "";
-  if (key !== (banner.dataset.key || "")) {
-    banner.dataset.key = key;
-    banner.hidden = !problem;
-    banner.dataset.kind = problem?.kind || "";
-    banner.className = `banner callout ${problem?.tone || "bad"}`;
-    banner.setAttribute("aria-busy", problem?.kind === "reprovisioning" ? "true" : "false");
-    byId("problem-title").textContent = problem?.title || "";
-    byId("problem-message").textContent = problem?.message || "";
-    byId("problem-note").textContent = problem?.note || "";
-    byId("problem-error").textContent = problem?.error || "";
-    const actions = problem?.actions || [];
-    byId("reprovision").hidden = !actions.includes("reprovision");
-    byId("problem-new-session").hidden = !actions.includes("new-session");
-    byId("problem-dismiss").hidden = !actions.includes("dismiss");
-  }
-  const done = byId("reprovision-done");
-  done.hidden = b?.kind !== "done";
-  if (b?.kind === "done") {
-    byId("reprovision-done-title").textContent = b.title;
-    byId("reprovision-done-message").textContent = b.message;
-  }
-  byId("session-reprovision").hidden = !canReprovision(app.session, app.rp.busy);
+/** The session as the server now has it (a re-provision's answer): the header and phase follow. */
+function adoptSession(session) {
+  app.session = session;
+  renderHeader(app.session);
+  go({ type: "state", state: app.session.state });
 }
 
 /** Every view emptied and, for the one in sight, read again (after a re-provision). */
@@ -279,19 +263,6 @@ function refreshViews() {
     v.reset(app.session);
   }
   if (app.phase === "ready") views[app.tab].show();
-}
-
-/**
- * What follows a change of the session's state: a re-provision that has just finished (here
- * or in another tab) leaves empty stores, so the views are read again.
- */
-function afterStateChange(before) {
-  if (before?.reprovisioning === true && app.session?.state === "ready" && !app.rp.done) {
-    app.rp = { ...RP_IDLE, done: true };
-    refreshViews();
-    announce("Your stack was re-provisioned: same choices, same session. Its database and cache start empty.");
-  }
-  renderBanner();
 }
 
 function startLive() {
@@ -331,20 +302,15 @@ function onEvent(name, data) {
       const changed = app.session.state !== before.state;
       // A `state: broken` comes just before the `lost` that says why: the banner waits for
       // those words (or for the session's answer, which has them) so it is read out once.
-      if (changed) app.awaitingWords = app.session.state === "broken" && !app.session.problem;
+      if (changed) reprov.awaitWords(app.session.state === "broken" && !app.session.problem);
       renderSession();
       if (changed) {
         go({ type: "state", state: app.session.state });
         // The whole session: every step, and the expiry as the server has it.
-        refreshSession().finally(() => {
-          if (app.awaitingWords) {
-            app.awaitingWords = false;
-            renderBanner();
-          }
-        });
+        refreshSession().finally(() => reprov.wordsCame());
         if (app.session.state === "ready" && !before.reprovisioning) announce("Your stack is ready.");
         if (app.session.state === "failed") announce("Setting up the stack failed; see the steps.");
-        afterStateChange(before);
+        reprov.stateChanged(before);
       }
       break;
     }
@@ -371,7 +337,7 @@ async function refreshSession() {
   renderSession();
   if (app.session.state !== before.state) {
     go({ type: "state", state: app.session.state });
-    afterStateChange(before);
+    reprov.stateChanged(before);
   }
 }
 
@@ -435,7 +401,6 @@ async function launch(selection) {
 }
 
 const EXPIRED_TITLE = "Your session expired — start a new one?";
-const REPROVISION_FAILED_TITLE = "Re-provisioning failed — start a new session?";
 
 /**
  * The session is gone: the dialog offers a new one. `words` ({title, reason}) replace the
@@ -444,7 +409,7 @@ const REPROVISION_FAILED_TITLE = "Re-provisioning failed — start a new session
  */
 function sessionGone(error, words = null) {
   if (app.ending) return;
-  const failedRerun = app.rp.busy || app.session?.reprovisioning === true;
+  const failedRerun = reprov.busy || app.session?.reprovisioning === true;
   const title = words?.title || (failedRerun ? REPROVISION_FAILED_TITLE : EXPIRED_TITLE);
   const reason = words?.reason || (failedRerun
     ? "Your stack could not be made again, so the session was ended."
@@ -462,9 +427,9 @@ function sessionGone(error, words = null) {
   app.gone = true;
   stopLive();
   app.session = null;
-  app.rp = { ...RP_IDLE };
+  reprov.reset();
   renderHeader(null);
-  renderBanner();
+  reprov.render();
   go({ type: "expired" });
   const dialog = byId("expired-dialog");
   byId("expired-error").textContent = "";
@@ -480,28 +445,20 @@ function sessionGone(error, words = null) {
 }
 onSessionGone((error) => sessionGone(error));
 
-function closeDialog(id = "expired-dialog") {
-  const dialog = byId(id);
-  if (dialog.open) {
-    if (typeof dialog.close === "function") dialog.close();
-    else dialog.removeAttribute("open");
-  }
-}
-
 byId("expired-relaunch").addEventListener("click", () => {
-  closeDialog();
+  closeDialog("expired-dialog");
   const selection = restoreSelection(app.choices, remembered());
   launcher.setChoices(app.choices, selection);
   launch(selection);
 });
 byId("expired-dismiss").addEventListener("click", () => {
-  closeDialog();
+  closeDialog("expired-dialog");
   go({ type: "dismiss" });
   byId("launcher-title").focus();
 });
 byId("expired-dialog").addEventListener("cancel", (e) => {
   e.preventDefault();
-  closeDialog();
+  closeDialog("expired-dialog");
   go({ type: "dismiss" });
 });
 
@@ -509,9 +466,9 @@ byId("expired-dialog").addEventListener("cancel", (e) => {
 function leaveSession() {
   stopLive();
   app.session = null;
-  app.rp = { ...RP_IDLE };
+  reprov.reset();
   renderHeader(null);
-  renderBanner();
+  reprov.render();
   go({ type: "end" });
 }
 
@@ -546,66 +503,6 @@ byId("choose-again").addEventListener("click", async () => {
   }
 });
 
-// --- Re-provision ----------------------------------------------------------------------------
-
-/**
- * POST /api/session/reprovision: the same choices, the same session, a new stack. Its steps
- * come in on the event stream (or by polling) into "Your stack"; on success the views are read
- * again, empty.
- */
-async function reprovision() {
-  if (!canReprovision(app.session, app.rp.busy)) return;
-  app.rp = { ...RP_IDLE, busy: true };
-  renderBanner();
-  byId("problem-title").focus();
-  const answer = await request("POST", "/api/session/reprovision", { body: {} });
-  const wasDone = app.rp.done; // the event stream may have seen it finish first
-  app.rp = { ...app.rp, busy: false };
-  const outcome = reprovisionOutcome(answer);
-  if (outcome.kind === "ended") {
-    // Making it again failed, and the server ended the session: offer a new one (the event
-    // stream may have opened the dialog already; it then says why).
-    sessionGone({ code: "provisioning_failed" }, {
-      title: REPROVISION_FAILED_TITLE,
-      reason: `Your stack could not be made again, so the session was ended: ${outcome.message}`,
-    });
-    return;
-  }
-  if (!app.session || app.gone) return;
-  switch (outcome.kind) {
-    case "ready": {
-      app.session = mergeSession({ ...app.session, reprovisioning: false }, answer.data);
-      renderHeader(app.session);
-      go({ type: "state", state: app.session.state });
-      if (!wasDone) {
-        refreshViews();
-        announce("Your stack was re-provisioned: same choices, same session. Its database and cache start empty.");
-      }
-      app.rp = { ...RP_IDLE, done: true };
-      renderSession();
-      focusIfLost(byId("reprovision-done-title"));
-      break;
-    }
-    case "gone":
-      break; // api.js has opened the expired dialog
-    default: {
-      // Refused (busy), or failed before anything was made (the session is broken still).
-      app.rp = { ...RP_IDLE, error: outcome.message };
-      await refreshSession();
-      renderSession();
-      const focus = ["reprovision", "problem-dismiss"].map(byId).find((b) => b && !b.hidden);
-      (focus || byId("problem-title")).focus();
-      announce(`Re-provisioning did not work: ${outcome.message}`);
-    }
-  }
-}
-
-/** Moves focus to `el` unless the person has moved it elsewhere (it was on the banner, now gone). */
-function focusIfLost(el) {
-  const at = document.activeElement;
-  if (!at || at === document.body || byId("problem-banner").contains(at)) el.focus();
-}
-
 /** A new session with this one's choices, in place of this one (which is ended). */
 async function replaceSession() {
   const stack = app.session?.stack;
@@ -620,39 +517,6 @@ async function replaceSession() {
   launcher.setChoices(app.choices, selection);
   launch(selection);
 }
-
-function dismissBanner() {
-  app.rp = { ...RP_IDLE };
-  renderBanner();
-  if (app.phase === "ready") byId(`tab-${app.tab}`).focus();
-}
-
-byId("reprovision").addEventListener("click", () => reprovision());
-byId("problem-new-session").addEventListener("click", () => replaceSession());
-byId("problem-dismiss").addEventListener("click", dismissBanner);
-byId("reprovision-dismiss").addEventListener("click", dismissBanner);
-
-// The header's "Re-provision", for a session that works: it erases the data, so it asks first.
-byId("reprovision-dialog-text").textContent = REPROVISION_NOTE;
-byId("session-reprovision").addEventListener("click", () => {
-  const dialog = byId("reprovision-dialog");
-  if (typeof dialog.showModal === "function") dialog.showModal();
-  else dialog.setAttribute("open", "");
-  byId("reprovision-cancel").focus();
-});
-byId("reprovision-confirm").addEventListener("click", () => {
-  closeDialog("reprovision-dialog");
-  reprovision();
-});
-byId("reprovision-cancel").addEventListener("click", () => {
-  closeDialog("reprovision-dialog");
-  byId("session-reprovision").focus();
-});
-byId("reprovision-dialog").addEventListener("close", () => {
-  if (document.activeElement === document.body && !byId("session-reprovision").hidden) {
-    byId("session-reprovision").focus();
-  }
-});
 
 // --- Start -----------------------------------------------------------------------------------
 

@@ -81,3 +81,12 @@ export function fieldError(input, errorEl, message) {
     else input.removeAttribute("aria-invalid");
   }
 }
+
+/** Closes the <dialog> with this id, if open (its `open` attribute where <dialog> has no close()). */
+export function closeDialog(id) {
+  const dialog = byId(id);
+  if (dialog.open) {
+    if (typeof dialog.close === "function") dialog.close();
+    else dialog.removeAttribute("open");
+  }
+}
