@@ -1,5 +1,5 @@
 //! Backend instances as child processes or Docker containers
-//! ([`crate::provision::docker_backend`]): started, health-checked, registered in the route
+//! ([`crate::provision::docker::backend`]): started, health-checked, registered in the route
 //! table, watched, and replaced (by one of the same kind) when they die on their own.
 //!
 //! Each instance is its runtime's start command ([`crate::runtimes`]; `stacklab backend` for
@@ -219,7 +219,7 @@ impl Control {
         let containers = self.cfg.backends.containers;
         if containers > 0 {
             if let (Ok(api), Some(cfg)) = (self.docker.api(), self.docker.config()) {
-                let n = crate::provision::docker_backend::remove_stale(api, &cfg.instance).await;
+                let n = crate::provision::docker::backend::remove_stale(api, &cfg.instance).await;
                 if n > 0 {
                     tracing::info!(
                         removed = n,
@@ -613,9 +613,9 @@ impl Control {
             .docker
             .config()
             .ok_or("a backend instance in a container needs a [docker] section")?;
-        let started = crate::provision::docker_backend::start(
+        let started = crate::provision::docker::backend::start(
             api,
-            &crate::provision::docker_backend::Launch {
+            &crate::provision::docker::backend::Launch {
                 spec: &cfg.backend,
                 instance: &cfg.instance,
                 pool,

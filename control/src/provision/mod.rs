@@ -11,7 +11,7 @@
 //! server reveals no session's cookie.
 
 pub mod docker;
-pub mod docker_backend;
+
 pub mod embedded;
 pub mod shared;
 

@@ -24,7 +24,7 @@
 //! control however it dies. Those a crash left are removed at the next start
 //! ([`remove_stale`]).
 
-use super::docker::{api_text, force_remove, BackendSpec, LABEL_INSTANCE, LABEL_ROLE};
+use super::{api_text, force_remove, BackendSpec, LABEL_INSTANCE, LABEL_ROLE};
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
 use bollard::query_parameters::{
