@@ -74,6 +74,30 @@ fn runtime_may(method: &Method, path: &str) -> bool {
         )
 }
 
+/// Answers a request on the address backend containers on their own network reach
+/// ([`crate::serve::runtime_listener`]): the runtime credential's two paths, nothing else, and
+/// no other credential (the admin token has no business there).
+pub async fn handle_runtime(control: &Arc<Control>, req: Request<Incoming>) -> Response<RespBody> {
+    if !runtime_may(req.method(), req.uri().path()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this address serves backend instances only: GET /admin/stacks/{id} and PUT /admin/stacks/{id}/cache-policy",
+        );
+    }
+    if control.caller(req.headers()) != Caller::Runtime {
+        let mut res = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the runtime credential as `Authorization: Bearer <token>` (control hands it to each instance on stdin)",
+        );
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    handle(control, req).await
+}
+
 /// Answers an admin request control owns (see [`owns`]), and every `/admin/` request that
 /// carries a runtime's credential (the proxy's own paths included: 403).
 pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<RespBody> {

@@ -12,6 +12,7 @@
 //! API (the failover drill) is not replaced; one that dies on its own is, with a back-off that
 //! grows while instances keep dying young.
 
+use crate::provision::docker::{backend, BackendNetwork};
 use crate::registry::InstanceRow;
 use crate::Control;
 use serde::Serialize;
@@ -219,7 +220,7 @@ impl Control {
         let containers = self.cfg.backends.containers;
         if containers > 0 {
             if let (Ok(api), Some(cfg)) = (self.docker.api(), self.docker.config()) {
-                let n = crate::provision::docker::backend::remove_stale(api, &cfg.instance).await;
+                let n = backend::remove_stale(api, &cfg.instance).await;
                 if n > 0 {
                     tracing::info!(
                         removed = n,
@@ -605,7 +606,11 @@ impl Control {
     }
 
     /// `stacklab backend …` in a container of `[docker.backend]`'s image.
-    async fn launch_container(&self, pool: &str, admin: &str) -> Result<Launched, String> {
+    async fn launch_container(
+        self: &Arc<Self>,
+        pool: &str,
+        admin: &str,
+    ) -> Result<Launched, String> {
         let api = self.docker.api().map_err(|why| {
             format!("a backend instance in a container needs the docker provisioner: {why}")
         })?;
@@ -613,9 +618,21 @@ impl Control {
             .docker
             .config()
             .ok_or("a backend instance in a container needs a [docker] section")?;
-        let started = crate::provision::docker::backend::start(
+        let admin = match cfg.backend.network {
+            BackendNetwork::Host => admin.to_owned(),
+            network => self
+                .backend_control_url
+                .get_or_try_init(|| async {
+                    let subnet = backend::ensure_network(api, &cfg.instance, &network).await?;
+                    crate::serve::runtime_listener(self, subnet).map_err(|e| format!("{e:#}"))
+                })
+                .await?
+                .clone(),
+        };
+        let admin = admin.as_str();
+        let started = backend::start(
             api,
-            &crate::provision::docker::backend::Launch {
+            &backend::Launch {
                 spec: &cfg.backend,
                 instance: &cfg.instance,
                 pool,

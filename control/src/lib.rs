@@ -75,6 +75,9 @@ pub struct Control {
     /// Control's admin URL (`http://addr`), set once its admin address is bound: backends
     /// fetch descriptors there.
     pub admin_url: OnceLock<String>,
+    /// Where backend containers on their own network reach control, once the first one
+    /// started ([`serve::runtime_listener`]).
+    pub backend_control_url: tokio::sync::OnceCell<String>,
     /// Proxies' admin URLs, where captured requests are read.
     pub proxies: OnceLock<Vec<String>>,
     /// The edge's address as users reach it (`up`), for the topology.
@@ -212,6 +215,7 @@ impl Control {
             metrics,
             http: client,
             admin_url: OnceLock::new(),
+            backend_control_url: tokio::sync::OnceCell::new(),
             proxies: OnceLock::new(),
             edge: OnceLock::new(),
             config_file,

@@ -54,6 +54,53 @@ pub fn local_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
+/// Where backend containers on a network of their own (`docker.backend.network = "own"`)
+/// reach control: a listener on the host's address on that network, closing at once any
+/// connection from outside the network's subnet (a session's engine container reaches the
+/// host's addresses too), and serving the runtime credential's paths only
+/// ([`crate::admin::handle_runtime`]). Returns its URL.
+///
+/// Not `async` (it binds at once): a container start calls it, and the handler it spawns can
+/// start containers, so an `async fn` here would be a future containing itself.
+pub fn runtime_listener(
+    control: &Arc<Control>,
+    network: crate::provision::docker::Subnet,
+) -> anyhow::Result<String> {
+    let ip = network.gateway();
+    let listener = std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        })
+        .with_context(|| format!("cannot listen for backend containers on {ip}"))?;
+    let addr = listener.local_addr()?;
+    let c = Arc::clone(control);
+    let shutdown = control.shutdown.clone();
+    tokio::spawn(async move {
+        let tracker = tokio_util::task::TaskTracker::new();
+        stacklab_serve::serve_http_to(
+            listener,
+            shutdown,
+            &tracker,
+            std::time::Duration::from_secs(1),
+            move |peer| {
+                let ok = network.holds(peer.ip());
+                if !ok {
+                    tracing::warn!(%peer, "refused: not on the backends' network");
+                }
+                ok
+            },
+            move |req| {
+                let c = Arc::clone(&c);
+                async move { crate::admin::handle_runtime(&c, req).await }
+            },
+        )
+        .await;
+    });
+    tracing::info!(%addr, "listening for backend containers");
+    Ok(format!("http://{addr}"))
+}
+
 /// Control's public API listener, registered as a member of pool `control`.
 async fn start_public(control: &Arc<Control>) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(control.cfg.addr)

@@ -83,11 +83,33 @@ pub async fn serve_http<H, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_http_to(listener, shutdown, tracker, drain, |_| true, handler).await;
+}
+
+/// [`serve_http`] for the peers `allow` admits only; others are closed unanswered at once.
+pub async fn serve_http_to<A, H, Fut, B>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+    drain: Duration,
+    allow: A,
+    handler: H,
+) where
+    A: Fn(SocketAddr) -> bool,
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
         TokioExecutor::new(),
     ));
     let stop = shutdown.clone();
-    accept_loop(&listener, &stop, tracker, move |stream, _| {
+    accept_loop(&listener, &stop, tracker, move |stream, peer| {
+        if !allow(peer) {
+            return None;
+        }
         let _ = stream.set_nodelay(true);
         let (builder, handler, shutdown) =
             (Arc::clone(&builder), handler.clone(), shutdown.clone());
@@ -184,6 +206,52 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), tracker.wait())
             .await
             .expect("drained");
+    }
+
+    #[tokio::test]
+    async fn only_the_peers_allowed_are_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        // The test's own connections come from 127.0.0.1: allowed, then not.
+        let allowed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let a = Arc::clone(&allowed);
+        let server = {
+            let (shutdown, tracker) = (shutdown.clone(), tracker.clone());
+            tokio::spawn(async move {
+                serve_http_to(
+                    listener,
+                    shutdown,
+                    &tracker,
+                    Duration::from_secs(1),
+                    move |peer| {
+                        peer.ip().is_loopback() && a.load(std::sync::atomic::Ordering::SeqCst)
+                    },
+                    |_req| async { Response::new(Full::new(Bytes::from_static(b"done"))) },
+                )
+                .await
+            })
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(5), get(addr))
+            .await
+            .unwrap();
+        assert!(answer.ends_with("done"), "{answer}");
+        allowed.store(false, std::sync::atomic::Ordering::SeqCst);
+        let refused = async {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            // The server may close before the request is written: a reset, never an answer.
+            let _ = s.write_all(b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n").await;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            out
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(5), refused)
+            .await
+            .unwrap();
+        assert!(answer.is_empty(), "refused: closed with nothing sent");
+        shutdown.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -124,6 +124,13 @@ async function main(argv) {
   const { ApiError } = require('./errors');
   const { sendJson } = require('./http');
 
+  // The drivers load now, before the first connection: sqlite3's loader (node-pre-gyp, via
+  // detect-libc) calls process.report.getReport(), which on Node 18 resolves the address of
+  // every open socket by reverse DNS, synchronously on the event loop — seconds per socket
+  // where DNS does not answer (an internal Docker network), and no request is served meanwhile.
+  if (process.report && 'excludeNetwork' in process.report) process.report.excludeNetwork = true;
+  for (const m of ['sqlite3', 'pg', 'mysql', 'redis', 'mongodb']) require(m);
+
   const guards = new Guards(cfg.limits);
   const sessions = new Sessions(new ControlStacks(controlUrl, credential), cfg, guards);
   const rt = new Runtime(cfg, sessions, guards, credential);

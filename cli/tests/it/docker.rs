@@ -29,8 +29,8 @@ use futures_util::StreamExt;
 use sqlx::{Connection, Executor};
 use stacklab_control::choices::Choices;
 use stacklab_control::provision::docker::{
-    container_name, network_name, Docker, DockerConfig, Engine, Role, LABEL_ENGINE, LABEL_INSTANCE,
-    LABEL_ROLE, LABEL_SESSION, WARM,
+    backend, container_name, network_name, Docker, DockerConfig, Engine, Role, LABEL_ENGINE,
+    LABEL_INSTANCE, LABEL_ROLE, LABEL_SESSION, WARM,
 };
 use stacklab_control::provision::{
     ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps,
@@ -1052,7 +1052,7 @@ async fn a_container_killed_from_outside_is_reported_and_the_session_made_again(
 
 /// Backend instances as containers: a pool of one process and one container (the container
 /// runs this build's `stacklab` over the local Debian base), checked through the Docker API
-/// (labels, host network, limits, no capability, no token in its environment or command);
+/// (labels, its own network, limits, no capability, no token in its environment or command);
 /// under steady load the drill kills the container, a container is added through the admin
 /// API, one killed from outside is replaced by a container, the drill kills the process:
 /// no idempotent request fails, and nothing is left once control stops.
@@ -1087,7 +1087,10 @@ async fn a_pool_mixes_processes_and_containers_and_the_drill_kills_either() {
         .await
         .unwrap();
     let host = info.host_config.unwrap();
-    assert_eq!(host.network_mode.as_deref(), Some("host"));
+    assert_eq!(
+        host.network_mode.as_deref(),
+        Some(backend::network_name(&instance).as_str())
+    );
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
     assert_eq!(host.memory, Some(cfg.backend.memory_bytes));
     assert_eq!(host.pids_limit, Some(cfg.backend.pids));
@@ -1211,6 +1214,183 @@ async fn a_pool_mixes_processes_and_containers_and_the_drill_kills_either() {
     assert!(
         containers(&api, &instance, None).await.is_empty(),
         "nothing of this instance is left after control stops"
+    );
+}
+
+/// Runs `script` with bash in container `name`; what it printed.
+async fn exec_bash(api: &bollard::Docker, name: &str, script: &str) -> String {
+    let exec = api
+        .create_exec(
+            name,
+            bollard::models::ExecConfig {
+                cmd: Some(vec!["bash".into(), "-c".into(), script.into()]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = api.start_exec(&exec.id, None).await.unwrap();
+    let bollard::exec::StartExecResults::Attached { mut output, .. } = started else {
+        panic!("the exec was not attached")
+    };
+    let mut out = String::new();
+    let read = async {
+        while let Some(Ok(chunk)) = output.next().await {
+            out.push_str(&chunk.to_string());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the exec ends within 20 s");
+    out
+}
+
+/// A backend container on a network of its own (`docker.backend.network = "own"`, the
+/// default): it serves a docker session (its PostgreSQL and Redis on the session's network,
+/// which the container joins while the session lives), reaches control only at the runtime
+/// listener on the host's address of its network (which answers the runtime credential's
+/// paths only, and nothing to a session's engine container), cannot reach the host's loopback
+/// (control's admin address is there), and its network is removed with control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_container_is_on_a_network_of_its_own() {
+    use crate::helpers::{admin, start_up, temp_dir, Browser, TOKEN};
+    use serde_json::json;
+    let Some(api) = engine().await else { return };
+    let mut cfg = config("own", 0);
+    cfg.backend.image = "stacklab/debian:local".into();
+    cfg.backend.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
+    let instance = cfg.instance.clone();
+    let dir = temp_dir("docker-own-net");
+    let docker = Some(cfg.clone());
+    let up = start_up(&dir, 2, move |_, c| {
+        c.docker = docker;
+        c.backends.containers = 1;
+    })
+    .await;
+    // Only the container serves from here on.
+    let list = up.control.instances.list();
+    let process = list.iter().find(|i| i.kind == "process").unwrap().clone();
+    let r = admin(
+        up.addrs.admin,
+        "DELETE",
+        &format!("/admin/pools/rust/instances/{}", process.id),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let boxed = name_of(&containers(&api, &instance, Some((LABEL_ROLE, "backend"))).await[0]);
+    let backends = backend::network_name(&instance);
+
+    let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
+    let r = b
+        .post(
+            "/api/sessions",
+            json!({"provisioner": "docker", "database": "postgres", "cache": "redis"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = stacklab_types::session::id(r.json()["code"].as_str().unwrap());
+    let una = json!({"username": "una", "email": "una@example.com", "password": "longenough"});
+    let r = b.post("/api/users", una).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = b.get("/api/users?limit=5").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let info = api
+        .inspect_container(&boxed, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let on: Vec<String> = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_keys()
+        .collect();
+    assert!(
+        on.contains(&backends) && on.contains(&network_name(&id)),
+        "on its own network and the session's: {on:?}"
+    );
+    let net = api
+        .inspect_network(
+            &backends,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(net.internal, Some(true));
+    let subnet = net.ipam.unwrap().config.unwrap()[0].subnet.clone().unwrap();
+    let subnet = stacklab_control::provision::docker::Subnet::parse(&subnet).unwrap();
+    let url = up
+        .control
+        .backend_control_url
+        .get()
+        .expect("the runtime listener")
+        .clone();
+    let listener = url.trim_start_matches("http://").to_owned();
+    let (gw, port) = listener.rsplit_once(':').unwrap();
+    assert_eq!(gw, subnet.gateway().to_string());
+
+    // From inside: the host's loopback (control's admin address) is out of reach; the runtime
+    // listener answers.
+    let admin_port = up.addrs.admin.port();
+    let tried = exec_bash(
+        &api,
+        &boxed,
+        &format!(
+            "timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{admin_port}' 2>/dev/null && echo loopback-open || echo loopback-closed; \
+             exec 3<>/dev/tcp/{gw}/{port} && printf 'GET /admin/routes HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 3 cat <&3"
+        ),
+    )
+    .await;
+    assert!(tried.contains("loopback-closed"), "{tried}");
+    assert!(
+        tried.contains("404") && tried.contains("serves backend instances only"),
+        "the runtime listener answers its network with the runtime's paths only: {tried}"
+    );
+    // From the host (its address on the network is in the subnet): the admin token is no
+    // credential there.
+    let r = admin(
+        listener.parse().unwrap(),
+        "GET",
+        &format!("/admin/stacks/{id}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    // From the session's PostgreSQL container (the host's addresses are reachable from any
+    // container): closed unanswered (SIGPIPE ignored: the write may meet the close).
+    let from_engine = exec_bash(
+        &api,
+        &container_name(&id, Role::Database),
+        &format!(
+            "trap '' PIPE; exec 3<>/dev/tcp/{gw}/{port} && printf 'GET /admin/routes HTTP/1.0\\r\\n\\r\\n' >&3; timeout 3 cat <&3; echo end"
+        ),
+    )
+    .await;
+    assert!(
+        from_engine.contains("end") && !from_engine.contains("HTTP/1"),
+        "a session's engine gets no answer from the runtime listener: {from_engine}"
+    );
+
+    // The session ends: its network goes (the container left it), the container stays.
+    let r = b.send_raw("DELETE", "/api/session", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!networks(&api, &instance).await.contains(&network_name(&id)));
+    let info = api
+        .inspect_container(&boxed, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    assert_eq!(info.state.unwrap().running, Some(true));
+    up.shutdown().await.unwrap();
+    assert!(containers(&api, &instance, None).await.is_empty());
+    assert!(
+        networks(&api, &instance).await.is_empty(),
+        "the backends' network goes with control: {:?}",
+        networks(&api, &instance).await
     );
 }
 

@@ -11,7 +11,6 @@
 //! server reveals no session's cookie.
 
 pub mod docker;
-
 pub mod embedded;
 pub mod shared;
 

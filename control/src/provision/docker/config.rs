@@ -8,6 +8,7 @@ use super::{
 use crate::config::KeyError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -235,7 +236,7 @@ impl SubnetRange {
             .ok_or_else(|| format!("`/{bits}`: the range's prefix must be 8 to 29 bits"))?;
         if !(range_prefix..=29).contains(&prefix) {
             return Err(format!(
-                "session_network_prefix {prefix} must be between the range's /{range_prefix} and /29 (4 addresses: a network, a gateway, two containers, a broadcast)"
+                "the prefix /{prefix} must be between the range's /{range_prefix} and /29 (4 addresses: a network, a gateway, two containers, a broadcast)"
             ));
         }
         let base = u32::from(addr);
@@ -262,6 +263,18 @@ impl SubnetRange {
         false
     }
 
+    /// The whole range, as `a.b.c.d/prefix`.
+    pub fn range(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.range_prefix)
+    }
+
+    /// Whether the two ranges share an address.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let shorter = self.range_prefix.min(other.range_prefix);
+        let mask = u32::MAX << (32 - u32::from(shorter));
+        self.base & mask == other.base & mask
+    }
+
     /// The `n`th subnet, as `a.b.c.d/prefix`.
     pub fn nth(&self, n: u32) -> String {
         let size = 1u32 << (32 - u32::from(self.prefix));
@@ -284,6 +297,87 @@ pub struct BackendSpec {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     pub pids: i64,
+    /// The network backend containers are on (`docker.backend.network`).
+    pub network: BackendNetwork,
+}
+
+/// Where backend containers are on the network (`docker.backend.network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendNetwork {
+    /// `"own"` (the default): an `internal` network of their own,
+    /// `stacklab-<instance>-backends`, on the first free subnet of `docker.backend.network_range`
+    /// cut into `/network_prefix` ones (several controls, and the tests, share one engine),
+    /// joined to each docker session's network while that session lives; control serves the
+    /// runtime's two admin paths on the host's address there, to that subnet only (see
+    /// [`super::backend`]).
+    Own(SubnetRange),
+    /// `"host"`: the host's network, as a process instance has it (loopback included).
+    Host,
+}
+
+impl BackendNetwork {
+    pub const DEFAULT_RANGE: &'static str = "10.212.0.0/16";
+    pub const DEFAULT_PREFIX: u8 = 24;
+
+    /// Reads `network`, `network_range` and `network_prefix`; a problem names its key.
+    fn parse(
+        network: Option<&str>,
+        range: Option<&str>,
+        prefix: Option<u8>,
+    ) -> Result<Self, (&'static str, String)> {
+        match network.unwrap_or("own") {
+            "host" if range.is_some() || prefix.is_some() => Err((
+                if range.is_some() { "docker.backend.network_range" } else { "docker.backend.network_prefix" },
+                "is for network = \"own\": remove it, or set network = \"own\"".into(),
+            )),
+            "host" => Ok(Self::Host),
+            "own" => {
+                let range = range.unwrap_or(Self::DEFAULT_RANGE);
+                SubnetRange::parse(range, prefix.unwrap_or(Self::DEFAULT_PREFIX))
+                    .map(Self::Own)
+                    .map_err(|e| ("docker.backend.network_range", e))
+            }
+            other => Err((
+                "docker.backend.network",
+                format!("`{other}` is not a choice: `own` (a network of their own, the default) or `host`"),
+            )),
+        }
+    }
+}
+
+/// One IPv4 subnet, `a.b.c.d/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Reads `a.b.c.d/p` (as the Docker API gives a network's subnet).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (ip, bits) = text.split_once('/')?;
+        let prefix: u8 = bits.parse().ok().filter(|p| (1..=32).contains(p))?;
+        Some(Self {
+            base: ip.parse().ok()?,
+            prefix,
+        })
+    }
+
+    /// The host's address on it: Docker gives the bridge the first one.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + 1)
+    }
+
+    pub fn holds(&self, ip: std::net::IpAddr) -> bool {
+        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        matches!(ip, std::net::IpAddr::V4(v4) if u32::from(v4) & mask == u32::from(self.base) & mask)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
 }
 
 impl Default for BackendSpec {
@@ -301,6 +395,13 @@ impl Default for BackendSpec {
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids: 512,
+            network: BackendNetwork::Own(
+                SubnetRange::parse(
+                    BackendNetwork::DEFAULT_RANGE,
+                    BackendNetwork::DEFAULT_PREFIX,
+                )
+                .expect("the default range is valid"),
+            ),
         }
     }
 }
@@ -313,6 +414,9 @@ struct RawBackend {
     memory_mb: Option<u64>,
     cpus: Option<f64>,
     pids: Option<i64>,
+    network: Option<String>,
+    network_range: Option<String>,
+    network_prefix: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -585,6 +689,15 @@ impl DockerConfig {
                 .map_or(d.memory_bytes, |m| (m as i64).saturating_mul(1024 * 1024)),
             nano_cpus: rb.cpus.map_or(d.nano_cpus, |c| (c * 1e9).round() as i64),
             pids: rb.pids.unwrap_or(d.pids),
+            network: BackendNetwork::parse(
+                rb.network.as_deref(),
+                rb.network_range.as_deref(),
+                rb.network_prefix,
+            )
+            .unwrap_or_else(|(key, why)| {
+                err(key, why);
+                d.network
+            }),
         };
         if backend.image.trim().is_empty() {
             err("docker.backend.image", "must name an image".into());
@@ -613,6 +726,18 @@ impl DockerConfig {
         }
         if backend.pids < 16 {
             err("docker.backend.pids", "at least 16".into());
+        }
+        if let (BackendNetwork::Own(own), Some(sessions)) = (backend.network, &session_subnets) {
+            if own.overlaps(sessions) {
+                err(
+                    "docker.backend.network_range",
+                    format!(
+                        "`{}` overlaps docker.session_network_range `{}`: give the backends' networks a range apart",
+                        own.range(),
+                        sessions.range()
+                    ),
+                );
+            }
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -812,5 +937,59 @@ volumes = ["data"]
             assert!(found.iter().any(|k| k == key), "{key} in {found:?}");
         }
         assert_eq!(keys("[docker]\nsurprise = 1\n"), ["docker.surprise"]);
+    }
+
+    #[test]
+    fn the_backends_network_is_their_own_unless_host_is_asked_for() {
+        let own = parse("[docker]\n").unwrap().unwrap().backend.network;
+        let BackendNetwork::Own(range) = own else {
+            panic!("own by default: {own:?}")
+        };
+        assert_eq!(range.nth(0), "10.212.0.0/24");
+        assert_eq!(range.nth(1), "10.212.1.0/24");
+        let host = parse("[docker.backend]\nnetwork = \"host\"\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(host.backend.network, BackendNetwork::Host);
+        let cases = [
+            (
+                "network = \"bridge\"",
+                "docker.backend.network",
+                "`bridge` is not a choice",
+            ),
+            (
+                "network = \"host\"\nnetwork_prefix = 24",
+                "docker.backend.network_prefix",
+                "is for network = \"own\"",
+            ),
+            (
+                "network_range = \"10.212.0.1/16\"",
+                "docker.backend.network_range",
+                "host bits set",
+            ),
+            (
+                "network_range = \"10.212.0.0/16\"\nnetwork_prefix = 30",
+                "docker.backend.network_range",
+                "/30",
+            ),
+            (
+                "network_range = \"10.0.0.0/8\"",
+                "docker.backend.network_range",
+                "overlaps docker.session_network_range `10.213.0.0/16`",
+            ),
+        ];
+        for (lines, key, says) in cases {
+            let problems = parse(&format!("[docker.backend]\n{lines}\n")).unwrap_err();
+            assert!(
+                problems.iter().any(|(k, m)| k == key && m.contains(says)),
+                "{lines}: {problems:?}"
+            );
+        }
+        let subnet = Subnet::parse("10.212.3.0/24").unwrap();
+        assert_eq!(subnet.gateway().to_string(), "10.212.3.1");
+        assert!(subnet.holds("10.212.3.77".parse().unwrap()));
+        assert!(!subnet.holds("10.212.4.1".parse().unwrap()));
+        assert!(!subnet.holds("::1".parse().unwrap()));
+        assert_eq!(subnet.to_string(), "10.212.3.0/24");
     }
 }

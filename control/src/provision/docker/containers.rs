@@ -1,5 +1,6 @@
 //! The engine and its images, networks, and containers: create, readiness, log tails, removal.
 
+use super::config::BackendNetwork;
 use super::{
     api_text, container_name, force_remove, label_filter, scrub, status_code, warm_prefix, Engine,
     EngineSpec, Inner, Role, Running, LABEL_ENGINE, LABEL_INSTANCE, LABEL_ROLE, LABEL_SESSION,
@@ -252,8 +253,18 @@ impl Inner {
             .collect())
     }
 
+    /// Joins backend containers on a network of their own to a session's network, so its
+    /// instances reach the session's engines ([`super::backend::join_session_network`]).
+    pub(super) async fn join_backends(&self, network: &str) -> Result<(), String> {
+        if self.cfg().backend.network == BackendNetwork::Host {
+            return Ok(());
+        }
+        super::backend::join_session_network(self.api(), &self.cfg().instance, network).await
+    }
+
     pub(super) async fn remove_networks(&self, name: &str) -> Result<(), String> {
         for id in self.networks_named(name).await? {
+            super::backend::leave_session_network(self.api(), &id).await;
             match self.api().remove_network(&id).await {
                 Ok(()) => {}
                 Err(e) if status_code(&e) == Some(404) => {}

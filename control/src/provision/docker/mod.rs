@@ -90,7 +90,7 @@ mod containers;
 mod pool;
 mod probes;
 
-pub use config::{BackendSpec, DockerConfig, EngineSpec, SubnetRange};
+pub use config::{BackendNetwork, BackendSpec, DockerConfig, EngineSpec, Subnet, SubnetRange};
 
 // ---------------------------------------------------------------------------------------------
 // Names, labels, limits
@@ -478,6 +478,8 @@ impl Docker {
             if let Err(e) = removed {
                 tracing::warn!(error = %e, "cannot remove the pooled containers or their network");
             }
+            // Control stops its backend containers first; their network goes with them.
+            backend::remove_network(self.inner.api(), &cfg.instance).await;
         }
     }
 }
@@ -536,10 +538,11 @@ impl Provisioner for Docker {
                     "network",
                     &format!("{net}: the session's own, labelled with its id"),
                     async {
-                        inner
-                            .ensure_network(&net, Some(id))
-                            .await
-                            .map_err(|m| ProvisionError::new(None, m))
+                        let made = async {
+                            inner.ensure_network(&net, Some(id)).await?;
+                            inner.join_backends(&net).await
+                        };
+                        made.await.map_err(|m| ProvisionError::new(None, m))
                     },
                 )
                 .await?;
