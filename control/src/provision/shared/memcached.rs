@@ -8,7 +8,7 @@ use crate::provision::{ProvisionError, Steps};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 impl Shared {
-    fn memcached_addr(&self) -> Result<String, String> {
+    pub(super) fn memcached_addr(&self) -> Result<String, String> {
         let addr = self
             .cfg
             .memcached_addr

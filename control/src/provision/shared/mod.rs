@@ -36,8 +36,9 @@
 //!
 //! # Layout
 //! - This file: [`Shared`] and its [`Provisioner`] impl (what is offered, provision, teardown,
-//!   leftovers), and what every engine uses: URL parts without credentials, scrubbing, steps
-//!   with a timeout, administrator connections.
+//!   leftovers), and what every engine uses: its configured URL ([`Server`]) and that URL's
+//!   parts without credentials, scrubbing, steps with a timeout, administrator connections
+//!   (one way to open them for PostgreSQL and MySQL/MariaDB).
 //! - One file per engine, each with its `make_*` (with its readiness check), `remove_*` and
 //!   `names_*`: `postgres.rs`, `mysql.rs`, `mongo.rs`, `redis.rs`, and `memcached.rs` (with the
 //!   Memcached text protocol for teardown).
@@ -52,7 +53,7 @@ use super::embedded::{make_sqlite, remove_sqlite, sqlite_ids};
 use super::{cache_spec, ProvisionError, ProvisionRequest, Provisioned, Provisioner, Steps};
 use crate::config::SharedConfig;
 use async_trait::async_trait;
-use sqlx::Connection;
+use sqlx::{Connection, Executor};
 use stacklab_types::stack::{CacheEngine, CacheSpec, DatabaseEngine, DatabaseSpec};
 use stacklab_types::Secret;
 use std::collections::BTreeSet;
@@ -316,6 +317,66 @@ impl Parts {
     }
 }
 
+/// A server named by a URL in `[shared]` (Memcached has an address instead: `memcached.rs`).
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    Postgres,
+    Mysql,
+    Mongodb,
+    Redis,
+}
+
+impl Server {
+    /// Its name in messages and logs.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Mysql => "MySQL/MariaDB",
+            Self::Mongodb => "MongoDB",
+            Self::Redis => "Redis",
+        }
+    }
+
+    /// Its key in `[shared]`.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres_url",
+            Self::Mysql => "mysql_url",
+            Self::Mongodb => "mongodb_url",
+            Self::Redis => "redis_url",
+        }
+    }
+
+    fn url(self, cfg: &SharedConfig) -> Option<&Secret> {
+        match self {
+            Self::Postgres => cfg.postgres_url.as_ref(),
+            Self::Mysql => cfg.mysql_url.as_ref(),
+            Self::Mongodb => cfg.mongodb_url.as_ref(),
+            Self::Redis => cfg.redis_url.as_ref(),
+        }
+    }
+}
+
+impl Shared {
+    /// The administrator's URL of `server`, or why there is none.
+    fn url(&self, server: Server) -> Result<&Secret, String> {
+        server.url(&self.cfg).ok_or_else(|| {
+            format!(
+                "no shared {} server is configured: set shared.{}",
+                server.what(),
+                server.key()
+            )
+        })
+    }
+
+    /// `server`'s URL in parts, and where it is for messages (`PostgreSQL at host:5432`).
+    fn parts(&self, server: Server) -> Result<(Parts, String), String> {
+        let parts = Parts::of(self.url(server)?.expose());
+        let at = format!("{} at {}", server.what(), parts.endpoint());
+        Ok((parts, at))
+    }
+}
+
 /// The passwords a URL holds (as written and percent-decoded), to scrub them from messages.
 fn url_passwords(url: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -410,36 +471,20 @@ impl Provisioner for Shared {
     }
 
     fn database(&self, engine: DatabaseEngine) -> Result<(), String> {
-        let (url, what, key) = match engine {
+        let server = match engine {
             DatabaseEngine::Sqlite => return Ok(()),
-            DatabaseEngine::Postgres => (&self.cfg.postgres_url, "PostgreSQL", "postgres_url"),
-            DatabaseEngine::Mysql => (&self.cfg.mysql_url, "MySQL/MariaDB", "mysql_url"),
-            DatabaseEngine::Mongodb => (&self.cfg.mongodb_url, "MongoDB", "mongodb_url"),
+            DatabaseEngine::Postgres => Server::Postgres,
+            DatabaseEngine::Mysql => Server::Mysql,
+            DatabaseEngine::Mongodb => Server::Mongodb,
         };
-        match url {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "no shared {what} server is configured: set shared.{key}"
-            )),
-        }
+        self.url(server).map(drop)
     }
 
     fn cache(&self, engine: CacheEngine) -> Result<(), String> {
-        let (configured, what, key) = match engine {
-            CacheEngine::Memory | CacheEngine::None => return Ok(()),
-            CacheEngine::Redis => (self.cfg.redis_url.is_some(), "Redis", "redis_url"),
-            CacheEngine::Memcached => (
-                self.cfg.memcached_addr.is_some(),
-                "Memcached",
-                "memcached_addr",
-            ),
-        };
-        if configured {
-            Ok(())
-        } else {
-            Err(format!(
-                "no shared {what} server is configured: set shared.{key}"
-            ))
+        match engine {
+            CacheEngine::Memory | CacheEngine::None => Ok(()),
+            CacheEngine::Redis => self.url(Server::Redis).map(drop),
+            CacheEngine::Memcached => self.memcached_addr().map(drop),
         }
     }
 
@@ -521,21 +566,21 @@ impl Provisioner for Shared {
             .filter(|c| is_id(c))
             .collect();
         let found = tokio::join!(
-            bounded(self.names_postgres()),
-            bounded(self.names_mysql()),
-            bounded(self.names_mongodb()),
-            bounded(self.names_redis()),
+            self.names_on(Server::Postgres, self.names_postgres()),
+            self.names_on(Server::Mysql, self.names_mysql()),
+            self.names_on(Server::Mongodb, self.names_mongodb()),
+            self.names_on(Server::Redis, self.names_redis()),
         );
-        for (engine, names) in [
-            ("PostgreSQL", found.0),
-            ("MySQL/MariaDB", found.1),
-            ("MongoDB", found.2),
-            ("Redis", found.3),
+        for (server, names) in [
+            (Server::Postgres, found.0),
+            (Server::Mysql, found.1),
+            (Server::Mongodb, found.2),
+            (Server::Redis, found.3),
         ] {
             match names {
                 Ok(names) => ids.extend(names.iter().filter_map(|n| id_of(&self.cfg.instance, n))),
                 Err(e) => tracing::warn!(
-                    engine,
+                    engine = server.what(),
                     error = %self.scrub(&e, ""),
                     "cannot list the shared server's session resources; skipped"
                 ),
@@ -545,16 +590,22 @@ impl Provisioner for Shared {
     }
 }
 
-/// A listing of names, within [`STEP_TIMEOUT`].
-async fn bounded(
-    names: impl Future<Output = Result<Vec<String>, String>>,
-) -> Result<Vec<String>, String> {
-    tokio::time::timeout(STEP_TIMEOUT, names)
-        .await
-        .unwrap_or_else(|_| Err("no answer in time".to_owned()))
-}
-
 impl Shared {
+    /// The names `names` lists on `server`, within [`STEP_TIMEOUT`]; none where `server` is not
+    /// configured (`names` is then never run).
+    async fn names_on(
+        &self,
+        server: Server,
+        names: impl Future<Output = Result<Vec<String>, String>>,
+    ) -> Result<Vec<String>, String> {
+        if server.url(&self.cfg).is_none() {
+            return Ok(vec![]);
+        }
+        tokio::time::timeout(STEP_TIMEOUT, names)
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".to_owned()))
+    }
+
     /// Makes the session's database; returns its spec and where it is (no secrets).
     async fn make_database(
         &self,
@@ -734,9 +785,56 @@ struct Admin<'a, C> {
     _slot: SemaphorePermit<'a>,
 }
 
-impl<C: Connection> Admin<'_, C> {
+// `Database = C::Database` is needed: without it the provisioner's futures are not `Send`.
+impl<C> Admin<'_, C>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+{
+    /// Runs `sql` (simple/text protocol, nothing prepared or logged); the error is the server's
+    /// message.
+    async fn exec(&mut self, sql: &str) -> Result<(), String> {
+        (&mut self.conn)
+            .execute(sql)
+            .await
+            .map(drop)
+            .map_err(|e| sql_text(&e))
+    }
+
     async fn close(self) {
         let _ = self.conn.close().await;
+    }
+}
+
+impl Shared {
+    /// A fresh administrator's connection to `server`, in one of its `slots`: one that cannot
+    /// be made fails at once (a pool would retry until its timeout), and a session is made
+    /// rarely enough that a connection per provisioning costs little. `quiet` is run first to
+    /// ask the server not to log the statements that follow (they may hold a password); a
+    /// refusal is no error.
+    async fn sql_admin<'a, C>(
+        &'a self,
+        server: Server,
+        slots: &'a Semaphore,
+        options: fn(&str) -> Result<C::Options, String>,
+        quiet: &str,
+    ) -> Result<Admin<'a, C>, String>
+    where
+        C: Connection,
+        for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    {
+        let (_, at) = self.parts(server)?;
+        let url = self.url(server)?.expose();
+        let slot = slot(slots, &at).await?;
+        let conn = C::connect_with(&options(url)?).await.map_err(|e| {
+            format!(
+                "{at}: cannot connect as the administrator: {}",
+                sql_text(&e)
+            )
+        })?;
+        let mut admin = Admin { conn, _slot: slot };
+        let _ = admin.exec(quiet).await;
+        Ok(admin)
     }
 }
 
@@ -799,6 +897,31 @@ mod tests {
         let mut pw = url_passwords("postgres://admin:p%40ss@h/db?password=other");
         pw.sort();
         assert_eq!(pw, ["other", "p%40ss", "p@ss"]);
+    }
+
+    #[tokio::test]
+    async fn a_server_not_configured_says_which_key_to_set_and_lists_nothing() {
+        let shared = Shared::new(SharedConfig::default(), PathBuf::from("/nonexistent"));
+        for (engine, key, what) in [
+            (DatabaseEngine::Postgres, "postgres_url", "PostgreSQL"),
+            (DatabaseEngine::Mysql, "mysql_url", "MySQL/MariaDB"),
+            (DatabaseEngine::Mongodb, "mongodb_url", "MongoDB"),
+        ] {
+            assert_eq!(
+                shared.database(engine).unwrap_err(),
+                format!("no shared {what} server is configured: set shared.{key}")
+            );
+        }
+        assert_eq!(
+            shared.cache(CacheEngine::Redis).unwrap_err(),
+            "no shared Redis server is configured: set shared.redis_url"
+        );
+        assert_eq!(
+            shared.cache(CacheEngine::Memcached).unwrap_err(),
+            "no shared Memcached server is configured: set shared.memcached_addr"
+        );
+        assert!(shared.database(DatabaseEngine::Sqlite).is_ok());
+        assert_eq!(shared.leftovers().await.unwrap(), Vec::<String>::new());
     }
 
     #[test]

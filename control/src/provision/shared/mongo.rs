@@ -1,6 +1,6 @@
 //! MongoDB: a user of the session's own with `readWrite` on its database alone.
 
-use super::{undone, Parts, Shared, DATABASE, STEP_TIMEOUT};
+use super::{undone, Server, Shared, DATABASE, STEP_TIMEOUT};
 use crate::provision::{ProvisionError, Steps};
 use crate::seal::random_password;
 use mongodb::bson::{doc, Document};
@@ -28,23 +28,8 @@ fn mongo_code(e: &mongodb::error::Error) -> Option<i32> {
 }
 
 impl Shared {
-    fn mongo_parts(&self) -> Result<(Parts, String), String> {
-        let url = self
-            .cfg
-            .mongodb_url
-            .as_ref()
-            .ok_or("no shared MongoDB server is configured: set shared.mongodb_url")?;
-        let parts = Parts::of(url.expose());
-        let at = format!("MongoDB at {}", parts.endpoint());
-        Ok((parts, at))
-    }
-
     async fn mongo_admin(&self) -> Result<&mongodb::Client, String> {
-        let url = self
-            .cfg
-            .mongodb_url
-            .as_ref()
-            .ok_or("no shared MongoDB server is configured: set shared.mongodb_url")?;
+        let url = self.url(Server::Mongodb)?;
         self.mongo
             .get_or_try_init(|| mongo_client(url.expose()))
             .await
@@ -57,7 +42,7 @@ impl Shared {
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
         let name = self.engine_name(id);
         let (parts, at) = self
-            .mongo_parts()
+            .parts(Server::Mongodb)
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
         let password = random_password();
 
@@ -148,7 +133,7 @@ impl Shared {
     }
 
     pub(super) async fn remove_mongodb(&self, name: &str) -> Result<(), String> {
-        let (_, at) = self.mongo_parts()?;
+        let (_, at) = self.parts(Server::Mongodb)?;
         let admin = self.mongo_admin().await?;
         let db = admin.database(name);
         match db.run_command(doc! {"dropUser": name}).await {
@@ -162,10 +147,7 @@ impl Shared {
     }
 
     pub(super) async fn names_mongodb(&self) -> Result<Vec<String>, String> {
-        if self.cfg.mongodb_url.is_none() {
-            return Ok(vec![]);
-        }
-        let (_, at) = self.mongo_parts()?;
+        let (_, at) = self.parts(Server::Mongodb)?;
         let admin = self.mongo_admin().await?;
         let mut names = admin
             .list_database_names()

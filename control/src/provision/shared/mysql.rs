@@ -1,10 +1,10 @@
 //! MySQL / MariaDB: a database of the session's own and its user, granted that database only.
 
-use super::{slot, sql_text, undone, Admin, Parts, Shared, DATABASE, MYSQL_HOSTS};
+use super::{sql_text, undone, Admin, Server, Shared, DATABASE, MYSQL_HOSTS};
 use crate::provision::{ProvisionError, Steps};
 use crate::seal::random_password;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::{ConnectOptions, Connection};
 use stacklab_types::stack::{DatabaseEngine, DatabaseSpec};
 use stacklab_types::Secret;
 use std::str::FromStr;
@@ -20,11 +20,6 @@ fn mysql_options(url: &str) -> Result<MySqlConnectOptions, String> {
         .map_err(|_| "shared.mysql_url is not a valid mysql:// URL".to_owned())
 }
 
-/// Runs `sql` (text protocol, nothing prepared or logged); the error is the server's message.
-async fn mysql_exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), String> {
-    conn.execute(sql).await.map(drop).map_err(|e| sql_text(&e))
-}
-
 /// `'s_<id>'@'%', 's_<id>'@'localhost'`: every account of one session.
 fn mysql_accounts(name: &str) -> String {
     MYSQL_HOSTS
@@ -35,39 +30,13 @@ fn mysql_accounts(name: &str) -> String {
 }
 
 impl Shared {
-    fn mysql_parts(&self) -> Result<(Parts, String), String> {
-        let url = self
-            .cfg
-            .mysql_url
-            .as_ref()
-            .ok_or("no shared MySQL/MariaDB server is configured: set shared.mysql_url")?;
-        let parts = Parts::of(url.expose());
-        let at = format!("MySQL/MariaDB at {}", parts.endpoint());
-        Ok((parts, at))
-    }
-
-    /// A fresh administrator's connection (see [`Shared::pg_admin`]).
+    /// A fresh administrator's connection (see [`Shared::sql_admin`]).
     async fn mysql_admin(&self) -> Result<Admin<'_, MySqlConnection>, String> {
-        let (_, at) = self.mysql_parts()?;
-        let url = self
-            .cfg
-            .mysql_url
-            .as_ref()
-            .map(Secret::expose)
-            .unwrap_or_default();
-        let slot = slot(&self.mysql_slots, &at).await?;
-        let mut conn = MySqlConnection::connect_with(&mysql_options(url)?)
-            .await
-            .map_err(|e| {
-                format!(
-                    "{at}: cannot connect as the administrator: {}",
-                    sql_text(&e)
-                )
-            })?;
         // Keeps `CREATE USER … IDENTIFIED BY` out of the general log; needs SUPER, so a
         // refusal is not an error.
-        let _ = mysql_exec(&mut conn, "SET SESSION sql_log_off = 1").await;
-        Ok(Admin { conn, _slot: slot })
+        let quiet = "SET SESSION sql_log_off = 1";
+        self.sql_admin(Server::Mysql, &self.mysql_slots, mysql_options, quiet)
+            .await
     }
 
     pub(super) async fn make_mysql(
@@ -77,7 +46,7 @@ impl Shared {
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
         let name = self.engine_name(id);
         let (parts, at) = self
-            .mysql_parts()
+            .parts(Server::Mysql)
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
         let password = random_password();
         let rights = "the account in shared.mysql_url needs CREATE, DROP, CREATE USER and \
@@ -92,13 +61,11 @@ impl Shared {
                 &password,
                 async {
                     let mut admin = self.mysql_admin().await?;
-                    mysql_exec(
-                        &mut admin.conn,
-                        &format!(
+                    admin
+                        .exec(&format!(
                             "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                        ),
-                    )
-                    .await
+                        ))
+                        .await
                     .map_err(|e| format!("{at}: cannot create database {name}: {e}; {rights}"))?;
                     Ok(admin)
                 },
@@ -117,22 +84,22 @@ impl Shared {
                         .iter()
                         .map(|h| format!("'{name}'@'{h}' IDENTIFIED BY '{password}'"))
                         .collect();
-                    mysql_exec(
-                        &mut admin.conn,
-                        &format!("CREATE USER {}", identified.join(", ")),
-                    )
-                    .await
-                    .map_err(|e| format!("{at}: cannot create user {name}: {e}; {rights}"))?;
+                    admin
+                        .exec(&format!("CREATE USER {}", identified.join(", ")))
+                        .await
+                        .map_err(|e| format!("{at}: cannot create user {name}: {e}; {rights}"))?;
                     // `_` is a wildcard in a grant's database name: escaped, the grant is for
                     // this database alone.
                     let escaped = name.replace('_', r"\_");
                     let accounts = mysql_accounts(&name);
-                    mysql_exec(
-                        &mut admin.conn,
-                        &format!("GRANT ALL PRIVILEGES ON `{escaped}`.* TO {accounts}"),
-                    )
-                    .await
-                    .map_err(|e| format!("{at}: cannot grant {name} its database: {e}; {rights}"))
+                    admin
+                        .exec(&format!(
+                            "GRANT ALL PRIVILEGES ON `{escaped}`.* TO {accounts}"
+                        ))
+                        .await
+                        .map_err(|e| {
+                            format!("{at}: cannot grant {name} its database: {e}; {rights}")
+                        })
                 },
             )
             .await;
@@ -190,16 +157,14 @@ impl Shared {
     }
 
     pub(super) async fn remove_mysql(&self, name: &str) -> Result<(), String> {
-        let (_, at) = self.mysql_parts()?;
+        let (_, at) = self.parts(Server::Mysql)?;
         let mut admin = self.mysql_admin().await?;
         // The user first, so nothing logs in again; then its open connections, which MySQL
         // keeps after DROP USER; then the data.
-        mysql_exec(
-            &mut admin.conn,
-            &format!("DROP USER IF EXISTS {}", mysql_accounts(name)),
-        )
-        .await
-        .map_err(|e| format!("{at}: cannot drop user {name}: {e}"))?;
+        admin
+            .exec(&format!("DROP USER IF EXISTS {}", mysql_accounts(name)))
+            .await
+            .map_err(|e| format!("{at}: cannot drop user {name}: {e}"))?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = ?",
         )
@@ -209,9 +174,10 @@ impl Shared {
         .map_err(|e| format!("{at}: cannot list {name}'s connections: {}", sql_text(&e)))?;
         for id in ids {
             // Gone in the meantime is fine.
-            let _ = mysql_exec(&mut admin.conn, &format!("KILL CONNECTION {id}")).await;
+            let _ = admin.exec(&format!("KILL CONNECTION {id}")).await;
         }
-        mysql_exec(&mut admin.conn, &format!("DROP DATABASE IF EXISTS {name}"))
+        admin
+            .exec(&format!("DROP DATABASE IF EXISTS {name}"))
             .await
             .map_err(|e| format!("{at}: cannot drop database {name}: {e}"))?;
         admin.close().await;
@@ -219,10 +185,7 @@ impl Shared {
     }
 
     pub(super) async fn names_mysql(&self) -> Result<Vec<String>, String> {
-        if self.cfg.mysql_url.is_none() {
-            return Ok(vec![]);
-        }
-        let (_, at) = self.mysql_parts()?;
+        let (_, at) = self.parts(Server::Mysql)?;
         let mut admin = self.mysql_admin().await?;
         let fail =
             |e: sqlx::Error| format!("{at}: cannot list databases and users: {}", sql_text(&e));

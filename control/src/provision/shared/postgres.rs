@@ -1,10 +1,10 @@
 //! PostgreSQL: a role of the session's own owning a database of its own.
 
-use super::{slot, sql_text, undone, Admin, Parts, Shared, DATABASE};
+use super::{sql_text, undone, Admin, Server, Shared, DATABASE};
 use crate::provision::{ProvisionError, Steps};
 use crate::seal::random_password;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::{ConnectOptions, Connection};
 use stacklab_types::stack::{DatabaseEngine, DatabaseSpec};
 use stacklab_types::Secret;
 use std::str::FromStr;
@@ -15,55 +15,18 @@ fn pg_options(url: &str) -> Result<PgConnectOptions, String> {
         .map_err(|_| "shared.postgres_url is not a valid postgres:// URL".to_owned())
 }
 
-/// Runs `sql` (simple protocol, nothing prepared or logged); the error is the server's message.
-async fn pg_exec(conn: &mut PgConnection, sql: &str) -> Result<(), String> {
-    conn.execute(sql).await.map(drop).map_err(|e| sql_text(&e))
-}
-
 impl Shared {
-    fn pg_parts(&self) -> Result<(Parts, String), String> {
-        let url = self
-            .cfg
-            .postgres_url
-            .as_ref()
-            .ok_or("no shared PostgreSQL server is configured: set shared.postgres_url")?;
-        let parts = Parts::of(url.expose());
-        let at = format!("PostgreSQL at {}", parts.endpoint());
-        Ok((parts, at))
-    }
-
-    /// A fresh administrator's connection: one that cannot be made fails at once (a pool
-    /// would retry until its timeout), and a session is made rarely enough that a connection
-    /// per provisioning costs little.
+    /// A fresh administrator's connection (see [`Shared::sql_admin`]).
     async fn pg_admin(&self) -> Result<Admin<'_, PgConnection>, String> {
-        let (_, at) = self.pg_parts()?;
-        let url = self
-            .cfg
-            .postgres_url
-            .as_ref()
-            .map(Secret::expose)
-            .unwrap_or_default();
-        let slot = slot(&self.pg_slots, &at).await?;
-        let mut conn = PgConnection::connect_with(&pg_options(url)?)
-            .await
-            .map_err(|e| {
-                format!(
-                    "{at}: cannot connect as the administrator: {}",
-                    sql_text(&e)
-                )
-            })?;
         // A failed statement is logged with its text by default, and `CREATE ROLE … PASSWORD`
         // holds one; only a superuser may ask the server not to.
-        let _ = pg_exec(
-            &mut conn,
-            "DO $$ BEGIN IF current_setting('is_superuser') = 'on' THEN
+        let quiet = "DO $$ BEGIN IF current_setting('is_superuser') = 'on' THEN
                 SET log_statement = 'none';
                 SET log_min_error_statement = 'panic';
                 SET log_min_duration_statement = -1;
-             END IF; END $$",
-        )
-        .await;
-        Ok(Admin { conn, _slot: slot })
+             END IF; END $$";
+        self.sql_admin(Server::Postgres, &self.pg_slots, pg_options, quiet)
+            .await
     }
 
     pub(super) async fn make_postgres(
@@ -73,7 +36,7 @@ impl Shared {
     ) -> Result<(DatabaseSpec, String), ProvisionError> {
         let name = self.engine_name(id);
         let (parts, at) = self
-            .pg_parts()
+            .parts(Server::Postgres)
             .map_err(|m| ProvisionError::new(DATABASE, m))?;
         let password = random_password();
         let rights =
@@ -88,15 +51,14 @@ impl Shared {
                 &password,
                 async {
                     let mut admin = self.pg_admin().await?;
-                    pg_exec(
-                        &mut admin.conn,
-                        &format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"),
-                    )
-                    .await
+                    admin
+                        .exec(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
+                        .await
                     .map_err(|e| format!("{at}: cannot create role {name}: {e}; {rights}"))?;
                     // Only a member of a role may make it a database's owner; a superuser
                     // needs no membership, an account with CREATEROLE does.
-                    pg_exec(&mut admin.conn, &format!("GRANT {name} TO CURRENT_USER"))
+                    admin
+                        .exec(&format!("GRANT {name} TO CURRENT_USER"))
                         .await
                         .map_err(|e| format!("{at}: cannot grant role {name} to the administrator: {e}; {rights}"))?;
                     Ok(admin)
@@ -112,20 +74,18 @@ impl Shared {
                 &format!("database {name}, owned by {name}; no other role may connect"),
                 &password,
                 async {
-                    pg_exec(
-                        &mut admin.conn,
-                        &format!("CREATE DATABASE {name} OWNER {name}"),
-                    )
-                    .await
-                    .map_err(|e| format!("{at}: cannot create database {name}: {e}; {rights}"))?;
-                    pg_exec(
-                        &mut admin.conn,
-                        &format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"),
-                    )
-                    .await
-                    .map_err(|e| {
-                        format!("{at}: cannot revoke PUBLIC's rights on database {name}: {e}")
-                    })
+                    admin
+                        .exec(&format!("CREATE DATABASE {name} OWNER {name}"))
+                        .await
+                        .map_err(|e| {
+                            format!("{at}: cannot create database {name}: {e}; {rights}")
+                        })?;
+                    admin
+                        .exec(&format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"))
+                        .await
+                        .map_err(|e| {
+                            format!("{at}: cannot revoke PUBLIC's rights on database {name}: {e}")
+                        })
                 },
             )
             .await;
@@ -182,16 +142,15 @@ impl Shared {
     }
 
     pub(super) async fn remove_postgres(&self, name: &str) -> Result<(), String> {
-        let (_, at) = self.pg_parts()?;
+        let (_, at) = self.parts(Server::Postgres)?;
         let mut admin = self.pg_admin().await?;
         // FORCE (PostgreSQL 13+) ends the backend's connections to it first.
-        pg_exec(
-            &mut admin.conn,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        )
-        .await
-        .map_err(|e| format!("{at}: cannot drop database {name}: {e}"))?;
-        pg_exec(&mut admin.conn, &format!("DROP ROLE IF EXISTS {name}"))
+        admin
+            .exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .map_err(|e| format!("{at}: cannot drop database {name}: {e}"))?;
+        admin
+            .exec(&format!("DROP ROLE IF EXISTS {name}"))
             .await
             .map_err(|e| {
                 format!(
@@ -204,10 +163,7 @@ impl Shared {
     }
 
     pub(super) async fn names_postgres(&self) -> Result<Vec<String>, String> {
-        if self.cfg.postgres_url.is_none() {
-            return Ok(vec![]);
-        }
-        let (_, at) = self.pg_parts()?;
+        let (_, at) = self.parts(Server::Postgres)?;
         let mut admin = self.pg_admin().await?;
         let names = sqlx::query_scalar::<_, String>(
             r"SELECT datname::text FROM pg_database WHERE datname LIKE 's\_%'

@@ -1,6 +1,6 @@
 //! Redis: an ACL user of the session's own, limited to its key prefix and [`REDIS_COMMANDS`].
 
-use super::{undone, Parts, Shared, CACHE, REDIS_BATCH, REDIS_COMMANDS, STEP_TIMEOUT};
+use super::{undone, Server, Shared, CACHE, REDIS_BATCH, REDIS_COMMANDS, STEP_TIMEOUT};
 use crate::provision::{ProvisionError, Steps};
 use crate::seal::random_password;
 use stacklab_types::stack::CacheEngine;
@@ -21,24 +21,9 @@ async fn redis_connect(url: &str) -> Result<redis::aio::MultiplexedConnection, S
 }
 
 impl Shared {
-    fn redis_parts(&self) -> Result<(Parts, String), String> {
-        let url = self
-            .cfg
-            .redis_url
-            .as_ref()
-            .ok_or("no shared Redis server is configured: set shared.redis_url")?;
-        let parts = Parts::of(url.expose());
-        let at = format!("Redis at {}", parts.endpoint());
-        Ok((parts, at))
-    }
-
     async fn redis_admin(&self) -> Result<redis::aio::MultiplexedConnection, String> {
-        let url = self
-            .cfg
-            .redis_url
-            .as_ref()
-            .ok_or("no shared Redis server is configured: set shared.redis_url")?;
-        let (_, at) = self.redis_parts()?;
+        let url = self.url(Server::Redis)?;
+        let (_, at) = self.parts(Server::Redis)?;
         redis_connect(url.expose())
             .await
             .map_err(|e| format!("{at}: {e}"))
@@ -52,7 +37,7 @@ impl Shared {
     ) -> Result<(Secret, String), ProvisionError> {
         let name = self.engine_name(id);
         let (parts, at) = self
-            .redis_parts()
+            .parts(Server::Redis)
             .map_err(|m| ProvisionError::new(CACHE, m))?;
         let password = random_password();
         // The database the admin URL names (`/2`): the session's connection must select it.
@@ -146,7 +131,7 @@ impl Shared {
     }
 
     pub(super) async fn remove_redis(&self, name: &str) -> Result<(), String> {
-        let (_, at) = self.redis_parts()?;
+        let (_, at) = self.parts(Server::Redis)?;
         let mut conn = self.redis_admin().await?;
         let fail = |e: redis::RedisError| format!("{at}: {e}");
         // The user first: Redis closes its connections, so nothing writes during the scan.
@@ -183,10 +168,7 @@ impl Shared {
     }
 
     pub(super) async fn names_redis(&self) -> Result<Vec<String>, String> {
-        if self.cfg.redis_url.is_none() {
-            return Ok(vec![]);
-        }
-        let (_, at) = self.redis_parts()?;
+        let (_, at) = self.parts(Server::Redis)?;
         let mut conn = self.redis_admin().await?;
         redis::cmd("ACL")
             .arg("USERS")
