@@ -620,6 +620,12 @@ impl Control {
             .ok_or("a backend instance in a container needs a [docker] section")?;
         let admin = match cfg.backend.network {
             BackendNetwork::Host => admin.to_owned(),
+            _ if !shared_on_loopback(&self.cfg.shared).is_empty() => {
+                return Err(format!(
+                    "a backend container on its own network (docker.backend.network = \"own\") cannot reach the shared provisioner's servers on loopback ({}), and the sessions it serves would fail: give those servers an address the backends' network reaches, or set docker.backend.network = \"host\"",
+                    shared_on_loopback(&self.cfg.shared).join(", ")
+                ))
+            }
             network => self
                 .backend_control_url
                 .get_or_try_init(|| async {
@@ -766,5 +772,99 @@ impl Control {
         for mut w in waits {
             let _ = tokio::time::timeout(Duration::from_secs(5), w.wait_for(|e| *e)).await;
         }
+    }
+}
+
+/// The `[shared]` servers that listen on loopback, as `engine at host` (their URLs'
+/// credentials left out), which a backend container on a network of its own cannot reach.
+fn shared_on_loopback(shared: &crate::config::SharedConfig) -> Vec<String> {
+    let urls = [
+        (
+            "postgres",
+            shared.postgres_url.as_ref().map(|u| u.expose().to_owned()),
+        ),
+        (
+            "mysql",
+            shared.mysql_url.as_ref().map(|u| u.expose().to_owned()),
+        ),
+        (
+            "mongodb",
+            shared.mongodb_url.as_ref().map(|u| u.expose().to_owned()),
+        ),
+        (
+            "redis",
+            shared.redis_url.as_ref().map(|u| u.expose().to_owned()),
+        ),
+        (
+            "memcached",
+            shared
+                .memcached_addr
+                .as_ref()
+                .map(|a| format!("memcached://{a}")),
+        ),
+    ];
+    urls.into_iter()
+        .filter_map(|(engine, url)| {
+            let host = host_of(&url?)?;
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            loopback.then(|| format!("{engine} at {host}"))
+        })
+        .collect()
+}
+
+/// The host of `scheme://[user:password@]host[:port][/…]`.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => host_port.split(':').next()?.to_owned(),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stacklab_types::Secret;
+
+    #[test]
+    fn shared_servers_on_loopback_are_named_without_their_credentials() {
+        assert_eq!(
+            host_of("postgres://a:p@w@db.example:5432/x").as_deref(),
+            Some("db.example")
+        );
+        assert_eq!(host_of("redis://[::1]:6379/").as_deref(), Some("[::1]"));
+        assert_eq!(
+            host_of("memcached://127.0.0.1:11211").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(host_of("not a url"), None);
+        let shared = crate::config::SharedConfig {
+            postgres_url: Some(Secret::new(
+                "postgres://admin:hunter2@127.0.0.1:5432/postgres",
+            )),
+            mysql_url: Some(Secret::new("mysql://root:pw@10.0.0.5:3306/")),
+            redis_url: Some(Secret::new("redis://default:pw@[::1]:6379/")),
+            memcached_addr: Some("localhost:11211".into()),
+            ..Default::default()
+        };
+        let found = shared_on_loopback(&shared);
+        assert_eq!(
+            found,
+            [
+                "postgres at 127.0.0.1",
+                "redis at [::1]",
+                "memcached at localhost"
+            ]
+        );
+        assert!(!found.join(" ").contains("hunter2"));
+        assert!(shared_on_loopback(&Default::default()).is_empty());
     }
 }

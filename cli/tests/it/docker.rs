@@ -1050,6 +1050,21 @@ async fn a_container_killed_from_outside_is_reported_and_the_session_made_again(
     up.shutdown().await.unwrap();
 }
 
+/// `up` whose Rust pool is one process and one container (this build's `stacklab` mounted
+/// over the local Debian base), under a docker config of its own instance.
+async fn up_with_a_container(tag: &str, dir: &Path) -> (DockerConfig, stacklab_control::serve::Up) {
+    let mut cfg = config(tag, 0);
+    cfg.backend.image = "stacklab/debian:local".into();
+    cfg.backend.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
+    let docker = Some(cfg.clone());
+    let up = crate::helpers::start_up(dir, 2, move |_, c| {
+        c.docker = docker;
+        c.backends.containers = 1;
+    })
+    .await;
+    (cfg, up)
+}
+
 /// Backend instances as containers: a pool of one process and one container (the container
 /// runs this build's `stacklab` over the local Debian base), checked through the Docker API
 /// (labels, its own network, limits, no capability, no token in its environment or command);
@@ -1058,20 +1073,12 @@ async fn a_container_killed_from_outside_is_reported_and_the_session_made_again(
 /// no idempotent request fails, and nothing is left once control stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_mixes_processes_and_containers_and_the_drill_kills_either() {
-    use crate::helpers::{admin, eventually, start_up, temp_dir, Browser, Load, TOKEN};
+    use crate::helpers::{admin, eventually, temp_dir, Browser, Load, TOKEN};
     use serde_json::json;
     let Some(api) = engine().await else { return };
-    let mut cfg = config("be", 0);
-    cfg.backend.image = "stacklab/debian:local".into();
-    cfg.backend.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
-    let instance = cfg.instance.clone();
     let dir = temp_dir("docker-mixed");
-    let docker = Some(cfg.clone());
-    let up = start_up(&dir, 2, move |_, c| {
-        c.docker = docker;
-        c.backends.containers = 1;
-    })
-    .await;
+    let (cfg, up) = up_with_a_container("be", &dir).await;
+    let instance = cfg.instance.clone();
     let list = up.control.instances.list();
     let mut kinds: Vec<&str> = list.iter().map(|i| i.kind).collect();
     kinds.sort();
@@ -1255,20 +1262,12 @@ async fn exec_bash(api: &bollard::Docker, name: &str, script: &str) -> String {
 /// (control's admin address is there), and its network is removed with control.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_container_is_on_a_network_of_its_own() {
-    use crate::helpers::{admin, start_up, temp_dir, Browser, TOKEN};
+    use crate::helpers::{admin, temp_dir, Browser, TOKEN};
     use serde_json::json;
     let Some(api) = engine().await else { return };
-    let mut cfg = config("own", 0);
-    cfg.backend.image = "stacklab/debian:local".into();
-    cfg.backend.binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_stacklab")));
-    let instance = cfg.instance.clone();
     let dir = temp_dir("docker-own-net");
-    let docker = Some(cfg.clone());
-    let up = start_up(&dir, 2, move |_, c| {
-        c.docker = docker;
-        c.backends.containers = 1;
-    })
-    .await;
+    let (cfg, up) = up_with_a_container("own", &dir).await;
+    let instance = cfg.instance.clone();
     // Only the container serves from here on.
     let list = up.control.instances.list();
     let process = list.iter().find(|i| i.kind == "process").unwrap().clone();

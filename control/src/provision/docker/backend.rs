@@ -43,8 +43,8 @@
 
 use super::config::{BackendNetwork, Subnet};
 use super::{
-    api_text, force_remove, status_code, BackendSpec, LABEL_INSTANCE, LABEL_ROLE, LABEL_SESSION,
-    WARM,
+    api_text, force_remove, label_filter, status_code, BackendSpec, LABEL_INSTANCE, LABEL_ROLE,
+    LABEL_SESSION, WARM,
 };
 use bollard::container::LogOutput;
 use bollard::models::{
@@ -172,13 +172,7 @@ pub async fn ensure_network(
 
 /// Backend containers of `instance` (created or running).
 async fn backend_containers(api: &bollard::Docker, instance: &str) -> Result<Vec<String>, String> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![
-            format!("{LABEL_INSTANCE}={instance}"),
-            format!("{LABEL_ROLE}={ROLE_BACKEND}"),
-        ],
-    )]);
+    let filters = label_filter(&[(LABEL_INSTANCE, instance), (LABEL_ROLE, ROLE_BACKEND)]);
     let list = api
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -199,20 +193,31 @@ async fn backend_containers(api: &bollard::Docker, instance: &str) -> Result<Vec
         .collect())
 }
 
-/// Connects `container` to `network`; already being on it is fine.
-async fn connect(api: &bollard::Docker, network: &str, container: &str) -> Result<(), String> {
+/// Connects `container` to `network`. Already being on it is fine, and so is either being gone
+/// meanwhile (a drill killed the container, the session ended).
+async fn join(api: &bollard::Docker, network: &str, container: &str) -> Result<(), String> {
     let request = NetworkConnectRequest {
         container: Some(container.to_owned()),
         ..Default::default()
     };
-    match api.connect_network(network, request).await {
-        Ok(()) => Ok(()),
-        Err(e) if api_text(&e).contains("already exists") => Ok(()),
-        Err(e) => Err(format!(
-            "cannot join backend container {container} to {network}: {}",
-            api_text(&e)
-        )),
+    let Err(e) = api.connect_network(network, request).await else {
+        return Ok(());
+    };
+    let there = api
+        .inspect_container(container, None::<InspectContainerOptions>)
+        .await
+        .is_ok()
+        && api
+            .inspect_network(network, None::<InspectNetworkOptions>)
+            .await
+            .is_ok();
+    if !there || api_text(&e).contains("already exists") {
+        return Ok(());
     }
+    Err(format!(
+        "cannot join backend container {container} to {network}: {}",
+        api_text(&e)
+    ))
 }
 
 /// Joins every backend container of `instance` on its own network to a session's network
@@ -225,16 +230,7 @@ pub async fn join_session_network(
     network: &str,
 ) -> Result<(), String> {
     for c in backend_containers(api, instance).await? {
-        match connect(api, network, &c).await {
-            Ok(()) => {}
-            // Gone meanwhile (killed by a drill): nothing to join.
-            Err(_)
-                if api
-                    .inspect_container(&c, None::<InspectContainerOptions>)
-                    .await
-                    .is_err() => {}
-            Err(e) => return Err(e),
-        }
+        join(api, network, &c).await?;
     }
     Ok(())
 }
@@ -467,16 +463,7 @@ async fn join_and_start(
 ) -> Result<Started, String> {
     if l.own_network() {
         for network in session_networks(api, l.instance).await? {
-            match connect(api, &network, name).await {
-                Ok(()) => {}
-                // Removed meanwhile with its session.
-                Err(_)
-                    if api
-                        .inspect_network(&network, None::<InspectNetworkOptions>)
-                        .await
-                        .is_err() => {}
-                Err(e) => return Err(e),
-            }
+            join(api, &network, name).await?;
         }
     }
     attach_and_start(api, name, l).await
@@ -646,13 +633,7 @@ async fn remove(api: &bollard::Docker, name: &str) {
 /// Removes backend containers of `instance` a previous run left (they stop by themselves
 /// when their control goes, but stay listed until removed). Returns how many.
 pub async fn remove_stale(api: &bollard::Docker, instance: &str) -> usize {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![
-            format!("{LABEL_INSTANCE}={instance}"),
-            format!("{LABEL_ROLE}={ROLE_BACKEND}"),
-        ],
-    )]);
+    let filters = label_filter(&[(LABEL_INSTANCE, instance), (LABEL_ROLE, ROLE_BACKEND)]);
     let Ok(list) = api
         .list_containers(Some(ListContainersOptions {
             all: true,
