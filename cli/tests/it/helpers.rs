@@ -62,6 +62,38 @@ pub async fn start_up(
         .expect("stacklab up starts")
 }
 
+/// The shared engines `scripts/test` started, each `None` where it did not (see [`engine`]).
+#[derive(Clone)]
+pub struct Engines {
+    pub postgres: Option<String>,
+    pub redis: Option<String>,
+    pub mysql: Option<String>,
+    pub memcached: Option<String>,
+}
+
+impl Engines {
+    pub fn from_env() -> Engines {
+        Engines {
+            postgres: engine("STACKLAB_TEST_POSTGRES_URL"),
+            redis: engine("STACKLAB_TEST_REDIS_URL"),
+            mysql: engine("STACKLAB_TEST_MYSQL_URL"),
+            memcached: engine("STACKLAB_TEST_MEMCACHED_ADDR"),
+        }
+    }
+}
+
+/// [`start_up`] with the shared provisioner on `engines`.
+pub async fn start_up_on(dir: &Path, instances: usize, engines: &Engines) -> Up {
+    let e = engines.clone();
+    start_up(dir, instances, move |_, c| {
+        c.shared.postgres_url = e.postgres.map(stacklab_types::Secret::new);
+        c.shared.redis_url = e.redis.map(stacklab_types::Secret::new);
+        c.shared.mysql_url = e.mysql.map(stacklab_types::Secret::new);
+        c.shared.memcached_addr = e.memcached;
+    })
+    .await
+}
+
 /// An answer, read whole.
 #[derive(Debug)]
 pub struct Answer {
@@ -270,6 +302,38 @@ impl Browser {
 }
 
 /// The admin API (plain HTTP on the admin address), with or without the token.
+/// The choice of `field` in an `/api/options` answer.
+pub fn choice(options: &serde_json::Value, field: &str) -> serde_json::Value {
+    entry(&options["choices"], "field", field)
+}
+
+/// The option `value` of a choice from [`choice`].
+pub fn option(choice: &serde_json::Value, value: &str) -> serde_json::Value {
+    entry(&choice["options"], "value", value)
+}
+
+/// The entry of the array `list` whose `key` is `want`.
+pub fn entry(list: &serde_json::Value, key: &str, want: &str) -> serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[key] == want)
+        .unwrap_or_else(|| panic!("no {key} `{want}` in {list}"))
+        .clone()
+}
+
+/// The admin API's descriptor of the stack of the session `code` (`GET /admin/stacks/{id}`).
+pub async fn stack_of(addr: std::net::SocketAddr, code: &str) -> Answer {
+    admin(
+        addr,
+        "GET",
+        &format!("/admin/stacks/{}", id(code)),
+        Some(TOKEN),
+        None,
+    )
+    .await
+}
+
 pub async fn admin(
     addr: std::net::SocketAddr,
     method: &str,
@@ -548,10 +612,15 @@ pub fn shared_name(data_dir: &Path, id: &str) -> String {
 /// Creates a session with `choices` (201 asserted); returns its code.
 /// The user most tests start from (ann, "correct horse"), created in the browser's session.
 pub async fn add_ann(b: &mut Browser) -> Answer {
+    add_user(b, "ann").await
+}
+
+/// Adds the user `name` (`name@example.com`, password `correct horse`), checking it is made.
+pub async fn add_user(b: &mut Browser, name: &str) -> Answer {
     let r = b
         .post(
             "/api/users",
-            serde_json::json!({"username": "ann", "email": "ann@example.com", "password": "correct horse"}),
+            serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse"}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());

@@ -1227,34 +1227,24 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injection_is_stored_as_text_or_refused_on_every_database() {
-    let pg = engine("STACKLAB_TEST_POSTGRES_URL");
-    let redis = engine("STACKLAB_TEST_REDIS_URL");
-    let my = engine("STACKLAB_TEST_MYSQL_URL");
-    let memcached = engine("STACKLAB_TEST_MEMCACHED_ADDR");
+    let engines = Engines::from_env();
     let dir = temp_dir("hostile-inject");
     let data = dir.join("data");
-    let (pg2, redis2, my2, mc2) = (pg.clone(), redis.clone(), my.clone(), memcached.clone());
-    let up = start_up(&dir, 1, move |_, c| {
-        c.shared.postgres_url = pg2.map(stacklab_types::Secret::new);
-        c.shared.redis_url = redis2.map(stacklab_types::Secret::new);
-        c.shared.mysql_url = my2.map(stacklab_types::Secret::new);
-        c.shared.memcached_addr = mc2;
-    })
-    .await;
+    let up = start_up_on(&dir, 1, &engines).await;
     let port = up.addrs.edge.port();
     let mut targets: Vec<Target> = vec![(
         "embedded SQLite",
         json!({"password_storage": "plaintext"}),
         None,
     )];
-    if let (Some(pg), Some(_)) = (&pg, &redis) {
+    if let (Some(pg), Some(_)) = (&engines.postgres, &engines.redis) {
         targets.push((
             "shared PostgreSQL + Redis",
             json!({"provisioner": "shared", "database": "postgres", "cache": "redis", "password_storage": "plaintext", "write_policy": "write-through"}),
             Some(pg.clone()),
         ));
     }
-    if let (Some(my), Some(_)) = (&my, &memcached) {
+    if let (Some(my), Some(_)) = (&engines.mysql, &engines.memcached) {
         targets.push((
             "shared MariaDB + Memcached",
             json!({"provisioner": "shared", "database": "mysql", "cache": "memcached", "password_storage": "plaintext"}),
@@ -1669,14 +1659,7 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
         .query_async(&mut rc)
         .await
         .unwrap();
-    let recorded = admin(
-        up.addrs.admin,
-        "GET",
-        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let recorded = stack_of(up.addrs.admin, &code).await;
     let session = b.get("/api/session").await;
     // Control takes canonical names only, from a runtime as from anyone.
     let loose = admin(
@@ -1687,14 +1670,7 @@ async fn a_policy_name_is_canonical_in_redis_the_view_and_controls_record() {
         Some(json!({"policy": "ALLKEYS-LRU"})),
     )
     .await;
-    let after = admin(
-        up.addrs.admin,
-        "GET",
-        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let after = stack_of(up.addrs.admin, &code).await;
     let _ = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory-policy")

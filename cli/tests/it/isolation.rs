@@ -50,29 +50,19 @@ async fn read_until(body: &mut hyper::body::Incoming, want: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_never_see_each_other_on_any_provisioner() {
-    let pg = engine("STACKLAB_TEST_POSTGRES_URL");
-    let redis_url = engine("STACKLAB_TEST_REDIS_URL");
-    let my = engine("STACKLAB_TEST_MYSQL_URL");
-    let memcached = engine("STACKLAB_TEST_MEMCACHED_ADDR");
     let dir = temp_dir("isolation");
+    let engines = Engines::from_env();
     let data = dir.join("data");
-    let (pg2, redis2, my2, mc2) = (pg.clone(), redis_url.clone(), my.clone(), memcached.clone());
-    let up = start_up(&dir, 2, move |_, c| {
-        c.shared.postgres_url = pg2.map(stacklab_types::Secret::new);
-        c.shared.redis_url = redis2.map(stacklab_types::Secret::new);
-        c.shared.mysql_url = my2.map(stacklab_types::Secret::new);
-        c.shared.memcached_addr = mc2;
-    })
-    .await;
+    let up = start_up_on(&dir, 2, &engines).await;
     let port = up.addrs.edge.port();
     let mut targets = vec![("embedded", json!({}))];
-    if pg.is_some() && redis_url.is_some() {
+    if engines.postgres.is_some() && engines.redis.is_some() {
         targets.push((
             "shared PostgreSQL + Redis",
             json!({"provisioner": "shared", "database": "postgres", "cache": "redis", "write_policy": "write-through"}),
         ));
     }
-    if my.is_some() && memcached.is_some() {
+    if engines.mysql.is_some() && engines.memcached.is_some() {
         targets.push((
             "shared MariaDB + Memcached",
             json!({"provisioner": "shared", "database": "mysql", "cache": "memcached", "write_policy": "write-through"}),
@@ -196,14 +186,7 @@ async fn sessions_never_see_each_other_on_any_provisioner() {
         let stack = |code: &str| {
             let code = code.to_owned();
             async move {
-                let r = admin(
-                    up.addrs.admin,
-                    "GET",
-                    &format!("/admin/stacks/{}", crate::helpers::id(&code)),
-                    Some(TOKEN),
-                    None,
-                )
-                .await;
+                let r = stack_of(up.addrs.admin, &code).await;
                 assert_eq!(r.status, 200, "{}", r.text());
                 r.json()
             }

@@ -109,14 +109,7 @@ async fn a_session_lives_slides_and_is_reaped_through_the_proxy() {
     assert_eq!((r.status, r.code()), (410, "session_expired".into()));
     assert_eq!(b.get("/api/session").await.status, 410);
     assert!(!file.exists(), "the SQLite file is gone");
-    let r = admin(
-        up.addrs.admin,
-        "GET",
-        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let r = stack_of(up.addrs.admin, &code).await;
     assert_eq!(r.status, 404);
     assert!(
         up.control.registry.sessions().await.unwrap().is_empty(),
@@ -410,14 +403,7 @@ async fn bug_reports_carry_the_stack_and_the_last_requests() {
         b.clone().get("/api/session").await.json()["stack"]["cache_policy"] == "lfu"
     })
     .await;
-    let r = admin(
-        up.addrs.admin,
-        "GET",
-        &format!("/admin/stacks/{}", crate::helpers::id(&code)),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let r = stack_of(up.addrs.admin, &code).await;
     assert_eq!(r.json()["cache"]["policy"], "lfu");
     let r = b.post("/api/bugs", json!({"title": "slow"})).await;
     assert_eq!((r.status, r.field()), (400, "description".into()));
@@ -627,20 +613,7 @@ async fn a_shared_session_is_made_used_and_removed_on_the_engines_themselves() {
     .await;
     let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
     let r = b.get("/api/options").await;
-    let db = r.json()["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["field"] == "database")
-        .unwrap()
-        .clone();
-    let postgres = db["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["value"] == "postgres")
-        .unwrap()
-        .clone();
+    let postgres = option(&choice(&r.json(), "database"), "postgres");
     assert_eq!(postgres["available"], true, "{postgres}");
     assert!(postgres["provisioners"]
         .as_array()
@@ -744,20 +717,7 @@ async fn an_unreachable_docker_engine_is_an_unavailable_choice_and_nothing_else_
     let up = start_up(&dir, 1, move |_, c| c.docker = docker).await;
     let mut b = Browser::new(&dir.join("data"), up.addrs.edge.port());
     let r = b.get("/api/options").await;
-    let prov = r.json()["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["field"] == "provisioner")
-        .unwrap()
-        .clone();
-    let d = prov["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["value"] == "docker")
-        .unwrap()
-        .clone();
+    let d = option(&choice(&r.json(), "provisioner"), "docker");
     assert_eq!(d["available"], false, "{d}");
     assert!(!d["reason"].as_str().unwrap_or_default().is_empty(), "{d}");
     let r = b

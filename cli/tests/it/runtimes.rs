@@ -20,6 +20,24 @@ fn runtimes_dir(dir: &Path) -> PathBuf {
     root
 }
 
+/// Asks for a session with `body` and checks it is refused with `status`, naming `field`, in
+/// an answer that says `says`.
+async fn refused(
+    b: &mut Browser,
+    body: serde_json::Value,
+    (status, field): (u16, &str),
+    says: &str,
+) {
+    let r = b.post("/api/sessions", body).await;
+    assert_eq!(
+        (r.status, r.field()),
+        (status, field.to_string()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains(says), "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle() {
     let dir = temp_dir("runtimes");
@@ -35,13 +53,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     // Offered with the reason when it cannot run.
     let r = b.get("/api/options").await;
     let options = r.json();
-    let runtime = options["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["field"] == "runtime")
-        .unwrap()
-        .clone();
+    let runtime = choice(&options, "runtime");
     assert_eq!(runtime["default"], "rust");
     let names: Vec<&str> = runtime["options"]
         .as_array()
@@ -60,22 +72,20 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     assert_eq!(runtime["options"][2]["available"], true);
 
     // Refused by field, nothing made.
-    let r = b.post("/api/sessions", json!({"runtime": "broken"})).await;
-    assert_eq!(
-        (r.status, r.field()),
-        (503, "runtime".into()),
-        "{}",
-        r.text()
-    );
-    assert!(r.text().contains("run setup.sh"), "{}", r.text());
-    let r = b.post("/api/sessions", json!({"runtime": "cobol"})).await;
-    assert_eq!(
-        (r.status, r.field()),
-        (400, "runtime".into()),
-        "{}",
-        r.text()
-    );
-    assert!(r.text().contains("rust, broken, twin"), "{}", r.text());
+    for (body, refusal, says) in [
+        (
+            json!({"runtime": "broken"}),
+            (503, "runtime"),
+            "run setup.sh",
+        ),
+        (
+            json!({"runtime": "cobol"}),
+            (400, "runtime"),
+            "rust, broken, twin",
+        ),
+    ] {
+        refused(&mut b, body, refusal, says).await;
+    }
     // A choice the runtime's manifest says it cannot serve: shown on the runtime, refused
     // naming the field.
     assert_eq!(
@@ -83,25 +93,13 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
         json!([{"field": "password_storage", "value": "bcrypt-pepper", "reason": "the twin keeps no pepper"}])
     );
     assert_eq!(runtime["options"][0]["unsupported"], json!([]));
-    let r = b
-        .post(
-            "/api/sessions",
-            json!({"runtime": "twin", "password_storage": "bcrypt-pepper"}),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.field()),
-        (400, "password_storage".into()),
-        "{}",
-        r.text()
-    );
-    assert!(
-        r.text().contains(
-            "Twin does not offer password_storage `bcrypt-pepper`: the twin keeps no pepper"
-        ),
-        "{}",
-        r.text()
-    );
+    refused(
+        &mut b,
+        json!({"runtime": "twin", "password_storage": "bcrypt-pepper"}),
+        (400, "password_storage"),
+        "Twin does not offer password_storage `bcrypt-pepper`: the twin keeps no pepper",
+    )
+    .await;
     assert_eq!(up.control.sessions.len(), 0);
     assert_eq!(pool_instances(&up, "rust").len(), 1, "the warm pool");
     assert!(
@@ -113,13 +111,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     let r = b.post("/api/sessions", json!({"runtime": "twin"})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
-    let step = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "runtime")
-        .cloned()
-        .unwrap();
+    let step = entry(&v["steps"], "name", "runtime");
     assert_eq!(step["status"], "done", "{step}");
     assert!(
         step["detail"].as_str().unwrap().contains("Twin pool"),
@@ -146,13 +138,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     let mut b2 = Browser::new(&data, up.addrs.edge.port());
     let r = b2.post("/api/sessions", json!({"runtime": "twin"})).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let step = r.json()["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "runtime")
-        .cloned()
-        .unwrap();
+    let step = entry(&r.json()["steps"], "name", "runtime");
     assert_eq!(step["status"], "skipped", "{step}");
     assert_eq!(pool_instances(&up, "twin"), twins);
 
@@ -186,13 +172,7 @@ async fn a_runtime_pool_starts_on_demand_serves_its_sessions_and_stops_when_idle
     let r = b3.post("/api/sessions", json!({"runtime": "twin"})).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(pool_instances(&up, "twin").len(), 1);
-    let r = b3
-        .post(
-            "/api/users",
-            json!({"username": "bob", "email": "bob@example.com", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    add_user(&mut b3, "bob").await;
     up.shutdown().await.unwrap();
 }
 
@@ -339,13 +319,7 @@ async fn a_restored_session_of_an_on_demand_runtime_is_served_at_once_after_a_re
     let data = dir.join("data");
     let mut b = Browser::new(&data, up.addrs.edge.port());
     new_session(&mut b, json!({"runtime": "twin"})).await;
-    let r = b
-        .post(
-            "/api/users",
-            json!({"username": "tia", "email": "tia@example.com", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    add_user(&mut b, "tia").await;
     up.shutdown().await.unwrap();
 
     // The restart, on a port known beforehand so the request can go while `up` starts.

@@ -409,6 +409,18 @@ pub async fn admin(p: &TestProxy, method: &str, path: &str, body: serde_json::Va
     .unwrap()
 }
 
+/// The requests the proxy captured for the session `code`, from its admin API.
+pub async fn captured(p: &TestProxy, code: &str) -> serde_json::Value {
+    admin(
+        p,
+        "GET",
+        &format!("/admin/sessions/{}/requests", id(code)),
+        serde_json::Value::Null,
+    )
+    .await
+    .json()
+}
+
 pub fn cookie(code: &str) -> String {
     format!("stacklab_session={code}")
 }

@@ -53,14 +53,7 @@ async fn http1_and_http2_over_tls_are_chosen_by_alpn() {
         assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
         assert_eq!(seen["headers"]["host"], "localhost");
     }
-    let caps = admin(
-        &p,
-        "GET",
-        &format!("/admin/sessions/{}/requests", id(SESSION_A)),
-        serde_json::Value::Null,
-    )
-    .await
-    .json();
+    let caps = captured(&p, SESSION_A).await;
     let protocols: Vec<_> = caps
         .as_array()
         .unwrap()
@@ -123,14 +116,7 @@ async fn http3_is_served_on_the_same_port_over_udp() {
     stream.finish().await.unwrap();
     assert_eq!(stream.recv_response().await.unwrap().status(), 200);
 
-    let caps = admin(
-        &p,
-        "GET",
-        &format!("/admin/sessions/{}/requests", id(SESSION_A)),
-        serde_json::Value::Null,
-    )
-    .await
-    .json();
+    let caps = captured(&p, SESSION_A).await;
     assert_eq!(caps[0]["protocol"], "h3");
     drop(send);
     drive.abort();

@@ -1,4 +1,5 @@
 use crate::helpers::*;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 
 fn session_config(a: &Backend, b1: &Backend, b2: &Backend) -> String {
     let mut t = String::new();
@@ -11,14 +12,48 @@ fn session_config(a: &Backend, b1: &Backend, b2: &Backend) -> String {
     t
 }
 
-#[tokio::test]
-async fn session_paths_answer_401_and_410_themselves() {
+/// Three backends, `a` for the static pool and `b1`, `b2` for the session pool `rust`, behind
+/// a proxy named `name` on [`session_config`] (the proxy last, so that it is dropped first).
+async fn session_proxy(name: &str) -> (Backend, Backend, Backend, TestProxy) {
     let (a, b1, b2) = (
         Backend::start("a").await,
         Backend::start("b1").await,
         Backend::start("b2").await,
     );
-    let p = TestProxy::start("s401", &session_config(&a, &b1, &b2)).await;
+    let p = TestProxy::start(name, &session_config(&a, &b1, &b2)).await;
+    (a, b1, b2, p)
+}
+
+/// Puts the session `code` in the table, on the pool `rust`.
+async fn open_session(p: &TestProxy, code: &str) -> Answer {
+    admin(
+        p,
+        "PUT",
+        &format!("/admin/sessions/{}", id(code)),
+        serde_json::json!({"pool": "rust"}),
+    )
+    .await
+}
+
+/// `method path` on the admin API, without a body, answered 200.
+async fn admin_ok(p: &TestProxy, method: &str, path: &str) {
+    let r = admin(p, method, path, serde_json::Value::Null).await;
+    assert_eq!(r.status, 200, "{method} {path}");
+}
+
+/// `GET path` on the proxy's plain port with the session cookie of `code`.
+async fn as_session(
+    c: &Client<HttpConnector, Body>,
+    p: &TestProxy,
+    path: &str,
+    code: &str,
+) -> Answer {
+    get(c, &p.plain_url(path), &[("cookie", &cookie(code))]).await
+}
+
+#[tokio::test]
+async fn session_paths_answer_401_and_410_themselves() {
+    let (_a, b1, b2, p) = session_proxy("s401").await;
     let c = client();
 
     let r = get(&c, &p.plain_url("/api/users"), &[]).await;
@@ -27,12 +62,7 @@ async fn session_paths_answer_401_and_410_themselves() {
     let r = get(&c, &p.plain_url("/graphql"), &[]).await;
     assert_eq!(r.status, 401);
 
-    let r = get(
-        &c,
-        &p.plain_url("/api/users"),
-        &[("cookie", &cookie(SESSION_A))],
-    )
-    .await;
+    let r = as_session(&c, &p, "/api/users", SESSION_A).await;
     assert_eq!(r.status, 410);
     assert_eq!(r.json()["error"]["code"], "session_expired");
     let r = get(
@@ -58,12 +88,7 @@ async fn session_paths_answer_401_and_410_themselves() {
 
 #[tokio::test]
 async fn the_cookie_selects_the_pool_and_the_pinned_member() {
-    let (a, b1, b2) = (
-        Backend::start("a").await,
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-    );
-    let p = TestProxy::start("cookie", &session_config(&a, &b1, &b2)).await;
+    let (_a, _b1, b2, p) = session_proxy("cookie").await;
     let c = client();
     let r = admin(
         &p,
@@ -73,22 +98,11 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = admin(
-        &p,
-        "PUT",
-        &format!("/admin/sessions/{}", id(SESSION_B)),
-        serde_json::json!({"pool": "rust"}),
-    )
-    .await;
+    let r = open_session(&p, SESSION_B).await;
     assert_eq!(r.status, 200);
 
     for _ in 0..10 {
-        let r = get(
-            &c,
-            &p.plain_url("/api/users?q=x"),
-            &[("cookie", &cookie(SESSION_A))],
-        )
-        .await;
+        let r = as_session(&c, &p, "/api/users?q=x", SESSION_A).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.member(), "b2", "pinned");
         let seen = r.json();
@@ -115,49 +129,21 @@ async fn the_cookie_selects_the_pool_and_the_pinned_member() {
     // The pinned member gone: the session fails over to the rest of its pool.
     b2.kill();
     for _ in 0..5 {
-        let r = get(
-            &c,
-            &p.plain_url("/api/users"),
-            &[("cookie", &cookie(SESSION_A))],
-        )
-        .await;
+        let r = as_session(&c, &p, "/api/users", SESSION_A).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.member(), "b1");
     }
 
     // A session removed from the table is expired for the proxy.
-    let r = admin(
-        &p,
-        "DELETE",
-        &format!("/admin/sessions/{}", id(SESSION_A)),
-        serde_json::Value::Null,
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let r = get(
-        &c,
-        &p.plain_url("/api/users"),
-        &[("cookie", &cookie(SESSION_A))],
-    )
-    .await;
+    admin_ok(&p, "DELETE", &format!("/admin/sessions/{}", id(SESSION_A))).await;
+    let r = as_session(&c, &p, "/api/users", SESSION_A).await;
     assert_eq!(r.status, 410);
 }
 
 #[tokio::test]
 async fn forged_stacklab_headers_are_stripped_and_forwarding_headers_added() {
-    let (a, b1, b2) = (
-        Backend::start("a").await,
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-    );
-    let p = TestProxy::start("forged", &session_config(&a, &b1, &b2)).await;
-    admin(
-        &p,
-        "PUT",
-        &format!("/admin/sessions/{}", id(SESSION_A)),
-        serde_json::json!({"pool": "rust"}),
-    )
-    .await;
+    let (_a, _b1, _b2, p) = session_proxy("forged").await;
+    open_session(&p, SESSION_A).await;
     let c = client();
     let r = get(
         &c,
@@ -201,26 +187,9 @@ async fn forged_stacklab_headers_are_stripped_and_forwarding_headers_added() {
 
 #[tokio::test]
 async fn requests_are_captured_per_session_with_secrets_masked() {
-    let (a, b1, b2) = (
-        Backend::start("a").await,
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-    );
-    let p = TestProxy::start("capture", &session_config(&a, &b1, &b2)).await;
-    admin(
-        &p,
-        "PUT",
-        &format!("/admin/sessions/{}", id(SESSION_A)),
-        serde_json::json!({"pool": "rust"}),
-    )
-    .await;
-    admin(
-        &p,
-        "PUT",
-        &format!("/admin/sessions/{}", id(SESSION_B)),
-        serde_json::json!({"pool": "rust"}),
-    )
-    .await;
+    let (_a, _b1, _b2, p) = session_proxy("capture").await;
+    open_session(&p, SESSION_A).await;
+    open_session(&p, SESSION_B).await;
     let c = client();
     let body = r#"{"username":"ann","password":"hunter2"}"#;
     let r = send(
@@ -236,21 +205,9 @@ async fn requests_are_captured_per_session_with_secrets_masked() {
     .await
     .unwrap();
     assert_eq!(r.status, 200);
-    get(
-        &c,
-        &p.plain_url("/api/other"),
-        &[("cookie", &cookie(SESSION_B))],
-    )
-    .await;
+    as_session(&c, &p, "/api/other", SESSION_B).await;
 
-    let list = admin(
-        &p,
-        "GET",
-        &format!("/admin/sessions/{}/requests", id(SESSION_A)),
-        serde_json::Value::Null,
-    )
-    .await
-    .json();
+    let list = captured(&p, SESSION_A).await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1, "only this session's requests: {list:?}");
     let cap = &list[0];
@@ -326,14 +283,7 @@ async fn pools_and_members_change_at_run_time_under_load() {
         "the new member takes traffic"
     );
 
-    let r = admin(
-        &p,
-        "POST",
-        "/admin/pools/web/members/b1/drain",
-        serde_json::Value::Null,
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    admin_ok(&p, "POST", "/admin/pools/web/members/b1/drain").await;
     load.wait_for(50).await;
     let b1_hits = b1.hits.load(std::sync::atomic::Ordering::Relaxed);
     load.wait_for(200).await;
@@ -343,14 +293,7 @@ async fn pools_and_members_change_at_run_time_under_load() {
         "a draining member takes nothing new"
     );
 
-    let r = admin(
-        &p,
-        "DELETE",
-        "/admin/pools/web/members/b1",
-        serde_json::Value::Null,
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    admin_ok(&p, "DELETE", "/admin/pools/web/members/b1").await;
     load.wait_for(100).await;
     let (ok, failed, failures) = load.stop().await;
     assert_eq!(failed, 0, "{failures:?}");
