@@ -23,36 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Drive one URL and print a JSON report.
-    Load {
-        /// http://host:port/path or https://host:port/path
-        url: String,
-        #[arg(long, short, value_enum, default_value = "h1")]
-        protocol: Protocol,
-        /// Connections.
-        #[arg(long, short, default_value_t = 64)]
-        connections: usize,
-        /// Concurrent requests per connection (HTTP/2, HTTP/3).
-        #[arg(long, short = 'm', default_value_t = 1)]
-        streams: usize,
-        /// Measured seconds.
-        #[arg(long, short, default_value_t = 10.0)]
-        duration: f64,
-        /// Warm-up seconds, not measured.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Fixed rate in requests per second (open loop); without it, closed loop.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// A new connection for every request.
-        #[arg(long)]
-        new_connection: bool,
-        /// PEM certificate to trust (https and HTTP/3).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Extra header, `name: value`; repeatable.
-        #[arg(long = "header", short = 'H')]
-        headers: Vec<String>,
-    },
+    Load(LoadArgs),
     /// Run stacklab, nginx and HAProxy side by side and write bench/results/.
     Compare {
         /// Short runs, one round: under two minutes.
@@ -153,6 +124,46 @@ enum Command {
     },
 }
 
+// The flags of `load`; the subcommand's help is the doc comment on `Command::Load`.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// http://host:port/path or https://host:port/path
+    url: String,
+    #[arg(long, short, value_enum, default_value = "h1")]
+    protocol: Protocol,
+    /// Connections.
+    #[arg(long, short, default_value_t = 64)]
+    connections: usize,
+    /// Concurrent requests per connection (HTTP/2, HTTP/3).
+    #[arg(long, short = 'm', default_value_t = 1)]
+    streams: usize,
+    /// Measured seconds.
+    #[arg(long, short, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Fixed rate in requests per second (open loop); without it, closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A new connection for every request.
+    #[arg(long)]
+    new_connection: bool,
+    /// PEM certificate to trust (https and HTTP/3).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Extra header, `name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+}
+
+/// This binary, and the `stacklab` binary to drive: `--stacklab`, else the one beside this.
+fn binaries(stacklab: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let self_bin = std::env::current_exe().context("cannot find this binary")?;
+    let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+    Ok((self_bin, stacklab))
+}
+
 /// `--out`, else `bench/results/` of the workspace the current folder is in.
 fn out_dir(out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match out {
@@ -192,8 +203,7 @@ fn main() -> anyhow::Result<()> {
                 stacklab,
                 keep,
             } => {
-                let self_bin = std::env::current_exe().context("cannot find this binary")?;
-                let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+                let (_, stacklab) = binaries(stacklab)?;
                 if !stacklab.exists() {
                     bail!(
                         "no stacklab binary at {} (build it: cargo build -p stacklab, or pass --stacklab)",
@@ -223,8 +233,7 @@ fn main() -> anyhow::Result<()> {
                 out,
             } => {
                 use stacklab_bench::instructions;
-                let self_bin = std::env::current_exe().context("cannot find this binary")?;
-                let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+                let (self_bin, stacklab) = binaries(stacklab)?;
                 let peers = if peers.is_empty() {
                     if check.is_some() {
                         vec![PeerKind::Stacklab]
@@ -298,32 +307,7 @@ fn main() -> anyhow::Result<()> {
                 stacklab_bench::upstream::serve(listener).await;
                 Ok(())
             }
-            Command::Load {
-                url,
-                protocol,
-                connections,
-                streams,
-                duration,
-                warmup,
-                rate,
-                new_connection,
-                ca,
-                headers,
-            } => {
-                load_cmd(
-                    url,
-                    protocol,
-                    connections,
-                    streams,
-                    duration,
-                    warmup,
-                    rate,
-                    new_connection,
-                    ca,
-                    headers,
-                )
-                .await
-            }
+            Command::Load(args) => load_cmd(args).await,
             Command::Compare {
                 quick,
                 rounds,
@@ -336,8 +320,7 @@ fn main() -> anyhow::Result<()> {
                 sessions,
                 idle,
             } => {
-                let self_bin = std::env::current_exe().context("cannot find this binary")?;
-                let stacklab = stacklab.unwrap_or_else(|| self_bin.with_file_name("stacklab"));
+                let (self_bin, stacklab) = binaries(stacklab)?;
                 let out = out_dir(out)?;
                 let mut o = compare::Options::new(quick, out, stacklab, self_bin);
                 if let Some(r) = rounds {
@@ -393,19 +376,19 @@ fn parse_peers(names: &[String]) -> anyhow::Result<Vec<PeerKind>> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn load_cmd(
-    url: String,
-    protocol: Protocol,
-    connections: usize,
-    streams: usize,
-    duration: f64,
-    warmup: f64,
-    rate: Option<f64>,
-    new_connection: bool,
-    ca: Option<PathBuf>,
-    headers: Vec<String>,
-) -> anyhow::Result<()> {
+async fn load_cmd(args: LoadArgs) -> anyhow::Result<()> {
+    let LoadArgs {
+        url,
+        protocol,
+        connections,
+        streams,
+        duration,
+        warmup,
+        rate,
+        new_connection,
+        ca,
+        headers,
+    } = args;
     stacklab_bench::procstat::raise_nofile();
     let uri: http::Uri = url.parse().context("not a URL")?;
     let https = uri.scheme_str() == Some("https") || protocol == Protocol::H3;

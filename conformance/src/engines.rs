@@ -83,27 +83,32 @@ pub async fn fresh_database(db: Db) -> Option<(String, Option<String>)> {
         )),
         Db::Postgres => {
             let admin = engine_url("STACKLAB_TEST_POSTGRES_URL")?;
-            let name = unique("t_");
-            let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&pool)
-                .await
-                .expect("CREATE DATABASE");
-            pool.close().await;
-            Some((replace_db(&admin, &name), None))
+            Some((
+                new_database::<sqlx::Postgres>(&admin, "PostgreSQL").await,
+                None,
+            ))
         }
         Db::Mysql => {
             let admin = engine_url("STACKLAB_TEST_MYSQL_URL")?;
-            let name = unique("t_");
-            let pool = sqlx::MySqlPool::connect(&admin).await.expect("MariaDB");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&pool)
-                .await
-                .expect("CREATE DATABASE");
-            pool.close().await;
-            Some((replace_db(&admin, &name), None))
+            Some((new_database::<sqlx::MySql>(&admin, "MariaDB").await, None))
         }
     }
+}
+
+/// A new database, named uniquely, on the server `admin` points at (`what` names the
+/// server if it cannot be reached); the URL of the new database.
+async fn new_database<DB: sqlx::Database>(admin: &str, what: &str) -> String
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::Executor;
+    let name = unique("t_");
+    let pool = sqlx::Pool::<DB>::connect(admin).await.expect(what);
+    pool.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("CREATE DATABASE");
+    pool.close().await;
+    replace_db(admin, &name)
 }
 
 fn replace_db(url: &str, db: &str) -> String {

@@ -120,6 +120,15 @@ pub fn normal_origin(origin: &str) -> String {
 /// doc): 403 `cross_origin` naming `origin`, or 415 `unsupported_media_type`. Runs before
 /// anything is read or changed.
 pub fn same_origin<B>(control: &Control, req: &Request<B>) -> Result<(), Response<RespBody>> {
+    // A refusal is counted under the check that made it.
+    let refuse = |check: &str, status: StatusCode, code: &str, field: &str, message: &str| {
+        control
+            .metrics
+            .cross_site_refused
+            .with_label_values(&[check])
+            .inc();
+        field_error(status, code, field, message)
+    };
     let h = req.headers();
     if let Some(origin) = h.get(header::ORIGIN) {
         // The host the request came to: the proxy sets x-forwarded-host from the Host it got
@@ -138,12 +147,8 @@ pub fn same_origin<B>(control: &Control, req: &Request<B>) -> Result<(), Respons
         let allowed = own.as_deref() == Some(origin.as_str())
             || control.cfg.allowed_origins.contains(&origin);
         if !allowed {
-            control
-                .metrics
-                .cross_site_refused
-                .with_label_values(&["origin"])
-                .inc();
-            return Err(field_error(
+            return Err(refuse(
+                "origin",
                 StatusCode::FORBIDDEN,
                 "cross_origin",
                 "origin",
@@ -160,12 +165,8 @@ pub fn same_origin<B>(control: &Control, req: &Request<B>) -> Result<(), Respons
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if needs_json && !is_json {
-        control
-            .metrics
-            .cross_site_refused
-            .with_label_values(&["content_type"])
-            .inc();
-        return Err(field_error(
+        return Err(refuse(
+            "content_type",
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "content-type",
@@ -577,14 +578,19 @@ async fn file_bug(
         control.registry.count_bugs(Some(&s.id)),
         control.registry.count_bugs(None)
     );
+    // A refusal is counted under the limit that caused it.
+    let refuse = |limit: &str, status: StatusCode, code: &str, message: String| {
+        control
+            .metrics
+            .bugs_refused
+            .with_label_values(&[limit])
+            .inc();
+        error(status, code, message)
+    };
     match counts {
         Ok((mine, _)) if mine as u64 >= limits.per_session => {
-            control
-                .metrics
-                .bugs_refused
-                .with_label_values(&["session"])
-                .inc();
-            return error(
+            return refuse(
+                "session",
                 StatusCode::TOO_MANY_REQUESTS,
                 "bug_limit",
                 format!(
@@ -594,12 +600,8 @@ async fn file_bug(
             );
         }
         Ok((_, all)) if all as u64 >= limits.total => {
-            control
-                .metrics
-                .bugs_refused
-                .with_label_values(&["total"])
-                .inc();
-            return error(
+            return refuse(
+                "total",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "out_of_capacity",
                 format!(
@@ -656,6 +658,12 @@ impl Control {
             )
             .body(http_body_util::Full::new(Bytes::new()))
             .ok()?;
+        self.json_answer(req).await
+    }
+
+    /// Sends `req` with a two-second limit; the JSON body of a successful answer, `None` on
+    /// any failure.
+    async fn json_answer(&self, req: Request<http_body_util::Full<Bytes>>) -> Option<Value> {
         let res = tokio::time::timeout(Duration::from_secs(2), self.http.request(req))
             .await
             .ok()?
@@ -704,14 +712,7 @@ impl Control {
             .header("x-stacklab-session", &s.id)
             .body(http_body_util::Full::new(Bytes::new()))
             .ok()?;
-        let res = tokio::time::timeout(Duration::from_secs(2), self.http.request(req))
-            .await
-            .ok()?
-            .ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        serde_json::from_slice(&res.into_body().collect().await.ok()?.to_bytes()).ok()
+        self.json_answer(req).await
     }
 
     /// Proxies, pools with each member's live state (from the first proxy that answers),
@@ -940,31 +941,32 @@ fn request_ids(captured: &[Value]) -> HashSet<String> {
         .collect()
 }
 
-impl crate::choices::Offer for Control {
-    fn provisioner(&self, name: &str) -> Result<(), String> {
+impl Control {
+    /// The provisioner called `name`, or `unknown`.
+    fn known_provisioner(&self, name: &str) -> Result<&dyn crate::provision::Provisioner, String> {
         self.provisioners
             .get(name)
-            .ok_or_else(|| "unknown".to_owned())?
-            .available()
+            .map(|p| p.as_ref())
+            .ok_or_else(|| "unknown".to_owned())
+    }
+}
+
+impl crate::choices::Offer for Control {
+    fn provisioner(&self, name: &str) -> Result<(), String> {
+        self.known_provisioner(name)?.available()
     }
     fn database(
         &self,
         provisioner: &str,
         engine: stacklab_types::stack::DatabaseEngine,
     ) -> Result<(), String> {
-        self.provisioners
-            .get(provisioner)
-            .ok_or_else(|| "unknown".to_owned())?
-            .database(engine)
+        self.known_provisioner(provisioner)?.database(engine)
     }
     fn cache(
         &self,
         provisioner: &str,
         engine: stacklab_types::stack::CacheEngine,
     ) -> Result<(), String> {
-        self.provisioners
-            .get(provisioner)
-            .ok_or_else(|| "unknown".to_owned())?
-            .cache(engine)
+        self.known_provisioner(provisioner)?.cache(engine)
     }
 }

@@ -3,6 +3,7 @@
 //! stdin closes or on SIGTERM.
 
 use super::Lab;
+use crate::api::{Answer, Api};
 use crate::engines::{engine_url, stack, unique, Db, Kv, Stack};
 use crate::raw::raw_count;
 use crate::Runtime;
@@ -23,6 +24,25 @@ async fn sqlite_stack() -> Stack {
     )
     .await
     .expect("SQLite needs no server")
+}
+
+/// A SQLite stack whose cache is the test Redis.
+async fn redis_stack() -> Stack {
+    stack(
+        Db::Sqlite,
+        Kv::Redis,
+        WritePolicy::CacheAside,
+        PasswordStorage::Plaintext,
+        Encryption::None,
+    )
+    .await
+    .expect("Redis")
+}
+
+/// `PUT /api/cache/policy` asking for `policy`.
+async fn put_policy(api: &Api, policy: &str) -> Answer {
+    api.call("PUT", "/api/cache/policy", Some(json!({"policy": policy})))
+        .await
 }
 
 /// No session header: `401 session_missing`; a code control does not know, or one that is not
@@ -266,17 +286,14 @@ pub async fn redis_policy(runtime: &Runtime) {
     let rt = runtime.name();
     let lab = Lab::start(runtime).await;
     let client = redis::Client::open(url.as_str()).expect("a Redis URL");
-    let lock = RedisLock::take(
+    let connect = || async {
         client
             .get_multiplexed_async_connection()
             .await
-            .expect("Redis"),
-    )
-    .await;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
+            .expect("Redis")
+    };
+    let lock = RedisLock::take(connect().await).await;
+    let mut conn = connect().await;
     let before = maxmemory_policy(&mut conn).await;
     let want = if before == "allkeys-lfu" {
         "volatile-lru"
@@ -284,21 +301,11 @@ pub async fn redis_policy(runtime: &Runtime) {
         "allkeys-lfu"
     };
 
-    let mut own = stack(
-        Db::Sqlite,
-        Kv::Redis,
-        WritePolicy::CacheAside,
-        PasswordStorage::Plaintext,
-        Encryption::None,
-    )
-    .await
-    .expect("Redis");
+    let mut own = redis_stack().await;
     own.descriptor.cache.shared = false;
     lab.serve(&own);
     let api = lab.api(&own);
-    let r = api
-        .call("PUT", "/api/cache/policy", Some(json!({"policy": want})))
-        .await;
+    let r = put_policy(&api, want).await;
     assert_eq!(r.status, 200, "{rt}: {:?}", r.body);
     assert_eq!(r.body["policy"], want, "{rt}: {:?}", r.body);
     assert_eq!(
@@ -313,35 +320,14 @@ pub async fn redis_policy(runtime: &Runtime) {
     );
     let r = api.call("GET", "/api/cache", None).await;
     assert_eq!(r.body["policy"], want, "{rt}: {:?}", r.body);
-    let r = api
-        .call(
-            "PUT",
-            "/api/cache/policy",
-            Some(json!({"policy": "sometimes"})),
-        )
-        .await;
+    let r = put_policy(&api, "sometimes").await;
     assert_eq!((r.status, r.field()), (400, "policy"), "{rt}: {:?}", r.body);
     assert!(r.is_error_body(), "{rt}: {:?}", r.body);
 
-    let shared = stack(
-        Db::Sqlite,
-        Kv::Redis,
-        WritePolicy::CacheAside,
-        PasswordStorage::Plaintext,
-        Encryption::None,
-    )
-    .await
-    .expect("Redis");
+    let shared = redis_stack().await;
     assert!(shared.descriptor.cache.shared);
     lab.serve(&shared);
-    let r = lab
-        .api(&shared)
-        .call(
-            "PUT",
-            "/api/cache/policy",
-            Some(json!({"policy": "allkeys-lru"})),
-        )
-        .await;
+    let r = put_policy(&lab.api(&shared), "allkeys-lru").await;
     assert_eq!((r.status, r.code()), (409, "refused"), "{rt}: {:?}", r.body);
     assert!(r.is_error_body(), "{rt}: {:?}", r.body);
     assert_eq!(

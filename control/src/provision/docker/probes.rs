@@ -14,6 +14,29 @@ fn sql_text(e: &sqlx::Error) -> String {
     }
 }
 
+/// One connection with `opts`, the engine's ready query on it once, then closed.
+///
+/// Boxed so that the callers' futures stay `Send`: the compiler cannot prove that of an
+/// `async fn` generic over a connection used through `for<'c> &'c mut C: Executor<'c>`.
+fn ready_query<'a, C: Connection>(
+    opts: &'a C::Options,
+    query: &'a str,
+) -> futures_util::future::BoxFuture<'a, Result<(), String>>
+where
+    for<'c> &'c mut C: Executor<'c>,
+{
+    Box::pin(async move {
+        let mut conn = C::connect_with(opts).await.map_err(|e| sql_text(&e))?;
+        let done = conn
+            .execute(query)
+            .await
+            .map(drop)
+            .map_err(|e| sql_text(&e));
+        let _ = conn.close().await;
+        done
+    })
+}
+
 impl Inner {
     /// PostgreSQL: the session's account as a plain role owning its database, in place of the
     /// superuser the container was made with, whose password is then taken away (the server
@@ -76,16 +99,7 @@ impl Inner {
                     .password(password)
                     .database(database)
                     .disable_statement_logging();
-                let mut conn = sqlx::PgConnection::connect_with(&opts)
-                    .await
-                    .map_err(|e| sql_text(&e))?;
-                let done = conn
-                    .execute(spec.ready_query.as_str())
-                    .await
-                    .map(drop)
-                    .map_err(|e| sql_text(&e));
-                let _ = conn.close().await;
-                done
+                ready_query::<sqlx::PgConnection>(&opts, &spec.ready_query).await
             }
             Engine::Mysql => {
                 let opts = sqlx::mysql::MySqlConnectOptions::new()
@@ -95,16 +109,7 @@ impl Inner {
                     .password(password)
                     .database(&spec.database)
                     .disable_statement_logging();
-                let mut conn = sqlx::MySqlConnection::connect_with(&opts)
-                    .await
-                    .map_err(|e| sql_text(&e))?;
-                let done = conn
-                    .execute(spec.ready_query.as_str())
-                    .await
-                    .map(drop)
-                    .map_err(|e| sql_text(&e));
-                let _ = conn.close().await;
-                done
+                ready_query::<sqlx::MySqlConnection>(&opts, &spec.ready_query).await
             }
             Engine::Mongodb => {
                 let opts = mongodb::options::ClientOptions::builder()
