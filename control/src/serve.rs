@@ -147,6 +147,19 @@ async fn start_public(control: &Arc<Control>) -> anyhow::Result<(SocketAddr, Joi
     Ok((addr, task))
 }
 
+/// Control over the proxy config's sessions, data folder, admin token and pools.
+async fn open_control(cfg: &Config, ccfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
+    Control::open(Options {
+        cfg: ccfg,
+        sessions: cfg.sessions.clone(),
+        data_dir: cfg.data_dir.clone(),
+        admin_token: cfg.admin.token.clone(),
+        pools: cfg.pools.clone(),
+        config_file: cfg.source.clone(),
+    })
+    .await
+}
+
 /// Everything `stacklab up` runs, started.
 #[derive(Debug)]
 pub struct Up {
@@ -179,15 +192,7 @@ pub async fn up(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Result<Up> {
     });
     proxy.config.store(Arc::new(with_feed));
 
-    let control = Control::open(Options {
-        cfg: ccfg,
-        sessions: cfg.sessions.clone(),
-        data_dir: cfg.data_dir.clone(),
-        admin_token: cfg.admin.token.clone(),
-        pools: cfg.pools.clone(),
-        config_file: cfg.source.clone(),
-    })
-    .await?;
+    let control = open_control(&cfg, ccfg).await?;
     let _ = control.admin_url.set(admin_url.clone());
     let _ = control.proxies.set(vec![admin_url]);
     let _ = control.edge.set(format!("localhost:{}", addrs.edge.port()));
@@ -267,15 +272,7 @@ pub async fn control_only(mut cfg: Config, ccfg: ControlConfig) -> anyhow::Resul
         .await
         .with_context(|| format!("cannot bind the admin API on {}", cfg.admin.addr))?;
     let admin_addr = listener.local_addr()?;
-    let control = Control::open(Options {
-        cfg: ccfg,
-        sessions: cfg.sessions.clone(),
-        data_dir: cfg.data_dir.clone(),
-        admin_token: cfg.admin.token.clone(),
-        pools: cfg.pools.clone(),
-        config_file: cfg.source.clone(),
-    })
-    .await?;
+    let control = open_control(&cfg, ccfg).await?;
     let _ = control.admin_url.set(local_url(admin_addr));
     let _ = control.proxies.set(vec![]);
     // Restored before anything is served: a proxy reconnecting at once must get a

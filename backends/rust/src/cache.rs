@@ -155,3 +155,10 @@ pub fn preview(value: &[u8]) -> String {
     let cut = &value[..value.len().min(PREVIEW_BYTES)];
     String::from_utf8_lossy(cut).into_owned()
 }
+
+/// The keys `cache` lists (at most 20), most recent first: what tests compare.
+#[cfg(test)]
+pub(crate) async fn listed_keys(cache: &dyn Cache) -> Vec<String> {
+    let items = cache.items(20).await.expect("the cache lists its items");
+    items.into_iter().map(|i| i.key).collect()
+}

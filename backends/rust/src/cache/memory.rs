@@ -410,13 +410,7 @@ mod tests {
     }
 
     async fn keys(cache: &MemoryCache) -> Vec<String> {
-        let mut keys: Vec<String> = cache
-            .items(20)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|i| i.key)
-            .collect();
+        let mut keys = crate::cache::listed_keys(cache).await;
         keys.sort();
         keys
     }
