@@ -203,6 +203,15 @@ pub fn find(kind: PeerKind, setup: &Setup) -> Result<PathBuf, PeerError> {
     })
 }
 
+/// stacklab's HTTP/1.1 server for this run: `STACKLAB_BENCH_HTTP1=hyper` measures hyper's
+/// against ours (`stacklab`, the default) with everything else the same.
+pub fn http1_server() -> &'static str {
+    match std::env::var("STACKLAB_BENCH_HTTP1").as_deref() {
+        Ok("hyper") => "hyper",
+        _ => "stacklab",
+    }
+}
+
 /// stacklab's config.
 pub fn stacklab_config(
     setup: &Setup,
@@ -225,6 +234,7 @@ http_addr = "127.0.0.1:{plain}"
 plain_http = "serve"
 http3 = true
 workers = {workers}
+http1 = "{http1}"
 
 [[edge.certificates]]
 server_names = ["localhost"]
@@ -258,6 +268,7 @@ pool = "up"
         idle = UPSTREAM_IDLE,
         up = setup.upstream,
         workers = extra.workers.unwrap_or(setup.workers),
+        http1 = http1_server(),
     );
     if let Some(url) = &extra.feed_url {
         s.push_str(&format!(

@@ -49,6 +49,9 @@ pub struct ControlMetrics {
     /// Sessions whose requests and cache view are being polled for their event streams: one
     /// poller per watched session, however many of its streams are open.
     pub stream_pollers: IntGauge,
+    /// Connections to the backend containers' listener closed unanswered because they came
+    /// from outside the backends' network (see `serve::runtime_listener`).
+    pub runtime_peers_refused: IntCounter,
 }
 
 impl ControlMetrics {
@@ -194,6 +197,11 @@ impl ControlMetrics {
             "Event streams refused at control.max_event_streams_per_session.",
         )
         .expect("metric");
+        let runtime_peers_refused = IntCounter::new(
+            "stacklab_control_runtime_listener_refused_total",
+            "Connections to the backend containers' listener from outside the backends' network, closed unanswered.",
+        )
+        .expect("metric");
         for c in [
             Box::new(live.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(created.clone()),
@@ -217,6 +225,7 @@ impl ControlMetrics {
             Box::new(streams.clone()),
             Box::new(streams_refused.clone()),
             Box::new(stream_pollers.clone()),
+            Box::new(runtime_peers_refused.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -244,6 +253,7 @@ impl ControlMetrics {
             streams,
             streams_refused,
             stream_pollers,
+            runtime_peers_refused,
         }
     }
 

@@ -76,6 +76,7 @@ pub fn runtime_listener(
     let addr = listener.local_addr()?;
     let c = Arc::clone(control);
     let shutdown = control.shutdown.clone();
+    let refused = control.metrics.runtime_peers_refused.clone();
     tokio::spawn(async move {
         let tracker = tokio_util::task::TaskTracker::new();
         stacklab_serve::serve_http_to(
@@ -86,6 +87,7 @@ pub fn runtime_listener(
             move |peer| {
                 let ok = network.holds(peer.ip());
                 if !ok {
+                    refused.inc();
                     tracing::warn!(%peer, "refused: not on the backends' network");
                 }
                 ok

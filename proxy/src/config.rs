@@ -174,6 +174,7 @@ pub struct RawEdge {
     pub addr: Option<String>,
     pub http_addr: Option<String>,
     pub plain_http: Option<String>,
+    pub http1: Option<String>,
     pub http3: Option<bool>,
     pub alt_svc_max_age: Option<u64>,
     pub static_dir: Option<PathBuf>,
@@ -312,11 +313,21 @@ pub enum PlainHttp {
     Off,
 }
 
+/// Which HTTP/1.1 server the edge runs (`edge.http1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http1Server {
+    /// Our own ([`crate::h1`]): no buffers held between requests.
+    Stacklab,
+    /// hyper's, as before `crate::h1` (for the bench's before/after).
+    Hyper,
+}
+
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub plain_http: PlainHttp,
+    pub http1: Http1Server,
     pub http3: bool,
     pub alt_svc_max_age: u64,
     /// Serve the web UI from this folder instead of the copy embedded in the binary.
@@ -707,6 +718,17 @@ impl RawConfig {
                 PlainHttp::Redirect
             }
         };
+        let http1 = match self.edge.http1.as_deref() {
+            None | Some("stacklab") => Http1Server::Stacklab,
+            Some("hyper") => Http1Server::Hyper,
+            Some(other) => {
+                c.err(
+                    "edge.http1",
+                    format!("`{other}` is not one of `stacklab`, `hyper`"),
+                );
+                Http1Server::Stacklab
+            }
+        };
         let mut certificates = Vec::new();
         for (i, cert) in self.edge.certificates.into_iter().enumerate() {
             let path = format!("edge.certificates[{i}]");
@@ -805,6 +827,7 @@ impl RawConfig {
                 DEFAULT_HTTP_ADDR,
             ),
             plain_http,
+            http1,
             http3: self.edge.http3.unwrap_or(true),
             alt_svc_max_age: self.edge.alt_svc_max_age.unwrap_or(DEFAULT_ALT_SVC_MAX_AGE),
             static_dir: self.edge.static_dir.filter(|p| !p.as_os_str().is_empty()),

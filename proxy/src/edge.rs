@@ -335,7 +335,7 @@ async fn serve(
 
     let mut extensions = parts.extensions;
     let mut on_upgrade = if upgrade {
-        extensions.remove::<hyper::upgrade::OnUpgrade>()
+        ClientUpgrade::take(&mut extensions)
     } else {
         None
     };
@@ -390,14 +390,13 @@ async fn serve(
         if let Some(client_side) = on_upgrade.take() {
             let upstream_side = hyper::upgrade::on(&mut forwarded.response);
             tokio::spawn(async move {
-                match (client_side.await, upstream_side.await) {
-                    (Ok(client), Ok(upstream)) => {
-                        let mut client = hyper_util::rt::TokioIo::new(client);
+                match (client_side.get().await, upstream_side.await) {
+                    (Some(mut client), Ok(upstream)) => {
                         let mut upstream = hyper_util::rt::TokioIo::new(upstream);
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
                     (c, u) => tracing::debug!(
-                        client_ok = c.is_ok(),
+                        client_ok = c.is_some(),
                         upstream_ok = u.is_ok(),
                         "upgrade failed"
                     ),
@@ -454,6 +453,39 @@ async fn serve(
         );
     }
     Ok(forwarded.response)
+}
+
+/// The client's side of an upgrade: from our HTTP/1.1 server or from hyper's.
+enum ClientUpgrade {
+    Own(crate::h1::OnUpgrade),
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+impl ClientUpgrade {
+    fn take(extensions: &mut http::Extensions) -> Option<Self> {
+        extensions
+            .remove::<crate::h1::OnUpgrade>()
+            .map(Self::Own)
+            .or_else(|| {
+                extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .map(Self::Hyper)
+            })
+    }
+
+    /// The client's connection once the `101` has gone out.
+    async fn get(self) -> Option<Box<dyn crate::h1::Io>> {
+        match self {
+            Self::Own(on) => on
+                .get()
+                .await
+                .map(|u| Box::new(u) as Box<dyn crate::h1::Io>),
+            Self::Hyper(on) => on
+                .await
+                .ok()
+                .map(|u| Box::new(hyper_util::rt::TokioIo::new(u)) as Box<dyn crate::h1::Io>),
+        }
+    }
 }
 
 /// What the inspector keeps of the answer.

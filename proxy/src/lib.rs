@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`config`]: defaults < TOML < environment, validated in one step.
 //! - [`server`]: binds the listeners (TLS over TCP, QUIC, plain HTTP, admin) and runs them with
-//!   connection limits, timeouts and graceful shutdown; [`h3`] serves the QUIC side.
+//!   connection limits, timeouts and graceful shutdown; [`h1`] is our HTTP/1.1 server (no
+//!   buffer held between requests), hyper serves HTTP/2 and [`h3`] the QUIC side.
 //! - [`edge`]: the one request handler all three protocols share.
 //! - [`table`]: the route table, swapped atomically on every change; [`pool`]: members and the
 //!   balancing algorithms; [`health`]: active checks, passive ejection, member events.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod feed;
+pub mod h1;
 pub mod h3;
 pub mod health;
 pub mod hold;

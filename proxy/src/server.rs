@@ -24,7 +24,7 @@
 //! [`UPGRADE_IDLE_DRAIN`] without one.
 
 use crate::body::{BoxError, Guarded, RespBody};
-use crate::config::{Config, PlainHttp};
+use crate::config::{Config, Http1Server, PlainHttp};
 use crate::edge::{self, ConnInfo};
 use crate::Proxy;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -640,7 +640,16 @@ async fn accept_loop(
     limiter: Arc<ConnLimiter>,
     tracker: TaskTracker,
 ) {
-    let builder = Arc::new(http_builder(&proxy.config.load()));
+    let cfg = proxy.config.load_full();
+    let builder = Arc::new(http_builder(&cfg));
+    // Our HTTP/1.1 server's settings for this listener, or none when hyper serves HTTP/1.1.
+    let h1 = (cfg.edge.http1 == Http1Server::Stacklab).then(|| {
+        Arc::new(crate::h1::Settings::new(
+            &cfg,
+            matches!(kind, Listener::Tls(_)),
+            matches!(kind, Listener::Redirect),
+        ))
+    });
     let kind = Arc::new(kind);
     let open = proxy
         .metrics
@@ -661,15 +670,16 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, builder, kind, open) = (
+        let (proxy, builder, kind, open, h1) = (
             Arc::clone(&proxy),
             Arc::clone(&builder),
             Arc::clone(&kind),
             open.clone(),
+            h1.clone(),
         );
         Some(async move {
             open.inc();
-            serve_tcp(proxy, stream, peer, &kind, &builder).await;
+            serve_tcp(proxy, stream, peer, &kind, &builder, h1.as_deref()).await;
             open.dec();
             drop(slot);
         })
@@ -710,6 +720,7 @@ async fn serve_tcp(
     peer: SocketAddr,
     kind: &Listener,
     builder: &auto::Builder<TokioExecutor>,
+    h1: Option<&crate::h1::Settings>,
 ) {
     let limits = proxy.config.load().limits.clone();
     match kind {
@@ -734,15 +745,27 @@ async fn serve_tcp(
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let conn = ConnInfo::new(peer, true, false);
-            serve_http(proxy, tls, conn, !h2, builder, &limits, false).await;
+            match h1 {
+                Some(settings) if !h2 => {
+                    crate::h1::serve(proxy, tls, conn, settings).await;
+                }
+                _ => serve_http(proxy, tls, conn, !h2, builder, &limits, false).await,
+            }
         }
-        Listener::Plain => {
+        Listener::Plain | Listener::Redirect => {
+            let redirect = matches!(kind, Listener::Redirect);
             let conn = ConnInfo::new(peer, false, false);
-            serve_http(proxy, stream, conn, true, builder, &limits, false).await;
-        }
-        Listener::Redirect => {
-            let conn = ConnInfo::new(peer, false, false);
-            serve_http(proxy, stream, conn, true, builder, &limits, true).await;
+            let Some(settings) = h1 else {
+                serve_http(proxy, stream, conn, true, builder, &limits, redirect).await;
+                return;
+            };
+            if let crate::h1::Ended::H2c(stream, read) =
+                crate::h1::serve(Arc::clone(&proxy), stream, conn.clone(), settings).await
+            {
+                // HTTP/2 with prior knowledge: hyper's, with the preface it already sent.
+                let io = crate::h1::Rewind::new(read, stream);
+                serve_http(proxy, io, conn, false, builder, &limits, redirect).await;
+            }
         }
     }
 }
@@ -830,7 +853,7 @@ async fn serve_http<IO>(
     }
 }
 
-fn redirect_to_https(proxy: &Proxy, req: &Request<Incoming>) -> Response<RespBody> {
+pub(crate) fn redirect_to_https<B>(proxy: &Proxy, req: &Request<B>) -> Response<RespBody> {
     let host = req
         .headers()
         .get(header::HOST)

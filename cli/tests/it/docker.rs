@@ -1374,6 +1374,10 @@ async fn a_backend_container_is_on_a_network_of_its_own() {
         from_engine.contains("end") && !from_engine.contains("HTTP/1"),
         "a session's engine gets no answer from the runtime listener: {from_engine}"
     );
+    assert!(
+        up.control.metrics.runtime_peers_refused.get() >= 1,
+        "the refusal is counted"
+    );
 
     // The session ends: its network goes (the container left it), the container stays.
     let r = b.send_raw("DELETE", "/api/session", None).await;

@@ -6,6 +6,7 @@ mod failover;
 mod feed;
 mod health;
 mod helpers;
+mod http1;
 mod http3;
 mod lifecycle;
 mod limits;

@@ -123,11 +123,7 @@ pub async fn ensure_network(
     // Docker refuses overlapping subnets, whoever made them.
     let used: std::collections::HashSet<String> = networks.iter().flat_map(subnets_of).collect();
     let mut last = String::new();
-    for n in 0..range.len() {
-        let text = range.nth(n);
-        if used.contains(&text) {
-            continue;
-        }
+    for text in range.unused(&used) {
         let subnet = Subnet::parse(&text).expect("a range's subnet parses");
         let request = NetworkCreateRequest {
             name: name.clone(),

@@ -280,6 +280,17 @@ impl SubnetRange {
         let size = 1u32 << (32 - u32::from(self.prefix));
         format!("{}/{}", Ipv4Addr::from(self.base + n * size), self.prefix)
     }
+
+    /// The range's subnets that `used` does not name, first to last (`a.b.c.d/prefix`): where
+    /// a new network goes, since Docker refuses overlapping subnets whoever made them.
+    pub fn unused<'a>(
+        &'a self,
+        used: &'a std::collections::HashSet<String>,
+    ) -> impl Iterator<Item = String> + 'a {
+        (0..self.len())
+            .map(|n| self.nth(n))
+            .filter(|s| !used.contains(s))
+    }
 }
 
 /// `[docker.backend]`: how a backend instance runs as a container (see
@@ -767,6 +778,12 @@ mod tests {
         assert_eq!(r.nth(0), "10.213.0.0/28");
         assert_eq!(r.nth(1), "10.213.0.16/28");
         assert_eq!(r.nth(4095), "10.213.255.240/28");
+        let used = std::collections::HashSet::from([
+            "10.213.0.0/28".to_owned(),
+            "10.213.0.32/28".to_owned(),
+        ]);
+        let free: Vec<String> = r.unused(&used).take(3).collect();
+        assert_eq!(free, ["10.213.0.16/28", "10.213.0.48/28", "10.213.0.64/28"]);
         assert!(SubnetRange::parse("10.213.0.1/16", 28)
             .unwrap_err()
             .contains("host bits"));

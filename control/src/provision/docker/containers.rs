@@ -189,11 +189,7 @@ impl Inner {
         let used = self.subnets_in_use().await?;
         let mut last = String::new();
         let mut tries = 0;
-        for n in 0..range.len() {
-            let subnet = range.nth(n);
-            if used.contains(&subnet) {
-                continue;
-            }
+        for subnet in range.unused(&used) {
             let ipam = bollard::models::Ipam {
                 driver: Some("default".to_owned()),
                 config: Some(vec![bollard::models::IpamConfig {
