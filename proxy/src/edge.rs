@@ -388,16 +388,30 @@ async fn serve(
 
     if forwarded.response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_side) = on_upgrade.take() {
-            let upstream_side = hyper::upgrade::on(&mut forwarded.response);
+            // The member's side: our connection (HTTP/1.1 members), else hyper's.
+            let own = forwarded
+                .response
+                .extensions_mut()
+                .remove::<crate::upstream::conn::Upgrade>()
+                .and_then(|u| u.take());
+            let hyper_side = own
+                .is_none()
+                .then(|| hyper::upgrade::on(&mut forwarded.response));
             tokio::spawn(async move {
-                match (client_side.get().await, upstream_side.await) {
-                    (Some(mut client), Ok(upstream)) => {
-                        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                let upstream: Option<Box<dyn crate::h1::Io>> = match (own, hyper_side) {
+                    (Some(io), _) => Some(Box::new(io)),
+                    (None, Some(on)) => on.await.ok().map(|u| {
+                        Box::new(hyper_util::rt::TokioIo::new(u)) as Box<dyn crate::h1::Io>
+                    }),
+                    (None, None) => None,
+                };
+                match (client_side.get().await, upstream) {
+                    (Some(mut client), Some(mut upstream)) => {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
                     (c, u) => tracing::debug!(
                         client_ok = c.is_some(),
-                        upstream_ok = u.is_ok(),
+                        upstream_ok = u.is_some(),
                         "upgrade failed"
                     ),
                 }

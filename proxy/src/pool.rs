@@ -59,6 +59,8 @@ pub struct Member {
     ewma_stamp_ns: AtomicU64,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// Idle HTTP/1.1 connections to it (see [`crate::upstream::conn`]).
+    pub idle: crate::upstream::conn::Idle,
 }
 
 impl Member {
@@ -78,6 +80,7 @@ impl Member {
             ewma_stamp_ns: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            idle: Default::default(),
         }
     }
 

@@ -24,6 +24,8 @@
 //! `limits.body_read_timeout_ms` — surface here as an upstream error whose cause is a
 //! [`ClientBodyError`]. They are answered 4xx and never count against the member.
 
+pub mod conn;
+
 use crate::body::{BodyProgress, BoxError, ClientBodyError, Guarded, ReqBody, RespBody};
 use crate::config::{Limits, RetryConfig};
 use crate::error::ProxyError;
@@ -195,10 +197,11 @@ pub async fn forward(
 ) -> Result<Forwarded, ProxyError> {
     let cfg = proxy.config.load();
     let limits = &cfg.limits;
-    let client = proxy.upstream.load().client(pool.protocol()).clone();
-    let version = match pool.protocol() {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+    // HTTP/1.1 members are spoken to on our own connections ([`conn`]), h2c ones by hyper.
+    let upstream = proxy.upstream.load();
+    let client = match pool.protocol() {
+        UpstreamProtocol::Http1 => None,
+        UpstreamProtocol::H2c => Some(upstream.client(UpstreamProtocol::H2c)),
     };
     let pool_name = pool.name();
     proxy.retry_budget.deposit();
@@ -225,34 +228,81 @@ pub async fn forward(
             tried |= 1 << idx;
         }
         let member = Arc::clone(member);
-        let uri: Uri = format!("{}{}", member.base_uri, out.path_and_query)
-            .parse()
-            .map_err(|_| ProxyError::BadRequest("the request path is not a valid URI".into()))?;
-        let (body, progress) = match &mut out.body {
-            OutBody::Held(bytes) => (
-                Full::new(bytes.clone())
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-                None,
-            ),
-            OutBody::Stream(b, progress) => (
-                std::mem::replace(b, crate::body::empty()),
-                Some(Arc::clone(progress)),
-            ),
+        let (held, progress) = match &mut out.body {
+            OutBody::Held(bytes) => (Some(bytes.clone()), None),
+            OutBody::Stream(_, progress) => (None, Some(Arc::clone(progress))),
         };
         let replayable = progress.is_none();
-        let mut req = Request::new(body);
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = version;
-        *req.headers_mut() = out.headers.clone();
+        let stream = match &mut out.body {
+            OutBody::Stream(b, _) => Some(std::mem::replace(b, crate::body::empty())),
+            OutBody::Held(_) => None,
+        };
 
         let in_flight = InFlight::new(&member);
         member.requests.fetch_add(1, Relaxed);
         let started = Instant::now();
+        let attempt = async {
+            match client {
+                // Ours: the request's task writes and reads the member's connection.
+                None => {
+                    let home = conn::Home {
+                        member: Arc::clone(&member),
+                        max_idle: limits.upstream_idle_per_member,
+                    };
+                    let body = match (&held, stream) {
+                        (Some(b), _) => conn::Outgoing::Held(b),
+                        (None, Some(s)) => conn::Outgoing::Stream(s),
+                        (None, None) => unreachable!("a body is held or streamed"),
+                    };
+                    conn::send(
+                        &home,
+                        &out.method,
+                        &out.path_and_query,
+                        &out.headers,
+                        body,
+                        idempotent(&out.method),
+                        limits.upstream_connect_timeout,
+                    )
+                    .await
+                    .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+                    .map_err(|e| AttemptError::Request {
+                        connect: e.is_connect(),
+                        error: Box::new(e),
+                    })
+                }
+                // h2c: hyper's client.
+                Some(client) => {
+                    let uri: Uri = format!("{}{}", member.base_uri, out.path_and_query)
+                        .parse()
+                        .map_err(|_| AttemptError::BadUri)?;
+                    let body = match (&held, stream) {
+                        (Some(b), _) => Full::new(b.clone())
+                            .map_err(|never| match never {})
+                            .boxed_unsync(),
+                        (None, Some(s)) => s,
+                        (None, None) => crate::body::empty(),
+                    };
+                    let mut req = Request::new(body);
+                    *req.method_mut() = out.method.clone();
+                    *req.uri_mut() = uri;
+                    *req.version_mut() = Version::HTTP_2;
+                    *req.headers_mut() = out.headers.clone();
+                    client
+                        .request(req)
+                        .await
+                        .map(|r| {
+                            r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+                        })
+                        .map_err(|e| AttemptError::Request {
+                            connect: e.is_connect(),
+                            error: Box::new(e),
+                        })
+                }
+            }
+        };
         let result = answer_in_time(
             proxy,
-            client.request(req),
+            attempt,
             limits.upstream_response_timeout,
             progress.as_deref(),
         )
@@ -262,13 +312,17 @@ pub async fn forward(
             Ok(Ok(response)) => {
                 match hold_small_answer(response, &out.method, replayable, limits) {
                     Ok(small) => hold(small, limits.upstream_response_timeout).await,
-                    Err(streamed) => Ok(Ok(streamed.map(|b| {
-                        Guarded::new(b.map_err(|e| -> BoxError { Box::new(e) }), in_flight)
-                            .boxed_unsync()
-                    }))),
+                    Err(streamed) => Ok(Ok(
+                        streamed.map(|b| Guarded::new(b, in_flight).boxed_unsync())
+                    )),
                 }
             }
-            Ok(Err(e)) => Ok(Err(AttemptError::Request(e))),
+            Ok(Err(AttemptError::BadUri)) => {
+                return Err(ProxyError::BadRequest(
+                    "the request path is not a valid URI".into(),
+                ))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
             Err(()) => Err(()),
         };
         match result {
@@ -383,20 +437,22 @@ pub async fn forward(
 /// Why an attempt got no usable answer.
 enum AttemptError {
     /// The request could not be sent or its head did not come back.
-    Request(hyper_util::client::legacy::Error),
+    Request { connect: bool, error: BoxError },
     /// The head came, then the connection broke before the (held) body was in.
-    Cut(hyper::Error),
+    Cut(BoxError),
+    /// The path and query do not make a URI (only hyper's client needs one).
+    BadUri,
 }
 
 impl AttemptError {
     fn is_connect(&self) -> bool {
-        matches!(self, Self::Request(e) if e.is_connect())
+        matches!(self, Self::Request { connect: true, .. })
     }
 
     fn client_body(&self) -> Option<&ClientBodyError> {
         match self {
-            Self::Request(e) => ClientBodyError::find(e),
-            Self::Cut(_) => None,
+            Self::Request { error, .. } => ClientBodyError::find(error.as_ref()),
+            Self::Cut(_) | Self::BadUri => None,
         }
     }
 }
@@ -404,8 +460,9 @@ impl AttemptError {
 impl std::fmt::Display for AttemptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Request(e) => f.write_str(&error_chain(e)),
-            Self::Cut(e) => write!(f, "the answer was cut: {}", error_chain(e)),
+            Self::Request { error, .. } => f.write_str(&error_chain(error.as_ref())),
+            Self::Cut(e) => write!(f, "the answer was cut: {}", error_chain(e.as_ref())),
+            Self::BadUri => f.write_str("the request path is not a valid URI"),
         }
     }
 }
@@ -417,11 +474,11 @@ impl std::fmt::Display for AttemptError {
 /// while nothing has gone to the client). Streams, chunked answers and large bodies go on as
 /// they come: holding them would delay them or cost memory without bound.
 fn hold_small_answer(
-    response: Response<hyper::body::Incoming>,
+    response: Response<RespBody>,
     method: &Method,
     replayable: bool,
     limits: &Limits,
-) -> Result<Response<hyper::body::Incoming>, Response<hyper::body::Incoming>> {
+) -> Result<Response<RespBody>, Response<RespBody>> {
     use hyper::body::Body;
     let small = response
         .body()
@@ -437,7 +494,7 @@ fn hold_small_answer(
 
 /// Reads a small answer's body whole (`timeout` at most, as for its head).
 async fn hold(
-    response: Response<hyper::body::Incoming>,
+    response: Response<RespBody>,
     timeout: Duration,
 ) -> Result<Result<Response<RespBody>, AttemptError>, ()> {
     let (parts, body) = response.into_parts();
