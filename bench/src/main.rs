@@ -275,7 +275,7 @@ fn main() -> anyhow::Result<()> {
                         tolerance_percent: 3.0,
                         requests: o.requests,
                         connections: o.connections,
-                        note: "stacklab-bench instructions --write-baseline; release build".into(),
+                        note: "scripts/perf-check --write-baseline (profile perf-check: release without LTO)".into(),
                     };
                     std::fs::write(path, serde_json::to_string_pretty(&b)? + "\n")?;
                     println!("baseline written to {}", path.display());

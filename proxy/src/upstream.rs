@@ -1,8 +1,8 @@
 //! Talking to upstream members: keep-alive connection pools, retries and failover.
 //!
-//! One `hyper-util` client per upstream protocol (HTTP/1.1, h2c), shared by every task of the
-//! runtime; each keeps idle connections per member. A request goes to the member the pool
-//! picks; when that fails it may go to another, under three rules:
+//! HTTP/1.1 members are spoken to on connections of our own, kept per member ([`conn`]);
+//! h2c members through `hyper-util`'s client. A request goes to the member the pool picks;
+//! when that fails it may go to another, under three rules:
 //!
 //! - a connection that could not be made (nothing was sent) is retried for any method, without
 //!   drawing on the retry budget, and ejects the member at once (its port is closed);
@@ -43,10 +43,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The shared upstream clients.
+/// The shared client for h2c members (HTTP/1.1 members have [`conn`]).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    http1: Client<HttpConnector, ReqBody>,
     h2c: Client<HttpConnector, ReqBody>,
 }
 
@@ -56,32 +55,23 @@ impl Upstream {
         connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let build = |h2: bool| {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(limits.upstream_idle_per_member)
-                .retry_canceled_requests(true)
-                .set_host(false);
-            if h2 {
-                b.http2_only(true)
-                    .http2_keep_alive_interval(Duration::from_secs(20))
-                    .http2_keep_alive_while_idle(true);
-            }
-            b.build(connector.clone())
-        };
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(limits.upstream_idle_per_member)
+            .retry_canceled_requests(true)
+            .set_host(false)
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .http2_keep_alive_while_idle(true);
         Self {
-            http1: build(false),
-            h2c: build(true),
+            h2c: b.build(connector),
         }
     }
 
-    pub fn client(&self, protocol: UpstreamProtocol) -> &Client<HttpConnector, ReqBody> {
-        match protocol {
-            UpstreamProtocol::Http1 => &self.http1,
-            UpstreamProtocol::H2c => &self.h2c,
-        }
+    pub fn h2c(&self) -> &Client<HttpConnector, ReqBody> {
+        &self.h2c
     }
 }
 
@@ -201,7 +191,7 @@ pub async fn forward(
     let upstream = proxy.upstream.load();
     let client = match pool.protocol() {
         UpstreamProtocol::Http1 => None,
-        UpstreamProtocol::H2c => Some(upstream.client(UpstreamProtocol::H2c)),
+        UpstreamProtocol::H2c => Some(upstream.h2c()),
     };
     let pool_name = pool.name();
     proxy.retry_budget.deposit();
