@@ -233,11 +233,13 @@ pub async fn serve<T: Transport>(
                     conn.secure,
                     res.headers_mut(),
                 );
-                let _ = c.write_response(res, Version::HTTP_11, false, true).await;
+                let _ = Box::pin(c.write_response(res, Version::HTTP_11, false, true)).await;
                 return Ended::Closed;
             }
         };
-        match c.exchange(&proxy, &conn, settings, head).await {
+        // Boxed: the exchange's room (head, response, writer) is taken per request, not
+        // carried by every idle connection's task.
+        match Box::pin(c.exchange(&proxy, &conn, settings, head)).await {
             After::KeepGoing => {}
             After::Close => {
                 let _ = c.io.shutdown().await;

@@ -722,41 +722,28 @@ async fn serve_tcp(
     builder: &auto::Builder<TokioExecutor>,
     h1: Option<&crate::h1::Settings>,
 ) {
-    let limits = proxy.config.load().limits.clone();
+    // This future is the connection's task for its whole life, sized by its largest state:
+    // TLS connections and hyper's (HTTP/2, or HTTP/1.1 with `edge.http1 = "hyper"`) are boxed
+    // so that an idle plain HTTP/1.1 connection of ours does not carry their room.
+    let handshake_timeout = proxy.config.load().limits.tls_handshake_timeout;
     match kind {
         Listener::Tls(acceptor) => {
-            let tls =
-                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        proxy
-                            .metrics
-                            .connections_rejected
-                            .with_label_values(&["tls_handshake_timeout"])
-                            .inc();
-                        return;
-                    }
-                };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let conn = ConnInfo::new(peer, true, false);
-            match h1 {
-                Some(settings) if !h2 => {
-                    crate::h1::serve(proxy, tls, conn, settings).await;
-                }
-                _ => serve_http(proxy, tls, conn, !h2, builder, &limits, false).await,
-            }
+            let serve = serve_tls(
+                proxy,
+                stream,
+                peer,
+                acceptor,
+                builder,
+                h1,
+                handshake_timeout,
+            );
+            Box::pin(serve).await;
         }
         Listener::Plain | Listener::Redirect => {
             let redirect = matches!(kind, Listener::Redirect);
             let conn = ConnInfo::new(peer, false, false);
             let Some(settings) = h1 else {
-                serve_http(proxy, stream, conn, true, builder, &limits, redirect).await;
+                Box::pin(serve_http(proxy, stream, conn, true, builder, redirect)).await;
                 return;
             };
             if let crate::h1::Ended::H2c(stream, read) =
@@ -764,9 +751,44 @@ async fn serve_tcp(
             {
                 // HTTP/2 with prior knowledge: hyper's, with the preface it already sent.
                 let io = crate::h1::Rewind::new(read, stream);
-                serve_http(proxy, io, conn, false, builder, &limits, redirect).await;
+                Box::pin(serve_http(proxy, io, conn, false, builder, redirect)).await;
             }
         }
+    }
+}
+
+/// A TLS connection: the handshake, then HTTP/1.1 (ours, or hyper's) or HTTP/2 by ALPN.
+async fn serve_tls(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    builder: &auto::Builder<TokioExecutor>,
+    h1: Option<&crate::h1::Settings>,
+    handshake_timeout: Duration,
+) {
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            proxy
+                .metrics
+                .connections_rejected
+                .with_label_values(&["tls_handshake_timeout"])
+                .inc();
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let conn = ConnInfo::new(peer, true, false);
+    match h1 {
+        Some(settings) if !h2 => {
+            crate::h1::serve(proxy, tls, conn, settings).await;
+        }
+        _ => Box::pin(serve_http(proxy, tls, conn, !h2, builder, false)).await,
     }
 }
 
@@ -776,11 +798,11 @@ async fn serve_http<IO>(
     conn: ConnInfo,
     h1: bool,
     builder: &auto::Builder<TokioExecutor>,
-    limits: &crate::config::Limits,
     redirect: bool,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = &proxy.config.load().limits.clone();
     let phase = Arc::new(Phase::default());
     let io = TokioIo::new(TimedIo::new(
         io,

@@ -297,11 +297,26 @@ module Stacklab
   end
 end
 
-# Each SQLite connection runs the contract's PRAGMAs (busy_timeout comes from `timeout`).
+# Each SQLite connection runs the contract's PRAGMAs, and waits for a busy database in Ruby:
+# sqlite3 1.4's busy_timeout (from `timeout`) sleeps inside SQLite holding Ruby's GVL, so the
+# thread that holds the write lock cannot finish while another waits for it, and under load
+# the waiter gives up with "database is locked" (CI saw it with 8 writer threads). Ruby's
+# `sleep` lets the holder run; the wait ends after the same 5 s (what Rails 7.1 does).
 module Stacklab
   module SqliteWal
+    BUSY_WAIT = 5.0
+
     def configure_connection
       super
+      deadline = nil
+      @connection.busy_handler do |count|
+        now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        deadline = now + BUSY_WAIT if count.zero?
+        next false if now > deadline
+
+        sleep(0.001 * [count + 1, 10].min)
+        true
+      end
       execute("PRAGMA journal_mode = WAL")
     end
   end
