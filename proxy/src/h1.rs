@@ -106,6 +106,21 @@ impl Settings {
     }
 }
 
+impl From<HeadError> for ProxyError {
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::TooLarge { size, limit } => ProxyError::HeadersTooLarge { size, limit },
+            HeadError::TooManyFields { limit } => ProxyError::TooManyHeaders {
+                count: limit + 1,
+                limit,
+            },
+            HeadError::Malformed(m) => ProxyError::BadRequest(format!(
+                "{m}; send the request as RFC 9112 describes it, on a new connection"
+            )),
+        }
+    }
+}
+
 /// How a connection ended, when it did not simply close.
 pub enum Ended<T> {
     Closed,
@@ -207,19 +222,7 @@ pub async fn serve<T: Transport>(
             Next::Close => return Ended::Closed,
             Next::H2c => return Ended::H2c(c.io, c.buf.freeze()),
             Next::Refuse(e) => {
-                let error = match e {
-                    HeadError::TooLarge { limit } => ProxyError::HeadersTooLarge {
-                        size: limit + 1,
-                        limit,
-                    },
-                    HeadError::TooManyFields { limit } => ProxyError::TooManyHeaders {
-                        count: limit + 1,
-                        limit,
-                    },
-                    HeadError::Malformed(m) => ProxyError::BadRequest(format!(
-                        "{m}; send the request as RFC 9112 describes it, on a new connection"
-                    )),
-                };
+                let error = ProxyError::from(e);
                 if !matches!(error, ProxyError::BadRequest(_)) {
                     proxy
                         .metrics
@@ -548,7 +551,7 @@ impl<T: Transport> Conn<T> {
                         continue;
                     }
                     if chunked {
-                        out.extend_from_slice(format_hex(data.len()).as_slice());
+                        out.extend_from_slice(Hex::new(data.len()).as_slice());
                         out.extend_from_slice(b"\r\n");
                     }
                     if data.len() <= COALESCE {
@@ -598,36 +601,30 @@ fn encode_head(res: &Response<RespBody>, version: Version, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A chunk size in hexadecimal, without `core::fmt`.
-fn format_hex(n: usize) -> arrayvec_lite::Hex {
-    arrayvec_lite::Hex::new(n)
+/// A chunk size in hexadecimal, on the stack, without `core::fmt` (both directions of our
+/// HTTP/1.1 write chunk sizes with it).
+pub(crate) struct Hex {
+    digits: [u8; 16],
+    start: usize,
 }
 
-mod arrayvec_lite {
-    /// Up to 16 hex digits on the stack.
-    pub struct Hex {
-        digits: [u8; 16],
-        start: usize,
+impl Hex {
+    pub(crate) fn new(mut n: usize) -> Self {
+        let mut digits = [b'0'; 16];
+        let mut start = 16;
+        loop {
+            start -= 1;
+            digits[start] = b"0123456789abcdef"[n & 0xf];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        Self { digits, start }
     }
 
-    impl Hex {
-        pub fn new(mut n: usize) -> Self {
-            let mut digits = [b'0'; 16];
-            let mut start = 16;
-            loop {
-                start -= 1;
-                digits[start] = b"0123456789abcdef"[n & 0xf];
-                n >>= 4;
-                if n == 0 {
-                    break;
-                }
-            }
-            Self { digits, start }
-        }
-
-        pub fn as_slice(&self) -> &[u8] {
-            &self.digits[self.start..]
-        }
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.digits[self.start..]
     }
 }
 
@@ -804,10 +801,10 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_lowercase_hex() {
-        assert_eq!(format_hex(0).as_slice(), b"0");
-        assert_eq!(format_hex(255).as_slice(), b"ff");
-        assert_eq!(format_hex(16384).as_slice(), b"4000");
-        assert_eq!(format_hex(usize::MAX).as_slice(), b"ffffffffffffffff");
+        assert_eq!(Hex::new(0).as_slice(), b"0");
+        assert_eq!(Hex::new(255).as_slice(), b"ff");
+        assert_eq!(Hex::new(16384).as_slice(), b"4000");
+        assert_eq!(Hex::new(usize::MAX).as_slice(), b"ffffffffffffffff");
     }
 
     #[test]

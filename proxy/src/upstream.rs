@@ -218,15 +218,16 @@ pub async fn forward(
             tried |= 1 << idx;
         }
         let member = Arc::clone(member);
-        let (held, progress) = match &mut out.body {
-            OutBody::Held(bytes) => (Some(bytes.clone()), None),
-            OutBody::Stream(_, progress) => (None, Some(Arc::clone(progress))),
+        // The body for this attempt: a held one is shared (it may be sent again), a
+        // streamed one moves (once).
+        let (body, progress) = match &mut out.body {
+            OutBody::Held(bytes) => (conn::Outgoing::Held(bytes.clone()), None),
+            OutBody::Stream(b, progress) => (
+                conn::Outgoing::Stream(std::mem::replace(b, crate::body::empty())),
+                Some(Arc::clone(progress)),
+            ),
         };
         let replayable = progress.is_none();
-        let stream = match &mut out.body {
-            OutBody::Stream(b, _) => Some(std::mem::replace(b, crate::body::empty())),
-            OutBody::Held(_) => None,
-        };
 
         let in_flight = InFlight::new(&member);
         member.requests.fetch_add(1, Relaxed);
@@ -238,11 +239,6 @@ pub async fn forward(
                     let home = conn::Home {
                         member: Arc::clone(&member),
                         max_idle: limits.upstream_idle_per_member,
-                    };
-                    let body = match (&held, stream) {
-                        (Some(b), _) => conn::Outgoing::Held(b),
-                        (None, Some(s)) => conn::Outgoing::Stream(s),
-                        (None, None) => unreachable!("a body is held or streamed"),
                     };
                     conn::send(
                         &home,
@@ -265,12 +261,11 @@ pub async fn forward(
                     let uri: Uri = format!("{}{}", member.base_uri, out.path_and_query)
                         .parse()
                         .map_err(|_| AttemptError::BadUri)?;
-                    let body = match (&held, stream) {
-                        (Some(b), _) => Full::new(b.clone())
-                            .map_err(|never| match never {})
-                            .boxed_unsync(),
-                        (None, Some(s)) => s,
-                        (None, None) => crate::body::empty(),
+                    let body = match body {
+                        conn::Outgoing::Held(b) => {
+                            Full::new(b).map_err(|never| match never {}).boxed_unsync()
+                        }
+                        conn::Outgoing::Stream(s) => s,
                     };
                     let mut req = Request::new(body);
                     *req.method_mut() = out.method.clone();

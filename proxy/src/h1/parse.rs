@@ -48,8 +48,9 @@ pub struct Head {
 /// Why a head was refused. Every one of them is the client's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
-    #[error("the request head is over {limit} bytes")]
-    TooLarge { limit: usize },
+    /// `size`: what had come when the limit was passed (the head may be longer still).
+    #[error("the request head is over {limit} bytes ({size} so far)")]
+    TooLarge { size: usize, limit: usize },
     #[error("the request has more than {limit} header fields")]
     TooManyFields { limit: usize },
     #[error("{0}")]
@@ -97,7 +98,10 @@ fn layout(buf: &[u8], max_bytes: usize, max_fields: usize) -> Result<Option<Layo
             match req.parse(buf) {
                 Ok(status) => locate(buf, &req, status, max_bytes, max_fields),
                 Err(httparse::Error::TooManyHeaders) if buf.len() > max_bytes => {
-                    Err(HeadError::TooLarge { limit: max_bytes })
+                    Err(HeadError::TooLarge {
+                        size: buf.len(),
+                        limit: max_bytes,
+                    })
                 }
                 Err(httparse::Error::TooManyHeaders) => {
                     Err(HeadError::TooManyFields { limit: max_fields })
@@ -119,7 +123,18 @@ fn locate(
     let len = match status {
         httparse::Status::Complete(n) if n <= max_bytes => n,
         httparse::Status::Partial if buf.len() <= max_bytes => return Ok(None),
-        _ => return Err(HeadError::TooLarge { limit: max_bytes }),
+        httparse::Status::Complete(n) => {
+            return Err(HeadError::TooLarge {
+                size: n,
+                limit: max_bytes,
+            })
+        }
+        httparse::Status::Partial => {
+            return Err(HeadError::TooLarge {
+                size: buf.len(),
+                limit: max_bytes,
+            })
+        }
     };
     if req.headers.len() > max_fields.max(INLINE_FIELDS) {
         return Err(HeadError::TooManyFields { limit: max_fields });
@@ -337,23 +352,9 @@ impl Chunked {
                         self.digits += 1;
                     }
                     None if self.digits == 0 => return Err("a chunk size is not hexadecimal"),
-                    None => {
-                        self.state = match b {
-                            b' ' | b'\t' => SizeSpace,
-                            b';' => Ext,
-                            b'\r' => SizeLf,
-                            _ => return Err("a chunk size is followed by something else"),
-                        }
-                    }
+                    None => self.state = after_size(b)?,
                 },
-                SizeSpace => {
-                    self.state = match b {
-                        b' ' | b'\t' => SizeSpace,
-                        b';' => Ext,
-                        b'\r' => SizeLf,
-                        _ => return Err("a chunk size is followed by something else"),
-                    }
-                }
+                SizeSpace => self.state = after_size(b)?,
                 Ext => {
                     self.meta += 1;
                     if self.meta > MAX_CHUNK_META {
@@ -438,6 +439,16 @@ impl Chunked {
     }
 }
 
+/// What may follow a chunk size: whitespace, an extension, or the line's end.
+fn after_size(b: u8) -> Result<ChunkState, &'static str> {
+    match b {
+        b' ' | b'\t' => Ok(ChunkState::SizeSpace),
+        b';' => Ok(ChunkState::Ext),
+        b'\r' => Ok(ChunkState::SizeLf),
+        _ => Err("a chunk size is followed by something else"),
+    }
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -482,11 +493,20 @@ mod tests {
     fn a_partial_head_waits_and_an_oversized_one_is_refused() {
         assert!(head("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
         let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "y".repeat(9000));
-        assert_eq!(head(&big).unwrap_err(), HeadError::TooLarge { limit: 8192 });
+        assert_eq!(
+            head(&big).unwrap_err(),
+            HeadError::TooLarge {
+                size: big.len(),
+                limit: 8192
+            }
+        );
         let whole = format!("{big}\r\n");
         assert_eq!(
             head(&whole).unwrap_err(),
-            HeadError::TooLarge { limit: 8192 }
+            HeadError::TooLarge {
+                size: whole.len(),
+                limit: 8192
+            }
         );
     }
 

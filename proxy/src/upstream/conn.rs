@@ -84,20 +84,6 @@ impl Idle {
             });
         }
     }
-
-    /// Idle connections now (for tests and the admin view).
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Drops them all (the member left the pool, or was ejected).
-    pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
 }
 
 /// Why an attempt got no answer head.
@@ -125,8 +111,8 @@ impl SendError {
 }
 
 /// What a request sends: its body held whole (it can be sent again) or streamed once.
-pub enum Outgoing<'a> {
-    Held(&'a Bytes),
+pub enum Outgoing {
+    Held(Bytes),
     Stream(ReqBody),
 }
 
@@ -143,30 +129,30 @@ pub async fn send(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
-    body: Outgoing<'_>,
+    body: Outgoing,
     idempotent: bool,
     connect_timeout: Duration,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let mut head = Vec::with_capacity(256 + headers.len() * 40);
-    let (held, stream, chunked) = match body {
-        Outgoing::Held(b) => (Some(b), None, false),
-        Outgoing::Stream(s) => {
-            let chunked = s.size_hint().exact().is_none();
-            (None, Some(s), chunked)
-        }
+    let (declared, chunked) = match &body {
+        Outgoing::Held(b) => (Some(b.len() as u64), false),
+        Outgoing::Stream(s) => (s.size_hint().exact(), s.size_hint().exact().is_none()),
     };
     encode_request(
         method,
         path_and_query,
         headers,
         &home.member.addr,
-        held.map(|b| b.len() as u64),
-        stream.as_ref().and_then(|s| s.size_hint().exact()),
+        declared,
         &mut head,
     );
-    if let Some(b) = held {
-        head.extend_from_slice(b);
-    }
+    let stream = match body {
+        Outgoing::Held(b) => {
+            head.extend_from_slice(&b);
+            None
+        }
+        Outgoing::Stream(s) => Some(s),
+    };
     let head_only = *method == Method::HEAD;
     // A reused connection that turns out closed before any of the answer came is tried once
     // more on a new one, when the request can be sent again: its body is held and either the
@@ -268,8 +254,7 @@ fn encode_request(
     path_and_query: &str,
     headers: &HeaderMap,
     addr: &str,
-    held: Option<u64>,
-    declared: Option<u64>,
+    length: Option<u64>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -290,22 +275,17 @@ fn encode_request(
         out.extend_from_slice(addr.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let length = held.or(declared);
     match length {
         // A GET or HEAD without a body says nothing of one.
         Some(0) if matches!(*method, Method::GET | Method::HEAD) => {}
         Some(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n).as_bytes());
+            out.extend_from_slice(n.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 /// Streams the client's body to the member, chunked or as it is.
@@ -326,8 +306,9 @@ async fn send_body<W: tokio::io::AsyncWrite + Unpin>(
             continue;
         }
         if chunked {
-            let size = format!("{:x}\r\n", data.len());
-            wr.write_all(size.as_bytes()).await.map_err(SendError::Io)?;
+            let mut size = crate::h1::Hex::new(data.len()).as_slice().to_vec();
+            size.extend_from_slice(b"\r\n");
+            wr.write_all(&size).await.map_err(SendError::Io)?;
             wr.write_all(&data).await.map_err(SendError::Io)?;
             wr.write_all(b"\r\n").await.map_err(SendError::Io)?;
         } else {
@@ -441,7 +422,7 @@ impl AnswerHead {
             headers,
             keep,
         } = self;
-        let mut framing = if head_only
+        let framing = if head_only
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -481,11 +462,10 @@ impl AnswerHead {
         let keep = keep && !matches!(framing, Framing::Close);
         let mut body = UpstreamBody {
             conn: Some(Live { io, buf }),
-            framing: Framing::Length(0),
+            framing,
             keep,
             home: Some(home.clone()),
         };
-        std::mem::swap(&mut body.framing, &mut framing);
         body.finish_if_done();
         *response.body_mut() = body;
         response

@@ -53,6 +53,17 @@ async fn fill(buf: &mut Vec<u8>, s: &mut TcpStream, deadline: tokio::time::Insta
     n
 }
 
+/// Reads from `s` until what came holds `needle` (the stream must not end first).
+async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !String::from_utf8_lossy(buf).contains(needle) {
+        assert!(
+            fill(buf, s, deadline).await > 0,
+            "the stream ended before {needle:?}"
+        );
+    }
+}
+
 /// Reads one response from `s`, its body framed as its head says (`head_only` for HEAD).
 async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> Option<Raw> {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -217,29 +228,11 @@ async fn a_streamed_answer_is_chunked_and_arrives_as_it_comes() {
         .unwrap();
     let mut buf = Vec::new();
     // The head and the first event come before the member sends its second.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !String::from_utf8_lossy(&buf).contains("data: one") {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .expect("the first event before the second is sent")
-            .unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut s, &mut buf, "data: one").await;
     let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
     assert!(text.contains("transfer-encoding: chunked"), "{text}");
     b.sse_next.notify_one();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !String::from_utf8_lossy(&buf).contains("data: two") {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut s, &mut buf, "data: two").await;
 }
 
 #[tokio::test]
